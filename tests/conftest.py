@@ -1,0 +1,65 @@
+"""Shared fixtures: small real images made with Pillow, and the shared datasets when present."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def garment_image(colour: tuple[int, int, int], shape: str = "shirt", size=(120, 160), seed: int = 0):
+    """A synthetic 'garment': a coloured silhouette on a light background, with a little noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    im = Image.new("RGB", size, (245, 245, 245))
+    d = ImageDraw.Draw(im)
+    if shape == "shirt":
+        d.polygon([(w * .3, h * .1), (w * .7, h * .1), (w * .95, h * .35), (w * .8, h * .45),
+                   (w * .75, h * .9), (w * .25, h * .9), (w * .2, h * .45), (w * .05, h * .35)], fill=colour)
+    elif shape == "trousers":
+        d.polygon([(w * .3, h * .05), (w * .7, h * .05), (w * .8, h * .95), (w * .55, h * .95),
+                   (w * .5, h * .4), (w * .45, h * .95), (w * .2, h * .95)], fill=colour)
+    else:  # dress
+        d.polygon([(w * .4, h * .05), (w * .6, h * .05), (w * .9, h * .95), (w * .1, h * .95)], fill=colour)
+    arr = np.asarray(im).astype(np.int16) + rng.integers(-6, 7, size=(h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_garment():
+    return garment_image
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """Path to ../shared/datasets; skips the test when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/datasets is not present")
+    return SHARED
+
+
+@pytest.fixture
+def fpi300(shared_datasets) -> Path:
+    p = shared_datasets / "fashion-product-images-300.zip"
+    if not p.exists():
+        pytest.skip(f"{p} is not present")
+    return p
+
+
+@pytest.fixture
+def clothing_attributes_zip(shared_datasets) -> Path:
+    p = shared_datasets / "clothing-attributes.zip"
+    if not p.exists():
+        pytest.skip(f"{p} is not present")
+    return p

@@ -1,0 +1,106 @@
+"""read_source round trips for plain paths, zip members and IDX images, and its error messages."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vestis.data.sources import idx_uri, read_idx, read_source, zip_uri
+from vestis.errors import CatalogueError
+
+
+def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
+    """An IDX file as in Fashion-MNIST: 0x0000, type code 0x08 (ubyte), ndim, big-endian dims, data."""
+    raw = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes() + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def test_plain_path_round_trip(tmp_path):
+    p = tmp_path / "a b.jpg"
+    p.write_bytes(b"\xff\xd8 some bytes")
+    assert read_source(str(p)) == b"\xff\xd8 some bytes"
+    with pytest.raises(CatalogueError, match="no such file"):
+        read_source(str(tmp_path / "gone.jpg"))
+
+
+def test_zip_member_round_trip_and_errors(tmp_path):
+    archive = tmp_path / "shop.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("images/1.jpg", b"one")
+        zf.writestr("images/deep/2.jpg", b"two" * 1000, compress_type=zipfile.ZIP_DEFLATED)
+    uri = zip_uri(archive, "images/deep/2.jpg")
+    assert uri == f"zip:{archive}::images/deep/2.jpg"
+    assert read_source(uri) == b"two" * 1000
+    assert read_source(zip_uri(archive, "images/1.jpg")) == b"one"
+    with pytest.raises(CatalogueError, match=r"no member 'images/3\.jpg'"):
+        read_source(zip_uri(archive, "images/3.jpg"))
+    with pytest.raises(CatalogueError, match="no such file"):
+        read_source(zip_uri(tmp_path / "other.zip", "images/1.jpg"))
+    (tmp_path / "fake.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(CatalogueError, match="not a readable zip"):
+        read_source(zip_uri(tmp_path / "fake.zip", "x.jpg"))
+    with pytest.raises(CatalogueError, match="bad zip source"):
+        read_source(f"zip:{archive}")
+
+
+def test_zip_cache_notices_a_rewritten_archive(tmp_path):
+    archive = tmp_path / "shop.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("1.jpg", b"old")
+    assert read_source(zip_uri(archive, "1.jpg")) == b"old"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("1.jpg", b"new!")
+    st = archive.stat()
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert read_source(zip_uri(archive, "1.jpg")) == b"new!"
+
+
+def test_zip_reads_from_many_threads(tmp_path):
+    archive = tmp_path / "shop.zip"
+    payloads = {f"{i}.bin": os.urandom(20_000 + i) for i in range(16)}
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in payloads.items():
+            zf.writestr(name, data)
+    names = list(payloads) * 8
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda n: read_source(zip_uri(archive, n)), names))
+    assert got == [payloads[n] for n in names]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip_gives_png_of_the_image(tmp_path, gz):
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    path = write_idx(tmp_path / ("imgs-idx3-ubyte" + (".gz" if gz else "")), images, gz=gz)
+    uri = idx_uri(path, 3)
+    assert uri == f"idx:{path}::3"
+    data = read_source(uri)
+    assert data.startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), images[3])
+    with pytest.raises(CatalogueError, match=r"no image 5 \(the file holds 5\)"):
+        read_source(idx_uri(path, 5))
+
+
+def test_idx_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad-idx3-ubyte"
+    bad.write_bytes(b"GIF89a nonsense")
+    with pytest.raises(CatalogueError, match="bad magic number"):
+        read_idx(bad)
+    good = write_idx(tmp_path / "cut-idx3-ubyte", np.zeros((4, 3, 3)))
+    good.write_bytes(good.read_bytes()[:-5])
+    with pytest.raises(CatalogueError, match="truncated or corrupt"):
+        read_source(idx_uri(good, 0))
+    labels = write_idx(tmp_path / "labels-idx1-ubyte", np.arange(4))
+    assert read_idx(labels).tolist() == [0, 1, 2, 3]
+    with pytest.raises(CatalogueError, match="not an IDX image file"):
+        read_source(idx_uri(labels, 0))
+    with pytest.raises(CatalogueError, match="bad IDX source"):
+        read_source(f"idx:{labels}::first")

@@ -1,0 +1,3 @@
+"""vestis: fashion image retrieval (index, search, train, evaluate, serve)."""
+
+__version__ = "0.1.0"

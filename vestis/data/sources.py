@@ -1,0 +1,301 @@
+"""Where an item's encoded image bytes live: source URIs, and the folder/zip containers readers use.
+
+URIs (see :mod:`vestis.data.base`): a plain path, ``zip:/abs/archive.zip::member`` or
+``idx:/abs/file-idx3-ubyte.gz::N``. :func:`read_source` serves all three and is called many
+times by the web server and the indexer, so it keeps open zip handles (one per thread, since a
+``ZipFile`` shares a single file position) and decoded IDX arrays (a few, least recently used).
+Both caches notice when a file changes (size or mtime) and reopen it.
+
+Readers walk a dataset through :class:`Folder` or :class:`Archive`, which expose the same calls
+(find a label file, open it as text, make an item for a member), so every reader accepts a
+folder or a zip of that folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import logging
+import math
+import os
+import stat
+import threading
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from PIL import Image
+
+from vestis.data.base import CatalogueItem
+from vestis.errors import CatalogueError
+
+log = logging.getLogger(__name__)
+
+ZIP_SCHEME = "zip:"
+IDX_SCHEME = "idx:"
+SEPARATOR = "::"
+
+# IDX type codes (third magic byte) -> big-endian NumPy dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def zip_uri(archive: str | Path, member: str) -> str:
+    """The source URI of ``member`` inside the zip ``archive`` (made absolute)."""
+    path = os.path.abspath(archive)
+    if SEPARATOR in path:
+        raise CatalogueError(f"{path}: an archive path may not contain {SEPARATOR!r}")
+    return f"{ZIP_SCHEME}{path}{SEPARATOR}{member}"
+
+
+def idx_uri(path: str | Path, n: int) -> str:
+    """The source URI of image ``n`` (0-based) of an IDX image file (made absolute)."""
+    return f"{IDX_SCHEME}{os.path.abspath(path)}{SEPARATOR}{n}"
+
+
+def file_stamp(path: str | Path) -> str:
+    """Cheap change signature of a file: ``size:mtime_ns``."""
+    return _stamp(_stat(path))
+
+
+def _stamp(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _stat(path: str | Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise CatalogueError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CatalogueError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+class _ThreadZips(threading.local):
+    def __init__(self) -> None:
+        self.handles: dict[str, tuple[tuple[int, int], zipfile.ZipFile]] = {}
+
+
+_ZIPS = _ThreadZips()
+
+
+def zip_archive(path: str | Path) -> zipfile.ZipFile:
+    """This thread's open handle on the zip at ``path``, reopened if the file changed."""
+    key = os.path.abspath(path)
+    st = _stat(key)
+    signature = (st.st_size, st.st_mtime_ns)
+    cached = _ZIPS.handles.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    try:
+        handle = zipfile.ZipFile(key)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CatalogueError(f"{key}: not a readable zip archive ({e})") from None
+    _ZIPS.handles[key] = (signature, handle)
+    return handle
+
+
+def _read_zip_member(archive: str, member: str) -> bytes:
+    try:
+        return zip_archive(archive).read(member)
+    except KeyError:
+        raise CatalogueError(f"{archive}: no member {member!r} in the archive") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, NotImplementedError) as e:
+        raise CatalogueError(f"{archive}: cannot read member {member!r} ({e})") from None
+
+
+def _parse_idx(raw: bytes, path: str) -> np.ndarray:
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise CatalogueError(f"{path}: corrupt gzip data ({e})") from None
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in _IDX_DTYPES:
+        raise CatalogueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise CatalogueError(f"{path}: IDX header is truncated")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = math.prod(dims)
+    if len(raw) - header != count * dtype.itemsize:
+        raise CatalogueError(f"{path}: IDX file is truncated or corrupt: header says {dims} values "
+                             f"({count * dtype.itemsize} bytes), file has {len(raw) - header} bytes of data")
+    return np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise CatalogueError(f"{path}: cannot read ({e.strerror or e})") from None
+    return _parse_idx(raw, path)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The array stored in an IDX file (gzipped or not), cached while the file is unchanged."""
+    key = os.path.abspath(path)
+    st = _stat(key)
+    return _load_idx(key, st.st_size, st.st_mtime_ns)
+
+
+def idx_png(path: str | Path, n: int) -> bytes:
+    """PNG bytes of image ``n`` of an IDX image file (a 3-D uint8 array: count x rows x columns)."""
+    images = read_idx(path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise CatalogueError(f"{path}: not an IDX image file (array {images.shape} of {images.dtype})")
+    if not 0 <= n < len(images):
+        raise CatalogueError(f"{path}: no image {n} (the file holds {len(images)})")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(images[n])).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_source(uri: str) -> bytes:
+    """The encoded bytes a source URI names (plain path, ``zip:...::member`` or ``idx:...::N``)."""
+    if uri.startswith(ZIP_SCHEME):
+        archive, sep, member = uri[len(ZIP_SCHEME):].partition(SEPARATOR)
+        if not sep or not member:
+            raise CatalogueError(f"bad zip source {uri!r}: expected zip:/path/archive.zip::member")
+        return _read_zip_member(archive, member)
+    if uri.startswith(IDX_SCHEME):
+        path, sep, n = uri[len(IDX_SCHEME):].rpartition(SEPARATOR)
+        if not sep or not n.isdigit():
+            raise CatalogueError(f"bad IDX source {uri!r}: expected idx:/path/file-idx3-ubyte.gz::N")
+        return idx_png(path, int(n))
+    try:
+        with open(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CatalogueError(f"{uri}: no such file") from None
+    except OSError as e:
+        raise CatalogueError(f"{uri}: cannot read ({e.strerror or e})") from None
+
+
+class _Container:
+    """A dataset root, walked by names relative to it (``/``-separated)."""
+
+    root: Path
+
+    def _locate(self, name: str) -> tuple[str, str] | None:
+        """(source URI, stamp) of a file, or None when it is missing."""
+        raise NotImplementedError
+
+    def item(self, item_id: str, name: str, metadata: dict[str, Any]) -> CatalogueItem | None:
+        """A catalogue item for the file ``name``, or None when that file is missing."""
+        found = self._locate(name)
+        if found is None:
+            return None
+        uri, stamp = found
+        # A partial (unlike a lambda) pickles, so items can cross process boundaries.
+        return CatalogueItem(item_id, uri, metadata, stamp, functools.partial(read_source, uri))
+
+    def exists(self, name: str) -> bool:
+        return self._locate(name) is not None
+
+
+class Folder(_Container):
+    """A dataset unpacked in a folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(os.path.abspath(root))
+
+    def find(self, filename: str, max_depth: int = 2) -> str | None:
+        """The shallowest file called ``filename`` at most ``max_depth`` folders down (first by name)."""
+        for depth in range(max_depth + 1):
+            hits = sorted(p for p in self.root.glob("/".join(["*"] * depth + [filename])) if p.is_file())
+            if hits:
+                return hits[0].relative_to(self.root).as_posix()
+        return None
+
+    def open_text(self, name: str) -> TextIO:
+        return open(self.root / name, encoding="utf-8-sig", errors="replace", newline="")
+
+    def files(self) -> list[str]:
+        """Every file under the root, sorted, skipping hidden files and folders."""
+        names = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = Path(folder).relative_to(self.root).as_posix()
+            prefix = "" if rel == "." else rel + "/"
+            names.extend(prefix + f for f in files if not f.startswith("."))
+        return sorted(names)
+
+    def _locate(self, name: str) -> tuple[str, str] | None:
+        path = self.root / name
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (str(path), _stamp(st)) if stat.S_ISREG(st.st_mode) else None
+
+
+class Archive(_Container):
+    """A dataset packed in a zip archive, read in place."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(os.path.abspath(path))
+        self._infos = {i.filename: i for i in zip_archive(self.root).infolist() if not i.is_dir()}
+
+    def find(self, filename: str, max_depth: int = 2) -> str | None:
+        hits = [n for n in self._infos if n.rpartition("/")[2] == filename
+                and n.count("/") <= max_depth and not n.startswith("__MACOSX/")]
+        return min(hits, key=lambda n: (n.count("/"), n), default=None)
+
+    def open_text(self, name: str) -> TextIO:
+        return io.TextIOWrapper(zip_archive(self.root).open(name), encoding="utf-8-sig",
+                                errors="replace", newline="")
+
+    def files(self) -> list[str]:
+        return sorted(n for n in self._infos if not n.startswith("__MACOSX/"))
+
+    def _locate(self, name: str) -> tuple[str, str] | None:
+        info = self._infos.get(name)
+        return None if info is None else (zip_uri(self.root, name), f"{info.CRC:08x}:{info.file_size}")
+
+
+Container = Folder | Archive
+
+
+def open_container(path: str | Path) -> Container:
+    """A folder or zip archive as a :class:`Folder` or :class:`Archive`."""
+    p = Path(path)
+    if p.is_dir():
+        return Folder(p)
+    if p.is_file():
+        if zipfile.is_zipfile(p):
+            return Archive(p)
+        raise CatalogueError(f"{p}: not a folder or a zip archive")
+    raise CatalogueError(f"{p}: no such file or folder")
+
+
+def iter_items(container: Container, entries: Iterable[tuple[str, str, dict[str, Any]]],
+               what: str) -> Iterator[CatalogueItem]:
+    """Items for ``(id, file name, metadata)`` entries, in order. Entries whose file is missing or
+    whose id was already used are skipped, and logged once at the end as problems of ``what``."""
+    seen: set[str] = set()
+    missing: list[str] = []
+    repeated: list[str] = []
+    for item_id, name, metadata in entries:
+        if item_id in seen:
+            repeated.append(item_id)
+            continue
+        item = container.item(item_id, name, metadata)
+        if item is None:
+            missing.append(name)
+            continue
+        seen.add(item_id)
+        yield item
+    if missing:
+        log.warning("%s: %d entries of %s have no image and are skipped (first: %s)",
+                    container.root, len(missing), what, ", ".join(missing[:5]))
+    if repeated:
+        log.warning("%s: %d entries of %s repeat an id and are skipped (first: %s)",
+                    container.root, len(repeated), what, ", ".join(repeated[:5]))
