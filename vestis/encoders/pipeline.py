@@ -1,0 +1,102 @@
+"""Batched embedding of many items: decode, preprocess and colour in threads, infer in batches.
+
+Reading, hashing, decoding, preprocessing and the colour descriptor of the next batches run in
+a thread pool (Pillow, hashlib and NumPy release the GIL) while onnxruntime embeds the current
+one. Batches come out in input order. An item that cannot be read or decoded is reported in its
+batch's ``failures`` and never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from typing import Generic, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from vestis.data.images import decode_image
+from vestis.encoders.base import ImageEncoder
+from vestis.encoders.colour import COLOUR_DIM, colour_descriptor
+from vestis.errors import VestisError
+
+K = TypeVar("K")
+PREFETCH = 2  # batches being prepared ahead of the one being embedded
+
+
+@dataclass
+class EmbeddedBatch(Generic[K]):
+    """The embedded items of one input batch, in input order; ``vectors``, ``colours`` and
+    ``hashes`` (sha256 hex of the encoded bytes) are row-aligned with ``keys``. ``failures`` holds
+    the batch's items that could not be read or decoded, with the reason."""
+
+    keys: list[K]
+    vectors: np.ndarray
+    colours: np.ndarray | None
+    hashes: list[str]
+    failures: list[tuple[K, str]]
+
+
+@dataclass
+class _Prepared(Generic[K]):
+    key: K
+    tensor: np.ndarray | None = None
+    colour: np.ndarray | None = None
+    digest: str = ""
+    error: str = ""
+
+
+def _prepare(encoder: ImageEncoder, key: K, read: Callable[[], bytes], with_colour: bool) -> _Prepared[K]:
+    try:
+        data = read()
+        image = decode_image(data, source=str(key))
+        return _Prepared(key, encoder.preprocess(image), colour_descriptor(image) if with_colour else None,
+                         hashlib.sha256(data).hexdigest())
+    except VestisError as e:
+        return _Prepared(key, error=str(e))
+    except Exception as e:  # noqa: BLE001 - a reader's own failure (I/O, zip, network) skips one item only
+        return _Prepared(key, error=f"cannot read: {type(e).__name__}: {e}")
+
+
+def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], bytes]]], *, batch_size: int = 32,
+                with_colour: bool = True, workers: int | None = None, progress: bool = True,
+                total: int | None = None) -> Iterator[EmbeddedBatch[K]]:
+    """Embed ``(key, read)`` items, yielding one :class:`EmbeddedBatch` per ``batch_size`` inputs.
+
+    ``workers`` threads (default: one per core) prepare images; ``progress`` shows a tqdm bar with
+    images/s on a terminal; ``total`` (the number of items, when known) gives the bar an end.
+    """
+    if batch_size < 1:
+        raise VestisError(f"batch_size must be at least 1, got {batch_size}")
+    source = iter(items)
+    bar = tqdm(total=total, unit="img", desc=f"embedding ({encoder.name})", disable=None if progress else True)
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="vestis-embed")
+    pending: deque[list[Future[_Prepared[K]]]] = deque()
+
+    def submit_next() -> None:
+        chunk = list(islice(source, batch_size))
+        if chunk:
+            pending.append([pool.submit(_prepare, encoder, key, read, with_colour) for key, read in chunk])
+
+    try:
+        for _ in range(PREFETCH):
+            submit_next()
+        while pending:
+            prepared = [f.result() for f in pending.popleft()]
+            submit_next()
+            done = [p for p in prepared if not p.error]
+            vectors = (encoder.embed_batch(np.stack([p.tensor for p in done])) if done
+                       else np.zeros((0, encoder.dim), np.float32))
+            colours = (np.stack([p.colour for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
+                       ) if with_colour else None
+            bar.update(len(prepared))
+            yield EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
+                                [(p.key, p.error) for p in prepared if p.error])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
