@@ -1,0 +1,280 @@
+"""The `vestis` command line: thin typer commands over the library layers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vestis.errors import VestisError
+
+app = typer.Typer(
+    help="vestis: fashion image retrieval. Index a clothing catalogue, then search it by image.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _parse_filters(filters: list[str]) -> dict[str, list[str]]:
+    """`key=value` pairs; the same key twice means either value, different keys must all match."""
+    out: dict[str, list[str]] = {}
+    for f in filters:
+        if "=" not in f:
+            _fail(f"--filter takes key=value (got {f!r})")
+        key, value = f.split("=", 1)
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@app.command("index")
+def index_cmd(
+    source: Annotated[str, typer.Argument(help="A folder, a zip archive, or a dataset name (fashion-mnist).")],
+    collection: CollectionOpt,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Catalogue format (auto-detected).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name or path to an .onnx model.")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="Index spec, e.g. exact, hnsw, ivf:nprobe=16.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Index only the first N items (Fashion-MNIST: per split).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 32,
+    keep_missing: Annotated[bool, typer.Option(help="Keep items whose image left the source.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Build or update a collection from a catalogue: embeds only new or changed images."""
+    from vestis.data import open_catalogue
+    from vestis.encoders import DEFAULT_ENCODER, get_encoder
+    from vestis.store.collection import Collection
+    from vestis.store.ingest import index_catalogue, open_or_create
+
+    options = {"limit": limit} if limit else {}
+    catalogue = open_catalogue(source, format, **options)
+    if encoder is None:
+        encoder = Collection.open(collection).encoder_name if Collection.exists(collection) else DEFAULT_ENCODER
+    enc = get_encoder(encoder)
+    coll = open_or_create(collection, enc, index)
+    console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
+    report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for item_id, src, reason in report.failures[:20]:
+            console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
+        if len(report.failures) > 20:
+            console.print(f"[yellow]... and {len(report.failures) - 20} more skipped[/]")
+        console.print(
+            f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
+            + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
+            + f"; collection holds {len(coll)} items"
+        )
+
+
+@app.command("search")
+def search_cmd(
+    collection: CollectionOpt,
+    image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
+    item_id: Annotated[str | None, typer.Option("--id", help="Search with an indexed item (more like this).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
+    filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results and timings as JSON.")] = False,
+    grid: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG of the results.")] = None,
+) -> None:
+    """Find the items most similar to a query image or an indexed item."""
+    from vestis.data.images import decode_image
+    from vestis.search.searcher import Searcher
+    from vestis.store.collection import Collection
+
+    if (image is None) == (item_id is None):
+        _fail("give either a query IMAGE or --id ITEM")
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    coll = Collection.open(collection)
+    coll.table()
+    t1 = time.perf_counter()
+    timings["load_collection"] = (t1 - t_start) * 1000
+    searcher = Searcher(coll)
+    query_image = None
+    if image is not None:
+        if not image.is_file():
+            _fail(f"no such image file: {image}")
+        searcher.encoder  # load the model now so its time is reported on its own
+        timings["load_model"] = (time.perf_counter() - t1) * 1000
+        query_image = decode_image(image.read_bytes(), source=str(image))
+        query = searcher.query_from_image(query_image, timings)
+    else:
+        timings["load_model"] = 0.0
+        query = searcher.query_from_item(item_id)
+        timings["embed"] = 0.0
+    response = searcher.search(
+        query, k=k, offset=offset, filters=_parse_filters(filter or []), colour_weight=color_weight, timings=timings
+    )
+    timings["total"] = (time.perf_counter() - t_start) * 1000
+    if grid is not None:
+        from vestis.search.grid import contact_sheet, key_labels, load_source_image
+
+        if query_image is None:
+            query_image = load_source_image(coll.get(item_id).source)
+        cells = [
+            (load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata)) for h in response.hits
+        ]
+        contact_sheet(query_image, cells, grid, query_caption=str(item_id or image.name))
+    if as_json:
+        print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"top {len(response.hits)} of {response.candidates}")
+    table.add_column("#", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    table.add_column("labels")
+    for rank, hit in enumerate(response.hits, start=offset + 1):
+        labels = ", ".join(f"{v}" for key, v in hit.metadata.items() if key not in ("productDisplayName",))
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", labels[:80])
+    Console().print(table)
+    console.print(" ".join(f"{key}={value:.1f}ms" for key, value in timings.items()))
+    if grid is not None:
+        console.print(f"contact sheet written to {grid}")
+
+
+@app.command("info")
+def info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Describe a collection: size, encoder, index, metadata columns."""
+    from vestis.store.collection import Collection
+
+    info = Collection.open(collection).info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=str(collection))
+    for key, value in info.items():
+        if key == "catalogues":
+            value = "; ".join(f"{c['catalogue']} ({c['items']})" for c in value)
+        elif key == "metadata_columns":
+            value = ", ".join(value)
+        elif key == "disk_bytes":
+            value = f"{value / 1e6:.1f} MB"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command("remove")
+def remove_cmd(
+    item_ids: Annotated[list[str], typer.Argument(help="Item ids to remove.")],
+    collection: CollectionOpt,
+) -> None:
+    """Remove items from a collection (its index is updated, not rebuilt)."""
+    from vestis.store.collection import Collection
+
+    coll = Collection.open(collection)
+    missing = [i for i in item_ids if i not in coll]
+    removed = coll.remove(item_ids)
+    coll.persist()
+    for i in missing:
+        console.print(f"[yellow]not in collection:[/] {i}")
+    console.print(f"removed {removed} item(s); collection holds {len(coll)} items")
+
+
+@app.command("eval")
+def eval_cmd(
+    collection: CollectionOpt,
+    group: Annotated[str | None, typer.Option(help="Label columns that define relevance, e.g. articleType,baseColour.")] = None,
+    attributes: Annotated[str | None, typer.Option(help="Attribute-specific MAP over these columns.")] = None,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,10,50",
+    split: Annotated[str | None, typer.Option(help="Split of the queries (train/val/test; default: all items).")] = None,
+    gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="CSV of id,split (default: created by id, seed 0).")] = None,
+    index: Annotated[str | None, typer.Option(help="Rank through this index backend (adds ANN recall@10).")] = None,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.")] = 0.0,
+    knn: Annotated[int | None, typer.Option(help="Also report kNN classification accuracy with this K.")] = None,
+    skip_unanswerable: Annotated[
+        bool, typer.Option(help="Leave out queries with no relevant item (default: they count as misses).")
+    ] = False,
+    report: Annotated[Path | None, typer.Option(help="Write report.md, metrics.json and plots here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy."""
+    from vestis.eval.run import EvalConfig, run_eval
+
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        _fail(f"--k takes comma-separated integers (got {k!r})")
+    split_list = lambda text: [c.strip() for c in text.split(",") if c.strip()] if text else []  # noqa: E731
+    cfg = EvalConfig(
+        group=split_list(group), attributes=split_list(attributes), ks=ks, queries=split,
+        gallery=split_list(gallery) or None, split_file=split_file, index=index, colour_weight=color_weight,
+        knn=knn, include_queries_without_relevant=not skip_unanswerable,
+    )
+    command = "vestis " + " ".join(sys.argv[1:])
+    metrics = run_eval(collection, cfg, report_dir=report, command=command)
+    if as_json:
+        print(json.dumps(metrics, indent=2, default=str))
+        return
+    table = Table(title=f"{collection} ({metrics['n_queries_total']} queries, gallery {metrics['n_gallery']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+        elif key.startswith(("n_", "attribute_n")) or key in ("index", "encoder"):
+            table.add_row(key, str(value))
+    for attr, res in metrics.get("attributes", {}).items():
+        table.add_row(f"MAP {attr}", f"{res['mAP']:.4f} ({res['n_queries']} queries)")
+    Console().print(table)
+    if report is not None:
+        console.print(f"report written to {report / 'report.md'}")
+
+
+@app.command("serve")
+def serve_cmd(
+    collection: CollectionOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int | None, typer.Option(help="Inference threads (default: one per core, at most 4).")] = None,
+    allow_root: Annotated[
+        list[Path] | None, typer.Option("--allow-root", help="Folder /submit may read img_path from (repeatable).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="VESTIS_API_KEY", help="Key required for POST/DELETE /items.")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 20.0,
+) -> None:
+    """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
+    from vestis.api.server import serve
+
+    serve(
+        collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
+
+
+def main() -> None:
+    """Entry point: user errors print a clear message and exit 2, without a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except VestisError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

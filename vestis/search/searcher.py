@@ -1,0 +1,187 @@
+"""Queries against a collection: by image, by an indexed item, or by a vector; with metadata
+filters, colour fusion, paging and a timing breakdown.
+
+Scores are cosine similarities of the deep embeddings. With ``colour_weight`` w > 0 the score
+becomes ``cos(deep) + w * sim(colour)``, where ``sim(colour)`` is the inner product of the
+square-root colour histograms (Bhattacharyya coefficient, in [0, 1]). This is the
+deep-fashion-retrieval fusion ``-d(deep) - 0.1 d(colour)`` written as a similarity.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vestis.data.images import decode_image
+from vestis.encoders import get_encoder
+from vestis.encoders.base import ImageEncoder
+from vestis.encoders.colour import colour_descriptor
+from vestis.errors import VestisError
+from vestis.store.collection import Collection
+
+MAX_K = 1000
+ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
+
+
+@dataclass
+class SearchHit:
+    id: str
+    score: float
+    source: str
+    metadata: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResponse:
+    hits: list[SearchHit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    candidates: int = 0  # how many items were eligible (after filters)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "results": [
+                {"id": h.id, "score": round(h.score, 6), "path": h.source, "metadata": h.metadata} for h in self.hits
+            ],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }
+
+
+@dataclass
+class Query:
+    """An embedded query: deep vector, colour descriptor, and vids to leave out of the results."""
+
+    vector: np.ndarray
+    colour: np.ndarray | None = None
+    exclude: tuple[int, ...] = ()
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (stable for ties: lower index first)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))]
+
+
+class Searcher:
+    """Loads the collection's encoder once and answers queries."""
+
+    def __init__(self, collection: Collection, encoder: ImageEncoder | None = None) -> None:
+        self.collection = collection
+        if encoder is not None:
+            collection.check_encoder(encoder.version)
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> ImageEncoder:
+        if self._encoder is None:
+            encoder = get_encoder(self.collection.encoder_name)
+            self.collection.check_encoder(encoder.version)
+            self._encoder = encoder
+        return self._encoder
+
+    # ----------------------------------------------------------------- building queries
+    def query_from_image(self, image: Image.Image | bytes, timings: dict[str, float] | None = None) -> Query:
+        """Embed an image (PIL image or encoded bytes); records decode/embed times in ``timings``."""
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
+        if isinstance(image, (bytes, bytearray)):
+            image = decode_image(bytes(image), source="query")
+        t1 = time.perf_counter()
+        vector = self.encoder.embed_images([image])[0]
+        colour = colour_descriptor(image) if self.collection.colour_dim else None
+        t2 = time.perf_counter()
+        timings["decode"] = (t1 - t0) * 1000
+        timings["embed"] = (t2 - t1) * 1000
+        return Query(vector, colour)
+
+    def query_from_item(self, item_id: str) -> Query:
+        """"More like this": the stored vectors of an indexed item, which is left out of the results."""
+        vector, colour = self.collection.vector_of(item_id)
+        return Query(vector, colour, exclude=(self.collection.get(item_id).vid,))
+
+    # ----------------------------------------------------------------- searching
+    def search(
+        self,
+        query: Query,
+        *,
+        k: int = 10,
+        offset: int = 0,
+        filters: dict[str, list[str]] | None = None,
+        colour_weight: float = 0.0,
+        timings: dict[str, float] | None = None,
+    ) -> SearchResponse:
+        if not 1 <= k <= MAX_K:
+            raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
+        if offset < 0 or offset > 100 * MAX_K:
+            raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
+        if colour_weight < 0:
+            raise VestisError(f"colour weight must be >= 0 (got {colour_weight})")
+        if colour_weight and not self.collection.colour_dim:
+            raise VestisError("this collection stores no colour features; use colour weight 0")
+        timings = {} if timings is None else timings
+        want = k + offset
+        t0 = time.perf_counter()
+        coll = self.collection
+        with coll.lock:
+            table = coll.table()
+            if filters or not coll.uses_ann:
+                vids, scores, candidates = self._score_table(query, table, filters, colour_weight, want)
+            else:
+                vids, scores, candidates = self._score_ann(query, table, colour_weight, want)
+        t1 = time.perf_counter()
+        vids, scores = vids[offset:want], scores[offset:want]
+        items = {it.vid: it for it in coll.items_by_vid(vids.tolist())}
+        hits = [
+            SearchHit(items[v].id, float(s), items[v].source, items[v].metadata)
+            for v, s in zip(vids.tolist(), scores.tolist())
+            if v in items
+        ]
+        t2 = time.perf_counter()
+        timings["search"] = (t1 - t0) * 1000
+        timings["fetch_metadata"] = (t2 - t1) * 1000
+        return SearchResponse(hits, timings, candidates)
+
+    def _score_table(self, query, table, filters, colour_weight, want):
+        all_vids, vectors, colours = table.view
+        if filters:
+            allowed = self.collection.filter_vids(filters)
+            rows = table.rows(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
+            vids, vectors, colours = all_vids[rows], vectors[rows], colours[rows]
+        else:
+            vids = all_vids
+        if query.exclude:
+            keep = ~np.isin(vids, np.array(query.exclude, np.int64))
+            vids, vectors, colours = vids[keep], vectors[keep], colours[keep]
+        scores = vectors @ query.vector
+        if colour_weight:
+            scores = scores + colour_weight * (colours @ query.colour)
+        order = top_k(scores, want)
+        return vids[order], scores[order], len(vids)
+
+    def _score_ann(self, query, table, colour_weight, want):
+        index = self.collection.index()
+        fetch = want + len(query.exclude)
+        if colour_weight:
+            fetch = max(fetch * ANN_RERANK_FACTOR, 200)
+        scores, vids = index.search(query.vector[None, :].astype(np.float32), min(fetch, max(len(index), 1)))
+        scores, vids = scores[0], vids[0]
+        keep = (vids >= 0) & ~np.isin(vids, np.array(query.exclude, np.int64))
+        scores, vids = scores[keep], vids[keep]
+        if colour_weight and len(vids):
+            rows = table.rows(vids)
+            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.colours[rows] @ query.colour)
+            order = top_k(scores, want)
+            scores, vids = scores[order], vids[order]
+        return vids[:want], scores[:want], table.n - len(query.exclude)
