@@ -1,0 +1,63 @@
+"""A small real collection for the API tests: generated garment JPEGs embedded by the default encoder.
+
+It is built once per session; each test module serves its own copy, so writes in one module never
+leak into another.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import garment_image, jpeg_bytes
+from vestis.data import open_catalogue
+from vestis.encoders import get_encoder
+from vestis.store.ingest import index_catalogue, open_or_create
+
+COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60), "black": (25, 25, 25)}
+SHAPES = ("shirt", "trousers", "dress")
+COPIES = 2
+
+
+@pytest.fixture(scope="session")
+def api_encoder():
+    return get_encoder()
+
+
+@pytest.fixture(scope="session")
+def shop_dir(tmp_path_factory) -> Path:
+    """A catalogue folder: 24 garments with colour, kind and a unique name in metadata.csv."""
+    folder = tmp_path_factory.mktemp("shop")
+    rows = []
+    for cname, rgb in COLOURS.items():
+        for shape in SHAPES:
+            for n in range(COPIES):
+                item_id = f"{cname}-{shape}-{n}"
+                (folder / f"{item_id}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, seed=n)))
+                rows.append({"id": item_id, "path": f"{item_id}.jpg", "colour": cname, "kind": shape,
+                             "name": f"{cname.title()} {shape} no. {n}"})
+    with open(folder / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_collection(tmp_path_factory, shop_dir, api_encoder) -> Path:
+    path = tmp_path_factory.mktemp("collections") / "shop"
+    coll = open_or_create(path, api_encoder, None)
+    index_catalogue(coll, open_catalogue(shop_dir), api_encoder, batch_size=8, progress=False)
+    coll.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def collection_copy(tmp_path_factory, built_collection) -> Path:
+    """This module's own copy of the built collection."""
+    dest = tmp_path_factory.mktemp("copy") / "shop"
+    shutil.copytree(built_collection, dest)
+    return dest

@@ -1,0 +1,86 @@
+"""Concurrent adds and searches: no item is lost, none is ever seen half-written."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import COLOURS, COPIES, SHAPES
+from tests.conftest import garment_image, jpeg_bytes
+from vestis.api.app import create_app
+from vestis.store.collection import Collection
+
+pytestmark = pytest.mark.slow
+
+ADDERS, ADDS_EACH, SEARCHERS = 3, 4, 3
+
+
+def test_concurrent_adds_and_searches(collection_copy, api_encoder):
+    expected = {f"{c}-{s}-{n}": {"colour": c, "kind": s, "name": f"{c.title()} {s} no. {n}"}
+                for c in COLOURS for s in SHAPES for n in range(COPIES)}
+    images: dict[str, bytes] = {}
+    for a in range(ADDERS):
+        for i in range(ADDS_EACH):
+            item_id = f"added-{a}-{i}"
+            rgb = (40 + 60 * a, 20 + 50 * i, 200 - 40 * i)
+            images[item_id] = jpeg_bytes(garment_image(rgb, SHAPES[(a + i) % 3], seed=100 + 10 * a + i))
+            expected[item_id] = {"adder": str(a), "n": i, "kind": SHAPES[(a + i) % 3]}
+    errors: list[str] = []
+    adding = threading.Event()
+    adding.set()
+    searches = [0]
+
+    with TestClient(create_app(collection_copy, encoder=api_encoder, workers=2)) as client:
+
+        def add(a: int) -> None:
+            for i in range(ADDS_EACH):
+                item_id = f"added-{a}-{i}"
+                r = client.post("/items", files={"file": (f"{item_id}.jpg", images[item_id], "image/jpeg")},
+                                data={"id": item_id, "metadata": f'{{"adder": "{a}", "n": {i}, '
+                                                                 f'"kind": "{expected[item_id]["kind"]}"}}'})
+                if r.status_code != 201:
+                    errors.append(f"add {item_id}: {r.status_code} {r.text}")
+
+        def search(s: int) -> None:
+            query = jpeg_bytes(garment_image((90, 90, 160), SHAPES[s % 3], seed=s))
+            while adding.is_set():
+                r = client.post("/search", files={"file": ("q.jpg", query, "image/jpeg")}, data={"k": "40"})
+                if r.status_code != 200:
+                    errors.append(f"search: {r.status_code} {r.text}")
+                    return
+                hits = r.json()["results"]
+                searches[0] += 1
+                for hit in hits:  # every hit is a whole item: known id, all of its metadata
+                    if expected.get(hit["id"]) != hit["metadata"]:
+                        errors.append(f"half-written or unknown hit {hit}")
+                ids = [h["id"] for h in hits]
+                if len(ids) != len(set(ids)):
+                    errors.append(f"duplicate hits {ids}")
+
+        adders = [threading.Thread(target=add, args=(a,)) for a in range(ADDERS)]
+        searchers = [threading.Thread(target=search, args=(s,)) for s in range(SEARCHERS)]
+        for t in searchers + adders:
+            t.start()
+        for t in adders:
+            t.join(timeout=120)
+        adding.clear()
+        for t in searchers:
+            t.join(timeout=60)
+        assert not errors, errors[:5]
+        assert searches[0] >= SEARCHERS  # the searches really overlapped the adds
+
+        total = 24 + ADDERS * ADDS_EACH
+        assert client.get("/healthz").json()["items"] == total
+        for item_id, data in images.items():
+            assert client.get(f"/items/{item_id}").json()["metadata"] == expected[item_id]
+            assert client.get(f"/items/{item_id}/image").content == data
+            top = client.post("/search", files={"file": ("q.jpg", data, "image/jpeg")}, data={"k": "1"}).json()
+            assert top["results"][0]["id"] == item_id and top["results"][0]["score"] > 0.999
+        everything = client.post("/search", json={"item_id": "red-shirt-0", "k": 100}).json()
+        assert everything["candidates"] == total - 1 and len(everything["results"]) == total - 1
+
+    with Collection.open(collection_copy) as reopened:  # all of it committed, caches saved at shutdown
+        assert len(reopened) == total and all(item_id in reopened for item_id in images)
+        assert reopened.table().n == total

@@ -1,0 +1,61 @@
+"""Dependencies shared by the routes: the service, the API-key check, body validation, uploads."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from vestis.api.errors import UnauthorizedError
+from vestis.api.service import Service
+
+M = TypeVar("M", bound=BaseModel)
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The server's API key.")
+_bearer = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def require_api_key(
+    service: ServiceDep,
+    api_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """Writes need the key (``X-API-Key`` or ``Authorization: Bearer``) when the server has one."""
+    if service.api_key is None:
+        return
+    given = api_key or (bearer.credentials if bearer else None)
+    if not given:
+        raise UnauthorizedError("this server needs an API key for writes: send it as X-API-Key or Bearer token")
+    if not hmac.compare_digest(given.encode(), service.api_key.encode()):
+        raise UnauthorizedError("wrong API key")
+
+
+def validate(model: type[M], data: object) -> M:
+    """Validate data the route parsed itself, answering 422 in FastAPI's own format on failure."""
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_context=False, include_input=False)) from None
+
+
+async def read_upload(upload: UploadFile, service: Service) -> bytes:
+    """An uploaded file's bytes, refusing (413) one over the size limit without reading it all."""
+    if upload.size is not None:
+        service.check_size(upload.size, "the uploaded file")
+    data = await upload.read(service.max_upload_bytes + 1)
+    service.check_size(len(data), "the uploaded file")
+    return data

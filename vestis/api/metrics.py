@@ -1,0 +1,70 @@
+"""Prometheus metrics of one server: requests by route and status, latency histograms, collection size.
+
+Each app has its own registry (several apps can live in one process, as in the tests); the
+middleware labels requests by route *template* (``/items/{item_id}``), never by raw path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, item_count: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("vestis_http_requests", "HTTP requests answered.", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("vestis_http_request_duration_seconds", "Time to answer an HTTP request.",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("vestis_http_requests_in_flight", "HTTP requests being answered.",
+                               registry=self.registry)
+        self.items = Gauge("vestis_collection_items", "Items in the collection.", registry=self.registry)
+        self.items.set_function(item_count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (an exception counts as status 500)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)

@@ -1,0 +1,144 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vestis.search.searcher import MAX_K, SearchResponse
+
+MAX_OFFSET = 10_000
+MAX_COLOR_WEIGHT = 10.0
+
+Attrs = str | list[str] | None
+Filters = dict[str, list[str] | str]
+
+
+def image_url(item_id: str) -> str:
+    return f"/items/{quote(item_id, safe='')}/image"
+
+
+class SearchOptions(BaseModel):
+    """What to return: how many, from where, restricted how, and how much colour counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attrs: Attrs = Field(None, description="Attribute names to search by, as a list or 'a; b' (RPF style).")
+    filters: Filters = Field(
+        default_factory=dict,
+        description='Metadata equality filters: {"baseColour": ["Blue", "Navy Blue"]} keeps items whose '
+        "baseColour is either value; several keys must all match.",
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
+    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOR_WEIGHT,
+                                description="Weight of colour similarity added to the deep similarity.")
+
+
+class SearchRequest(SearchOptions):
+    """JSON body of ``POST /search``: exactly one of ``image_base64`` and ``item_id``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}]})
+
+    image_base64: str | None = Field(None, description="The query image, base64 (a data: URL is accepted).")
+    item_id: str | None = Field(None, description="Search with an indexed item ('more like this').")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.image_base64 is None) == (self.item_id is None):
+            raise ValueError("give exactly one of image_base64 and item_id")
+        return self
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float = Field(description="Cosine similarity (plus color_weight x colour similarity).")
+    metadata: dict[str, Any]
+    image_url: str
+
+
+class SearchResults(BaseModel):
+    results: list[SearchResult]
+    candidates: int = Field(description="Items eligible after filters.")
+    k: int
+    offset: int
+    query: dict[str, str] = Field(description='{"type": "image"} or {"type": "item", "item_id": ...}.')
+    timings_ms: dict[str, float] = Field(description="decode, embed, search, fetch_metadata, queue and total.")
+
+    @classmethod
+    def build(cls, response: SearchResponse, *, k: int, offset: int, query: dict[str, str],
+              timings_ms: dict[str, float]) -> SearchResults:
+        results = [SearchResult(id=h.id, score=round(h.score, 6), metadata=h.metadata, image_url=image_url(h.id))
+                   for h in response.hits]
+        return cls(results=results, candidates=response.candidates, k=k, offset=offset, query=query,
+                   timings_ms={key: round(v, 3) for key, v in timings_ms.items()})
+
+
+class SubmitRequest(BaseModel):
+    """RPF ``POST /submit`` body."""
+
+    img_path: str = Field(min_length=1, max_length=4096,
+                          description="An item id of the collection, or an image file under an allowed folder.")
+    attrs: Attrs = Field(None, description="Attribute names, 'sleeve length; collar design'.")
+
+
+class SubmitResponse(BaseModel):
+    ids: list[str]
+    similarities: list[float]
+    retrieval_times: float = Field(description="Seconds spent on the query (embedding and search).")
+
+
+class ItemOut(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+    image_url: str
+    similar_url: str
+
+    @classmethod
+    def of(cls, item_id: str, metadata: dict[str, Any]) -> ItemOut:
+        return cls(id=item_id, metadata=metadata, image_url=image_url(item_id),
+                   similar_url=f"/items/{quote(item_id, safe='')}/similar")
+
+
+class Deleted(BaseModel):
+    id: str
+    removed: bool
+
+
+class ColumnValue(BaseModel):
+    value: str
+    count: int
+
+
+class Column(BaseModel):
+    name: str
+    values: list[ColumnValue] = Field(description="The most frequent values, most frequent first.")
+    filterable: bool = Field(description="Whether the column suits a filter: few distinct values that repeat "
+                             "(false for id-like columns such as names).")
+
+
+class Info(BaseModel):
+    name: str
+    items: int
+    encoder: str
+    encoder_version: str
+    dim: int
+    index: str
+    generation: int
+    colour: bool
+    attributes: list[str]
+    columns: list[Column]
+    max_k: int
+    max_upload_bytes: int
+    max_pixels: int
+    writes_need_api_key: bool
+
+
+class Health(BaseModel):
+    status: str
+    items: int
+    uptime_s: float
+    startup_s: float

@@ -1,0 +1,141 @@
+"""Search routes: ``POST /search`` (upload, base64 or item id) and the RPF-compatible ``POST /submit``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+
+from vestis.api.deps import ServiceDep, read_upload, validate
+from vestis.api.errors import InvalidRequestError, UnsupportedMediaTypeError
+from vestis.api.models import SearchOptions, SearchRequest, SearchResults, SubmitRequest, SubmitResponse
+from vestis.api.service import Service
+from vestis.search.searcher import MAX_K, SearchResponse
+from vestis.search.searcher import Query as EmbeddedQuery
+
+router = APIRouter(tags=["search"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": why, "content": {"application/json": {"example": {"detail": why}}}}
+    for code, why in [
+        (400, "Bad request (e.g. img_path is a URL)"),
+        (403, "img_path is outside the allowed folders"),
+        (404, "Unknown item or image file"),
+        (413, "Upload over the size limit"),
+        (415, "Unsupported content type"),
+        (422, "Invalid input: not an image, too many pixels, unknown attribute or filter column, k out of range"),
+    ]
+}
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The query image."},
+        "attrs": {"type": "string", "description": "Attribute names, 'a; b'."},
+        "filters": {"type": "string", "description": 'Filters as JSON, e.g. {"baseColour": ["Blue"]}.'},
+        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+        "offset": {"type": "integer", "minimum": 0, "default": 0},
+        "color_weight": {"type": "number", "minimum": 0, "default": 0},
+    },
+}
+_SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": SearchRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _FORM_SCHEMA},
+        },
+    }
+}
+
+
+async def run_search(service: Service, make_query: Callable[[dict[str, float]], EmbeddedQuery],
+                     options: SearchOptions, query_info: dict[str, str]) -> SearchResults:
+    """Embed (``make_query``) and search in the inference pool; timings include the wait for a worker."""
+    started = time.perf_counter()
+    service.parse_attrs(options.attrs)
+
+    def work() -> tuple[SearchResponse, dict[str, float]]:
+        timings = {"queue": (time.perf_counter() - started) * 1000}
+        filters = service.check_filters(options.filters)
+        query = make_query(timings)
+        response = service.search(query, k=options.k, offset=options.offset, filters=filters,
+                                  colour_weight=options.color_weight, timings=timings)
+        return response, timings
+
+    response, timings = await service.run(work)
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return SearchResults.build(response, k=options.k, offset=options.offset, query=query_info, timings_ms=timings)
+
+
+def _decode_base64(text: str) -> bytes:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError("image_base64 is not valid base64") from None
+
+
+def _form_options(fields: list[tuple[str, str]]) -> SearchOptions:
+    """Search options from multipart text fields (each at most once; filters as JSON)."""
+    data: dict[str, Any] = {}
+    for key, value in fields:
+        if key in data:
+            raise InvalidRequestError(f"form field {key!r} is given more than once")
+        data[key] = value
+    if "filters" in data:
+        try:
+            data["filters"] = json.loads(data["filters"] or "{}")
+        except json.JSONDecodeError:
+            raise InvalidRequestError('filters must be JSON, e.g. {"baseColour": ["Blue"]}') from None
+    return validate(SearchOptions, data)
+
+
+@router.post("/search", response_model=SearchResults, responses=ERRORS, openapi_extra=_SEARCH_BODY,
+             summary="Search by an uploaded image (multipart), a base64 image or an item id (JSON)")
+async def search(request: Request, service: ServiceDep) -> SearchResults:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequestError("a multipart search needs the query image in the 'file' field")
+            data = await read_upload(upload, service)
+            name = upload.filename or "upload"
+            options = _form_options([(key, value) for key, value in form.multi_items() if isinstance(value, str)])
+        return await run_search(service, lambda t: service.query_from_bytes(data, t, source=name), options,
+                                {"type": "image"})
+    if content_type not in ("application/json", ""):
+        raise UnsupportedMediaTypeError(f"send JSON or multipart/form-data, not {content_type!r}")
+    body = validate(SearchRequest, await request.body())
+    if body.item_id is not None:
+        item_id = body.item_id
+        return await run_search(service, lambda _t: service.query_from_item(item_id), body,
+                                {"type": "item", "item_id": item_id})
+    encoded = body.image_base64 or ""
+    return await run_search(service, lambda t: service.query_from_bytes(_decode_base64(encoded), t), body,
+                            {"type": "image"})
+
+
+@router.post("/submit", response_model=SubmitResponse, responses=ERRORS,
+             summary="RPF-compatible search: an image path under an allowed folder, or an item id")
+async def submit(body: SubmitRequest, service: ServiceDep,
+                 k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")] = 10) -> SubmitResponse:
+    service.parse_attrs(body.attrs)
+
+    def work() -> SubmitResponse:
+        started = time.perf_counter()
+        query = service.query_from_img_path(body.img_path, {})
+        response = service.search(query, k=k, offset=0, filters={}, colour_weight=0.0, timings={})
+        return SubmitResponse(ids=[h.id for h in response.hits], similarities=[round(h.score, 6) for h in response.hits],
+                              retrieval_times=time.perf_counter() - started)
+
+    return await service.run(work)

@@ -1,0 +1,301 @@
+// vestis web page: search the collection by a photo (drop, paste, pick) or by any result.
+// Plain JavaScript, no build step, no network beyond this server.
+"use strict";
+
+const TITLE_KEYS = ["productDisplayName", "name", "title", "description"];
+
+const state = {
+  info: null,
+  query: null, // {kind: "image", file, url} or {kind: "item", id}
+  attrs: new Set(),
+  shown: 0, // results on screen (the offset of the next page)
+  seq: 0, // number of the latest request: answers to older ones are dropped
+};
+
+const $ = (id) => document.getElementById(id);
+
+function errorText(status, body) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((e) => `${(e.loc || []).filter((p) => p !== "body").join(".") || "request"}: ${e.msg}`).join("; ");
+  }
+  return `request failed (HTTP ${status})`;
+}
+
+async function api(path, options) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error("the server cannot be reached");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    body = null;
+  }
+  if (!response.ok) throw new Error(errorText(response.status, body));
+  return body;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function setStatus(text, loading) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("loading", Boolean(loading));
+  $("results").classList.toggle("busy", Boolean(loading));
+}
+
+function filterableColumns() {
+  return state.info ? state.info.columns.filter((c) => c.filterable) : [];
+}
+
+// ------------------------------------------------------------------ controls
+function buildFilters(columns) {
+  const box = $("filters");
+  if (!columns.length) return;
+  box.textContent = "";
+  for (const column of columns) {
+    const label = document.createElement("label");
+    label.className = "control";
+    label.textContent = column.name;
+    const select = document.createElement("select");
+    select.dataset.column = column.name;
+    select.setAttribute("aria-label", `filter by ${column.name}`);
+    select.add(new Option(`any ${column.name}`, ""));
+    for (const v of column.values) select.add(new Option(`${v.value} (${v.count})`, v.value));
+    select.addEventListener("change", () => search());
+    label.appendChild(select);
+    box.appendChild(label);
+  }
+}
+
+function buildAttributes(names) {
+  $("attrs").hidden = names.length === 0;
+  const chips = $("attr-chips");
+  chips.textContent = "";
+  for (const name of names) {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.textContent = name;
+    chip.setAttribute("aria-pressed", "false");
+    chip.addEventListener("click", () => {
+      const on = !state.attrs.has(name);
+      if (on) state.attrs.add(name);
+      else state.attrs.delete(name);
+      chip.setAttribute("aria-pressed", String(on));
+      search();
+    });
+    chips.appendChild(chip);
+  }
+}
+
+function currentFilters() {
+  const filters = {};
+  for (const select of document.querySelectorAll("#filters select")) {
+    if (select.value) filters[select.dataset.column] = [select.value];
+  }
+  return filters;
+}
+
+// ------------------------------------------------------------------ queries
+function setImageQuery(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    showError("that is not an image file: choose a JPEG, PNG or WebP photo");
+    return;
+  }
+  if (state.info && file.size > state.info.max_upload_bytes) {
+    showError(`that photo is ${(file.size / 1e6).toFixed(1)} MB; the limit is ${(state.info.max_upload_bytes / 1e6).toFixed(0)} MB`);
+    return;
+  }
+  if (state.query && state.query.url) URL.revokeObjectURL(state.query.url);
+  const url = URL.createObjectURL(file);
+  state.query = { kind: "image", file, url };
+  showQuery(url, file.name || "pasted image");
+  search();
+}
+
+function setItemQuery(id) {
+  if (state.query && state.query.url) URL.revokeObjectURL(state.query.url);
+  state.query = { kind: "item", id };
+  showQuery(`/items/${encodeURIComponent(id)}/image?size=400`, `more like ${id}`);
+  window.scrollTo({ top: 0, behavior: "smooth" });
+  search();
+}
+
+function showQuery(src, caption) {
+  const preview = $("query-preview");
+  preview.src = src;
+  preview.alt = caption;
+  preview.hidden = false;
+  $("drop-hint").innerHTML = 'Drop, paste or <span class="link">pick</span> another photo';
+  $("query-caption").textContent = caption;
+  $("query-caption").hidden = false;
+}
+
+function requestFor(offset) {
+  const options = {
+    k: Number($("k").value),
+    offset,
+    color_weight: Number($("colour").value),
+    filters: currentFilters(),
+    attrs: [...state.attrs],
+  };
+  if (state.query.kind === "item") {
+    return {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ item_id: state.query.id, ...options }),
+    };
+  }
+  const form = new FormData();
+  form.append("file", state.query.file, state.query.file.name || "query.jpg");
+  form.append("k", String(options.k));
+  form.append("offset", String(offset));
+  form.append("color_weight", String(options.color_weight));
+  form.append("filters", JSON.stringify(options.filters));
+  form.append("attrs", options.attrs.join("; "));
+  return { method: "POST", body: form };
+}
+
+async function search(append = false) {
+  if (!state.query) return;
+  const seq = ++state.seq;
+  const offset = append ? state.shown : 0;
+  showError("");
+  setStatus("Searching…", true);
+  const started = performance.now();
+  try {
+    const answer = await api("/search", requestFor(offset));
+    if (seq !== state.seq) return;
+    render(answer, append, performance.now() - started);
+  } catch (e) {
+    if (seq !== state.seq) return;
+    setStatus("", false);
+    if (!append) {
+      $("results").textContent = ""; // the results on screen no longer answer the query
+      $("more").hidden = true;
+    }
+    showError(e.message);
+  }
+}
+
+// ------------------------------------------------------------------ results
+function cardFor(hit, rank) {
+  const figure = document.createElement("figure");
+  figure.className = "card";
+  figure.tabIndex = 0;
+  figure.dataset.id = hit.id;
+  const meta = hit.metadata || {};
+  const titleKey = TITLE_KEYS.find((k) => meta[k]);
+  const title = titleKey ? String(meta[titleKey]) : hit.id;
+  const labels = filterableColumns().map((c) => meta[c.name]).filter((v) => v !== undefined && v !== null && v !== "");
+
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.src = `${hit.image_url}?size=300`;
+  img.alt = title;
+  const caption = document.createElement("figcaption");
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = `#${rank} · ${hit.score.toFixed(3)}`;
+  const name = document.createElement("span");
+  name.className = "title";
+  name.textContent = title;
+  name.title = `${title} (${hit.id})`;
+  const labelLine = document.createElement("span");
+  labelLine.className = "labels";
+  labelLine.textContent = labels.slice(0, 4).join(" · ");
+  caption.append(score, name, labelLine);
+  figure.append(img, caption);
+  const open = () => setItemQuery(hit.id);
+  figure.addEventListener("click", open);
+  figure.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      open();
+    }
+  });
+  return figure;
+}
+
+function render(answer, append, roundTripMs) {
+  const grid = $("results");
+  if (!append) grid.textContent = "";
+  answer.results.forEach((hit, i) => grid.appendChild(cardFor(hit, answer.offset + i + 1)));
+  state.shown = answer.offset + answer.results.length;
+  const t = answer.timings_ms;
+  const parts = [`server ${t.total.toFixed(0)} ms`];
+  if (t.embed !== undefined) parts.push(`embed ${t.embed.toFixed(0)} ms`);
+  if (t.search !== undefined) parts.push(`search ${t.search.toFixed(1)} ms`);
+  const found = state.shown ? `${state.shown} of ${answer.candidates.toLocaleString()} items` : "No matching items";
+  setStatus(`${found} · ${parts.join(", ")} · round trip ${roundTripMs.toFixed(0)} ms`, false);
+  $("more").hidden = answer.results.length < answer.k || state.shown >= answer.candidates;
+}
+
+// ------------------------------------------------------------------ wiring
+function wire() {
+  $("query-preview").addEventListener("error", () => { $("query-preview").hidden = true; });
+  if (window.matchMedia("(max-width: 700px)").matches) $("options").open = false; // results first on phones
+  const drop = $("drop");
+  const file = $("file");
+  drop.addEventListener("click", () => file.click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      file.click();
+    }
+  });
+  file.addEventListener("change", () => {
+    if (file.files.length) setImageQuery(file.files[0]);
+    file.value = "";
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (e) => {
+      e.preventDefault();
+      drop.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    if (e.dataTransfer.files.length) setImageQuery(e.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (e) => {
+    const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
+    if (item) setImageQuery(item.getAsFile());
+  });
+  $("colour").addEventListener("input", () => { $("colour-out").value = $("colour").value; });
+  $("colour").addEventListener("change", () => search());
+  $("k").addEventListener("change", () => search());
+  $("more").addEventListener("click", () => search(true));
+  $("clear-filters").addEventListener("click", () => {
+    for (const select of document.querySelectorAll("#filters select")) select.value = "";
+    search();
+  });
+}
+
+async function start() {
+  wire();
+  try {
+    state.info = await api("/api/info");
+  } catch (e) {
+    $("collection-info").textContent = "";
+    showError(`cannot load the collection: ${e.message}`);
+    return;
+  }
+  const info = state.info;
+  $("collection-info").textContent = `${info.name}: ${info.items.toLocaleString()} items · ${info.encoder}`;
+  $("colour").disabled = !info.colour;
+  buildFilters(filterableColumns());
+  buildAttributes(info.attributes);
+}
+
+start();
