@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO   := demo/fashion-mnist
-# Demo subset: the first 3,000 training and 1,000 test images of Fashion-MNIST (about a minute
+# Demo subset: the first 3,000 training and 3,000 test images of Fashion-MNIST (about a minute
 # to embed on 2 cores; all 70,000 take about 15 minutes: `make demo DEMO_LIMIT=`).
 DEMO_LIMIT ?= 3000
 
