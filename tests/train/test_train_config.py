@@ -1,0 +1,56 @@
+"""Config files and --set overrides; every shipped config loads and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vestis.errors import VestisError
+from vestis.train.config import load_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in (
+    "fashion-product-arcface", "fashion-product-triplet", "fashion-product-finetune",
+    "clothing-attributes-arcface", "clothing-attributes-triplet", "fashion-mnist-arcface", "fashion-mnist-ce")]
+
+
+def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
+    cfg = load_config(garment_config, ["head.kind=ce+triplet", "train.lr=3e-4", "head.dim=128",
+                                       "data.labels=[articleType]", "head.margin=0.4", "train.resume="])
+    assert cfg.head.kind == "ce+triplet" and cfg.head.dim == 128 and cfg.head.margin == 0.4
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.data.labels == ["articleType"] and cfg.train.resume is None
+    assert cfg.train.epochs == 4  # from the file
+    assert cfg.finetune.backbone_lr == pytest.approx(1e-5)  # a default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("head.knd=arcface", "unknown config key head.knd"),
+    ("trian.lr=0.1", "unknown config key trian"),
+    ("head.kind=softmax", "head.kind: 'softmax' is not one of"),
+    ("train.epochs=many", "train.epochs: expected int"),
+    ("train.lr=fast", "train.lr: expected float"),
+    ("head", "key=value"),
+    ("data.labels=[]", "at least one"),
+    ("data.source=shop.zip", "exactly one of"),
+])
+def test_bad_settings_are_refused_with_the_key(garment_config, override, message):
+    with pytest.raises(VestisError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(garment_config, [override])
+
+
+def test_name_defaults_to_the_file_name(tmp_path):
+    path = tmp_path / "my-experiment.yaml"
+    path.write_text("data:\n  collection: somewhere\n")
+    cfg = load_config(path)
+    assert cfg.name == "my-experiment" and cfg.run_dir == Path("runs/my-experiment")
+
+
+def test_shipped_configs_are_valid():
+    kinds = set()
+    for path in CONFIGS:
+        cfg = load_config(path)
+        kinds.add((cfg.stage, cfg.head.kind))
+        assert cfg.name == path.stem, path
+    assert {(1, "arcface"), (1, "ce+triplet"), (2, "arcface")} <= kinds

@@ -1,0 +1,60 @@
+"""ONNX export: outputs match PyTorch within 1e-4, and the exported model loads as an encoder
+with the preprocessing it was trained with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from vestis.train.command import prepare, run
+from vestis.train.config import load_config
+from vestis.train.export import export_head
+from vestis.train.trainer import Trainer
+
+
+def test_head_export_matches_pytorch(garment_config, tmp_path):
+    cfg = load_config(garment_config, ["train.epochs=2"])
+    task = prepare(cfg)
+    Trainer(cfg, task, cfg.run_dir).fit()
+    diff = export_head(task.head, tmp_path / "head.onnx")
+    assert diff <= 1e-4
+    features = task.items.vectors  # real features, batch size other than the export's
+    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["embedding"], {"features": features})[0]
+    with torch.no_grad():
+        expected = task.head.eval().embed(torch.from_numpy(features)).numpy()
+    assert got.shape == (len(features), 32)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_full_export_is_a_working_encoder(garment_config, make_garment):
+    """Backbone + head in one ONNX model: get_encoder loads it with the sidecar's preprocessing,
+    and its embedding of a photo equals the head applied to the collection's stored features."""
+    from vestis.encoders import BUILTIN_PREPROCESSING, get_encoder
+
+    spec = BUILTIN_PREPROCESSING["efficientnet-lite0"]
+    cfg = load_config(garment_config, ["train.epochs=2", "export.onnx=true", "export.version=7"])
+    summary = run(cfg)
+    onnx_path = cfg.run_dir / "model.onnx"
+    assert summary["onnx"] == str(onnx_path)
+    sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert (sidecar["input_size"], sidecar["resize"], tuple(sidecar["mean"])) == (spec.size, spec.resize, spec.mean)
+    assert sidecar["onnx_max_abs_diff"] <= 1e-4
+    encoder = get_encoder(str(onnx_path))
+    assert encoder.name == "garments" and encoder.dim == 32 and f"garments/7/{spec.tag}/" in encoder.version
+
+    task = prepare(cfg)
+    from vestis.train.trainer import load_checkpoint
+
+    task.head.load_state_dict(load_checkpoint(cfg.run_dir / "best.pt")["model"])
+    image = make_garment((200, 30, 30), "shirt", seed=3)
+    builtin = get_encoder()
+    with torch.no_grad():
+        expected = task.head.eval().embed(torch.from_numpy(builtin.embed_images([image]))).numpy()
+    np.testing.assert_allclose(encoder.embed_images([image]), expected, atol=1e-4)
+    assert encoder.feature_maps(np.stack([encoder.preprocess(image)])).shape == (1, 1280, 7, 7)

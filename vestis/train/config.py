@@ -1,0 +1,278 @@
+"""Training configuration: one YAML file per experiment, loaded into dataclasses.
+
+Keys not given take the defaults below; ``--set section.key=value`` overrides any key after the
+file is read (the value is parsed as YAML, so ``--set train.lr=3e-4``, ``--set head.kind=ce+triplet``
+and ``--set data.labels=[articleType]`` all work). Unknown keys and badly typed values are refused
+with a message that names the key, so a typo never trains silently with a default.
+
+Relative paths in a config are relative to the working directory (run from the project root).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vestis.errors import VestisError
+
+HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
+MINERS = ("batch-hard", "semi-hard", "none")
+SCHEDULES = ("cosine", "onecycle", "constant")
+SPLIT_NAMES = ("train", "val", "test")
+GALLERIES = ("outside-train", "train", "all")
+
+
+@dataclass
+class DataConfig:
+    """Where the items, their features and their labels come from, and how they are split.
+
+    Give either ``collection`` (a directory built by ``vestis index``: its stored backbone vectors
+    are the stage-1 features) or ``source`` (a catalogue: folder, zip or dataset name, read with
+    ``format``/``options``; its features are computed once with ``encoder`` and cached in
+    ``feature_cache``, default ``<runs dir>/features``)."""
+
+    collection: str | None = None
+    source: str | None = None
+    format: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    encoder: str = "efficientnet-lite0"
+    feature_cache: str | None = None
+    labels: list[str] = field(default_factory=lambda: ["articleType", "baseColour"])
+    split_file: str | None = None  # default: <output>/split.csv, created when missing
+    split_seed: int = 0
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    official_test: bool = False  # test = items whose metadata says split=test (Fashion-MNIST)
+
+
+@dataclass
+class HeadConfig:
+    """The embedding head (Linear -> BatchNorm1d -> L2 norm) and its loss.
+
+    ``margin`` is in radians for ArcFace and sub-center ArcFace (default 0.5) and an additive
+    cosine margin for CosFace (default 0.35). ``triplet_margin`` is on L2 distances between unit
+    vectors (0..2)."""
+
+    kind: str = "arcface"
+    dim: int = 256
+    scale: float = 30.0
+    margin: float | None = None
+    sub_centers: int = 3
+    triplet_margin: float = 0.2
+    triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
+    miner: str = "batch-hard"
+    m_per_class: int = 4  # samples per class in a batch for the triplet kinds
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    patience: int = 5  # stop after this many epochs without a better validation mAP@10 (0: never)
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    val_split: str = "val"
+    resume: str | None = None  # a checkpoint (last.pt) to continue from
+    progress: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 2: the backbone is unfrozen and trained with a lower learning rate on augmented images.
+
+    ``init`` is a stage-1 checkpoint whose head (and loss weights) start stage 2. Colour jitter of
+    saturation and hue is disabled when ``preserve_colour`` is true; ``None`` decides from the label
+    columns (any whose name mentions colour/color)."""
+
+    backbone: str | None = None  # default: data.encoder
+    backbone_lr: float = 1e-5
+    init: str | None = None
+    freeze_bn: bool = True  # keep the backbone's BatchNorm statistics (small CPU batches)
+    flip: bool = True
+    crop_scale: list[float] = field(default_factory=lambda: [0.7, 1.0])
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.03
+    preserve_colour: bool | None = None
+    workers: int = 0
+
+
+@dataclass
+class ExportConfig:
+    onnx: bool = True
+    name: str | None = None  # encoder name in the sidecar (default: the run name)
+    version: str = "1"
+
+
+@dataclass
+class EvalConfig:
+    """The final test evaluation (never used for model selection). Queries are the labelled test
+    items; the gallery is ``outside-train`` (validation + test items: nothing the model trained on),
+    ``train`` (the training items, Fashion-MNIST style) or ``all``. ``knn_k`` > 0 adds kNN accuracy."""
+
+    gallery: str = "outside-train"
+    ks: list[int] = field(default_factory=lambda: [1, 10, 50])
+    knn_k: int = 0
+
+
+@dataclass
+class LrFinderConfig:
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    steps: int = 100
+
+
+@dataclass
+class RunConfig:
+    name: str
+    stage: int = 1
+    output: str | None = None  # default: runs/<name>
+    data: DataConfig = field(default_factory=DataConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output or Path("runs") / self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        """Refuse settings that cannot work, before any data is read."""
+        if self.stage not in (1, 2):
+            raise VestisError(f"stage must be 1 (frozen backbone, cached features) or 2 (fine-tuning), got {self.stage}")
+        if (self.data.collection is None) == (self.data.source is None):
+            raise VestisError("data: give exactly one of `collection` (a vestis collection directory) "
+                              "or `source` (a catalogue folder, zip or dataset name)")
+        if not self.data.labels:
+            raise VestisError("data.labels: name at least one metadata column to learn")
+        _choice("head.kind", self.head.kind, HEAD_KINDS)
+        _choice("head.miner", self.head.miner, MINERS)
+        _choice("train.schedule", self.train.schedule, SCHEDULES)
+        _choice("eval.gallery", self.eval.gallery, GALLERIES)
+        if self.head.dim < 2 or self.head.m_per_class < 2 or self.head.sub_centers < 1:
+            raise VestisError("head.dim and head.m_per_class must be at least 2, head.sub_centers at least 1")
+        if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
+            raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
+        check_split_usage(self.train)
+        return self
+
+
+def check_split_usage(train: TrainConfig) -> None:
+    """The test split is never trained on nor used for model selection; validation is not trained on."""
+    for name in [*train.train_splits, train.val_split]:
+        _choice("split name", name, SPLIT_NAMES)
+    if "test" in train.train_splits or train.val_split == "test":
+        raise VestisError("the test split is held out: it can be neither a training split nor the validation "
+                          "split used for early stopping (set train.val_split=val)")
+    if train.val_split in train.train_splits:
+        raise VestisError(f"train.val_split {train.val_split!r} is also a training split: early stopping "
+                          "would select on training data")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise VestisError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or start from ``base``), apply ``key=value`` overrides and validate."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise VestisError(f"cannot read config {path}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise VestisError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise VestisError(f"{path}: a config is a YAML mapping of sections (data, head, train, ...)")
+        raw.update(loaded)
+    for item in overrides or []:
+        apply_override(raw, item)
+    if "name" not in raw:
+        raw["name"] = Path(path).stem if path is not None else "run"
+    return _build(RunConfig, raw, "").validate()
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) in the nested dict ``raw``."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise VestisError(f"an override is key=value with a dotted key, e.g. head.kind=arcface (got {item!r})")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise VestisError(f"override {item!r}: the value is not valid YAML ({e})") from e
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise VestisError(f"override {item!r}: {p} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Make dataclass ``cls`` from a mapping, checking keys and value types."""
+    if not isinstance(raw, dict):
+        raise VestisError(f"{where or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise VestisError(f"unknown config key {where}{unknown[0]} (known in this section: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        key = f"{where}{name}"
+        kwargs[name] = _build(hint, value, key + ".") if dataclasses.is_dataclass(hint) else _check(hint, value, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise VestisError(f"{where.rstrip('.') or 'config'}: {e}") from e
+
+
+def _check(hint: Any, value: Any, key: str) -> Any:
+    """``value`` converted to the annotated type (int or numeric text -> float and number -> str allowed), or a clear error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise VestisError(f"{key}: expected a list, got {value!r}")
+        return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise VestisError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return float(value)  # PyYAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # YAML reads version: 2 as a number
+    if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise VestisError(f"{key}: expected {hint.__name__}, got {value!r}")

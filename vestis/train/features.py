@@ -1,0 +1,172 @@
+"""Training inputs: the items, their labels, their split, and (stage 1) their backbone features.
+
+Stage 1 trains a head on frozen-backbone features, so they are computed once:
+
+- from a collection (``data.collection``): the stored vectors ARE the pooled backbone features
+  (L2-normalised, e.g. 1280-d for EfficientNet-Lite0); nothing is recomputed;
+- from a catalogue (``data.source``): features are computed with ``data.encoder`` and cached as
+  ``<feature_cache>/<name>-<key>.npz`` (ids, change stamps, vectors, encoder version). A later run
+  reuses them and embeds only items that are new or whose stamp changed.
+
+The split (train/val/test by item id, stratified by label group, fixed seed) comes from
+:func:`vestis.eval.protocols.split_by_id`; it is written to a CSV the first time and read back on
+every later run, so all runs of an experiment and its evaluation share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vestis.data.base import CatalogueItem
+from vestis.encoders.base import ImageEncoder
+from vestis.errors import VestisError
+from vestis.eval.protocols import group_labels, load_split, save_split, split_by_id
+from vestis.train.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Items:
+    """Row-aligned item data. ``vectors`` (N x D float32, L2-normalised) is None when not loaded;
+    ``encoder_name``/``encoder_version`` name the encoder that produced them (or would)."""
+
+    ids: list[str]
+    sources: list[str]
+    metadata: list[dict[str, Any]]
+    encoder_name: str
+    encoder_version: str
+    vectors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def groups(self, columns: list[str]) -> np.ndarray:
+        """The label group of each item (values of ``columns`` joined by "|"; None when any is missing)."""
+        missing = [c for c in columns if not any(c in m for m in self.metadata)]
+        if missing:
+            known = sorted({k for m in self.metadata[:1000] for k in m})
+            raise VestisError(f"no item has the label column(s) {', '.join(missing)}; "
+                              f"columns present: {', '.join(known) or 'none'}")
+        return group_labels(self.metadata, columns)
+
+
+def load_items(data: DataConfig, runs_dir: Path, *, features: bool = True) -> Items:
+    """Items of the configured collection or catalogue, with their features when ``features``."""
+    if data.collection is not None:
+        return _collection_items(Path(data.collection), features)
+    return _catalogue_items(data, runs_dir, features)
+
+
+def _collection_items(path: Path, features: bool) -> Items:
+    from vestis.store.collection import Collection
+
+    with Collection.open(path) as coll:
+        items = list(coll.iter_items())
+        vectors = None
+        if features:
+            table = coll.table()
+            vectors = table.view[1][table.rows(np.array([it.vid for it in items], np.int64))].copy()
+        return Items([it.id for it in items], [it.source for it in items], [it.metadata for it in items],
+                     coll.encoder_name, coll.encoder_version, vectors)
+
+
+def _catalogue_items(data: DataConfig, runs_dir: Path, features: bool) -> Items:
+    from vestis.data import open_catalogue
+    from vestis.encoders import get_encoder
+
+    catalogue = list(open_catalogue(data.source, data.format, **data.options))
+    if not catalogue:
+        raise VestisError(f"catalogue {data.source} holds no items")
+    encoder = get_encoder(data.encoder)
+    items = Items([it.id for it in catalogue], [it.source for it in catalogue], [it.metadata for it in catalogue],
+                  encoder.name, encoder.version)
+    if not features:
+        return items
+    cache_dir = Path(data.feature_cache) if data.feature_cache else runs_dir / "features"
+    key = json.dumps([str(Path(data.source).resolve()) if Path(data.source).exists() else data.source,
+                      data.format, data.options, encoder.version], sort_keys=True)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(data.source)).stem)[:40]
+    cache = cache_dir / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
+    cached: dict[tuple[str, str], np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["encoder_version"]) == encoder.version:
+                cached = {(i, s): v for i, s, v in zip(z["ids"].tolist(), z["stamps"].tolist(), z["vectors"])}
+    todo = [it for it in catalogue if (it.id, it.stamp) not in cached]
+    if todo:
+        cached.update(_embed(encoder, todo))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        keep = [it for it in catalogue if (it.id, it.stamp) in cached]
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=np.array([it.id for it in keep]), stamps=np.array([it.stamp for it in keep]),
+                 vectors=np.stack([cached[it.id, it.stamp] for it in keep]).astype(np.float32),
+                 encoder_version=np.array(encoder.version))
+        tmp.replace(cache)
+        log.info("features of %d items written to %s", len(keep), cache)
+    rows = [i for i, it in enumerate(catalogue) if (it.id, it.stamp) in cached]
+    if len(rows) < len(catalogue):
+        log.warning("%d items have no features (unreadable images) and are left out", len(catalogue) - len(rows))
+    return Items([items.ids[i] for i in rows], [items.sources[i] for i in rows], [items.metadata[i] for i in rows],
+                 items.encoder_name, items.encoder_version,
+                 np.stack([cached[catalogue[i].id, catalogue[i].stamp] for i in rows]).astype(np.float32))
+
+
+def _embed(encoder: ImageEncoder, items: list[CatalogueItem]) -> dict[tuple[str, str], np.ndarray]:
+    """Features of catalogue items keyed by (id, stamp); unreadable images are logged and left out."""
+    from vestis.encoders.pipeline import embed_items
+
+    out: dict[tuple[str, str], np.ndarray] = {}
+    failures = 0
+    for batch in embed_items(encoder, (((it.id, it.stamp), it.read) for it in items), with_colour=False,
+                             total=len(items)):
+        out.update(zip(batch.keys, batch.vectors))
+        failures += len(batch.failures)
+        for key, reason in batch.failures[:3]:
+            log.warning("skipped %s: %s", key[0], reason)
+    if failures:
+        log.warning("%d images could not be read", failures)
+    return out
+
+
+def resolve_split(items: Items, data: DataConfig, run_dir: Path) -> tuple[np.ndarray, Path]:
+    """The split name of every item, and the split file it is kept in (created when missing).
+
+    A new split is made by :func:`split_by_id` over the label groups; with ``official_test`` the
+    items whose metadata says ``split: test`` form the test split and the rest is split into
+    train/val in the ratio of the first two fractions. An existing split file must cover every item."""
+    path = Path(data.split_file) if data.split_file else run_dir / "split.csv"
+    if path.exists():
+        mapping = load_split(path)
+        missing = [i for i in items.ids if i not in mapping]
+        if missing:
+            raise VestisError(f"split file {path} has no split for {len(missing)} items (e.g. {missing[0]}); "
+                              "it was made for other data: point data.split_file elsewhere or delete it")
+    else:
+        mapping = new_split(items, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_split(path, mapping)
+    return np.array([mapping[i] for i in items.ids], dtype=object), path
+
+
+def new_split(items: Items, data: DataConfig) -> dict[str, str]:
+    groups = items.groups(data.labels)
+    train, val, test = data.split_fractions
+    if not data.official_test:
+        return split_by_id(items.ids, groups, (train, val, test), seed=data.split_seed)
+    official = np.array([m.get("split") == "test" for m in items.metadata])
+    if not official.any():
+        raise VestisError("data.official_test is set but no item has split=test in its metadata")
+    rest = np.flatnonzero(~official)
+    mapping = split_by_id([items.ids[i] for i in rest], groups[rest], (train / (train + val), val / (train + val), 0.0),
+                          seed=data.split_seed)
+    mapping.update({items.ids[i]: "test" for i in np.flatnonzero(official)})
+    return mapping

@@ -1,0 +1,385 @@
+"""The training loop shared by both stages: AdamW, a per-step LR schedule, validation mAP@10 after
+every epoch, early stopping, checkpoints and resume, a progress bar and a curves plot.
+
+Model selection uses the validation split only: its items query the training and validation
+items (themselves excluded), relevant = the same label group. The test split is not embedded,
+scored or even passed to the trainer.
+
+Every epoch reseeds the samplers from (seed, epoch), so a run resumed from ``last.pt`` goes on
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_metric_learning.samplers import MPerClassSampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vestis.errors import VestisError
+from vestis.eval.protocols import rank, score_ranking
+from vestis.train.config import RunConfig, TrainConfig, check_split_usage
+from vestis.train.features import Items
+from vestis.train.heads import EmbeddingHead, HeadLoss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "vestis-train-checkpoint/1"
+VAL_METRIC = "mAP@10"
+
+
+class ArrayDataset(Dataset):
+    """Rows of a feature matrix as float32 tensors."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.vectors[i]
+
+
+class Labelled(Dataset):
+    """Pairs a dataset of inputs with class indices."""
+
+    def __init__(self, inputs: Dataset, labels: np.ndarray):
+        self.inputs, self.labels = inputs, torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
+        return self.inputs[i], self.labels[i]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.inputs, "set_epoch"):
+            self.inputs.set_epoch(epoch)
+
+
+@dataclass
+class TrainingTask:
+    """Everything one stage trains, built by :func:`vestis.train.command.feature_task` (stage 1)
+    or :func:`vestis.train.finetune.finetune_task` (stage 2).
+
+    ``model`` maps a batch of inputs to the head's un-normalised embeddings; ``inputs(rows,
+    augment)`` makes a dataset of the items at ``rows``; ``labels`` is the class index of every item
+    (-1 when its group is not a training class); ``split`` its split name."""
+
+    stage: int
+    model: nn.Module
+    head: EmbeddingHead
+    criterion: HeadLoss
+    param_groups: list[dict[str, Any]]
+    inputs: Callable[[np.ndarray, bool], Dataset]
+    items: Items
+    groups: np.ndarray
+    split: np.ndarray
+    classes: list[str]
+    labels: np.ndarray
+    backbone: str
+
+    def rows(self, *splits: str) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.split.astype(str), splits))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is cuda when a GPU is usable, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise VestisError(f"train.device: {e}") from e
+
+
+def class_labels(groups: np.ndarray, split: np.ndarray, train_splits: list[str]) -> tuple[list[str], np.ndarray]:
+    """Training classes (the sorted label groups of labelled training items) and each item's
+    class index (-1 for items whose group is missing or not a training class)."""
+    train = np.isin(split.astype(str), train_splits) & np.array([g is not None for g in groups])
+    classes = sorted({str(g) for g in groups[train]})
+    if len(classes) < 2:
+        raise VestisError(f"the training split has {len(classes)} label group(s); at least 2 are needed")
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([-1 if g is None else index.get(str(g), -1) for g in groups], np.int64)
+
+
+def batch_size_for(task: TrainingTask, train: TrainConfig, m: int) -> int:
+    """The batch size used: M-per-class batches hold whole groups of ``m`` and at most every class."""
+    if not task.criterion.needs_m_per_class:
+        return train.batch_size
+    size = min(train.batch_size, m * len(task.classes)) // m * m
+    if size < 2 * m:
+        raise VestisError(f"train.batch_size {train.batch_size} is too small for {m} samples per class "
+                          f"(head.m_per_class): use at least {2 * m}")
+    return size
+
+
+def train_loader(task: TrainingTask, cfg: RunConfig) -> DataLoader:
+    """Batches of (inputs, class) over the labelled training items; M-per-class for triplet losses."""
+    rows = task.rows(*cfg.train.train_splits)
+    rows = rows[task.labels[rows] >= 0]
+    dataset = Labelled(task.inputs(rows, True), task.labels[rows])
+    size = batch_size_for(task, cfg.train, cfg.head.m_per_class)
+    workers = loader_workers(task, cfg)
+    if task.criterion.needs_m_per_class:
+        sampler = MPerClassSampler(task.labels[rows], cfg.head.m_per_class, batch_size=size,
+                                   length_before_new_iter=max(len(rows), size))
+        return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=True, num_workers=workers)
+    return DataLoader(dataset, batch_size=size, shuffle=True, drop_last=len(rows) > size, num_workers=workers,
+                      generator=torch.Generator())
+
+
+def loader_workers(task: TrainingTask, cfg: RunConfig) -> int:
+    """Data-loading processes: images (stage 2) are decoded in ``finetune.workers``; features need none."""
+    return cfg.finetune.workers if task.stage == 2 else 0
+
+
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed everything random in one epoch from (seed, epoch): makes resumed runs exact."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    np.random.seed((seed * 100_003 + epoch) % 2**32)  # pytorch-metric-learning's sampler uses np.random
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+@torch.no_grad()
+def embed_rows(task: TrainingTask, rows: np.ndarray, device: torch.device, batch_size: int = 256,
+               normalise: bool = True, workers: int = 0) -> np.ndarray:
+    """Embeddings of the items at ``rows`` (model in eval mode, no augmentation)."""
+    task.model.eval()
+    loader = DataLoader(task.inputs(rows, False), batch_size=batch_size, num_workers=workers)
+    out = [task.model(x.to(device)) for x in loader]
+    emb = torch.cat(out) if out else torch.zeros(0, task.head.dim)
+    return (nn.functional.normalize(emb, dim=1) if normalise else emb).cpu().numpy()
+
+
+def retrieval_scores(vectors: np.ndarray, groups: np.ndarray, queries: np.ndarray, gallery: np.ndarray,
+                     ks: tuple[int, ...] = (1, 10, 50)) -> dict[str, float | int]:
+    """Queries (row positions) search the gallery rows; a query in the gallery never finds itself."""
+    position = {r: i for i, r in enumerate(gallery.tolist())}
+    exclude = np.array([position.get(r, -1) for r in queries.tolist()], np.int64)
+    ranking = rank(vectors[queries], vectors[gallery], min(max(ks), len(gallery)), exclude_self=exclude)[1]
+    return score_ranking(ranking, groups[queries], groups[gallery], ks, exclude_self=exclude)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: cosine decay to 0, one-cycle (warm-up then anneal), or constant."""
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def make_optimizer(task: TrainingTask, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the task's parameter groups (each with its own learning rate)."""
+    return torch.optim.AdamW([dict(g) for g in task.param_groups], lr=train.lr, weight_decay=train.weight_decay)
+
+
+class Trainer:
+    """Runs :meth:`fit` for one task; writes the ``last.pt`` and ``best.pt`` checkpoints (with the
+    per-epoch history) and ``curves.png`` into ``run_dir``."""
+
+    def __init__(self, cfg: RunConfig, task: TrainingTask, run_dir: Path):
+        check_split_usage(cfg.train)
+        self.cfg, self.task, self.run_dir = cfg, task, Path(run_dir)
+        self.device = resolve_device(cfg.train.device)
+        task.model.to(self.device)
+        task.criterion.to(self.device)
+        self.loader = train_loader(task, cfg)
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = make_optimizer(task, cfg.train)
+        self.scheduler = make_scheduler(self.optimizer, cfg.train, cfg.train.epochs * self.steps_per_epoch)
+        self.eval_rows = np.concatenate([task.rows(*cfg.train.train_splits), task.rows(cfg.train.val_split)])
+        self.val_rows = task.rows(cfg.train.val_split)
+        self.val_rows = self.val_rows[np.array([g is not None for g in task.groups[self.val_rows]], bool)]
+        if len(self.val_rows) == 0:
+            raise VestisError(f"the {cfg.train.val_split!r} split has no labelled item to validate on")
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"epoch": 0, VAL_METRIC: -math.inf}
+        self.bad_epochs = 0
+        self.epoch = 0  # epochs completed
+        self._best_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "stage": self.task.stage,
+            "epoch": self.epoch,
+            "model": self.task.model.state_dict(),
+            "criterion": self.task.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "classes": list(self.task.classes),
+            "in_dim": self.task.head.in_dim,
+            "backbone": self.task.backbone,
+            "encoder_version": self.task.items.encoder_version,
+            "history": list(self.history),
+            "best": dict(self.best),
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by this trainer (same head, classes and data)."""
+        ckpt = load_checkpoint(path, self.device)
+        if ckpt["classes"] != list(self.task.classes) or ckpt["stage"] != self.task.stage:
+            raise VestisError(f"checkpoint {path} was trained on other classes or another stage; "
+                              "resume needs the same data, labels and split")
+        for key in ("kind", "dim"):
+            if ckpt["config"]["head"][key] != getattr(self.cfg.head, key):
+                raise VestisError(f"checkpoint {path} has head.{key}={ckpt['config']['head'][key]!r}, "
+                                  f"the config says {getattr(self.cfg.head, key)!r}")
+        self.task.model.load_state_dict(ckpt["model"])
+        self.task.criterion.load_state_dict(ckpt["criterion"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.history = ckpt["epoch"], ckpt["history"]
+        self.best, self.bad_epochs = ckpt["best"], ckpt["bad_epochs"]
+        best_file = self.run_dir / "best.pt"
+        if best_file.exists():
+            best = load_checkpoint(best_file, self.device)
+            self._best_state = {"model": best["model"], "criterion": best["criterion"]}
+
+    # ------------------------------------------------------------------ loop
+    def validate(self) -> dict[str, float]:
+        """Validation loss (items of training classes) and mAP@10 (validation queries)."""
+        raw = embed_rows(self.task, self.eval_rows, self.device, normalise=False,
+                         workers=loader_workers(self.task, self.cfg))
+        vectors = nn.functional.normalize(torch.from_numpy(raw), dim=1).numpy()
+        position = {r: i for i, r in enumerate(self.eval_rows.tolist())}
+        val_pos = np.array([position[r] for r in self.val_rows.tolist()])
+        metrics = retrieval_scores(vectors, self.task.groups[self.eval_rows], val_pos, np.arange(len(self.eval_rows)),
+                                   ks=(10,))
+        known = val_pos[self.task.labels[self.eval_rows][val_pos] >= 0]
+        order = np.random.default_rng(self.cfg.train.seed).permutation(known)
+        size = self.loader.batch_size or self.cfg.train.batch_size
+        losses, weights = [], []
+        self.task.criterion.eval()
+        with torch.no_grad():
+            for chunk in np.array_split(order, max(1, math.ceil(len(order) / size))):
+                if len(chunk) < 2:
+                    continue
+                emb = torch.from_numpy(raw[chunk]).to(self.device)
+                lab = torch.as_tensor(self.task.labels[self.eval_rows][chunk], device=self.device)
+                losses.append(float(self.task.criterion(emb, lab)[0]))
+                weights.append(len(chunk))
+        val_loss = float(np.average(losses, weights=weights)) if losses else float("nan")
+        return {VAL_METRIC: float(metrics[VAL_METRIC]), "val_loss": val_loss}
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.epochs`` or early stopping; leaves the best model in the task."""
+        cfg, task = self.cfg.train, self.task
+        if cfg.resume:
+            self.resume(cfg.resume)
+        start = time.perf_counter()
+        bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch,
+                   desc=f"training {self.cfg.name}", unit="step", disable=None if cfg.progress else True)
+        stopped_early = False
+        try:
+            while self.epoch < cfg.epochs and not stopped_early:
+                epoch_start = time.perf_counter()
+                seed_epoch(self.loader, cfg.seed, self.epoch)
+                task.model.train()
+                task.criterion.train()
+                total, count = 0.0, 0
+                for inputs, labels in self.loader:
+                    inputs, labels = inputs.to(self.device), labels.to(self.device)
+                    loss, _ = task.criterion(task.model(inputs), labels)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    total, count = total + loss.item() * len(labels), count + len(labels)
+                    bar.update(1)
+                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{total / count:.4f}",
+                                    val=f"{self.best[VAL_METRIC]:.3f}" if self.history else "-")
+                self.epoch += 1
+                record = {"epoch": self.epoch, "train_loss": total / max(count, 1), **self.validate(),
+                          "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+                self.history.append(record)
+                if record[VAL_METRIC] > self.best[VAL_METRIC]:
+                    self.best = {"epoch": self.epoch, VAL_METRIC: record[VAL_METRIC]}
+                    self.bad_epochs = 0
+                    self._best_state = copy.deepcopy({"model": task.model.state_dict(),
+                                                      "criterion": task.criterion.state_dict()})
+                    self.save(self.run_dir / "best.pt")
+                else:
+                    self.bad_epochs += 1
+                    stopped_early = 0 < cfg.patience <= self.bad_epochs
+                self.save(self.run_dir / "last.pt")
+                log.info("epoch %d: loss %.4f, val loss %.4f, val %s %.4f", self.epoch, record["train_loss"],
+                         record["val_loss"], VAL_METRIC, record[VAL_METRIC])
+        finally:
+            bar.close()
+        if self._best_state is not None:
+            task.model.load_state_dict(self._best_state["model"])
+            task.criterion.load_state_dict(self._best_state["criterion"])
+        plot_curves(self.history, self.run_dir / "curves.png", self.best.get("epoch", 0), title=self.cfg.name)
+        return {"epochs_run": self.epoch, "best_epoch": self.best["epoch"], f"val_{VAL_METRIC}": self.best[VAL_METRIC],
+                "stopped_early": stopped_early, "train_seconds": time.perf_counter() - start,
+                "history": self.history, "checkpoint": str(self.run_dir / "best.pt"),
+                "curves": str(self.run_dir / "curves.png"), "batch_size": self.loader.batch_size,
+                "steps_per_epoch": self.steps_per_epoch, "device": str(self.device)}
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Trainer` (tensors and plain Python values only)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise VestisError(f"no checkpoint at {path}") from None
+    except Exception as e:  # torch raises pickle, zip and runtime errors of many kinds
+        raise VestisError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise VestisError(f"{path} is not a vestis training checkpoint")
+    return ckpt
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, best_epoch: int, *, title: str) -> None:
+    """Training and validation loss, and validation mAP@10, per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    ax_map.plot(epochs, [h[VAL_METRIC] for h in history], "o-", color="tab:green")
+    if best_epoch:
+        ax_map.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+        ax_map.legend()
+    ax_map.set(xlabel="epoch", ylabel=VAL_METRIC, title=f"validation {VAL_METRIC}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
