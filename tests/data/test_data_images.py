@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes
 from PIL import Image
 
 from vestis.data.images import IMAGE_EXTENSIONS, decode_image, is_image_name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import garment_image, jpeg_bytes
+from tests.conftest import garment_image, jpeg_bytes
 from PIL import Image
 from test_data_sources import write_idx
 
