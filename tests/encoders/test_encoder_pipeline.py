@@ -4,7 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import garment_image, jpeg_bytes
+from tests.conftest import garment_image, jpeg_bytes
 
 from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
