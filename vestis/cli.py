@@ -52,11 +52,15 @@ def index_cmd(
     limit: Annotated[int | None, typer.Option(help="Index only the first N items (Fashion-MNIST: per split).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 32,
     keep_missing: Annotated[bool, typer.Option(help="Keep items whose image left the source.")] = False,
+    attribute_model: Annotated[Path | None, typer.Option(
+        help="Attribute model (.onnx from `vestis train`) to embed the items for attribute search with "
+        "(default: the collection's, if it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images."""
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
+    from vestis.store.attribute_index import update_attributes
     from vestis.store.collection import Collection
     from vestis.store.ingest import index_catalogue, open_or_create
 
@@ -68,8 +72,10 @@ def index_cmd(
     coll = open_or_create(collection, enc, index)
     console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
     report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
+    attributes = update_attributes(coll, attribute_model, progress=not as_json)
     if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
+        extra = {"attributes": attributes.as_dict()} if attributes else {}
+        print(json.dumps({**report.as_dict(), **extra}, indent=2))
     else:
         for item_id, src, reason in report.failures[:20]:
             console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
@@ -81,6 +87,9 @@ def index_cmd(
             + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
             + f"; collection holds {len(coll)} items"
         )
+        if attributes:
+            console.print(f"attribute vectors: {attributes.embedded} item(s) embedded "
+                          f"in {attributes.seconds:.1f}s")
 
 
 @app.command("search")
@@ -94,9 +103,13 @@ def search_cmd(
     color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print results and timings as JSON.")] = False,
     grid: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG of the results.")] = None,
+    attrs: Annotated[str | None, typer.Option(
+        "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
+    )] = None,
 ) -> None:
-    """Find the items most similar to a query image or an indexed item."""
+    """Find the items most similar to a query image or an indexed item (in the given attributes)."""
     from vestis.data.images import decode_image
+    from vestis.search.attributes import AttributeSearcher
     from vestis.search.searcher import Searcher
     from vestis.store.collection import Collection
 
@@ -108,7 +121,8 @@ def search_cmd(
     coll.table()
     t1 = time.perf_counter()
     timings["load_collection"] = (t1 - t_start) * 1000
-    searcher = Searcher(coll)
+    searcher = AttributeSearcher.open(coll) if attrs else Searcher(coll)
+    weights = searcher.parse(attrs) if attrs else {}
     query_image = None
     if image is not None:
         if not image.is_file():
@@ -121,6 +135,8 @@ def search_cmd(
         timings["load_model"] = 0.0
         query = searcher.query_from_item(item_id)
         timings["embed"] = 0.0
+    if weights:
+        query.weights = weights
     response = searcher.search(
         query, k=k, offset=offset, filters=_parse_filters(filter or []), colour_weight=color_weight, timings=timings
     )
@@ -264,6 +280,145 @@ def serve_cmd(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
     )
+
+
+# ----------------------------------------------------------------- benchmarks (issue 7)
+bench_app = typer.Typer(help="Benchmarks: ANN index sweep and end-to-end query latency.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("ann")
+def bench_ann_cmd(
+    vectors: Annotated[str, typer.Option("--vectors", help="A collection directory, a .npy file, or 'generated'.")],
+    out: Annotated[Path, typer.Option(help="Write results.json, results.md and recall_qps.png here.")] = Path("bench-ann"),
+    n: Annotated[int | None, typer.Option("--n", help="Vectors to index (generated: required).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Dimension of generated vectors without --like.")] = None,
+    like: Annotated[str | None, typer.Option(help="Generate vectors shaped like this collection / .npy.")] = None,
+    backends: Annotated[str | None, typer.Option(help="Comma-separated backends of the sweep (default: all).")] = None,
+    queries: Annotated[int, typer.Option(help="Held-out query vectors.")] = 1000,
+    config: Annotated[Path | None, typer.Option(help="Sweep YAML (default: configs/ann-sweep.yaml).")] = None,
+    threads: Annotated[int, typer.Option(help="BLAS / OpenMP threads for searches.")] = 1,
+    build_threads: Annotated[int | None, typer.Option(help="Threads for builds (default: --threads).")] = None,
+    build_budget: Annotated[float | None, typer.Option(help="Seconds a build may take (default: config).")] = None,
+    query_budget: Annotated[float | None, typer.Option(help="Seconds per sweep point (default: config).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the query split and the generated vectors.")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Prepared datasets (default: ~/.cache/vestis/bench).")] = None,
+) -> None:
+    """ANN sweep over every index backend: build time, memory, recall@10, latency p50/p99, throughput."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads OpenMP: idle threads must not spin
+    from vestis.index.bench import BenchSettings, run_ann_bench
+
+    settings = BenchSettings(threads=threads, build_threads=build_threads, backends=[b.strip() for b in backends.split(",")] if backends else None,
+                             build_budget_s=build_budget, query_budget_s=query_budget)
+    result = run_ann_bench(vectors, out, n=n, dim=dim, queries=queries, like=like, config=config, settings=settings,
+                           seed=seed, cache_dir=cache, command="vestis " + " ".join(sys.argv[1:]),
+                           log=lambda line: console.print(line, highlight=False, markup=False))
+    table = Table(title=f"fastest per backend at recall@10 >= 0.95: {result['dataset']['label']}")
+    for column in ("backend", "spec", "recall@10", "p50 ms", "p99 ms", "batch q/s", "memory B/item"):
+        table.add_column(column)
+    for r in sorted(result["best"].values(), key=lambda r: r["p50_ms"]):
+        table.add_row(r["backend"], r["spec"], f"{r['recall']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['batch_qps']:.0f}", f"{r['mem_bytes_per_item']:.0f}")
+    Console().print(table)
+    console.print(f"report: {result['files']['markdown']}, {result['files']['plot']}, {result['files']['json']}")
+
+
+@bench_app.command("query")
+def bench_query_cmd(
+    collection: CollectionOpt,
+    images: Annotated[list[Path], typer.Argument(help="Query image files, or .zip archives of images.")],
+    runs: Annotated[int, typer.Option(help="Timed queries (cycling through the images).")] = 200,
+    cold_runs: Annotated[int, typer.Option(help="Fresh `vestis search` processes for the cold start (0: skip).")] = 5,
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write query.json and query.md here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """End-to-end query latency split into decode, preprocess, embed, colour, search, fetch; and cold start."""
+    from vestis.search.bench import markdown, run_query_bench
+
+    result = run_query_bench(collection, images, runs=runs, cold_runs=cold_runs, k=k,
+                             command="vestis " + " ".join(sys.argv[1:]))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "query.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "query.md").write_text(markdown(result))
+    print(json.dumps(result, indent=2) if as_json else markdown(result))
+
+
+# ----------------------------------------------------------------- attribute search (issue 5)
+attributes_app = typer.Typer(help="Attribute-aware search: a collection's per-attribute vectors.",
+                             no_args_is_help=True)
+app.add_typer(attributes_app, name="attributes")
+
+
+@attributes_app.command("build")
+def attributes_build_cmd(
+    collection: CollectionOpt,
+    model: Annotated[Path, typer.Option("--model", help="Attribute model from `vestis train` (model.onnx).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop another model's vectors and embed again.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
+    from vestis.encoders.attribute_encoder import AttributeEncoder
+    from vestis.store.attribute_index import build_attribute_index
+    from vestis.store.collection import Collection
+
+    with Collection.open(collection) as coll:
+        report = build_attribute_index(coll, AttributeEncoder(model), rebuild=rebuild, batch_size=batch_size,
+                                       progress=not as_json)
+        total = len(coll)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    for item_id, reason in report.skipped[:20]:
+        console.print(f"[yellow]skipped[/] {item_id}: {reason}")
+    console.print(f"[green]done[/] in {report.seconds:.1f}s: {report.embedded} item(s) embedded "
+                  f"({report.from_cache} from cached features), {len(report.skipped)} skipped; "
+                  f"collection holds {total} items")
+
+
+@attributes_app.command("info")
+def attributes_info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The attribute model of a collection, its attributes and how many items it has embedded."""
+    from vestis.store.attribute_index import AttributeIndex
+    from vestis.store.collection import Collection
+
+    with Collection.open(collection) as coll:
+        index = AttributeIndex.open(coll)
+        if index is None:
+            _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")
+        with index:
+            info = index.info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=f"{collection}: attributes")
+    for key, value in info.items():
+        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see configs/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: head.kind=arcface.")] = None,
+    find_lr: Annotated[bool, typer.Option("--find-lr", help="Run the LR range test instead of training.")] = False,
+) -> None:
+    """Train an embedding head (ArcFace, CE + triplet, classifier) or an attribute-aware model."""
+    from vestis.train import train_from_config
+    from vestis.train.attribute_model import is_attribute_config, train_attribute_from_config
+
+    if not config.is_file():
+        _fail(f"no such config file: {config}")
+    run = train_attribute_from_config if is_attribute_config(config) else train_from_config
+    summary = run(config, set_ or [], find_lr=find_lr)
+    print(json.dumps(summary, indent=2, default=str))
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Parsing of the ``attrs`` request field (RPF: ``"sleeve length; collar design"``).
 
-This is the one place the API turns ``attrs`` into attribute names. A collection offers no
-attributes until attribute indexes exist (a later layer); :meth:`Service.attribute_names` is where
-they will be listed, and every route validates ``attrs`` through :func:`parse_attrs`.
+This is the one place the API turns ``attrs`` into attribute weights: free text or a list of
+parts, matched to the collection's attributes by :func:`vestis.search.attributes.parse_attributes`
+(separators, synonyms, ``name:weight``). :meth:`Service.attribute_names` lists the attributes the
+collection's attribute index offers (none without one), and every route validates ``attrs`` here.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vestis.api.errors import InvalidRequestError
+from vestis.errors import VestisError
+from vestis.search.attributes import parse_attributes, split_attribute_text
 
 
-def parse_attrs(raw: str | Sequence[str] | None, valid: Sequence[str]) -> list[str]:
-    """Attribute names from ``"a; b"`` or ``["a", "b"]`` (blank entries ignored), in order, each
-    checked against ``valid``; raises InvalidRequestError (422) naming the valid ones."""
-    parts = raw.split(";") if isinstance(raw, str) else list(raw or [])
-    names = list(dict.fromkeys(p.strip() for p in parts if p and p.strip()))
-    if not names:
-        return []
+def parse_attrs(raw: str | Sequence[str] | None, valid: Sequence[str]) -> dict[str, float]:
+    """Attribute names -> weights from ``"a; b:2"`` or ``["a", "b"]`` (blank entries ignored);
+    raises InvalidRequestError (422) naming the valid attributes."""
+    texts = [raw] if isinstance(raw, str) else list(raw or [])
+    if not any(split_attribute_text(str(t)) for t in texts):
+        return {}
     if not valid:
-        raise InvalidRequestError("attribute search is not available for this collection; valid attributes: []")
-    unknown = [n for n in names if n not in valid]
-    if unknown:
         raise InvalidRequestError(
-            f"unknown attribute(s) {', '.join(map(repr, unknown))}; valid attributes: {list(valid)}"
+            "attribute search is not available for this collection; valid attributes: []"
         )
-    return names
+    try:
+        return parse_attributes(texts, valid)
+    except VestisError as e:
+        raise InvalidRequestError(str(e)) from None

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
+import numpy as np
 from PIL import Image
 
 from vestis.api.attributes import parse_attrs
@@ -39,7 +40,9 @@ from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, r
 from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
+from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
+from vestis.search.attributes import AttributeQuery, AttributeSearcher
 from vestis.search.searcher import Query, Searcher, SearchResponse
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
@@ -151,6 +154,7 @@ class Service:
             encoder = get_encoder(self.collection.encoder_name, threads=threads)
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
+        self.attributes = self._open_attributes(encoder)
         self.collection.table()
         self._saved_generation = self.collection.generation
         if self.collection.uses_ann:
@@ -178,17 +182,39 @@ class Service:
             generation = self.collection.generation
             if generation != self._saved_generation:
                 self.collection.persist()
+                if self.attributes is not None:
+                    self.attributes.index.save()
                 self._saved_generation = generation
 
     def item_count(self) -> int:
         with self.collection.lock:
             return len(self.collection)
 
-    def attribute_names(self) -> list[str]:
-        """Attributes the collection can be searched by: none until attribute indexes exist."""
-        return []
+    def _open_attributes(self, encoder: ImageEncoder) -> AttributeSearcher | None:
+        """The attribute search of the collection (sharing the encoder when it is the attribute
+        model's backbone); None when the collection has no attribute index or its model is unusable."""
+        from vestis.store.attribute_index import AttributeIndex
 
-    def parse_attrs(self, raw: str | Sequence[str] | None) -> list[str]:
+        index = AttributeIndex.open(self.collection)
+        if index is None:
+            return None
+        index.close()
+        backbone = encoder if isinstance(encoder, OnnxEncoder) else None
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        try:
+            searcher = AttributeSearcher.open(self.collection, backbone=backbone, threads=threads)
+        except VestisError as e:
+            log.warning("attribute search is off: %s", e)
+            return None
+        searcher.index.table()
+        return searcher
+
+    def attribute_names(self) -> list[str]:
+        """Attributes the collection can be searched by (those of its attribute index, if any)."""
+        return self.attributes.attributes if self.attributes is not None else []
+
+    def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
+        """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
         return parse_attrs(raw, self.attribute_names())
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
@@ -219,17 +245,33 @@ class Service:
         t0 = time.perf_counter()
         image = decode_image(data, max_pixels=self.max_pixels, source=source)
         decode_ms = (time.perf_counter() - t0) * 1000
-        query = self.searcher.query_from_image(image, timings)
+        if self.attributes is not None:  # the attribute vectors come from the same backbone pass
+            query = self.attributes.query_from_image(image, timings, global_encoder=self.encoder)
+        else:
+            query = self.searcher.query_from_image(image, timings)
         timings["decode"] = decode_ms
         return query
 
     def query_from_item(self, item_id: str) -> Query:
         with self.collection.lock:
+            if self.attributes is not None:
+                return self.attributes.query_from_item(item_id)
             return self.searcher.query_from_item(item_id)
 
     def search(self, query: Query, *, k: int, offset: int, filters: dict[str, list[str]],
-               colour_weight: float, timings: dict[str, float]) -> SearchResponse:
+               colour_weight: float, timings: dict[str, float],
+               attrs: dict[str, float] | None = None) -> SearchResponse:
+        """The global search, or with ``attrs`` (attribute weights) the attribute search."""
         with self.collection.lock:
+            if attrs:
+                if self.attributes is None or not isinstance(query, AttributeQuery):
+                    raise InvalidRequestError("attribute search is not available for this collection")
+                query.weights = attrs
+                try:
+                    return self.attributes.search(query, k=k, offset=offset, filters=filters or None,
+                                                  colour_weight=colour_weight, timings=timings)
+                except VestisError as e:
+                    raise InvalidRequestError(str(e)) from None
             return self.searcher.search(query, k=k, offset=offset, filters=filters or None,
                                         colour_weight=colour_weight, timings=timings)
 
@@ -305,7 +347,11 @@ class Service:
             raise InvalidRequestError("item id must be 1 to 128 letters, digits, '.', '_' or '-', "
                                       "starting with a letter or digit")
         image = decode_image(data, max_pixels=self.max_pixels, source="upload")
-        vector = self.encoder.embed_images([image])[0]
+        attribute_vectors = None
+        if self.attributes is not None:  # the attribute vectors come from the same backbone pass
+            vector, attribute_vectors = self.attributes.embed(image, self.encoder)
+        else:
+            vector = self.encoder.embed_images([image])[0]
         colour = colour_descriptor(image) if self.collection.colour_dim else None
         path = self.uploads / f"{item_id}{_extension(image_mime(data))}"
         with self.collection.lock:
@@ -321,7 +367,10 @@ class Service:
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
-            return self.collection.get(item_id)
+            item = self.collection.get(item_id)
+            if attribute_vectors is not None:
+                self.attributes.index.add(np.array([item.vid]), attribute_vectors[None])
+            return item
 
     def remove_item(self, item_id: str) -> None:
         """Remove an item (404 when unknown), and its uploaded image if the API stored it."""

@@ -22,7 +22,8 @@ PQ's approximate distances into true cosines and re-ranks them.
 Training rule (IVF, PQ and other trainable factories): the index is trained the first time it is
 used (search, save, ``build()``) with at least ``train_min`` vectors (``auto``: 1000, or 39 per
 centroid of the largest k-means in the index when more), on a seeded sample of at most 64 vectors
-per centroid; it is retrained when the vectors have doubled since. Until then search is exact.
+per centroid (16,384 vectors for factories without k-means: PCA, scalar quantisers); it is
+retrained when the vectors have doubled since. Until then search is exact.
 FAISS's multi-threaded HNSW insertion can make two builds of the same data differ slightly; IVF
 and PQ training is seeded; a saved index always reloads identically.
 """
@@ -45,6 +46,7 @@ from vestis.index._common import AUTO, Param, Params, StructuredIndex, format_pa
 TRAIN_MIN = 1000
 POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per centroid
 SAMPLE_PER_CENTROID = 64
+PLAIN_TRAIN_SAMPLE = 16_384  # training sample of factories without k-means (PCA, scalar quantisers)
 SEARCH_PARAMS = ("nprobe", "efSearch")  # set through faiss.ParameterSpace
 
 
@@ -223,7 +225,8 @@ class FaissIndex(StructuredIndex):
         index = self._construct(len(vectors))
         self._configure(index)
         if not index.is_trained:
-            size = min(len(vectors), SAMPLE_PER_CENTROID * max(1, _centroids(index)))
+            centroids = _centroids(index)
+            size = min(len(vectors), SAMPLE_PER_CENTROID * centroids if centroids else PLAIN_TRAIN_SAMPLE)
             rng = np.random.default_rng(int(self.params.get("seed") or 0))
             sample = np.sort(rng.choice(len(vectors), size, replace=False))
             try:

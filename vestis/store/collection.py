@@ -541,7 +541,7 @@ class Collection:
         if pointer.exists():
             try:
                 state = json.loads(pointer.read_text())
-                if state.get("spec") == spec:
+                if state.get("spec") == make_index(spec, self.dim).spec:  # both in canonical form
                     index = load_index(self.path / state["dir"])
                     self._catch_up(index, int(state["generation"]))
                     return index

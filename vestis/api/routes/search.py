@@ -38,7 +38,7 @@ _FORM_SCHEMA = {
     "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "The query image."},
-        "attrs": {"type": "string", "description": "Attribute names, 'a; b'."},
+        "attrs": {"type": "string", "description": "Attributes to search by, 'a; b:2' (weights optional)."},
         "filters": {"type": "string", "description": 'Filters as JSON, e.g. {"baseColour": ["Blue"]}.'},
         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
         "offset": {"type": "integer", "minimum": 0, "default": 0},
@@ -60,14 +60,14 @@ async def run_search(service: Service, make_query: Callable[[dict[str, float]], 
                      options: SearchOptions, query_info: dict[str, str]) -> SearchResults:
     """Embed (``make_query``) and search in the inference pool; timings include the wait for a worker."""
     started = time.perf_counter()
-    service.parse_attrs(options.attrs)
+    attrs = service.parse_attrs(options.attrs)
 
     def work() -> tuple[SearchResponse, dict[str, float]]:
         timings = {"queue": (time.perf_counter() - started) * 1000}
         filters = service.check_filters(options.filters)
         query = make_query(timings)
         response = service.search(query, k=options.k, offset=options.offset, filters=filters,
-                                  colour_weight=options.color_weight, timings=timings)
+                                  colour_weight=options.color_weight, timings=timings, attrs=attrs)
         return response, timings
 
     response, timings = await service.run(work)
@@ -129,12 +129,13 @@ async def search(request: Request, service: ServiceDep) -> SearchResults:
              summary="RPF-compatible search: an image path under an allowed folder, or an item id")
 async def submit(body: SubmitRequest, service: ServiceDep,
                  k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")] = 10) -> SubmitResponse:
-    service.parse_attrs(body.attrs)
+    attrs = service.parse_attrs(body.attrs)
 
     def work() -> SubmitResponse:
         started = time.perf_counter()
         query = service.query_from_img_path(body.img_path, {})
-        response = service.search(query, k=k, offset=0, filters={}, colour_weight=0.0, timings={})
+        response = service.search(query, k=k, offset=0, filters={}, colour_weight=0.0, timings={},
+                                  attrs=attrs)
         return SubmitResponse(ids=[h.id for h in response.hits], similarities=[round(h.score, 6) for h in response.hits],
                               retrieval_times=time.perf_counter() - started)
 

@@ -1,0 +1,743 @@
+"""Attribute-aware embeddings (ASEN / RPF style): one embedding space per attribute.
+
+"Same sleeve length as this photo" needs a similarity that looks at the sleeves and ignores the
+colour; a global embedding mixes everything. Following ASEN (Ma et al., AAAI 2020), an embedding
+of the attribute guides
+
+- a **spatial attention** over the backbone's feature map (where on the garment to look):
+  ``alpha = softmax_hw(w . (tanh(conv1x1(map)) * tanh(W_s e_a)))`` and the attended feature
+  ``l = sum_hw alpha * map``;
+- a **channel attention** (which features matter): ``beta = sigmoid(W_2 relu(W_1 [x; e_a]))``
+  over ``x = [LN(l); LN(g)]``, the attended feature and, with ``model.global_branch``, the
+  backbone's pooled global embedding ``g`` (ASEN v2's global branch: category and colour live there);
+
+then ``beta * x`` is projected to ``dim`` and L2-normalised: one vector per (image, attribute).
+
+**Which map.** The 14 x 14 map of the stride-16 stage (112 channels for EfficientNet-Lite0,
+``feature_map_14``) at the 224-px input: a 16-px cell is about a sleeve's width or a collar, so
+attention can single them out, where one cell of the 7 x 7 stride-32 map covers a whole shoulder
+with sleeve and collar together; and at 112 x 196 values it is 5.7x smaller than the 1280 x 49
+final map, so caching it for a 44k catalogue takes 1.9 GB in float16 rather than 11 GB. What the
+mid-level map lacks in semantics the global branch brings back.
+
+**Training** (``vestis train --config configs/clothing-attributes-asen.yaml``, or
+``vestis attributes train``) runs on cached maps (:mod:`vestis.train.feature_cache`) with the
+shared trainer (:class:`vestis.train.trainer.Trainer`): a training sample is an (item, attribute)
+pair whose class is the attribute's value; batches hold ``head.m_per_class`` pairs of each of
+several (attribute, value) classes, and the loss is a triplet ranking loss on cosine similarity,
+``max(0, margin - cos(a, p) + cos(a, n))`` with margin 0.2, where the positive shares the
+anchor's value of the attribute and the negative is a pair of the SAME attribute with another
+value (attribute-specific triplets; batch-hard mining with ``head.miner: batch-hard``, every valid
+triplet with ``none``). Model selection uses the attribute-specific mAP@10 of the validation split.
+
+RPF's foreground/background contrast is not implemented: the datasets here have no masks, and
+catalogue photos are mostly on plain backgrounds.
+
+The export (``model.onnx`` + ``model.json``) takes the backbone's ``feature_map_14`` and
+``embedding`` and returns ``attribute_embeddings`` (N x attributes x dim), so one backbone pass
+serves the global search and every attribute (see :mod:`vestis.encoders.attribute_encoder`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+
+from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS, OPSET, open_session
+from vestis.errors import VestisError
+from vestis.eval.protocols import attribute_map
+from vestis.train.config import RunConfig, _build, apply_override, check_split_usage
+from vestis.train.features import Items, resolve_split
+from vestis.train.trainer import (
+    VAL_METRIC,
+    Trainer,
+    TrainingTask,
+    class_labels,
+    load_checkpoint,
+    retrieval_scores,
+)
+
+log = logging.getLogger(__name__)
+
+OUTPUT = "attribute_embeddings"
+MODEL_KIND = "vestis-attribute-model"
+TOLERANCE = 1e-4  # largest ONNX vs PyTorch difference accepted at export (as vestis.train.export)
+
+
+@dataclass
+class AttributeModelConfig:
+    """The attribute-aware model: which label columns become attributes, and its sizes."""
+
+    attributes: list[str] = field(default_factory=list)
+    feature_map: str = "14x14"
+    attribute_dim: int = 64  # size of the learned attribute embedding e_a
+    hidden: int = 64  # width of the spatial and channel attention
+    global_branch: bool = True
+    dropout: float = 0.1
+    max_train_items: int = 0  # > 0: train on this many training items (seeded sample), to bound epoch time
+
+
+@dataclass
+class AttributeRunConfig(RunConfig):
+    """A training run of the attribute model: the sections of :class:`RunConfig` plus ``model``.
+
+    ``head.dim`` is the embedding size per attribute, ``head.triplet_margin`` the cosine margin,
+    ``head.m_per_class`` the pairs per (attribute, value) in a batch, ``head.miner`` batch-hard or
+    none; ``data.labels`` only stratifies the split (use the global heads' columns to share their
+    test split)."""
+
+    model: AttributeModelConfig = field(default_factory=AttributeModelConfig)
+
+    def validate(self) -> AttributeRunConfig:
+        if (self.data.collection is None) == (self.data.source is None):
+            raise VestisError(
+                "data: give exactly one of `collection` (a vestis collection directory) "
+                "or `source` (a catalogue folder, zip or dataset name)"
+            )
+        if not self.model.attributes:
+            raise VestisError("model.attributes: name the label columns to learn one embedding space for")
+        if len(set(self.model.attributes)) != len(self.model.attributes):
+            raise VestisError(f"model.attributes lists an attribute twice: {self.model.attributes}")
+        if self.model.feature_map not in FEATURE_MAPS:
+            raise VestisError(
+                f"model.feature_map: {self.model.feature_map!r} is not one of {', '.join(FEATURE_MAPS)}"
+            )
+        if self.stage != 1:
+            raise VestisError("the attribute model trains on cached backbone features: stage must be 1")
+        if self.head.miner not in ("batch-hard", "none"):
+            raise VestisError(f"head.miner: {self.head.miner!r} is not one of batch-hard, none")
+        if min(self.head.dim, self.model.attribute_dim, self.model.hidden) < 2 or self.head.m_per_class < 2:
+            raise VestisError(
+                "head.dim, model.attribute_dim, model.hidden and head.m_per_class must be at least 2"
+            )
+        if not 0 <= self.model.dropout < 1 or self.head.triplet_margin <= 0 or self.model.max_train_items < 0:
+            raise VestisError(
+                "model.dropout must be in [0, 1), head.triplet_margin > 0 and model.max_train_items >= 0"
+            )
+        if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
+            raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
+        check_split_usage(self.train)
+        return self
+
+
+def is_attribute_config(path: str | Path) -> bool:
+    """Whether a YAML config describes an attribute-model run (it has a ``model`` section)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "model" in raw
+
+
+def load_attribute_config(path: str | Path, overrides: list[str] | None = None) -> AttributeRunConfig:
+    """Read an attribute-model config, apply ``key=value`` overrides and validate."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VestisError(f"cannot read config {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise VestisError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise VestisError(f"{path}: a config is a YAML mapping of sections (data, model, head, train, ...)")
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw.setdefault("name", Path(path).stem)
+    return _build(AttributeRunConfig, raw, "").validate()
+
+
+# ----------------------------------------------------------------------------------------- model
+class AttributeEmbedder(nn.Module):
+    """ASEN-style attribute-conditioned embedding of a feature map (see the module docstring)."""
+
+    def __init__(
+        self,
+        n_attributes: int,
+        channels: int,
+        global_dim: int,
+        dim: int,
+        *,
+        attribute_dim: int = 64,
+        hidden: int = 256,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.n_attributes, self.in_dim, self.global_dim, self.dim = n_attributes, channels, global_dim, dim
+        self.attribute = nn.Embedding(n_attributes, attribute_dim)
+        self.map_key = nn.Conv2d(channels, hidden, 1)
+        self.attr_query = nn.Linear(attribute_dim, hidden)
+        self.score = nn.Linear(hidden, 1, bias=False)
+        self.local_norm = nn.LayerNorm(channels)
+        self.global_norm = nn.LayerNorm(global_dim) if global_dim else None
+        width = channels + global_dim
+        self.channel = nn.Sequential(
+            nn.Linear(width + attribute_dim, hidden), nn.ReLU(), nn.Linear(hidden, width), nn.Sigmoid()
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(width, dim)
+
+    def attention(self, maps: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """Spatial attention weights (N x A' x h x w) of maps (N x C x h x w) for attribute
+        indices ``attrs`` (N x A': per image, the attributes to attend for)."""
+        keys = torch.tanh(self.map_key(maps))  # N x K x h x w
+        queries = torch.tanh(self.attr_query(self.attribute(attrs))) * self.score.weight[0]  # N x A' x K
+        logits = torch.einsum("nkhw,nak->nahw", keys, queries)
+        n, a, h, w = logits.shape
+        return torch.softmax(logits.reshape(n, a, h * w), dim=2).reshape(n, a, h, w)
+
+    def embed(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings N x A' x dim for attribute indices ``attrs`` (N x A')."""
+        alpha = self.attention(maps, attrs)
+        local = self.local_norm(torch.einsum("nahw,nchw->nac", alpha, maps))
+        parts = [local]
+        if self.global_norm is not None:
+            if global_vec is None:
+                raise VestisError("this attribute model has a global branch: give the global embedding")
+            parts.append(self.global_norm(global_vec)[:, None, :].expand(-1, attrs.shape[1], -1))
+        x = torch.cat(parts, dim=2)
+        beta = self.channel(torch.cat([x, self.attribute(attrs)], dim=2))
+        return F.normalize(self.project(self.dropout(beta * x)), dim=2)
+
+    def forward(
+        self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor
+    ) -> torch.Tensor:
+        """One attribute per image: ``attrs`` (N,) -> N x dim."""
+        return self.embed(maps, global_vec, attrs[:, None])[:, 0]
+
+    def all_attributes(self, maps: torch.Tensor, global_vec: torch.Tensor | None) -> torch.Tensor:
+        """Every attribute for every image: N x A x dim."""
+        attrs = torch.arange(self.n_attributes, device=maps.device)[None, :].expand(maps.shape[0], -1)
+        return self.embed(maps, global_vec, attrs)
+
+
+class AttributeTripletLoss(nn.Module):
+    """Triplet ranking loss on cosine similarity, negatives from the anchor's attribute only.
+
+    ``labels`` are (attribute, value) class indices; ``class_attribute[c]`` is the attribute of
+    class c. For each anchor, positives are the other pairs of its class and negatives the pairs of
+    the same attribute with another value. ``batch_hard`` takes the least similar positive and the
+    most similar negative; otherwise the loss averages every valid triplet that violates the margin."""
+
+    needs_m_per_class = True
+
+    def __init__(self, class_attribute: list[int], margin: float = 0.2, batch_hard: bool = True):
+        super().__init__()
+        self.margin, self.batch_hard = margin, batch_hard
+        self.register_buffer(
+            "class_attribute", torch.as_tensor(class_attribute, dtype=torch.long), persistent=False
+        )
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        emb = F.normalize(embeddings, dim=1)
+        sim = emb @ emb.T
+        attr = self.class_attribute[labels]
+        same_attr = attr[:, None] == attr[None, :]
+        same_class = labels[:, None] == labels[None, :]
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        pos, neg = same_class & ~eye, same_attr & ~same_class
+        if self.batch_hard:
+            valid = pos.any(1) & neg.any(1)
+            hardest_pos = sim.masked_fill(~pos, math.inf).min(1).values
+            hardest_neg = sim.masked_fill(~neg, -math.inf).max(1).values
+            losses = F.relu(self.margin - hardest_pos + hardest_neg)[valid]
+        else:
+            triplets = pos[:, :, None] & neg[:, None, :]
+            all_losses = F.relu(self.margin - sim[:, :, None] + sim[:, None, :])[triplets]
+            losses = all_losses[all_losses > 0]
+        loss = losses.mean() if len(losses) else sim.sum() * 0.0
+        return loss, {"triplet": float(loss.detach())}
+
+
+class PairModel(nn.Module):
+    """The trainer's model: a batch of (item, attribute) pair indices -> their embeddings, the
+    cached features gathered from the (memory-mapped) arrays. Only ``head`` has parameters."""
+
+    def __init__(
+        self,
+        head: AttributeEmbedder,
+        maps: np.ndarray | RowView,
+        global_vecs: np.ndarray | RowView | None,
+        pair_item: np.ndarray,
+        pair_attribute: np.ndarray,
+    ):
+        super().__init__()
+        self.head = head
+        self.maps, self.global_vecs = maps, global_vecs
+        self.pair_item, self.pair_attribute = pair_item, pair_attribute
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        index = pairs.cpu().numpy()
+        rows = self.pair_item[index]
+        unique, inverse = np.unique(rows, return_inverse=True)  # sorted: sequential reads of the memory map
+        device = self.head.project.weight.device
+        maps = torch.from_numpy(np.asarray(self.maps[unique], np.float32))[torch.from_numpy(inverse)].to(
+            device
+        )
+        glob = None
+        if self.global_vecs is not None:
+            glob = torch.from_numpy(np.asarray(self.global_vecs[unique], np.float32))[
+                torch.from_numpy(inverse)
+            ]
+            glob = glob.to(device)
+        return self.head(maps, glob, torch.from_numpy(self.pair_attribute[index]).to(device))
+
+
+class PairIndices(torch.utils.data.Dataset):
+    """Pair indices as tensors (the inputs of :class:`PairModel`)."""
+
+    def __init__(self, pairs: np.ndarray):
+        self.pairs = torch.as_tensor(pairs, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.pairs[i]
+
+
+# ----------------------------------------------------------------------------------------- data
+class RowView:
+    """The rows of a (memory-mapped) array in item order, read only when indexed: the cache's row
+    order may differ from the items' and copying a 2 GB cache to reorder it is not an option."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray):
+        self.array, self.rows = array, rows
+        self.shape = (len(rows), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.array[self.rows[index]]
+
+
+@dataclass
+class AttributeData:
+    """Items with their cached features, and the (item, attribute) pairs that have a label."""
+
+    items: Items
+    maps: RowView  # N x C x h x w float16 (memory-mapped)
+    global_vecs: RowView  # N x G float16
+    attributes: list[str]
+    pair_item: np.ndarray
+    pair_attribute: np.ndarray
+    pair_value: np.ndarray  # object array of str
+
+    @property
+    def groups(self) -> np.ndarray:
+        return np.array(
+            [f"{self.attributes[a]}={v}" for a, v in zip(self.pair_attribute, self.pair_value)], dtype=object
+        )
+
+
+def feature_sources(data_cfg: Any, runs_dir: Path) -> tuple[list[tuple[str, str, Any]], Items, Path]:
+    """``(id, change key, read)`` of every item, their :class:`Items` (metadata, no vectors) and the
+    feature cache folder: ``<collection>/features`` for a collection, else ``data.feature_cache``
+    or ``<runs>/features``."""
+    from vestis.encoders import get_encoder
+
+    if data_cfg.collection is not None:
+        from vestis.data.sources import read_source
+        from vestis.store.collection import Collection
+
+        path = Path(data_cfg.collection)
+        with Collection.open(path) as coll:
+            stored = list(coll.iter_items())
+            name, version = coll.encoder_name, coll.encoder_version
+        triples = [(it.id, it.hash, lambda s=it.source: read_source(s)) for it in stored]
+        items = Items(
+            [it.id for it in stored],
+            [it.source for it in stored],
+            [it.metadata for it in stored],
+            name,
+            version,
+        )
+        default_dir = path / "features"
+    else:
+        from vestis.data import open_catalogue
+
+        catalogue = list(open_catalogue(data_cfg.source, data_cfg.format, **data_cfg.options))
+        if not catalogue:
+            raise VestisError(f"catalogue {data_cfg.source} holds no items")
+        encoder = get_encoder(data_cfg.encoder)
+        triples = [(it.id, it.stamp, it.read) for it in catalogue]
+        items = Items(
+            [it.id for it in catalogue],
+            [it.source for it in catalogue],
+            [it.metadata for it in catalogue],
+            encoder.name,
+            encoder.version,
+        )
+        default_dir = runs_dir / "features"
+    directory = Path(data_cfg.feature_cache) if data_cfg.feature_cache else default_dir
+    return triples, items, directory
+
+
+def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
+    """Items, their cached backbone features (computed on first use) and the labelled pairs."""
+    from vestis.encoders import get_encoder
+    from vestis.train.feature_cache import cached_features
+
+    triples, items, directory = feature_sources(cfg.data, cfg.run_dir.parent)
+    encoder = get_encoder(items.encoder_name)
+    if encoder.version != items.encoder_version:
+        raise VestisError(
+            f"the collection was built with {items.encoder_version}, but {items.encoder_name} is now "
+            f"{encoder.version}: re-index it first"
+        )
+    map_name = FEATURE_MAPS[cfg.model.feature_map]
+    cache = cached_features(triples, encoder, directory, [map_name, EMBEDDING], progress=progress)
+    keep = [i for i, item_id in enumerate(items.ids) if item_id in cache.row]
+    if len(keep) < len(items):
+        log.warning("%d items have no features (unreadable images) and are left out", len(items) - len(keep))
+    items = Items(
+        [items.ids[i] for i in keep],
+        [items.sources[i] for i in keep],
+        [items.metadata[i] for i in keep],
+        items.encoder_name,
+        items.encoder_version,
+    )
+    rows = cache.rows(items.ids)
+    maps, global_vecs = RowView(cache.arrays[map_name], rows), RowView(cache.arrays[EMBEDDING], rows)
+    missing = [a for a in cfg.model.attributes if not any(a in m for m in items.metadata)]
+    if missing:
+        known = sorted({k for m in items.metadata[:1000] for k in m})
+        raise VestisError(
+            f"no item has the attribute(s) {', '.join(missing)}; columns present: {', '.join(known)}"
+        )
+    pair_item, pair_attribute, pair_value = [], [], []
+    for i, meta in enumerate(items.metadata):
+        for a, name in enumerate(cfg.model.attributes):
+            value = meta.get(name)
+            if value is not None and str(value).strip():
+                pair_item.append(i)
+                pair_attribute.append(a)
+                pair_value.append(str(value).strip())
+    return AttributeData(
+        items,
+        maps,
+        global_vecs,
+        list(cfg.model.attributes),
+        np.array(pair_item, np.int64),
+        np.array(pair_attribute, np.int64),
+        np.array(pair_value, dtype=object),
+    )
+
+
+def make_head(
+    cfg: AttributeRunConfig, n_attributes: int, channels: int, global_dim: int
+) -> AttributeEmbedder:
+    return AttributeEmbedder(
+        n_attributes,
+        channels,
+        global_dim if cfg.model.global_branch else 0,
+        cfg.head.dim,
+        attribute_dim=cfg.model.attribute_dim,
+        hidden=cfg.model.hidden,
+        dropout=cfg.model.dropout,
+    )
+
+
+def attribute_task(cfg: AttributeRunConfig, data: AttributeData, item_split: np.ndarray) -> TrainingTask:
+    """The trainer's task over (item, attribute) pairs; (attribute, value) classes with fewer than
+    two training pairs cannot give a positive and are not anchors. With ``model.max_train_items``
+    only a seeded sample of the training items is used."""
+    split = item_split[data.pair_item].copy()
+    train_items = np.flatnonzero(np.isin(item_split.astype(str), cfg.train.train_splits))
+    if 0 < cfg.model.max_train_items < len(train_items):
+        rng = np.random.default_rng(cfg.train.seed)
+        unused = np.setdiff1d(train_items, rng.choice(train_items, cfg.model.max_train_items, replace=False))
+        split[np.isin(data.pair_item, unused)] = "unused"  # neither trained on nor in the validation gallery
+    groups = data.groups
+    train = np.isin(split.astype(str), cfg.train.train_splits)
+    counts: dict[str, int] = {}
+    for g in groups[train]:
+        counts[g] = counts.get(g, 0) + 1
+    anchors = np.array([counts.get(g, 0) >= 2 for g in groups])
+    classes, labels = class_labels(np.where(anchors, groups, None), split, cfg.train.train_splits)
+    class_attribute = [data.attributes.index(c.partition("=")[0]) for c in classes]
+    head = make_head(cfg, len(data.attributes), data.maps.shape[1], data.global_vecs.shape[1])
+    model = PairModel(
+        head,
+        data.maps,
+        data.global_vecs if cfg.model.global_branch else None,
+        data.pair_item,
+        data.pair_attribute,
+    )
+    criterion = AttributeTripletLoss(class_attribute, cfg.head.triplet_margin, cfg.head.miner == "batch-hard")
+    params = [{"params": list(head.parameters()), "lr": cfg.train.lr}]
+    return TrainingTask(
+        1,
+        model,
+        head,
+        criterion,
+        params,
+        lambda rows, augment: PairIndices(rows),
+        data.items,
+        groups,
+        split,
+        classes,
+        labels,
+        data.items.encoder_name,
+    )
+
+
+class AttributeTrainer(Trainer):
+    """The shared trainer with attribute-specific validation: for each attribute, the validation
+    pairs query the training and validation pairs of the same attribute (relevant: same value);
+    the mAP@10 is averaged over attributes weighted by their queries."""
+
+    def __init__(self, cfg: AttributeRunConfig, task: TrainingTask, run_dir: Path, data: AttributeData):
+        super().__init__(cfg, task, run_dir)
+        self.data = data
+
+    def validate(self) -> dict[str, float]:
+        pair_item = self.data.pair_item[self.eval_rows]
+        items, position = np.unique(pair_item, return_inverse=True)  # every attribute of an item in one pass
+        glob = self.data.global_vecs if self.cfg.model.global_branch else None
+        per_item = embed_items(self.task.head, self.data.maps, glob, items)
+        vectors = per_item[position, self.data.pair_attribute[self.eval_rows]]
+        attrs = self.data.pair_attribute[self.eval_rows]
+        is_val = np.isin(self.eval_rows, self.val_rows)
+        values = self.data.pair_value[self.eval_rows]
+        scores, weights = [], []
+        for a in range(len(self.data.attributes)):
+            gallery = np.flatnonzero(attrs == a)
+            queries = np.flatnonzero(is_val[gallery])
+            if len(queries) == 0 or len(gallery) < 2:
+                continue
+            result = retrieval_scores(
+                vectors[gallery], values[gallery], queries, np.arange(len(gallery)), ks=(10,)
+            )
+            if result.get("n_queries", 0):
+                scores.append(result[VAL_METRIC])
+                weights.append(result["n_queries"])
+        return {
+            VAL_METRIC: float(np.average(scores, weights=weights)) if scores else 0.0,
+            "val_loss": self.validation_loss(vectors),
+        }
+
+    def validation_loss(self, vectors: np.ndarray) -> float:
+        """The loss over the validation pairs of training classes, in shuffled batch-sized chunks
+        (as the training batches; one chunk of all pairs would need batch^3 memory)."""
+        position = {r: i for i, r in enumerate(self.eval_rows.tolist())}
+        known = self.val_rows[self.task.labels[self.val_rows] >= 0]
+        order = np.random.default_rng(self.cfg.train.seed).permutation(known)
+        size = self.loader.batch_size or self.cfg.train.batch_size
+        losses, counts = [], []
+        self.task.criterion.eval()
+        with torch.no_grad():
+            for chunk in np.array_split(order, max(1, math.ceil(len(order) / size))):
+                if len(chunk) >= 2:
+                    emb = torch.from_numpy(vectors[[position[r] for r in chunk.tolist()]]).to(self.device)
+                    lab = torch.as_tensor(self.task.labels[chunk], device=self.device)
+                    losses.append(float(self.task.criterion(emb, lab)[0]))
+                    counts.append(len(chunk))
+        return float(np.average(losses, weights=counts)) if losses else float("nan")
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state["attribute_model"] = {
+            "attributes": self.data.attributes,
+            "channels": self.task.head.in_dim,
+            "global_dim": self.task.head.global_dim,
+            "values": {
+                a: sorted(set(self.data.pair_value[self.data.pair_attribute == i]))
+                for i, a in enumerate(self.data.attributes)
+            },
+        }
+        return state
+
+
+@torch.no_grad()
+def embed_items(
+    head: AttributeEmbedder,
+    maps: np.ndarray | RowView,
+    global_vecs: np.ndarray | RowView | None,
+    rows: np.ndarray,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Every attribute's embedding of the items at ``rows``: len(rows) x A x dim float32."""
+    head.eval()
+    device = head.project.weight.device
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        glob = None if global_vecs is None else torch.from_numpy(np.asarray(global_vecs[chunk], np.float32))
+        maps_chunk = torch.from_numpy(np.asarray(maps[chunk], np.float32)).to(device)
+        out.append(head.all_attributes(maps_chunk, None if glob is None else glob.to(device)).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, head.n_attributes, head.dim), np.float32)
+
+
+def evaluate_attribute_map(
+    data: AttributeData, item_split: np.ndarray, head: AttributeEmbedder, global_branch: bool
+) -> dict[str, Any]:
+    """Attribute MAP (ASEN / RPF protocol, full ranking within the test items) of the model and of
+    the backbone's global embedding."""
+    test = np.flatnonzero(item_split.astype(str) == "test")
+    if len(test) == 0:
+        raise VestisError("the test split is empty")
+    metadata = [data.items.metadata[i] for i in test]
+    present = [a for a in data.attributes if any(a in m for m in metadata)]
+    emb = embed_items(head, data.maps, data.global_vecs if global_branch else None, test)
+    per_attribute = {a: emb[:, data.attributes.index(a)] for a in present}
+    baseline = np.asarray(data.global_vecs[test], np.float32)
+    baseline /= np.maximum(np.linalg.norm(baseline, axis=1, keepdims=True), 1e-12)
+    return {
+        "model": attribute_map(per_attribute, metadata, present),
+        "global_features": attribute_map(baseline, metadata, present),
+    }
+
+
+def train_attribute_model(cfg: AttributeRunConfig, *, find_lr: bool = False) -> dict[str, Any]:
+    """Train (or LR-test) an attribute model; writes what :func:`vestis.train.command.run` writes
+    (config.yaml, split.csv, last.pt/best.pt, curves.png, metrics.json, model.onnx + model.json)."""
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    data = load_attribute_data(cfg, progress=cfg.train.progress)
+    item_split, _ = resolve_split(data.items, cfg.data, run_dir)
+    torch.manual_seed(cfg.train.seed)
+    task = attribute_task(cfg, data, item_split)
+    if find_lr:
+        from vestis.train.lr_finder import lr_range_test
+
+        result = lr_range_test(task, cfg, run_dir / "lr_finder.png")
+        (run_dir / "lr_finder.json").write_text(json.dumps(result, indent=2))
+        return {"run_dir": str(run_dir), "suggested_lr": result["suggested_lr"], "plot": result["plot"]}
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "run_dir": str(run_dir),
+        "kind": MODEL_KIND,
+        "attributes": data.attributes,
+        "pairs": len(data.pair_item),
+        "classes": len(task.classes),
+        "split_sizes": {s: int((item_split == s).sum()) for s in ("train", "val", "test")},
+    }
+    trainer = AttributeTrainer(cfg, task, run_dir, data)
+    summary.update(trainer.fit())
+    start = time.perf_counter()
+    summary["test"] = evaluate_attribute_map(data, item_split, task.head, cfg.model.global_branch)
+    summary["test_seconds"] = time.perf_counter() - start
+    if cfg.export.onnx:
+        summary["onnx"] = str(
+            export_attribute_model(run_dir / "best.pt", run_dir / "model.onnx", version=cfg.export.version)
+        )
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train_attribute_from_config(
+    config_path: str | Path, overrides: list[str] | None = None, *, find_lr: bool = False
+) -> dict[str, Any]:
+    """``vestis train`` for attribute-model configs (see :func:`is_attribute_config`)."""
+    return train_attribute_model(load_attribute_config(config_path, overrides), find_lr=find_lr)
+
+
+# ----------------------------------------------------------------------------------------- export
+class AttributeGraph(nn.Module):
+    """(feature map, global embedding) -> every attribute's embedding (N x A x dim)."""
+
+    def __init__(self, head: AttributeEmbedder):
+        super().__init__()
+        self.head = head
+
+    def forward(self, feature_map: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head.all_attributes(feature_map, embedding if self.head.global_dim else None)
+
+
+def load_head(checkpoint: str | Path) -> tuple[AttributeEmbedder, dict[str, Any]]:
+    """The trained head of an attribute-model checkpoint, and the checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    meta = ckpt.get("attribute_model")
+    if meta is None:
+        raise VestisError(f"{checkpoint} is not an attribute-model checkpoint")
+    cfg = _build(AttributeRunConfig, ckpt["config"], "")
+    head = make_head(cfg, len(meta["attributes"]), meta["channels"], meta["global_dim"])
+    head.load_state_dict({k.removeprefix("head."): v for k, v in ckpt["model"].items()})
+    return head.eval(), ckpt
+
+
+def export_attribute_model(
+    checkpoint: str | Path, path: str | Path | None = None, *, name: str | None = None, version: str = "1"
+) -> Path:
+    """Export an attribute-model checkpoint to ONNX (inputs ``feature_map_14`` or ``feature_map``,
+    and ``embedding``; output ``attribute_embeddings``) with its sidecar JSON, checked against
+    PyTorch like :func:`vestis.train.export.export_module`."""
+    head, ckpt = load_head(checkpoint)
+    cfg = ckpt["config"]
+    out = Path(path) if path is not None else Path(checkpoint).with_name("model.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    map_name = FEATURE_MAPS[cfg["model"]["feature_map"]]
+    side = 14 if cfg["model"]["feature_map"] == "14x14" else 7
+    gen = torch.Generator().manual_seed(0)
+    example = (
+        torch.rand(3, head.in_dim, side, side, generator=gen) * 6,
+        F.normalize(torch.randn(3, max(head.global_dim, 1), generator=gen), dim=1),
+    )
+    graph = AttributeGraph(head).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notices
+        torch.onnx.export(
+            graph,
+            example,
+            str(out),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[map_name, EMBEDDING],
+            output_names=[OUTPUT],
+            dynamic_axes={n: {0: "batch"} for n in [map_name, EMBEDDING, OUTPUT]},
+        )
+        expected = graph(*example).numpy()
+    feeds = {map_name: example[0].numpy(), EMBEDDING: example[1].numpy()}
+    session = open_session(out)
+    feeds = {i.name: feeds[i.name] for i in session.get_inputs()}  # without a global branch: one input
+    diff = float(np.max(np.abs(session.run([OUTPUT], feeds)[0] - expected)))
+    if not diff <= TOLERANCE:
+        raise VestisError(
+            f"the ONNX export {out} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); it is not usable"
+        )
+    meta = ckpt["attribute_model"]
+    sidecar = {
+        "kind": MODEL_KIND,
+        "name": name or cfg["export"]["name"] or cfg["name"],
+        "version": version,
+        "backbone": ckpt["backbone"],
+        "backbone_version": ckpt["encoder_version"],
+        "feature_map": map_name,
+        "attributes": meta["attributes"],
+        "values": meta["values"],
+        "dim": head.dim,
+        "epoch": ckpt["best"]["epoch"],
+        "checkpoint": str(checkpoint),
+        "config": {k: cfg[k] for k in ("model", "head")},
+        "onnx_max_abs_diff": diff,
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    return out
+
+
+__all__ = [
+    "AttributeEmbedder",
+    "AttributeModelConfig",
+    "AttributeRunConfig",
+    "AttributeTripletLoss",
+    "export_attribute_model",
+    "is_attribute_config",
+    "load_attribute_config",
+    "train_attribute_from_config",
+    "train_attribute_model",
+]
