@@ -25,7 +25,6 @@ attribute a matrix-vector product over the items (a few milliseconds for 44k ite
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sqlite3
 import threading
@@ -42,8 +41,6 @@ from vestis.encoders.onnx_encoder import EMBEDDING, OnnxEncoder
 from vestis.errors import EncoderMismatchError, VestisError
 from vestis.store.atomic import atomic_write
 from vestis.store.collection import DB_NAME, Collection, VectorTable
-
-log = logging.getLogger(__name__)
 
 CACHE = "attributes.npz"
 MODEL_DIR, MODEL_FILE = "attribute_model", "model.onnx"  # the collection's copy of its attribute model
@@ -364,7 +361,7 @@ def build_attribute_index(
     its work and a second run finishes it."""
     from vestis.data.sources import read_source
     from vestis.encoders.pipeline import embed_items
-    from vestis.train.feature_cache import _OutputsAsVectors, open_cached, output_shapes
+    from vestis.train.feature_cache import OutputsAsVectors, open_cached, output_shapes
 
     started = time.perf_counter()
     report = BuildReport()
@@ -384,7 +381,7 @@ def build_attribute_index(
         done = {vid for vid, _i in cached}
         rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
         if rest:
-            adapter = _OutputsAsVectors(
+            adapter = OutputsAsVectors(
                 model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
             )
             ids = {vid: item_id for vid, item_id, _s, _h in todo}

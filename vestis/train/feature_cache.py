@@ -62,7 +62,7 @@ class CachedFeatures:
         return np.fromiter((self.row[i] for i in ids), np.int64, len(ids))
 
 
-class _OutputsAsVectors(ImageEncoder):
+class OutputsAsVectors(ImageEncoder):
     """Presents the named outputs of an ONNX encoder, flattened side by side, as its "embedding",
     so the batched decoding pipeline (:func:`vestis.encoders.pipeline.embed_items`) computes them."""
 
@@ -164,7 +164,7 @@ def cached_features(
     from vestis.encoders.pipeline import embed_items
 
     shapes = output_shapes(encoder, outputs)
-    adapter = _OutputsAsVectors(encoder, outputs, shapes)
+    adapter = OutputsAsVectors(encoder, outputs, shapes)
     keys = {i: k for i, k, _r in todo}
     kept = sorted(
         ((r, i, k) for (i, k), r in cached.items() if i not in keys)
