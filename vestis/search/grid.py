@@ -24,8 +24,9 @@ def _thumb(image: Image.Image | None) -> Image.Image:
         d.line((0, 0, CELL, CELL), fill="#bbb", width=2)
         d.line((0, CELL, CELL, 0), fill="#bbb", width=2)
         return cell
-    im = image.copy()
-    im.thumbnail((CELL, CELL), Image.Resampling.BICUBIC)
+    scale = min(CELL / image.width, CELL / image.height)  # small images (28 px) are enlarged too
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    im = image.resize(size, Image.Resampling.BICUBIC)
     cell.paste(im, ((CELL - im.width) // 2, (CELL - im.height) // 2))
     return cell
 
