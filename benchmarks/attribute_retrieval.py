@@ -10,7 +10,8 @@ attribute run's split (by id, seed 0); for each attribute every labelled test it
 other labelled test items, AP over the full ranking; overall = the mean AP over all queries of all
 attributes. Rows: (a) the backbone's ImageNet global embedding; (b) each trained global head given
 (its test items must be the same); (c) the attribute model through its exported ONNX graph; and,
-for colour attributes, the hand-made colour descriptor. Prints a markdown table, writes
+for colour attributes, the hand-made colour descriptor and its fusion with the learned colour
+(what ``vestis search --attrs colour`` ranks by). Prints a markdown table, writes
 ``<run>/attribute_benchmark.json``.
 
 Latency: query images are items of the collection (read from their sources); each query is timed
@@ -34,6 +35,7 @@ from vestis.encoders.attribute_encoder import AttributeEncoder
 from vestis.encoders.onnx_encoder import EMBEDDING
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map, load_split
+from vestis.search.attributes import COLOUR_FUSION
 from vestis.train.attribute_model import load_attribute_config, load_attribute_data
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint
@@ -86,9 +88,13 @@ def attribute_figures(run: Path, global_runs: list[Path]) -> dict:
     )
     colours = [a for a in attributes if a in COLOUR_ATTRIBUTES]
     if colours:
-        rows["colour descriptor (hand-made)"] = attribute_map(
-            colour_vectors([data.items.sources[i] for i in test]), metadata, colours
-        )
+        descriptor = colour_vectors([data.items.sources[i] for i in test])
+        rows["colour descriptor (hand-made)"] = attribute_map(descriptor, metadata, colours)
+        fused = {  # the search's default for colour attributes: cos(learned) + COLOUR_FUSION x descriptor
+            a: np.hstack([per_attribute[:, model.attributes.index(a)], np.sqrt(COLOUR_FUSION) * descriptor])
+            for a in colours
+        }
+        rows["(c) fused with the colour descriptor (default)"] = attribute_map(fused, metadata, colours)
     return {"run": str(run), "test_items": len(test), "attributes": attributes, "rows": rows}
 
 

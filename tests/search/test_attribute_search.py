@@ -19,7 +19,10 @@ ATTRIBUTES, ATTR_DIM, N = ["colour", "kind"], 6, 40
 @pytest.fixture
 def searcher(tmp_path):
     rng = np.random.default_rng(0)
-    coll = Collection.create(tmp_path / "c", encoder_name="t", encoder_version="t/1", dim=4, colour_dim=0)
+    coll = Collection.create(tmp_path / "c", encoder_name="t", encoder_version="t/1", dim=4, colour_dim=3)
+    colours = np.abs(rng.normal(size=(N, 3))).astype(np.float32)
+    colours /= np.linalg.norm(colours, axis=1, keepdims=True)
+    kinds = ["shirt" if n % 2 else "dress" for n in range(N)]
     coll.upsert(
         [
             NewItem(
@@ -27,8 +30,8 @@ def searcher(tmp_path):
                 f"/x/{n}.jpg",
                 str(n),
                 np.eye(4, dtype=np.float32)[n % 4],
-                None,
-                {"kind": "shirt" if n % 2 else "dress"},
+                colours[n],
+                {"kind": kinds[n]},
             )
             for n in range(N)
         ]
@@ -47,7 +50,7 @@ def searcher(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
     vids = np.array([row[0] for row in index.missing()])
     index.add(vids, vectors)
-    yield AttributeSearcher(coll, index, model), vectors, vids
+    yield AttributeSearcher(coll, index, model), vectors, colours
     index.close()
     coll.close()
 
@@ -62,7 +65,7 @@ def expected_order(
 
 @pytest.mark.parametrize("weights", [{"colour": 1.0}, {"kind": 1.0}, {"colour": 2.0, "kind": 0.5}])
 def test_score_is_the_weighted_sum_of_attribute_cosines(searcher, weights):
-    search, vectors, _vids = searcher
+    search, vectors, _colours = searcher
     query = vectors[3] * 0.5 + vectors[7] * 0.5
     query /= np.linalg.norm(query, axis=1, keepdims=True)
     response = search.search(AttributeQuery(np.zeros(4, np.float32), attributes=query, weights=weights), k=10)
@@ -73,7 +76,7 @@ def test_score_is_the_weighted_sum_of_attribute_cosines(searcher, weights):
 
 
 def test_changing_the_attribute_changes_the_ranking(searcher):
-    search, vectors, _vids = searcher
+    search, vectors, _colours = searcher
     by = {
         a: [
             h.id
@@ -88,20 +91,20 @@ def test_changing_the_attribute_changes_the_ranking(searcher):
 
 
 def test_item_query_filters_and_paging(searcher):
-    search, vectors, _vids = searcher
+    search, vectors, _colours = searcher
     query = search.query_from_item("i0")
     np.testing.assert_array_equal(query.attributes, vectors[0])
-    query.weights = {"colour": 1.0}
+    query.weights = {"kind": 1.0}
     page1 = search.search(query, k=4)
     page2 = search.search(query, k=4, offset=4)
-    order, _ = expected_order(vectors, vectors[0], {"colour": 1.0})
+    order, _ = expected_order(vectors, vectors[0], {"kind": 1.0})
     assert [h.id for h in page1.hits + page2.hits] == [f"i{n}" for n in order[1:9]]  # i0 itself left out
     shirts = search.search(query, k=50, filters={"kind": ["shirt"]})
     assert len(shirts.hits) == N // 2 and all(h.metadata["kind"] == "shirt" for h in shirts.hits)
 
 
 def test_bad_queries_are_refused(searcher):
-    search, vectors, _vids = searcher
+    search, vectors, _colours = searcher
     query = AttributeQuery(np.zeros(4, np.float32), attributes=vectors[0], weights={"colour": 1.0})
     with pytest.raises(VestisError, match="k must be between"):
         search.search(query, k=0)
@@ -111,3 +114,23 @@ def test_bad_queries_are_refused(searcher):
         search.search(AttributeQuery(np.zeros(4, np.float32), attributes=vectors[0]))
     with pytest.raises(VestisError, match="no attribute vectors yet"):
         search.search(AttributeQuery(np.zeros(4, np.float32), weights={"colour": 1.0}))
+
+
+def test_a_colour_attribute_is_fused_with_the_colour_descriptor(searcher):
+    search, vectors, colours = searcher
+    query = AttributeQuery(np.zeros(4, np.float32), colour=colours[5], attributes=vectors[5])
+    query.weights = {"colour": 2.0, "kind": 1.0}
+    expected = (
+        2.0 * (vectors[:, 0] @ vectors[5, 0] + colours @ colours[5]) / 2  # learned and descriptor, averaged
+        + vectors[:, 1] @ vectors[5, 1]
+    )
+    hits = search.search(query, k=N).hits
+    got = {h.id: h.score for h in hits}
+    np.testing.assert_allclose([got[f"i{n}"] for n in range(N)], expected, rtol=1e-5, atol=1e-6)
+    with_colour_weight = search.search(query, k=N, colour_weight=0.5).hits
+    np.testing.assert_allclose(
+        sorted(h.score for h in with_colour_weight),
+        sorted(expected + 0.5 * colours @ colours[5]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
