@@ -289,10 +289,14 @@ class AttributeSearcher:
             vids, scores = vids[keep], scores[keep]
         if colour_weight:
             with self.collection.lock:
-                colours = self.collection.table()
-                known = np.fromiter((v in colours.row_of for v in vids.tolist()), bool, len(vids))
-                vids, scores = vids[known], scores[known]
-                scores += colour_weight * (colours.colours[colours.rows(vids)] @ query.colour)
+                table_vids, _vectors, colours = self.collection.table().view
+                row_of = np.full(
+                    max(int(table_vids.max(initial=0)), int(vids.max(initial=0))) + 1, -1, np.int64
+                )
+                row_of[table_vids] = np.arange(len(table_vids))
+                rows = row_of[vids]
+                vids, scores, rows = vids[rows >= 0], scores[rows >= 0], rows[rows >= 0]
+                scores += colour_weight * (colours[rows] @ query.colour)
         order = top_k(scores, k + offset)[offset:]
         t1 = time.perf_counter()
         found = {it.vid: it for it in self.collection.items_by_vid(vids[order].tolist())}
