@@ -47,8 +47,8 @@ class MixtureModel:
     def fit(cls, vectors: np.ndarray, *, clusters: int = 256, rank: int = 64, seed: int = 0,
             label: str = "real vectors") -> MixtureModel:
         """Fit the mixture to ``vectors`` (N x dim, N >= 2 * clusters). The defaults matched the
-        neighbour statistics of the Fashion Product Images embeddings best among 64-512 clusters of
-        rank 32-128 (BENCHMARKS.md)."""
+        neighbour statistics of the Fashion Product Images embeddings best of five settings
+        (64-512 clusters, rank 32-128; BENCHMARKS.md, "Generated vectors")."""
         x = np.ascontiguousarray(vectors, np.float32)
         n, dim = x.shape
         if n < 2 * clusters:
