@@ -48,7 +48,9 @@ def index_cmd(
     collection: CollectionOpt,
     format: Annotated[str | None, typer.Option("--format", "-f", help="Catalogue format (auto-detected).")] = None,
     encoder: Annotated[str | None, typer.Option(help="Encoder name or path to an .onnx model.")] = None,
-    index: Annotated[str | None, typer.Option("--index", help="Index spec, e.g. exact, hnsw, ivf:nprobe=16.")] = None,
+    index: Annotated[str | None, typer.Option("--index", help=(
+        "Index spec, e.g. exact, hnsw, ivf:nprobe=16. New collections default to auto: exact search while "
+        "small, HNSW above (`vestis info` shows the choice)."))] = None,
     limit: Annotated[int | None, typer.Option(help="Index only the first N items (Fashion-MNIST: per split).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 32,
     keep_missing: Annotated[bool, typer.Option(help="Keep items whose image left the source.")] = False,

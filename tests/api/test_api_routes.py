@@ -191,6 +191,7 @@ def test_healthz_and_info(client):
     info = client.get("/api/info").json()
     assert info["items"] == 24 and info["encoder"] == "efficientnet-lite0" and info["dim"] == 1280
     assert info["attributes"] == [] and info["colour"] is True and info["writes_need_api_key"] is True
+    assert info["index_setting"] == "auto" and info["index"] == "exact"  # what `auto` resolved to at 24 items
     columns = {c["name"]: c for c in info["columns"]}
     assert set(columns) == {"colour", "kind", "name"}
     assert columns["colour"]["filterable"] and columns["kind"]["filterable"] and not columns["name"]["filterable"]

@@ -262,6 +262,7 @@ def test_describe_specs_names_every_backend_and_default():
     text = describe_specs()
     assert all(f"  {name} " in text for name in BACKENDS)
     assert "efSearch=64*" in text and "nlist=auto" in text and "clusters=50" in text
+    assert "  auto " in text and "13,107 items" in text
 
 
 def test_load_index_explains_missing_or_foreign_directories(tmp_path):

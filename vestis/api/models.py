@@ -126,7 +126,8 @@ class Info(BaseModel):
     encoder: str
     encoder_version: str
     dim: int
-    index: str
+    index: str = Field(description="The index searched now (what `auto` resolved to, if it is the setting).")
+    index_setting: str = Field(description="The collection's index spec setting, e.g. `auto`.")
     generation: int
     colour: bool
     attributes: list[str]

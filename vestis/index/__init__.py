@@ -31,6 +31,7 @@ from pathlib import Path
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index._common import Backend, IndexInputError, read_meta
 from vestis.index.annoy_backend import AnnoyIndex
+from vestis.index.auto import ANN_SPEC, AUTO_SPEC, exact_limit
 from vestis.index.base import VectorIndex
 from vestis.index.exact import ExactIndex
 from vestis.index.faiss_backend import FaissIndex
@@ -48,7 +49,9 @@ __all__ = ["BACKENDS", "IndexInputError", "VectorIndex", "describe_specs", "load
 
 def describe_specs() -> str:
     """Help text listing every accepted spec name with its parameters and defaults."""
-    lines = ["Index specs: NAME or NAME:key=value,...  (raw FAISS: faiss:FACTORY?key=value,...)"]
+    lines = ["Index specs: NAME or NAME:key=value,...  (raw FAISS: faiss:FACTORY?key=value,...)",
+             f"  {AUTO_SPEC:<7} collections only, the default: exact search up to {exact_limit(1280):,} items "
+             f"at 1280-d, then {ANN_SPEC}"]
     for head, cls in _BY_HEAD.items():
         lines.append(f"  {head:<7} {cls.SPECS[head]}")
         params = [f"{k}={'' if p.default is None else p.default}{'*' if p.search else ''}"
