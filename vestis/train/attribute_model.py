@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +54,11 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
-from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS, OPSET, open_session
+from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map
 from vestis.train.config import RunConfig, _build, apply_override, check_split_usage
+from vestis.train.export import export_module
 from vestis.train.features import Items, resolve_split
 from vestis.train.trainer import (
     VAL_METRIC,
@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT = "attribute_embeddings"
 MODEL_KIND = "vestis-attribute-model"
-TOLERANCE = 1e-4  # largest ONNX vs PyTorch difference accepted at export (as vestis.train.export)
 
 
 @dataclass
@@ -676,7 +675,7 @@ def export_attribute_model(
 ) -> Path:
     """Export an attribute-model checkpoint to ONNX (inputs ``feature_map_14`` or ``feature_map``,
     and ``embedding``; output ``attribute_embeddings``) with its sidecar JSON, checked against
-    PyTorch like :func:`vestis.train.export.export_module`."""
+    PyTorch by :func:`vestis.train.export.export_module`."""
     head, ckpt = load_head(checkpoint)
     cfg = ckpt["config"]
     out = Path(path) if path is not None else Path(checkpoint).with_name("model.onnx")
@@ -688,28 +687,7 @@ def export_attribute_model(
         torch.rand(3, head.in_dim, side, side, generator=gen) * 6,
         F.normalize(torch.randn(3, max(head.global_dim, 1), generator=gen), dim=1),
     )
-    graph = AttributeGraph(head).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notices
-        torch.onnx.export(
-            graph,
-            example,
-            str(out),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[map_name, EMBEDDING],
-            output_names=[OUTPUT],
-            dynamic_axes={n: {0: "batch"} for n in [map_name, EMBEDDING, OUTPUT]},
-        )
-        expected = graph(*example).numpy()
-    feeds = {map_name: example[0].numpy(), EMBEDDING: example[1].numpy()}
-    session = open_session(out)
-    feeds = {i.name: feeds[i.name] for i in session.get_inputs()}  # without a global branch: one input
-    diff = float(np.max(np.abs(session.run([OUTPUT], feeds)[0] - expected)))
-    if not diff <= TOLERANCE:
-        raise VestisError(
-            f"the ONNX export {out} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); it is not usable"
-        )
+    diff = export_module(AttributeGraph(head), example, out, [map_name, EMBEDDING], [OUTPUT])
     meta = ckpt["attribute_model"]
     sidecar = {
         "kind": MODEL_KIND,

@@ -52,20 +52,26 @@ class HeadGraph(nn.Module):
         return self.head.embed(features)
 
 
-def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                  output_names: list[str]) -> float:
+def export_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path,
+                  input_names: str | list[str], output_names: list[str]) -> float:
     """Export ``module`` (eval mode, dynamic batch) and return the largest absolute difference
-    between onnxruntime and PyTorch outputs on ``example``; raises when it exceeds ``TOLERANCE``."""
+    between onnxruntime and PyTorch outputs on ``example`` (one tensor, or one per input name);
+    raises when it exceeds ``TOLERANCE``. An input the graph does not use is left out of the
+    model by the exporter, and out of the check."""
     module = module.eval()
+    examples = example if isinstance(example, tuple) else (example,)
+    names = [input_names] if isinstance(input_names, str) else list(input_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notices
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[input_name], output_names=output_names,
-                          dynamic_axes={n: {0: "batch"} for n in [input_name, *output_names]})
-        expected = module(example)
+        torch.onnx.export(module, examples, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=output_names,
+                          dynamic_axes={n: {0: "batch"} for n in [*names, *output_names]})
+        expected = module(*examples)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    got = open_session(path).run(output_names, {input_name: example.numpy()})
+    session = open_session(path)
+    feeds = dict(zip(names, (e.numpy() for e in examples)))
+    got = session.run(output_names, {i.name: feeds[i.name] for i in session.get_inputs()})
     diff = max(float(np.max(np.abs(g - e.numpy()))) for g, e in zip(got, expected))
     if not diff <= TOLERANCE:
         raise VestisError(f"the ONNX export {path} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); "
