@@ -46,25 +46,6 @@ def test_embedding_head_is_bn_neck_with_unit_outputs():
     np.testing.assert_allclose(unit.detach().numpy(), torch.nn.functional.normalize(raw).detach().numpy(), atol=1e-6)
 
 
-def test_ce_triplet_uses_the_bnneck_split():
-    """Training mode: the triplet term sees the pre-BN features, cross-entropy the BN output."""
-    torch.manual_seed(0)
-    head = EmbeddingHead(40, 8).train()
-    x, labels = torch.randn(16, 40), torch.arange(4).repeat_interleave(4)
-    neck, out = head(x)
-    np.testing.assert_allclose(neck.detach().numpy(), head.linear(x).detach().numpy(), atol=1e-6)
-    assert out.mean(0).abs().max() < 1e-5  # batch-normalised in training mode
-    loss = HeadLoss(HeadConfig(kind="ce+triplet", dim=8, triplet_margin=0.2, triplet_weight=2.0), num_classes=4)
-    _, parts = loss((neck, out), labels)
-    pairs = loss.miner(neck, labels)
-    assert parts["triplet"] == pytest.approx(2.0 * float(loss.triplet(neck, labels, pairs)), rel=1e-6)
-    assert parts["ce"] == pytest.approx(float(torch.nn.functional.cross_entropy(loss.classifier(out), labels)),
-                                        rel=1e-6)
-    alone = HeadLoss(HeadConfig(kind="triplet", dim=8, triplet_margin=0.2), num_classes=4)
-    _, parts = alone((neck, out), labels)  # without cross-entropy the triplet trains the retrieval output
-    assert parts["triplet"] == pytest.approx(float(alone.triplet(out, labels, alone.miner(out, labels))), rel=1e-6)
-
-
 def test_triplet_kinds_sample_m_per_class(garment_config):
     cfg = load_config(garment_config, ["head.kind=ce+triplet", "head.m_per_class=4", "train.batch_size=24"])
     trainer = Trainer(cfg, prepare(cfg), cfg.run_dir)

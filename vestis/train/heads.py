@@ -8,10 +8,7 @@ sampler come from pytorch-metric-learning (pml):
   the training classes (pml keeps the class weights inside the loss, so they are trained too);
 - ``triplet``: triplet margin loss on mined triplets (``batch-hard`` or ``semi-hard``);
 - ``ce``: a linear classifier on the BN output with cross-entropy;
-- ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet, with the BNNeck of Luo et al.
-  ("Bag of Tricks and a Strong Baseline for Deep Person Re-identification", 2019): the triplet
-  term sees the features before BatchNorm, cross-entropy the normalised ones after it, so the two
-  losses stop pulling one embedding space in different directions.
+- ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ DEFAULT_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35}  #
 
 class EmbeddingHead(nn.Module):
     """Linear -> BatchNorm1d. ``forward`` returns the un-normalised BN output (what the losses
-    take) and, in training mode, the pair (features before BN, BN output) so that a loss can use
-    both (the BNNeck); ``embed`` the L2-normalised embedding used for retrieval."""
+    take); ``embed`` the L2-normalised embedding used for retrieval."""
 
     def __init__(self, in_dim: int, dim: int = 256):
         super().__init__()
@@ -39,10 +35,8 @@ class EmbeddingHead(nn.Module):
         self.linear = nn.Linear(in_dim, dim, bias=False)
         self.bn = nn.BatchNorm1d(dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        neck = self.linear(features)
-        out = self.bn(neck)
-        return (neck, out) if self.training else out
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.linear(features))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self(features), dim=1)
@@ -51,9 +45,8 @@ class EmbeddingHead(nn.Module):
 class HeadLoss(nn.Module):
     """The training objective of one head kind over ``num_classes`` classes.
 
-    ``forward(outputs, labels)`` returns the total loss and its named parts; ``outputs`` is what the
-    head returned: the BN output, or in training mode the pair (before BN, after BN). Its
-    parameters (margin-softmax class weights, classifier) are trained with the head."""
+    ``forward(embeddings, labels)`` returns the total loss and its named parts. Its parameters
+    (margin-softmax class weights, classifier) are trained with the head."""
 
     def __init__(self, cfg: HeadConfig, num_classes: int):
         super().__init__()
@@ -86,20 +79,15 @@ class HeadLoss(nn.Module):
         """Triplet losses need several samples of each class in a batch."""
         return self.triplet is not None
 
-    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-                labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        neck, embeddings = outputs if isinstance(outputs, tuple) else (outputs, outputs)
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         parts: dict[str, torch.Tensor] = {}
         if self.margin_loss is not None:
             parts[self.kind] = self.margin_loss(embeddings, labels)
         if self.classifier is not None:
             parts["ce"] = F.cross_entropy(self.classifier(embeddings), labels)
         if self.triplet is not None:
-            # beside cross-entropy the triplet term takes the pre-BN features (BNNeck); alone it
-            # trains the embedding that retrieval uses
-            tri = neck if self.classifier is not None else embeddings
-            pairs = self.miner(tri, labels) if self.miner is not None else None
+            pairs = self.miner(embeddings, labels) if self.miner is not None else None
             weight = self.triplet_weight if self.classifier is not None else 1.0
-            parts["triplet"] = weight * self.triplet(tri, labels, pairs)
+            parts["triplet"] = weight * self.triplet(embeddings, labels, pairs)
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
