@@ -69,7 +69,7 @@ def index_cmd(
     options = {"limit": limit} if limit else {}
     catalogue = open_catalogue(source, format, **options)
     if encoder is None:
-        encoder = Collection.open(collection).encoder_name if Collection.exists(collection) else DEFAULT_ENCODER
+        encoder = Collection.open(collection).encoder_source if Collection.exists(collection) else DEFAULT_ENCODER
     enc = get_encoder(encoder)
     coll = open_or_create(collection, enc, index)
     console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")

@@ -58,3 +58,30 @@ def test_full_export_is_a_working_encoder(garment_config, make_garment):
         expected = task.head.eval().embed(torch.from_numpy(builtin.embed_images([image]))).numpy()
     np.testing.assert_allclose(encoder.embed_images([image]), expected, atol=1e-4)
     assert encoder.feature_maps(np.stack([encoder.preprocess(image)])).shape == (1, 1280, 7, 7)
+
+
+def test_exported_model_indexes_and_searches_through_the_cli(garment_config, garment_collection, tmp_path):
+    """`vestis index --encoder model.onnx` then `vestis search`: the collection records the trained
+    encoder, and a query photo finds itself first and its own group (shape + colour) next."""
+    from typer.testing import CliRunner
+
+    from vestis.cli import app
+
+    cfg = load_config(garment_config, ["train.epochs=3", "export.onnx=true"])
+    run(cfg)
+    onnx_path = cfg.run_dir / "model.onnx"
+    images = garment_collection.parent / "images"
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", str(images), "-c", str(tmp_path / "trained"), "--encoder", str(onnx_path),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["added"] == 54
+    info = json.loads(runner.invoke(app, ["info", "-c", str(tmp_path / "trained"), "--json"]).stdout)
+    assert info["encoder"] == "garments" and info["dim"] == 32 and info["encoder_source"] == str(onnx_path.resolve())
+
+    query = images / "dress-blue-2.png"
+    res = runner.invoke(app, ["search", str(query), "-c", str(tmp_path / "trained"), "-k", "6", "--json"])
+    assert res.exit_code == 0, res.output
+    ids = [r["id"] for r in json.loads(res.stdout)["results"]]
+    assert ids[0].endswith("dress-blue-2")
+    assert sum("dress-blue" in i for i in ids) >= 5, ids

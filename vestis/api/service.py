@@ -151,7 +151,7 @@ class Service:
         if encoder is None:
             # Split the cores between the workers so concurrent queries do not oversubscribe them.
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            encoder = get_encoder(self.collection.encoder_name, threads=threads)
+            encoder = get_encoder(self.collection.encoder_source, threads=threads)
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)

@@ -18,6 +18,7 @@ class ImageEncoder(ABC):
 
     name: str
     version: str
+    source: str  # what get_encoder takes to open this encoder again: a built-in name or a model path
     input_size: tuple[int, int]  # (height, width) fed to the network
     dim: int  # output dimension of ``embed``
 

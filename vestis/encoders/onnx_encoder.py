@@ -70,6 +70,7 @@ class OnnxEncoder(ImageEncoder):
 
     def __init__(self, session: ort.InferenceSession, *, name: str, version: str, preprocess: PreprocessSpec):
         self.name, self.version, self.preprocess_spec = name, version, preprocess
+        self.source = name
         self.input_size = (preprocess.size, preprocess.size)
         self._session = session
         inputs = session.get_inputs()
@@ -151,6 +152,7 @@ class OnnxFileEncoder(OnnxEncoder):
         parts = [name, *([str(meta["version"])] if "version" in meta else []), spec.tag, f"sha256:{digest}"]
         self.path = path
         super().__init__(session, name=name, version="/".join(parts), preprocess=spec)
+        self.source = str(path.resolve())
 
 
 def _static_input_size(session: ort.InferenceSession, path: Path) -> int | None:

@@ -86,7 +86,7 @@ class Searcher:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            encoder = get_encoder(self.collection.encoder_name)
+            encoder = get_encoder(self.collection.encoder_source)
             self.collection.check_encoder(encoder.version)
             self._encoder = encoder
         return self._encoder

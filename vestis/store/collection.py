@@ -186,8 +186,11 @@ class Collection:
         colour_dim: int,
         colour_version: str = "",
         index_spec: str = "exact",
+        encoder_source: str | None = None,
     ) -> Collection:
-        """Create a new, empty collection (the directory may exist but must not hold one)."""
+        """Create a new, empty collection (the directory may exist but must not hold one).
+        ``encoder_source`` is what opens the encoder again (the path of an ONNX model file);
+        default: ``encoder_name``, a built-in."""
         path = Path(path)
         if cls.exists(path):
             raise VestisError(f"{path} already holds a collection")
@@ -201,6 +204,7 @@ class Collection:
                 "schema_version": str(SCHEMA_VERSION),
                 "encoder_name": encoder_name,
                 "encoder_version": encoder_version,
+                "encoder_source": encoder_source or encoder_name,
                 "dim": str(dim),
                 "colour_dim": str(colour_dim),
                 "colour_version": colour_version,
@@ -250,6 +254,12 @@ class Collection:
     @property
     def encoder_name(self) -> str:
         return self.settings["encoder_name"]
+
+    @property
+    def encoder_source(self) -> str:
+        """What :func:`vestis.encoders.get_encoder` opens this collection's encoder from: a
+        built-in name or the path of the ONNX model the collection was indexed with."""
+        return self.settings.get("encoder_source") or self.encoder_name
 
     @property
     def encoder_version(self) -> str:
@@ -638,6 +648,7 @@ class Collection:
             "items": len(self),
             "encoder": self.encoder_name,
             "encoder_version": self.encoder_version,
+            "encoder_source": self.encoder_source,
             "dim": self.dim,
             "colour_dim": self.colour_dim,
             "index": self.active_index_spec,

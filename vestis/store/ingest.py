@@ -61,6 +61,7 @@ def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) ->
         path,
         encoder_name=encoder.name,
         encoder_version=encoder.version,
+        encoder_source=encoder.source,
         dim=encoder.dim,
         colour_dim=COLOUR_DIM,
         colour_version=COLOUR_VERSION,

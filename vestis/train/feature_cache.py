@@ -69,6 +69,7 @@ class OutputsAsVectors(ImageEncoder):
     def __init__(self, encoder: OnnxEncoder, outputs: Sequence[str], shapes: dict[str, tuple[int, ...]]):
         self.encoder, self.outputs, self.shapes = encoder, list(outputs), shapes
         self.name, self.version, self.input_size = encoder.name, encoder.version, encoder.input_size
+        self.source = encoder.source
         self.dim = sum(int(np.prod(shapes[n])) for n in self.outputs)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
