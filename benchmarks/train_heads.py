@@ -45,7 +45,7 @@ def main() -> None:
         summary = run(cfg)
         wall = time.perf_counter() - start
         results[path.stem] = {**summary, "wall_seconds": wall}
-        if not rows:
+        if not rows and "test_baseline" in summary:  # stage 2 starts from a head: no untrained row
             rows.append(("(a) backbone features, untrained", summary["test_baseline"], None))
         label = f"{cfg.head.kind} head, dim {cfg.head.dim} (stage {cfg.stage}, best epoch {summary['best_epoch']})"
         rows.append((label, summary["test"], summary["train_seconds"]))
@@ -58,9 +58,9 @@ def main() -> None:
           f"({first['test']['n_queries_without_relevant']} without), {first['classes']} training classes\n")
     print("| method | " + " | ".join(columns) + " | training time |")
     print("|---|" + "---|" * (len(columns) + 1))
-    base = rows[0][1]["mAP@10"]
+    base = rows[0][1]["mAP@10"] if rows[0][2] is None else None  # the untrained row, when there is one
     for label, metrics, seconds in rows:
-        gain = "" if seconds is None else f" ({metrics['mAP@10'] / base - 1:+.0%})"
+        gain = "" if seconds is None or base is None else f" ({metrics['mAP@10'] / base - 1:+.0%})"
         cells = [f"{metrics[c]:.4f}" + (gain if c == "mAP@10" else "") for c in columns]
         print(f"| {label} | " + " | ".join(cells) + f" | {'-' if seconds is None else f'{seconds:.1f} s'} |")
     print(f"\nruns and results.json in {out}")
