@@ -46,7 +46,8 @@ async def info(service: ServiceDep) -> Info:
     columns = await service.run(service.metadata_columns)
     return Info(
         name=coll.path.name, items=await service.run(service.item_count), encoder=coll.encoder_name,
-        encoder_version=coll.encoder_version, dim=coll.dim, index=coll.active_index_spec, index_setting=coll.index_spec, generation=coll.generation,
+        encoder_version=coll.encoder_version, dim=coll.dim, index=coll.active_index_spec,
+        index_setting=coll.index_spec, generation=coll.generation,
         colour=bool(coll.colour_dim), attributes=service.attribute_names(),
         columns=[Column(name=name, values=[ColumnValue(value=v, count=c) for v, c in values],
                         filterable=len(values) < COLUMN_VALUES and bool(values) and values[0][1] > 1)
