@@ -214,7 +214,8 @@ def remove_cmd(
 def eval_cmd(
     collection: CollectionOpt,
     group: Annotated[str | None, typer.Option(help="Label columns that define relevance, e.g. articleType,baseColour.")] = None,
-    attributes: Annotated[str | None, typer.Option(help="Attribute-specific MAP over these columns.")] = None,
+    attributes: Annotated[str | None, typer.Option(
+        "--attributes", "--attribute", help="Attribute-specific MAP over these columns (one or more).")] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,10,50",
     split: Annotated[str | None, typer.Option(help="Split of the queries (train/val/test; default: all items).")] = None,
     gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,

@@ -80,6 +80,9 @@ def test_cli_eval_json_and_errors(clustered):
     res = runner.invoke(app, ["eval", "-c", str(clustered.path), "--group", "colour", "--k", "1,5", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["P@1"] == 1.0
+    res = runner.invoke(app, ["eval", "-c", str(clustered.path), "--attribute", "size", "--json"])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout)["attributes"]) >= {"size"}
     res = runner.invoke(app, ["eval", "-c", str(clustered.path)])
     assert res.exit_code != 0
 
