@@ -85,3 +85,8 @@ def test_exported_model_indexes_and_searches_through_the_cli(garment_config, gar
     ids = [r["id"] for r in json.loads(res.stdout)["results"]]
     assert ids[0].endswith("dress-blue-2")
     assert sum("dress-blue" in i for i in ids) >= 5, ids
+
+    onnx_path.rename(onnx_path.with_name("moved.onnx"))  # the collection cannot find its model any more
+    res = runner.invoke(app, ["search", str(query), "-c", str(tmp_path / "trained"), "--json"])
+    assert res.exit_code != 0 and "cannot open the encoder of collection" in str(res.exception)
+    assert str(onnx_path.resolve()) in str(res.exception)

@@ -37,13 +37,12 @@ from vestis.api.errors import (
 )
 from vestis.data.images import decode_image
 from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, read_source
-from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
-from vestis.search.searcher import Query, Searcher, SearchResponse
+from vestis.search.searcher import Query, Searcher, SearchResponse, open_collection_encoder
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
 
@@ -151,7 +150,7 @@ class Service:
         if encoder is None:
             # Split the cores between the workers so concurrent queries do not oversubscribe them.
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            encoder = get_encoder(self.collection.encoder_source, threads=threads)
+            encoder = open_collection_encoder(self.collection, threads=threads)
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)

@@ -74,6 +74,18 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.lexsort((part, -scores[part]))]
 
 
+def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:
+    """The encoder ``collection`` was built with (a built-in, or the ONNX model file it recorded),
+    checked against the recorded version."""
+    try:
+        encoder = get_encoder(collection.encoder_source, threads=threads)
+    except VestisError as error:
+        raise VestisError(f"cannot open the encoder of collection {collection.path}: {error}. Put the model "
+                          "back, or index the catalogue into a new collection with another --encoder") from None
+    collection.check_encoder(encoder.version)
+    return encoder
+
+
 class Searcher:
     """Loads the collection's encoder once and answers queries."""
 
@@ -86,9 +98,7 @@ class Searcher:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            encoder = get_encoder(self.collection.encoder_source)
-            self.collection.check_encoder(encoder.version)
-            self._encoder = encoder
+            self._encoder = open_collection_encoder(self.collection)
         return self._encoder
 
     # ----------------------------------------------------------------- building queries

@@ -284,7 +284,7 @@ class Collection:
             raise EncoderMismatchError(
                 f"collection {self.path} was built with encoder {self.encoder_name!r} "
                 f"(version {self.encoder_version}); vectors from version {version} are not comparable. "
-                f"Use --encoder {self.encoder_name}, or build a new collection for this encoder."
+                f"Use --encoder {self.encoder_source}, or build a new collection for this encoder."
             )
 
     def set_setting(self, key: str, value: str) -> None:
