@@ -64,13 +64,15 @@ def index_cmd(
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.store.attribute_index import update_attributes
     from vestis.store.collection import Collection
-    from vestis.store.ingest import index_catalogue, open_or_create
+    from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
 
     options = {"limit": limit} if limit else {}
     catalogue = open_catalogue(source, format, **options)
-    if encoder is None:
-        encoder = Collection.open(collection).encoder_source if Collection.exists(collection) else DEFAULT_ENCODER
-    enc = get_encoder(encoder)
+    if encoder is None and Collection.exists(collection):
+        with Collection.open(collection) as existing:
+            enc = open_collection_encoder(existing)
+    else:
+        enc = get_encoder(encoder or DEFAULT_ENCODER)
     coll = open_or_create(collection, enc, index)
     console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
     report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)

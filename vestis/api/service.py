@@ -42,9 +42,10 @@ from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
-from vestis.search.searcher import Query, Searcher, SearchResponse, open_collection_encoder
+from vestis.search.searcher import Query, Searcher, SearchResponse
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
+from vestis.store.ingest import open_collection_encoder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

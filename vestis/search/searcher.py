@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 
 from vestis.data.images import decode_image
-from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
 from vestis.errors import VestisError
 from vestis.store.collection import Collection
+from vestis.store.ingest import open_collection_encoder
 
 MAX_K = 1000
 ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
@@ -72,18 +72,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     else:
         part = np.arange(len(scores))
     return part[np.lexsort((part, -scores[part]))]
-
-
-def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:
-    """The encoder ``collection`` was built with (a built-in, or the ONNX model file it recorded),
-    checked against the recorded version."""
-    try:
-        encoder = get_encoder(collection.encoder_source, threads=threads)
-    except VestisError as error:
-        raise VestisError(f"cannot open the encoder of collection {collection.path}: {error}. Put the model "
-                          "back, or index the catalogue into a new collection with another --encoder") from None
-    collection.check_encoder(encoder.version)
-    return encoder
 
 
 class Searcher:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vestis.data.base import Catalogue, CatalogueItem
+from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
 from vestis.encoders.pipeline import embed_items
+from vestis.errors import VestisError
 from vestis.store.collection import Collection, NewItem
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,18 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
+
+
+def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:
+    """The encoder ``collection`` was built with (a built-in, or the ONNX model file it recorded),
+    checked against the recorded version."""
+    try:
+        encoder = get_encoder(collection.encoder_source, threads=threads)
+    except VestisError as error:
+        raise VestisError(f"cannot open the encoder of collection {collection.path}: {error}. Put the model "
+                          "back, or index the catalogue into a new collection with another --encoder") from None
+    collection.check_encoder(encoder.version)
+    return encoder
 
 
 def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) -> Collection:
