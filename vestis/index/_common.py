@@ -34,6 +34,7 @@ import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.base import VectorIndex
+from vestis.index.mapped import grow_rows, is_mapped, open_rows
 
 FORMAT_VERSION = 1
 META_FILE = "index.json"
@@ -227,13 +228,16 @@ class VectorStore:
     """Caller ids and their float32 vectors in contiguous rows with amortised growth.
 
     Rows are stable until ``compact`` (tombstoned rows via ``kill``) or ``swap_remove`` (the last
-    rows fill the holes), so structures built over row numbers stay valid in between.
+    rows fill the holes), so structures built over row numbers stay valid in between. A store
+    loaded with ``mmap=True`` reads its vectors from the file (``vestis.index.mapped``) and stays
+    mapped as it grows.
     """
 
     def __init__(self, dim: int, vectors: np.ndarray | None = None, ids: np.ndarray | None = None,
                  alive: np.ndarray | None = None) -> None:
         self.dim = dim
         self._vec = np.empty((0, dim), np.float32) if vectors is None else np.ascontiguousarray(vectors)
+        self.mapped = vectors is not None and is_mapped(vectors)
         self._ids = np.empty(0, np.int64) if ids is None else ids.astype(np.int64)
         self._alive = np.ones(len(self._ids), bool) if alive is None else alive.astype(bool)
         self.n_rows = len(self._ids)
@@ -278,9 +282,12 @@ class VectorStore:
         n, m = self.n_rows, len(ids)
         if n + m > len(self._ids):
             cap = max(n + m, int(len(self._ids) * 1.5) + 16)
-            vec = np.empty((cap, self.dim), np.float32)
-            vec[:n] = self._vec[:n]
-            self._vec = vec
+            if self.mapped:
+                self._vec = grow_rows(self._vec, n, cap)
+            else:
+                vec = np.empty((cap, self.dim), np.float32)
+                vec[:n] = self._vec[:n]
+                self._vec = vec
             self._ids = np.resize(self._ids, cap)
             self._alive = np.resize(self._alive, cap)
         self._vec[n:n + m] = vectors
@@ -332,9 +339,11 @@ class VectorStore:
         np.save(directory / "alive.npy", self.alive)
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> VectorStore:
-        return cls(dim, np.load(directory / "vectors.npy"), np.load(directory / "ids.npy"),
-                   np.load(directory / "alive.npy"))
+    def load(cls, directory: Path, dim: int, mmap: bool = False) -> VectorStore:
+        """The store saved in ``directory``; ``mmap``: map the vectors instead of reading them."""
+        path = directory / "vectors.npy"
+        vectors = open_rows(path) if mmap else np.load(path)
+        return cls(dim, vectors, np.load(directory / "ids.npy"), np.load(directory / "alive.npy"))
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -549,10 +558,10 @@ class StructuredIndex(Backend):
         write_meta(directory, {**self.info(), **extra})
 
     @classmethod
-    def load(cls, directory: Path) -> StructuredIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> StructuredIndex:
         directory = Path(directory)
         index, meta = cls._from_meta(directory)
-        index._store = VectorStore.load(directory, index.dim)
+        index._store = VectorStore.load(directory, index.dim, mmap)
         if meta["built"] and index._load_structure(directory, meta):
             index._built, index._trained_rows = int(meta["built"]), int(meta["trained_rows"])
             index._dead_built = int((~index._store.alive[:index._built]).sum())

@@ -59,8 +59,8 @@ class ExactIndex(Backend):
         write_meta(directory, {**self.info(), "rows": self._store.n_rows})
 
     @classmethod
-    def load(cls, directory: Path) -> ExactIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> ExactIndex:
         directory = Path(directory)
         index, _ = cls._from_meta(directory)
-        index._store = VectorStore.load(directory, index.dim)
+        index._store = VectorStore.load(directory, index.dim, mmap)
         return index
