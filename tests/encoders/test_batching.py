@@ -14,7 +14,7 @@ from tests.conftest import garment_image, jpeg_bytes
 
 from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
-from vestis.encoders.batching import MicroBatcher, batched_embedder
+from vestis.encoders.batching import BatchingEncoder, MicroBatcher, batched_embedder
 from vestis.errors import VestisError
 
 LONG = 3600.0  # a wait no test may sit through: batches here close because they fill, or the clock says so
@@ -56,6 +56,16 @@ def test_concurrent_requests_get_the_vectors_of_one_at_a_time_embedding(tmp_path
     assert batcher.stats.sizes == {4: 3}  # 12 concurrent requests, three full encoder runs
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert (np.argmax(together @ alone.T, axis=1) == np.arange(12)).all()
+
+    wrapped = BatchingEncoder(encoder, max_batch=4, max_wait_s=LONG)
+    assert (wrapped.name, wrapped.version, wrapped.dim) == (encoder.name, encoder.version, encoder.dim)
+    with ThreadPoolExecutor(8) as pool:  # one image per call, as request handlers embed
+        one_each = np.stack(list(pool.map(lambda im: wrapped.embed_images([im])[0], images[:8])))
+    assert wrapped.batcher.stats.sizes == {4: 2}
+    np.testing.assert_allclose(one_each, alone[:8], atol=1e-5)
+    np.testing.assert_allclose(wrapped.embed_images(images[:3]), alone[:3], atol=1e-5)  # straight through
+    assert wrapped.batcher.stats.items == 8
+    wrapped.close()
 
 
 def test_a_lone_request_does_not_wait_past_the_bound():

@@ -38,6 +38,7 @@ from vestis.api.errors import (
 from vestis.data.images import decode_image
 from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, read_source
 from vestis.encoders.base import ImageEncoder
+from vestis.encoders.batching import BatchingEncoder
 from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
@@ -139,9 +140,12 @@ class Service:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         workers: int | None = None,
         encoder: ImageEncoder | None = None,
+        batch: int = 1,
+        batch_wait_ms: float = 4.0,
     ) -> None:
         started = time.perf_counter()
-        self.workers = workers or default_workers()
+        # Batched: one encoder run at a time on every core, fed by request threads that mostly wait.
+        self.workers = workers or (default_workers() if batch <= 1 else 2 * batch)
         if self.workers < 1:
             raise VestisError(f"workers must be at least 1 (got {workers})")
         self.api_key = api_key or None
@@ -149,9 +153,11 @@ class Service:
         self.max_pixels = max_pixels
         self.collection = Collection.open(collection_dir)
         if encoder is None:
-            # Split the cores between the workers so concurrent queries do not oversubscribe them.
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            # Unbatched, split the cores between the workers so concurrent queries do not oversubscribe them.
+            threads = max(1, (os.cpu_count() or 1) // (self.workers if batch <= 1 else 1))
             encoder = open_collection_encoder(self.collection, threads=threads)
+        if batch > 1:  # concurrent uploads arriving within batch_wait_ms share one encoder run
+            encoder = BatchingEncoder(encoder, max_batch=batch, max_wait_s=batch_wait_ms / 1000)
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)

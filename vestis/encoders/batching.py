@@ -9,7 +9,9 @@ item, adds whatever else is already queued, then waits for more until the batch 
 waits at most ``max_wait_s`` (a few milliseconds) and a busy server runs full batches.
 
 ``fn`` maps a list of items to a list of results of the same length, in order; an exception it
-raises is given to every request of that batch.
+raises is given to every request of that batch. :class:`BatchingEncoder` puts a batcher in front
+of an :class:`~vestis.encoders.base.ImageEncoder`, so code that embeds one image at a time (a
+server's request handlers) shares encoder runs without knowing it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
+from PIL import Image
 
+from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
 
 T = TypeVar("T")
@@ -143,3 +147,31 @@ def batched_embedder(embed_batch: Callable[[np.ndarray], np.ndarray], **options:
     """A batcher of preprocessed images (C x H x W float32 each) to their embeddings, one encoder
     run per batch: ``embed_batch`` gets the stacked N x C x H x W batch (``ImageEncoder.embed_batch``)."""
     return MicroBatcher(lambda images: list(embed_batch(np.stack(images))), **options)
+
+
+class BatchingEncoder(ImageEncoder):
+    """``inner`` with its one-image ``embed_batch`` calls, from any number of threads, run together
+    in batches (:class:`MicroBatcher`); larger batches and everything else go straight to ``inner``.
+    Embeddings are those of ``inner`` (same name, version and dimension)."""
+
+    def __init__(self, inner: ImageEncoder, *, max_batch: int = 8, max_wait_s: float = 0.004) -> None:
+        self.inner = inner
+        self.name, self.version, self.source = inner.name, inner.version, inner.source
+        self.input_size, self.dim = inner.input_size, inner.dim
+        self.batcher = batched_embedder(inner.embed_batch, max_batch=max_batch, max_wait_s=max_wait_s,
+                                        name=f"vestis-batcher-{inner.name}")
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.inner.preprocess(image)
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 1:
+            return self.batcher(batch[0])[None]
+        return self.inner.embed_batch(batch)
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        return self.inner.feature_maps(batch)
+
+    def close(self) -> None:
+        """Answer the queued requests and stop the batcher's thread."""
+        self.batcher.close()
