@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from vestis.index import load_index, make_index
 from vestis.index.auto import ANN_SPEC
-from vestis.index.mapped import grow_rows, is_mapped, open_rows
+from vestis.index.mapped import MappedRows
 
 DIM, N = 32, 3000
 
@@ -39,7 +39,8 @@ def test_mapped_auto_index_answers_as_the_one_in_memory(saved):
     directory, ids, vectors, queries = saved
     with threadpool_limits(1):
         read, mapped = load_index(directory), load_index(directory, mmap=True)
-        assert mapped.info()["built"] == N  # the HNSW-SQ8 graph answers, re-scored from the mapped rows
+        assert mapped._store.mapped and not read._store.mapped
+        assert mapped.info()["built"] == N  # the HNSW-SQ8 graph answers, re-scored from the file
         expected, got = read.search(queries, 10), mapped.search(queries, 10)
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_array_equal(got[0], expected[0])
@@ -57,20 +58,21 @@ def test_mapped_index_grows_and_edits_without_touching_the_file(saved):
         assert index.remove(ids[1:400]) == 399
         scores, found = index.search(new[:50], 1)
     assert (found[:, 0] == np.arange(50) + 10**10).all() and np.allclose(scores, 1.0, atol=1e-5)
-    assert len(index) == N + 500 - 399
+    assert len(index) == N + 500 - 399 and index._store.mapped
     assert (directory / "vectors.npy").read_bytes() == before
 
 
-def test_open_rows_and_grow_rows_stay_mapped(tmp_path):
+def test_mapped_rows_read_by_pread_and_move_before_any_write(tmp_path):
     rows = unit(np.random.default_rng(1).standard_normal((100, 8)))
     np.save(tmp_path / "v.npy", rows)
-    mapped = open_rows(tmp_path / "v.npy")
-    assert is_mapped(mapped) and is_mapped(mapped[10:20]) and not is_mapped(np.array(mapped))
-    mapped[0] = 0.0  # copy-on-write: the file keeps its rows
+    mapped = MappedRows.open(tmp_path / "v.npy")
+    picks = np.array([[3, 97, 3], [0, 50, 99]])
+    np.testing.assert_array_equal(mapped.take(picks), rows[picks])
+    with pytest.raises(ValueError):
+        mapped.array[0] = 0.0  # the saved file is mapped read-only
+    moved = mapped.moved(100, 250)
+    assert moved.owned and moved.array.shape == (250, 8)
+    moved.array[0] = 0.0
+    moved.array[200] = rows[5]
+    np.testing.assert_array_equal(moved.take(np.array([0, 1, 200])), np.stack([np.zeros(8), rows[1], rows[5]]))
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), rows)
-    grown = grow_rows(mapped, 100, 250)
-    assert grown.shape == (250, 8) and is_mapped(grown)
-    np.testing.assert_array_equal(grown[1:100], rows[1:])
-    assert (grown[0] == 0).all()
-    grown[200] = rows[5]
-    np.testing.assert_array_equal(grown[200], rows[5])

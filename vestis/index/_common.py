@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from itertools import repeat
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.base import VectorIndex
-from vestis.index.mapped import grow_rows, is_mapped, open_rows
+from vestis.index.mapped import MappedRows
 
 FORMAT_VERSION = 1
 META_FILE = "index.json"
@@ -205,17 +206,19 @@ def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int,
     return out_s, out_r
 
 
-def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, alive: np.ndarray) -> np.ndarray:
+def rescore(queries: np.ndarray, take: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
+            alive: np.ndarray) -> np.ndarray:
     """Exact inner products of each query with its candidate rows (Q, c); -inf where the row is
-    -1 (padding) or dead. Gathers in chunks of at most SCORE_BUDGET floats."""
+    -1 (padding) or dead. ``take(rows)`` gives the vectors of an array of rows (``VectorStore.take``);
+    gathers in chunks of at most SCORE_BUDGET floats."""
     out = np.full(rows.shape, -np.inf, np.float32)
     if rows.size == 0:
         return out
     safe = np.maximum(rows, 0)
     valid = (rows >= 0) & alive[safe]
-    step = max(1, SCORE_BUDGET // (rows.shape[1] * vectors.shape[1]))
+    step = max(1, SCORE_BUDGET // (rows.shape[1] * queries.shape[1]))
     for q0 in range(0, len(queries), step):
-        gathered = vectors[safe[q0:q0 + step]]  # (q, c, d)
+        gathered = take(safe[q0:q0 + step])  # (q, c, d)
         out[q0:q0 + step] = np.matmul(gathered, queries[q0:q0 + step, :, None])[..., 0]
     out[~valid] = -np.inf
     return out
@@ -229,15 +232,17 @@ class VectorStore:
 
     Rows are stable until ``compact`` (tombstoned rows via ``kill``) or ``swap_remove`` (the last
     rows fill the holes), so structures built over row numbers stay valid in between. A store
-    loaded with ``mmap=True`` reads its vectors from the file (``vestis.index.mapped``) and stays
-    mapped as it grows.
+    loaded with ``mmap=True`` keeps its vectors in the file (``vestis.index.mapped``): ``take``
+    reads rows from it, and the first edit moves them to a temporary file, never into memory.
     """
 
-    def __init__(self, dim: int, vectors: np.ndarray | None = None, ids: np.ndarray | None = None,
+    def __init__(self, dim: int, vectors: np.ndarray | MappedRows | None = None, ids: np.ndarray | None = None,
                  alive: np.ndarray | None = None) -> None:
         self.dim = dim
+        self._file = vectors if isinstance(vectors, MappedRows) else None
+        if self._file is not None:
+            vectors = self._file.array
         self._vec = np.empty((0, dim), np.float32) if vectors is None else np.ascontiguousarray(vectors)
-        self.mapped = vectors is not None and is_mapped(vectors)
         self._ids = np.empty(0, np.int64) if ids is None else ids.astype(np.int64)
         self._alive = np.ones(len(self._ids), bool) if alive is None else alive.astype(bool)
         self.n_rows = len(self._ids)
@@ -254,6 +259,27 @@ class VectorStore:
     @property
     def ids(self) -> np.ndarray:
         return self._ids[:self.n_rows]
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the vectors live in a file rather than in memory."""
+        return self._file is not None
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (an integer array of any shape)."""
+        return self._vec[rows] if self._file is None else self._file.take(rows)
+
+    def _writable(self) -> None:
+        """Before an in-place edit: rows mapped from a saved file move to a file of our own."""
+        if self._file is not None and not self._file.owned:
+            self._file = self._file.moved(self.n_rows, len(self._vec))
+            self._vec = self._file.array
+
+    def overwrite(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the vectors of existing ``rows``."""
+        if len(rows):
+            self._writable()
+            self._vec[rows] = vectors
 
     @property
     def alive(self) -> np.ndarray:
@@ -282,15 +308,18 @@ class VectorStore:
         n, m = self.n_rows, len(ids)
         if n + m > len(self._ids):
             cap = max(n + m, int(len(self._ids) * 1.5) + 16)
-            if self.mapped:
-                self._vec = grow_rows(self._vec, n, cap)
+            if self._file is not None:
+                self._file = self._file.moved(n, cap)
+                self._vec = self._file.array
             else:
                 vec = np.empty((cap, self.dim), np.float32)
                 vec[:n] = self._vec[:n]
                 self._vec = vec
             self._ids = np.resize(self._ids, cap)
             self._alive = np.resize(self._alive, cap)
-        self._vec[n:n + m] = vectors
+        if m:
+            self._writable()
+            self._vec[n:n + m] = vectors
         self._ids[n:n + m] = ids
         self._alive[n:n + m] = True
         self._row.update(zip(ids.tolist(), range(n, n + m), strict=True))
@@ -313,7 +342,9 @@ class VectorStore:
         new_n = self.n_rows - len(rows)
         holes = rows[rows < new_n]
         tail = np.setdiff1d(np.arange(new_n, self.n_rows), rows, assume_unique=True)
-        self._vec[holes] = self._vec[tail]
+        if len(holes):
+            self._writable()
+            self._vec[holes] = self._vec[tail]
         self._ids[holes] = self._ids[tail]
         self._row.update(zip(self._ids[holes].tolist(), holes.tolist(), strict=True))
         self.n_rows = new_n
@@ -324,6 +355,7 @@ class VectorStore:
         if self.n_dead == 0:
             return
         keep = np.flatnonzero(self.alive)
+        self._writable()
         step = 1 << 16  # in place, chunk by chunk: keep[i] >= i so sources are never overwritten early
         for a in range(0, len(keep), step):
             chunk = keep[a:a + step]
@@ -342,7 +374,7 @@ class VectorStore:
     def load(cls, directory: Path, dim: int, mmap: bool = False) -> VectorStore:
         """The store saved in ``directory``; ``mmap``: map the vectors instead of reading them."""
         path = directory / "vectors.npy"
-        vectors = open_rows(path) if mmap else np.load(path)
+        vectors = MappedRows.open(path) if mmap else np.load(path)
         return cls(dim, vectors, np.load(directory / "ids.npy"), np.load(directory / "alive.npy"))
 
 
@@ -533,7 +565,7 @@ class StructuredIndex(Backend):
         if built:
             want = min(built, k * self._k_factor())
             cand = self._candidates(q, min(built, want + min(self._dead_built, want)))
-            scores.append(rescore(q, st.vectors, cand, st.alive))
+            scores.append(rescore(q, st.take, cand, st.alive))
             rows.append(cand)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, st.alive[built:])

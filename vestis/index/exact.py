@@ -42,7 +42,7 @@ class ExactIndex(Backend):
         ids, vectors = check_vectors(ids, vectors, self.dim)
         rows = self._store.rows_of(ids)
         known = rows >= 0
-        self._store.vectors[rows[known]] = vectors[known]
+        self._store.overwrite(rows[known], vectors[known])
         self._store.append(ids[~known], vectors[~known])
 
     def remove(self, ids: np.ndarray) -> int:
