@@ -274,7 +274,7 @@ class AttributeIndex:
 
     def save(self) -> None:
         """Write ``cache/attributes.npz`` (atomic) so the next open skips reading SQLite."""
-        with self._lock:
+        with self._lock, self.collection.derived_files_lock():
             table = self.table()
             vids, vectors, _ = table.view
             cgen, agen = self._synced

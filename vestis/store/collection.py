@@ -9,14 +9,23 @@ Layout of a collection directory::
 
 Every write is one SQLite transaction that bumps the collection's *generation*. Vector ids
 (``vid``) are never reused, so a derived index saved at generation G is brought up to date by
-adding the rows with ``gen > G`` and removing the vids deleted after G. Killing a process at any
-moment leaves a collection that opens with every item committed before the kill.
+adding the rows with ``gen > G`` and removing the vids deleted after G. The in-memory table and
+index of an open collection record the generation they reflect and catch up the same way before
+every search and every write, so a process (a server) never searches or saves anything other
+than what SQLite holds when other processes (``vestis index``, ``vestis remove``) write too.
+Derived files are written under an inter-process file lock and named by the generation their
+content reflects. Killing a process at any moment leaves a collection that opens with every item
+committed before the kill; temporary files a kill leaves behind are removed by the next save.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import math
+import re
 import shutil
 import sqlite3
 import threading
@@ -34,7 +43,10 @@ from vestis.index.auto import EXACT_SPEC, choose_index, concrete_spec, describe_
 from vestis.index.base import VectorIndex
 from vestis.store.atomic import atomic_write, atomic_write_bytes, fsync_tree
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "collection.sqlite"
+LOCK_NAME = ".derived.lock"  # held while derived files (vector cache, index) are written
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -165,7 +177,8 @@ class Collection:
         self.colour_dim = int(self.settings.get("colour_dim", "0"))
         self._table: VectorTable | None = None
         self._index: VectorIndex | None = None
-        self._postings_cache: dict[str, dict[str, np.ndarray]] | None = None
+        self._synced = 0  # the generation the in-memory table (and index) reflect
+        self._postings_cache: tuple[int, dict[str, dict[str, np.ndarray]]] | None = None
 
     # ----------------------------------------------------------------- opening
     @staticmethod
@@ -343,18 +356,19 @@ class Collection:
         return np.frombuffer(row[0], np.float32), colour
 
     def _postings(self) -> dict[str, dict[str, np.ndarray]]:
-        """metadata key -> value -> vids, built on first use and dropped on every write."""
+        """metadata key -> value -> vids, rebuilt when the generation moved (a write by any process)."""
         with self._lock:
-            if self._postings_cache is None:
+            gen = self.generation
+            if self._postings_cache is None or self._postings_cache[0] != gen:
                 post: dict[str, dict[str, list[int]]] = {}
                 for vid, meta in self._read("SELECT vid, metadata FROM items"):
                     for key, value in json.loads(meta).items():
                         post.setdefault(key, {}).setdefault(str(value), []).append(vid)
-                self._postings_cache = {
+                self._postings_cache = (gen, {
                     key: {value: np.array(vids, np.int64) for value, vids in values.items()}
                     for key, values in post.items()
-                }
-            return self._postings_cache
+                })
+            return self._postings_cache[1]
 
     def metadata_columns(self, max_values: int = 50) -> dict[str, list[tuple[str, int]]]:
         """Each metadata key with its most frequent values and counts (for filters and the web page)."""
@@ -396,6 +410,7 @@ class Collection:
         with self._lock:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._sync(in_transaction=True)
                 gen = self._bump()
                 replaced = self._delete_ids([it.id for it in items], gen)
                 now = time.time()
@@ -415,6 +430,7 @@ class Collection:
                     vids.append(cur.lastrowid)
             self._apply_removed(replaced)
             self._apply_added(np.array(vids, np.int64), items)
+            self._synced = gen
         return vids
 
     def update_stamps(self, stamps: Sequence[tuple[str, str]]) -> None:
@@ -424,26 +440,31 @@ class Collection:
             self._conn.executemany("UPDATE items SET stamp=? WHERE id=?", [(s, i) for i, s in stamps])
 
     def update_metadata(self, updates: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
-                "UPDATE items SET metadata=? WHERE id=?",
-                [(_metadata_json(m), i) for i, m in updates],
-            )
-            self._postings_cache = None
+        """New labels for stored items; bumps the generation so every process's filters follow."""
+        with self._lock:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._sync(in_transaction=True)
+                gen = self._bump()
+                self._conn.executemany(
+                    "UPDATE items SET metadata=? WHERE id=?",
+                    [(_metadata_json(m), i) for i, m in updates],
+                )
+            self._synced = gen
 
     def remove(self, item_ids: Sequence[str]) -> int:
         """Remove items by id; unknown ids are ignored. Returns how many were removed."""
         with self._lock:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._sync(in_transaction=True)
                 gen = self._bump()
                 removed = self._delete_ids(list(item_ids), gen)
             self._apply_removed(removed)
+            self._synced = gen
         return len(removed)
 
     def _delete_ids(self, ids: list[str], gen: int) -> list[int]:
-        self._postings_cache = None
         vids: list[int] = []
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
@@ -479,56 +500,136 @@ class Collection:
         return self._lock
 
     def table(self) -> VectorTable:
-        """All vectors and colours in memory (loaded from the cache, or from SQLite when stale)."""
+        """All vectors and colours in memory, up to date with what any process committed (loaded
+        from the newest readable cache file and caught up from SQLite)."""
         with self._lock:
             if self._table is None:
-                self._table = self._load_table()
+                self._table, self._synced = self._load_table()
+            self._sync()
             return self._table
 
     def _cache_file(self, gen: int) -> Path:
         return self.path / "cache" / f"vectors-{gen}.npz"
 
-    def _load_table(self) -> VectorTable:
-        gen = self.generation
+    def _cached_table(self) -> tuple[VectorTable, int] | None:
+        """The newest vector cache file that is not ahead of SQLite, or None. A damaged one is
+        deleted with a warning (SQLite holds the truth; the caller rebuilds from it)."""
+        now = self.generation
+        files = []
+        for f in (self.path / "cache").glob("vectors-*.npz"):
+            m = re.fullmatch(r"vectors-(\d+)\.npz", f.name)
+            if m and int(m.group(1)) <= now:
+                files.append((int(m.group(1)), f))
+        if not files:
+            return None
+        gen, cached = max(files)
         table = VectorTable(self.dim, self.colour_dim)
-        cached = self._cache_file(gen)
-        if cached.exists():
+        try:
+            with np.load(cached) as z:
+                table.add(z["vids"], z["vectors"], z["colours"] if self.colour_dim else None)
+            return table, gen
+        except Exception as error:  # any damage (truncated zip, bad header): rebuild from SQLite
+            log.warning("vector cache %s is damaged (%s): rebuilt from %s", cached, error, DB_NAME)
+            cached.unlink(missing_ok=True)
+            return None
+
+    def _load_table(self) -> tuple[VectorTable, int]:
+        cached = self._cached_table()
+        if cached is not None:
+            return cached  # table() catches it up
+        table = VectorTable(self.dim, self.colour_dim)
+        with self._snapshot():
+            gen = self.generation
+            rows = self._conn.execute("SELECT vid, vector, colour FROM items ORDER BY vid").fetchall()
+        self._add_rows(table, rows)
+        return table, gen
+
+    def _add_rows(self, table: VectorTable, rows: Sequence[tuple[int, bytes, bytes | None]]) -> np.ndarray:
+        """Add (vid, vector, colour) rows read from SQLite to ``table``; returns the vectors."""
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        vids = np.array([r[0] for r in rows], np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.dim)
+        colours = None
+        if self.colour_dim:
+            blank = bytes(4 * self.colour_dim)
+            colours = np.frombuffer(b"".join(r[2] or blank for r in rows), np.float32).reshape(-1, self.colour_dim)
+        table.add(vids, vectors, colours)
+        return vectors
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the same committed state."""
+        with self._lock:
+            self._conn.execute("BEGIN")
             try:
-                with np.load(cached) as z:
-                    table.add(z["vids"], z["vectors"], z["colours"] if self.colour_dim else None)
-                return table
-            except (OSError, ValueError, KeyError):
-                table = VectorTable(self.dim, self.colour_dim)  # torn or foreign cache: rebuild
-        vids, vectors, colours = [], [], []
-        for vid, vec, col in self._read("SELECT vid, vector, colour FROM items ORDER BY vid"):
-            vids.append(vid)
-            vectors.append(vec)
-            colours.append(col if col else bytes(4 * self.colour_dim))
-        if vids:
-            table.add(
-                np.array(vids, np.int64),
-                np.frombuffer(b"".join(vectors), np.float32).reshape(-1, self.dim),
-                np.frombuffer(b"".join(colours), np.float32).reshape(-1, self.colour_dim) if self.colour_dim else None,
-            )
-        return table
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _sync(self, *, in_transaction: bool = False) -> None:
+        """Bring the in-memory table and index up to the committed generation: drop the vids
+        removed after the generation they reflect and add the rows written after it. Inside a
+        write transaction the reads already see the latest commit (and no writer can intervene)."""
+        if self._table is None:
+            return  # nothing loaded: loading reads the committed state
+        with self._lock, (contextlib.nullcontext() if in_transaction else self._snapshot()):
+            now = self.generation
+            if now == self._synced:
+                return
+            removed = [r[0] for r in self._conn.execute("SELECT vid FROM removed WHERE gen > ?", (self._synced,))]
+            rows = self._conn.execute(
+                "SELECT vid, vector, colour FROM items WHERE gen > ? ORDER BY vid", (self._synced,)
+            ).fetchall()
+        self._table.remove(removed)
+        vectors = self._add_rows(self._table, rows)
+        if self._index is not None:
+            if removed:
+                self._index.remove(np.array(removed, np.int64))
+            if rows:
+                self._index.add(np.array([r[0] for r in rows], np.int64), vectors.copy())
+        self._synced = now
+
+    @contextlib.contextmanager
+    def derived_files_lock(self) -> Iterator[None]:
+        """Serialise the writing of derived files between processes (a server saving at shutdown
+        while ``vestis index`` saves), so temporary files found while holding it are orphans."""
+        with open(self.path / LOCK_NAME, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_orphans(self) -> None:
+        """Delete temporary files and folders left by a process killed while saving."""
+        for orphan in [*self.path.glob(".*.tmp"), *(self.path / "cache").glob(".*.tmp")]:
+            if orphan.is_dir():
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
 
     def save_cache(self) -> None:
-        """Write the vector cache for the current generation (atomic) and drop older ones."""
-        with self._lock:
-            table = self.table()
-            gen = self.generation
-            cache_dir = self.path / "cache"
-            cache_dir.mkdir(exist_ok=True)
-            vids, vectors, colours = table.view
+        """Write the vector cache (atomic), named by the generation its content reflects, and
+        drop older ones."""
+        with self._lock, self.derived_files_lock():
+            self._save_cache()
 
-            def write(p: Path) -> None:
-                with open(p, "wb") as f:
-                    np.savez(f, vids=vids, vectors=vectors, colours=colours)
+    def _save_cache(self) -> None:
+        table = self.table()
+        gen = self._synced
+        cache_dir = self.path / "cache"
+        cache_dir.mkdir(exist_ok=True)
+        vids, vectors, colours = table.view
 
-            atomic_write(self._cache_file(gen), write)
-            for old in cache_dir.glob("vectors-*.npz"):
-                if old.name != self._cache_file(gen).name:
-                    old.unlink(missing_ok=True)
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, vids=vids, vectors=vectors, colours=colours)
+
+        atomic_write(self._cache_file(gen), write)
+        for old in cache_dir.glob("vectors-*.npz"):
+            if old.name != self._cache_file(gen).name:
+                old.unlink(missing_ok=True)
 
     @property
     def uses_ann(self) -> bool:
@@ -537,37 +638,45 @@ class Collection:
         return self.active_index_spec != EXACT_SPEC
 
     def index(self) -> VectorIndex:
-        """The ANN index, brought up to date with the committed items (only when ``uses_ann``)."""
+        """The ANN index, up to date with what any process committed (only when ``uses_ann``)."""
         if not self.uses_ann:
             raise VestisError("the exact spec keeps no separate index: score collection.table() instead")
         with self._lock:
             if self._index is None:
                 self._index = self._load_index()
+            else:
+                self._sync()
             return self._index
 
     def _load_index(self) -> VectorIndex:
+        """The saved index caught up to the table's generation, or one built from the table."""
         pointer = self.path / "index.json"
         spec = self.active_index_spec
+        index = None
         if pointer.exists():
             try:
                 state = json.loads(pointer.read_text())
                 if state.get("spec") == make_index(spec, self.dim).spec:  # both in canonical form
                     index = load_index(self.path / state["dir"])
-                    self._catch_up(index, int(state["generation"]))
-                    return index
+                    saved = int(state["generation"])
             except (OSError, ValueError, KeyError, VestisError):
-                pass  # unreadable or stale: rebuilt below from the source of truth
+                index = None  # unreadable or stale: rebuilt below from the source of truth
+        table = self.table()  # synced now, so not behind the saved index
+        if index is not None and saved <= self._synced:
+            self._catch_up(index, saved, self._synced)
+            return index
         index = make_index(spec, self.dim)
-        vids, vectors, _ = self.table().view
+        vids, vectors, _ = table.view
         if len(vids):
             index.add(vids.copy(), vectors.copy())
         return index
 
-    def _catch_up(self, index: VectorIndex, since: int) -> None:
-        removed = [r[0] for r in self._read("SELECT vid FROM removed WHERE gen > ?", (since,))]
+    def _catch_up(self, index: VectorIndex, since: int, until: int) -> None:
+        """Apply to ``index`` the removals and additions of generations ``since`` < g <= ``until``."""
+        removed = [r[0] for r in self._read("SELECT vid FROM removed WHERE gen > ? AND gen <= ?", (since, until))]
         if removed:
             index.remove(np.array(removed, np.int64))
-        rows = self._read("SELECT vid, vector FROM items WHERE gen > ? ORDER BY vid", (since,))
+        rows = self._read("SELECT vid, vector FROM items WHERE gen > ? AND gen <= ? ORDER BY vid", (since, until))
         if rows:
             vids = np.array([r[0] for r in rows], np.int64)
             index.add(vids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.dim))
@@ -587,7 +696,7 @@ class Collection:
         for old in self.path.glob("index-*"):
             shutil.rmtree(old, ignore_errors=True)
 
-    # ----------------------------------------------------------------- automatic index choice (issue 7)
+    # ----------------------------------------------------------------- automatic index choice
     @property
     def active_index_spec(self) -> str:
         """The concrete spec in use: ``index_spec``, or what ``auto`` resolved to (see vestis.index.auto)."""
@@ -607,34 +716,40 @@ class Collection:
                 self._drop_index()
 
     def save_index(self) -> None:
-        """Persist the index for the current generation: written aside, then the pointer swapped."""
+        """Persist the index: written aside, then the pointer swapped; recorded with the
+        generation its content reflects."""
         if not self.uses_ann:
             return
-        with self._lock:
-            index = self.index()
-            gen = self.generation
-            name = f"index-{gen}"
-            tmp = self.path / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            index.save(tmp)
-            fsync_tree(tmp)
-            final = self.path / name
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            state = {"dir": name, "generation": gen, "spec": index.spec}
-            atomic_write_bytes(self.path / "index.json", json.dumps(state).encode())
-            for old in self.path.glob("index-*"):
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
-            for old in self.path.glob(".index-*.tmp"):
+        with self._lock, self.derived_files_lock():
+            self._save_index()
+
+    def _save_index(self) -> None:
+        index = self.index()
+        gen = self._synced
+        name = f"index-{gen}"
+        tmp = self.path / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        index.save(tmp)
+        fsync_tree(tmp)
+        final = self.path / name
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        state = {"dir": name, "generation": gen, "spec": index.spec}
+        atomic_write_bytes(self.path / "index.json", json.dumps(state).encode())
+        for old in self.path.glob("index-*"):
+            if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
 
     def persist(self) -> None:
-        """Save the derived caches (vectors and index) so the next open is fast."""
-        self.save_cache()
-        self._resolve_auto()
-        self.save_index()
+        """Save the derived files (vectors and index) so the next open is fast, and remove the
+        temporary files of any process killed while saving."""
+        with self._lock, self.derived_files_lock():
+            self._remove_orphans()
+            self._save_cache()
+            self._resolve_auto()
+            if self.uses_ann:
+                self._save_index()
 
     # ----------------------------------------------------------------- summary
     def info(self) -> dict[str, Any]:
