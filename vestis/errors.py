@@ -23,3 +23,7 @@ class IndexSpecError(VestisError):
 
 class NotFoundError(VestisError):
     """An item id is not in the collection."""
+
+
+class DuplicateItemError(VestisError):
+    """An item with this id is already in the collection."""

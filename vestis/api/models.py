@@ -7,10 +7,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vestis.search.searcher import MAX_K, SearchResponse
+from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET, SearchResponse
 
-MAX_OFFSET = 10_000
-MAX_COLOR_WEIGHT = 10.0
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]
@@ -33,7 +31,7 @@ class SearchOptions(BaseModel):
     )
     k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
-    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOR_WEIGHT,
+    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOUR_WEIGHT,
                                 description="Weight of colour similarity added to the deep similarity.")
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vestis.data.base import Catalogue, CatalogueItem
-from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
 from vestis.encoders.pipeline import embed_items
-from vestis.errors import VestisError
 from vestis.store.collection import Collection, NewItem
 
 log = logging.getLogger(__name__)
@@ -49,18 +48,6 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
-
-
-def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:
-    """The encoder ``collection`` was built with (a built-in, or the ONNX model file it recorded),
-    checked against the recorded version."""
-    try:
-        encoder = get_encoder(collection.encoder_source, threads=threads)
-    except VestisError as error:
-        raise VestisError(f"cannot open the encoder of collection {collection.path}: {error}. Put the model "
-                          "back, or index the catalogue into a new collection with another --encoder") from None
-    collection.check_encoder(encoder.version)
-    return encoder
 
 
 def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) -> Collection:
@@ -116,22 +103,57 @@ def index_catalogue(
     if relabel:
         report.relabelled = _relabel(collection, relabel)
 
+    for fresh, same_content, failures in build_items(
+        encoder, list(todo.values()), known, catalogue_key, batch_size=batch_size, progress=progress
+    ):
+        for item_id, source, reason in failures:
+            log.warning("skipped %s (%s): %s", item_id, source, reason)
+        report.failures += failures
+        for it in fresh:
+            if it.id in known:
+                report.updated += 1
+            else:
+                report.added += 1
+        report.embedded += len(fresh) + len(same_content)
+        if same_content:
+            collection.update_stamps(same_content)
+            report.unchanged += len(same_content)
+        collection.upsert(fresh)
+
+    if remove_missing:
+        gone = [i for i, (_s, _h, _src, cat) in known.items() if cat == catalogue_key and i not in seen]
+        report.removed = collection.remove(gone) if gone else 0
+    collection.persist()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def build_items(
+    encoder: ImageEncoder,
+    items: list[CatalogueItem],
+    known: dict[str, tuple[str, str, str, str]],
+    catalogue_key: str,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Iterator[tuple[list[NewItem], list[tuple[str, str]], list[tuple[str, str, str]]]]:
+    """The item builder: embed catalogue items batch by batch into :class:`NewItem` rows (vector,
+    colour, content hash, labels, stamp). Per batch, yields (new items, (id, stamp) of known items
+    whose content did not change, (id, source, reason) of items that could not be read)."""
+    by_id = {item.id: item for item in items}
     stream = embed_items(
         encoder,
-        ((item.id, item.read) for item in todo.values()),
+        ((item.id, item.read) for item in items),
         batch_size=batch_size,
         with_colour=True,
         progress=progress,
-        total=len(todo),
+        total=len(items),
     )
     for batch in stream:
-        for key, reason in batch.failures:
-            item = todo[key]
-            log.warning("skipped %s (%s): %s", item.id, item.source, reason)
-            report.failures.append((item.id, item.source, reason))
+        failures = [(key, by_id[key].source, reason) for key, reason in batch.failures]
         fresh, same_content = [], []
         for i, key in enumerate(batch.keys):
-            item = todo[key]
+            item = by_id[key]
             old = known.get(key)
             if old is not None and old[1] == batch.hashes[i] and old[2] == item.source:
                 same_content.append((key, item.stamp))
@@ -148,22 +170,7 @@ def index_catalogue(
                     catalogue=catalogue_key,
                 )
             )
-            if old is None:
-                report.added += 1
-            else:
-                report.updated += 1
-        report.embedded += len(batch.keys)
-        if same_content:
-            collection.update_stamps(same_content)
-            report.unchanged += len(same_content)
-        collection.upsert(fresh)
-
-    if remove_missing:
-        gone = [i for i, (_s, _h, _src, cat) in known.items() if cat == catalogue_key and i not in seen]
-        report.removed = collection.remove(gone) if gone else 0
-    collection.persist()
-    report.seconds = time.perf_counter() - started
-    return report
+        yield fresh, same_content, failures
 
 
 def _relabel(collection: Collection, pairs: list[tuple[str, dict]]) -> int:

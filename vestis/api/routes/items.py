@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 
 from vestis.api.deps import ServiceDep, read_upload, require_api_key
 from vestis.api.errors import InvalidRequestError
-from vestis.api.models import MAX_COLOR_WEIGHT, MAX_OFFSET, Deleted, ItemOut, SearchOptions, SearchResults
+from vestis.api.models import Deleted, ItemOut, SearchOptions, SearchResults
 from vestis.api.routes.search import ERRORS, run_search
-from vestis.search.searcher import MAX_K
+from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -41,10 +41,10 @@ async def similar(
     item_id: str, service: ServiceDep,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    color_weight: Annotated[float, Query(ge=0.0, le=MAX_COLOR_WEIGHT)] = 0.0,
+    color_weight: Annotated[float, Query(ge=0.0, le=MAX_COLOUR_WEIGHT)] = 0.0,
 ) -> SearchResults:
     options = SearchOptions(k=k, offset=offset, color_weight=color_weight)
-    return await run_search(service, lambda _t: service.query_from_item(item_id), options,
+    return await run_search(service, lambda _t, a: service.query_from_item(item_id, attributes=a), options,
                             {"type": "item", "item_id": item_id})
 
 

@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from vestis.api.deps import ServiceDep
 from vestis.api.metrics import CONTENT_TYPE
 from vestis.api.models import Column, ColumnValue, Health, Info
-from vestis.api.service import COLUMN_VALUES
-from vestis.search.searcher import MAX_K
+from vestis.search.engine import COLUMN_VALUES
+from vestis.search.results import MAX_K
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 DOCS_ASSETS = "/docs-assets"
