@@ -323,6 +323,15 @@ class Service:
         with self.collection.lock:
             return self.collection.get(item_id)
 
+    def has_item(self, item_id: str) -> bool:
+        with self.collection.lock:
+            return item_id in self.collection
+
+    def list_items(self, offset: int, limit: int) -> tuple[int, list[Item]]:
+        """The collection's size and a page of its items, in the order they were added."""
+        with self.collection.lock:
+            return len(self.collection), self.collection.page(offset, limit)
+
     def item_image(self, item: Item, size: int | None) -> tuple[bytes, str]:
         """The item's image bytes and MIME type; with ``size``, a JPEG thumbnail fitting size x size."""
         try:

@@ -329,6 +329,11 @@ class Collection:
         """All items in vid order."""
         yield from (self._item(r) for r in self._read(f"SELECT {self._ITEM_COLS} FROM items ORDER BY vid"))
 
+    def page(self, offset: int, limit: int) -> list[Item]:
+        """At most ``limit`` items after the first ``offset``, in vid order (the order they were added)."""
+        rows = self._read(f"SELECT {self._ITEM_COLS} FROM items ORDER BY vid LIMIT ? OFFSET ?", (limit, offset))
+        return [self._item(r) for r in rows]
+
     def stamps(self) -> dict[str, tuple[str, str, str, str]]:
         """id -> (stamp, hash, source, catalogue) for incremental indexing."""
         rows = self._read("SELECT id, stamp, hash, source, catalogue FROM items")
