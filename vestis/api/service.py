@@ -42,6 +42,7 @@ from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
+from vestis.search.filters import check_filters
 from vestis.search.searcher import Query, Searcher, SearchResponse
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
@@ -227,12 +228,7 @@ class Service:
 
     def check_filters(self, filters: dict[str, list[str] | str]) -> dict[str, list[str]]:
         """Filters as lists of values; an unknown column is refused (422) with the valid ones."""
-        columns = self.metadata_columns() if filters else {}
-        unknown = [key for key in filters if key not in columns]
-        if unknown:
-            raise InvalidRequestError(f"unknown filter column(s) {', '.join(map(repr, unknown))}; "
-                                      f"valid columns: {sorted(columns)}")
-        return {key: [values] if isinstance(values, str) else list(values) for key, values in filters.items()}
+        return check_filters(filters, self.metadata_columns() if filters else ())
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.max_upload_bytes:

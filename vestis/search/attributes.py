@@ -252,9 +252,9 @@ class AttributeSearcher:
         weights = query.weights
         if query.attributes is None:
             raise VestisError("the query item has no attribute vectors yet: run `vestis attributes build`")
-        if colour_weight < 0 or (colour_weight and (query.colour is None or not self.collection.colour_dim)):
+        if not math.isfinite(colour_weight) or colour_weight < 0 or (colour_weight and (query.colour is None or not self.collection.colour_dim)):
             raise VestisError(
-                "colour weight must be >= 0, and needs a collection and query with colour features"
+                "colour weight must be a finite number >= 0, and needs a collection and query with colour features"
             )
         if not weights:
             raise VestisError("name at least one attribute (or search without attributes)")

@@ -9,6 +9,7 @@ deep-fashion-retrieval fusion ``-d(deep) - 0.1 d(colour)`` written as a similari
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -124,8 +125,8 @@ class Searcher:
             raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
         if offset < 0 or offset > 100 * MAX_K:
             raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
-        if colour_weight < 0:
-            raise VestisError(f"colour weight must be >= 0 (got {colour_weight})")
+        if not math.isfinite(colour_weight) or colour_weight < 0:
+            raise VestisError(f"colour weight must be a finite number >= 0 (got {colour_weight})")
         if colour_weight and not self.collection.colour_dim:
             raise VestisError("this collection stores no colour features; use colour weight 0")
         timings = {} if timings is None else timings

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vestis.errors import EncoderMismatchError, NotFoundError, VestisError
+from vestis.errors import CollectionDamagedError, EncoderMismatchError, NotFoundError, VestisError
 from vestis.index import load_index, make_index
 from vestis.index.auto import EXACT_SPEC, choose_index, concrete_spec, describe_choice, is_auto
 from vestis.index.base import VectorIndex
@@ -228,15 +228,20 @@ class Collection:
 
     @classmethod
     def exists(cls, path: Path | str) -> bool:
-        """True when ``path`` holds a complete collection (its settings were committed)."""
+        """True when ``path`` holds a complete collection (its settings were committed); a database
+        file that is not readable SQLite (truncated, overwritten) raises CollectionDamagedError."""
         db = Path(path) / DB_NAME
         if not db.exists():
             return False
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             return conn.execute("SELECT 1 FROM settings WHERE key='schema_version'").fetchone() is not None
-        except sqlite3.DatabaseError:
+        except sqlite3.OperationalError:  # no settings table yet: a create that never committed
             return False
+        except sqlite3.DatabaseError as e:  # "database disk image is malformed", "file is not a database"
+            raise CollectionDamagedError(
+                f"the collection at {path} is damaged: {DB_NAME} cannot be read ({e}). Restore it from a "
+                "backup, or index the catalogue again into a new collection") from None
         finally:
             conn.close()
 
@@ -346,6 +351,16 @@ class Collection:
         row = rows[0]
         colour = np.frombuffer(row[1], np.float32) if row[1] else None
         return np.frombuffer(row[0], np.float32), colour
+
+    def stored_vectors(self, item_id: str, content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The vectors of ``item_id`` if it still holds the content with ``content_hash``, else None
+        (one query, so a concurrent write cannot pair one content's hash with another's vectors)."""
+        rows = self._read("SELECT vector, colour FROM items WHERE id=? AND hash=? AND encoder_version=?",
+                          (item_id, content_hash, self.encoder_version))
+        if not rows:
+            return None
+        vector, colour = rows[0]
+        return np.frombuffer(vector, np.float32), np.frombuffer(colour, np.float32) if colour else None
 
     def _postings(self) -> dict[str, dict[str, np.ndarray]]:
         """metadata key -> value -> vids, built on first use and dropped on every write."""

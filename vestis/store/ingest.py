@@ -1,7 +1,8 @@
 """Incremental indexing of a catalogue into a collection (what ``vestis index`` runs).
 
-Only new or changed images are embedded (by change stamp, then content hash); items that left
-the catalogue are removed; each batch is committed on its own, so a killed run loses at most the
+Only new or changed images are embedded (by change stamp, then content hash): an image whose
+bytes the collection already holds under any id (a renamed item, a moved or touched file) takes
+the stored vectors instead of going through the encoder. Items that left the catalogue are removed; each batch is committed on its own, so a killed run loses at most the
 batch in flight and re-running finishes the job. Unreadable images are reported and skipped.
 """
 
@@ -11,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.encoders import get_encoder
@@ -30,6 +33,7 @@ class IngestReport:
     unchanged: int = 0
     removed: int = 0
     relabelled: int = 0
+    reused: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, source, reason)
     seconds: float = 0.0
     embedded: int = 0
@@ -45,6 +49,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "relabelled": self.relabelled,
+            "reused": self.reused,
             "failed": [{"id": i, "source": s, "reason": r} for i, s, r in self.failures],
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
@@ -116,6 +121,17 @@ def index_catalogue(
     if relabel:
         report.relabelled = _relabel(collection, relabel)
 
+    ids_by_hash: dict[str, list[str]] = {}
+    for item_id, (_stamp, content_hash, _source, _catalogue) in known.items():
+        ids_by_hash.setdefault(content_hash, []).append(item_id)
+
+    def stored(content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Vectors the collection holds for these bytes (under any id), read when the bytes are."""
+        for item_id in ids_by_hash.get(content_hash, ()):
+            if (found := collection.stored_vectors(item_id, content_hash)) is not None:
+                return found
+        return None
+
     stream = embed_items(
         encoder,
         ((item.id, item.read) for item in todo.values()),
@@ -123,6 +139,7 @@ def index_catalogue(
         with_colour=True,
         progress=progress,
         total=len(todo),
+        stored=stored,
     )
     for batch in stream:
         for key, reason in batch.failures:
@@ -152,7 +169,8 @@ def index_catalogue(
                 report.added += 1
             else:
                 report.updated += 1
-        report.embedded += len(batch.keys)
+        report.embedded += len(batch.keys) - len(batch.reused)
+        report.reused += len(batch.reused)
         if same_content:
             collection.update_stamps(same_content)
             report.unchanged += len(same_content)
