@@ -51,6 +51,7 @@ class IngestReport:
             "relabelled": self.relabelled,
             "reused": self.reused,
             "failed": [{"id": i, "source": s, "reason": r} for i, s, r in self.failures],
+            "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
