@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -460,6 +461,15 @@ def main() -> None:
         app()
     except VestisError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except (sqlite3.OperationalError, OSError) as exc:  # a full disk in a command without its own check
+        from vestis.store.guards import is_disk_full
+
+        if not is_disk_full(exc, "."):
+            raise
+        console.print(f"[bold red]error:[/] the disk is full ({escape(str(exc))}); free some space and run the "
+                      "command again (collections keep everything committed before the error)",
+                      soft_wrap=True, highlight=False)
         sys.exit(2)
 
 

@@ -322,3 +322,19 @@ def test_browse_pages_through_the_catalogue(client):
     too_many = client.get("/items", params={"limit": 101})
     assert too_many.status_code == 422 and "less than or equal to 100" in too_many.text
     assert client.get("/items", params={"limit": "true"}).status_code == 422
+
+
+def test_a_full_disk_during_an_add_is_507_and_leaves_nothing_behind(client, collection_copy, monkeypatch):
+    import sqlite3
+
+    def full(self, items):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Collection, "upsert", full)
+    r = client.post("/items", files=upload(garment_image(BLUE, "dress")), data={"id": "no-room"},
+                    headers={"X-API-Key": KEY})
+    assert r.status_code == 507, r.text
+    assert r.json()["detail"].startswith(f"the disk holding {collection_copy} is full (database or disk is full)")
+    monkeypatch.undo()
+    assert client.get("/items/no-room").status_code == 404
+    assert not list((collection_copy / "uploads").glob("no-room.*"))

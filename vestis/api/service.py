@@ -46,6 +46,7 @@ from vestis.search.filters import check_filters
 from vestis.search.searcher import Query, Searcher, SearchResponse
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
+from vestis.store.guards import disk_full_errors
 from vestis.store.ingest import open_collection_encoder
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ class Service:
             vector = self.encoder.embed_images([image])[0]
         colour = colour_descriptor(image) if self.collection.colour_dim else None
         path = self.uploads / f"{item_id}{_extension(image_mime(data))}"
-        with self.collection.lock:
+        with self.collection.lock, disk_full_errors(self.collection.path):
             if item_id in self.collection:
                 raise ConflictError(f"item {item_id!r} already exists; delete it first to replace it")
             self.uploads.mkdir(exist_ok=True)
@@ -379,7 +380,7 @@ class Service:
 
     def remove_item(self, item_id: str) -> None:
         """Remove an item (404 when unknown), and its uploaded image if the API stored it."""
-        with self.collection.lock:
+        with self.collection.lock, disk_full_errors(self.collection.path):
             source = Path(self.collection.get(item_id).source)
             self.collection.remove([item_id])
             if source.parent == self.uploads:

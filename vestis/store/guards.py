@@ -34,8 +34,12 @@ def indexing_lock(path: Path | str, *, wait: bool = True,
     released, after telling ``notify`` who holds it; ``wait=False`` raises CollectionBusyError.
     The lock goes with its process, so a killed indexer never leaves a stale one."""
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a+") as f:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - closed below, which releases the lock
+    except OSError as e:
+        raise VestisError(f"cannot use {folder} as a collection folder ({e.strerror or e})") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

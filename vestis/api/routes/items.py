@@ -100,7 +100,8 @@ def _legacy_target(path: str) -> tuple[str, str] | None:
 
 
 @router.post("/items", response_model=ItemOut, status_code=201,
-             responses={**ERRORS, 401: {"description": "No API key"}, 409: {"description": "The id exists"}},
+             responses={**ERRORS, 401: {"description": "No API key"}, 409: {"description": "The id exists"},
+                        507: {"description": "The server's disk is full"}},
              dependencies=[Depends(require_api_key)],
              summary="Add an item: upload its image with metadata; searchable at once")
 async def add_item(
