@@ -24,7 +24,6 @@ from vestis.encoders import get_encoder
 from vestis.eval.protocols import group_labels, leave_one_out
 from vestis.search.searcher import Searcher
 from vestis.store.collection import Collection
-from vestis.store.ingest import index_catalogue, open_or_create
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -322,6 +322,7 @@ def test_browse_pages_through_the_catalogue(client):
     too_many = client.get("/items", params={"limit": 101})
     assert too_many.status_code == 422 and "less than or equal to 100" in too_many.text
     assert client.get("/items", params={"limit": "true"}).status_code == 422
+    assert client.get("/items", params={"offset": 10**30}).status_code == 422
 
 
 def test_a_full_disk_during_an_add_is_507_and_leaves_nothing_behind(client, collection_copy, monkeypatch):

@@ -135,12 +135,12 @@ def test_kill_mid_index_loses_nothing(tmp_path):
     survived = len(coll)
     assert survived >= committed
     # Every committed item is whole: it has a vector in the table.
-    assert coll.table().n == survived
+    assert coll.table().n_alive == survived
     coll.close()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     coll = Collection.open(coll_dir)
-    assert len(coll) == 160 and coll.table().n == 160
+    assert len(coll) == 160 and coll.table().n_alive == 160
 
 
 def test_renamed_ids_take_the_stored_vectors_without_the_encoder(tmp_path, encoder, monkeypatch):

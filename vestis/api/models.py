@@ -14,6 +14,7 @@ from vestis.search.searcher import MAX_K, SearchResponse
 MAX_OFFSET = 10_000
 MAX_COLOR_WEIGHT = 10.0
 MAX_PAGE = 100  # items per page of GET /items
+MAX_BROWSE_OFFSET = 1_000_000_000  # past any catalogue's end, within SQLite's integers
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]

@@ -197,10 +197,8 @@ class Service:
         model's backbone); None when the collection has no attribute index or its model is unusable."""
         from vestis.store.attribute_index import AttributeIndex
 
-        index = AttributeIndex.open(self.collection)
-        if index is None:
+        if AttributeIndex.open(self.collection) is None:
             return None
-        index.close()
         backbone = encoder if isinstance(encoder, OnnxEncoder) else None
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         try:

@@ -181,11 +181,7 @@ class AttributeSearcher:
                 f"collection {collection.path} has no attribute index: build one with "
                 f"`vestis attributes build --collection {collection.path} --model MODEL.onnx`"
             )
-        try:
-            return cls(collection, index, index.load_model(threads, backbone))
-        except BaseException:
-            index.close()
-            raise
+        return cls(collection, index, index.load_model(threads, backbone))
 
     @property
     def attributes(self) -> list[str]:

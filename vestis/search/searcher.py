@@ -156,7 +156,7 @@ class Searcher:
         all_vids, vectors, colours = table.view
         if filters:
             allowed = self.collection.filter_vids(filters)
-            rows = table.rows(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
+            rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
             vids, vectors, colours = all_vids[rows], vectors[rows], colours[rows]
         else:
             vids = all_vids
@@ -179,8 +179,8 @@ class Searcher:
         keep = (vids >= 0) & ~np.isin(vids, np.array(query.exclude, np.int64))
         scores, vids = scores[keep], vids[keep]
         if colour_weight and len(vids):
-            rows = table.rows(vids)
-            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.colours[rows] @ query.colour)
+            rows = table.rows_of(vids)
+            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.extra[rows] @ query.colour)
             order = top_k(scores, want)
             scores, vids = scores[order], vids[order]
-        return vids[:want], scores[:want], table.n - len(query.exclude)
+        return vids[:want], scores[:want], len(table) - len(query.exclude)

@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse
 
 from vestis.api.deps import ServiceDep, json_field, read_upload, require_api_key
 from vestis.api.models import (
+    MAX_BROWSE_OFFSET,
     MAX_COLOR_WEIGHT,
     MAX_OFFSET,
     MAX_PAGE,
@@ -39,7 +40,7 @@ _LEGACY_SUFFIXES = {"/image": "/images/", "/similar": "/similar/"}
             summary="Browse the catalogue: a page of items in the order they were added")
 async def list_items(
     service: ServiceDep,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BROWSE_OFFSET, description="Items to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = 24,
 ) -> ItemPage:
     total, items = await service.run(service.list_items, offset, limit)
