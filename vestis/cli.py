@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vestis.errors import VestisError
@@ -27,8 +30,15 @@ CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collect
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _finite(value: float | None) -> float | None:
+    """Typer callback: refuse nan and inf, which float options otherwise accept."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number (got {value})")
+    return value
 
 
 def _parse_filters(filters: list[str]) -> dict[str, list[str]]:
@@ -58,27 +68,41 @@ def index_cmd(
         help="Attribute model (.onnx from `vestis train`) to embed the items for attribute search with "
         "(default: the collection's, if it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    metadata: Annotated[Path | None, typer.Option(
+        "--metadata", help="Label table (CSV or JSONL) with an id or path column, for a folder or zip "
+        "(default: its metadata.csv, labels.csv or metadata.jsonl).")] = None,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Fail at once when another `vestis index` is writing the collection (default: wait).")
+    ] = False,
 ) -> None:
-    """Build or update a collection from a catalogue: embeds only new or changed images."""
+    """Build or update a collection from a catalogue: embeds only new or changed images.
+
+    One `vestis index` writes a collection at a time: a second one waits for the first (or, with
+    --no-wait, stops) and then embeds only what the first did not."""
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.search.engine import Engine
     from vestis.search.opening import open_collection_encoder
     from vestis.store.collection import Collection
+    from vestis.store.guards import disk_full_errors, indexing_lock
     from vestis.store.ingest import open_or_create
 
     options = {"limit": limit} if limit else {}
+    if metadata is not None:
+        options["metadata"] = metadata
     catalogue = open_catalogue(source, format, **options)
-    if encoder is None and Collection.exists(collection):
-        with Collection.open(collection) as existing:
-            enc = open_collection_encoder(existing)
-    else:
-        enc = get_encoder(encoder or DEFAULT_ENCODER)
-    console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
-    with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
-        report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
-                                          progress=not as_json, attribute_model=attribute_model)
-        total = len(engine.collection)
+    with indexing_lock(collection, wait=not no_wait, notify=console.print), disk_full_errors(collection):
+        if encoder is None and Collection.exists(collection):
+            with Collection.open(collection) as existing:
+                enc = open_collection_encoder(existing)
+        else:
+            enc = get_encoder(encoder or DEFAULT_ENCODER)
+        console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} "
+                      f"into {collection}")
+        with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
+            report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
+                                              progress=not as_json, attribute_model=attribute_model)
+            total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
         print(json.dumps({**report.as_dict(), **extra}, indent=2))
@@ -90,6 +114,7 @@ def index_cmd(
     console.print(
         f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
+        + (f", {report.reused} took the stored vectors of identical images" if report.reused else "")
         + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
         + f"; collection holds {total} items"
     )
@@ -105,7 +130,8 @@ def search_cmd(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.",
+                                                callback=_finite)] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print results and timings as JSON.")] = False,
     grid: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG of the results.")] = None,
     attrs: Annotated[str | None, typer.Option(
@@ -206,7 +232,8 @@ def eval_cmd(
     gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,
     split_file: Annotated[Path | None, typer.Option(help="CSV of id,split (default: created by id, seed 0).")] = None,
     index: Annotated[str | None, typer.Option(help="Rank through this index backend (adds ANN recall@10).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.",
+                                                callback=_finite)] = 0.0,
     knn: Annotated[int | None, typer.Option(help="Also report kNN classification accuracy with this K.")] = None,
     skip_unanswerable: Annotated[
         bool, typer.Option(help="Leave out queries with no relevant item (default: they count as misses).")
@@ -414,7 +441,16 @@ def main() -> None:
     try:
         app()
     except VestisError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except (sqlite3.OperationalError, OSError) as exc:  # a full disk in a command without its own check
+        from vestis.store.guards import is_disk_full
+
+        if not is_disk_full(exc, "."):
+            raise
+        console.print(f"[bold red]error:[/] the disk is full ({escape(str(exc))}); free some space and run the "
+                      "command again (collections keep everything committed before the error)",
+                      soft_wrap=True, highlight=False)
         sys.exit(2)
 
 

@@ -12,6 +12,8 @@ from vestis.errors import (
     VestisError,
 )
 
+from vestis.store.guards import DiskFullError
+
 
 class ApiError(VestisError):
     """A request the API refuses; ``status`` is the HTTP status code of the answer."""
@@ -55,6 +57,7 @@ _STATUS_BY_TYPE: list[tuple[type[VestisError], int]] = [
     (CatalogueError, 404),  # a source file that is gone or unreadable
     (EncoderMismatchError, 409),
     (DuplicateItemError, 409),
+    (DiskFullError, 507),  # Insufficient Storage: the write failed, nothing was half-written
 ]
 
 

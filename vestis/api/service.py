@@ -42,6 +42,7 @@ from vestis.search.engine import Engine, default_threads
 from vestis.search.results import Query
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item
+from vestis.store.guards import disk_full_errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -248,6 +249,15 @@ class Service:
     def get_item(self, item_id: str) -> Item:
         return self.collection.get(item_id)
 
+    def has_item(self, item_id: str) -> bool:
+        with self.collection.lock:
+            return item_id in self.collection
+
+    def list_items(self, offset: int, limit: int) -> tuple[int, list[Item]]:
+        """The collection's size and a page of its items, in the order they were added."""
+        with self.collection.lock:
+            return len(self.collection), self.collection.page(offset, limit)
+
     def item_image(self, item: Item, size: int | None) -> tuple[bytes, str]:
         """The item's image bytes and MIME type; with ``size``, a JPEG thumbnail fitting size x size."""
         try:
@@ -279,18 +289,19 @@ class Service:
         path = self.uploads / f"{item_id}{_extension(image_mime(data))}"
         if path.exists():
             raise ConflictError(f"item {item_id!r} is being added by another request")
-        atomic_write_bytes(path, data)
-        try:
-            item = CatalogueItem(id=item_id, source=str(path), metadata=metadata, stamp=file_stamp(path),
-                                 read=lambda: data)
-            return self.engine.add([item], catalogue=str(self.uploads))[0]
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        with disk_full_errors(self.collection.path):
+            atomic_write_bytes(path, data)
+            try:
+                item = CatalogueItem(id=item_id, source=str(path), metadata=metadata, stamp=file_stamp(path),
+                                     read=lambda: data)
+                return self.engine.add([item], catalogue=str(self.uploads))[0]
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
 
     def remove_item(self, item_id: str) -> None:
         """Remove an item (404 when unknown), and its uploaded image if the API stored it."""
-        with self.collection.lock:
+        with self.collection.lock, disk_full_errors(self.collection.path):
             source = Path(self.collection.get(item_id).source)
             self.engine.remove([item_id])
             if source.parent == self.uploads:

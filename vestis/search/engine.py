@@ -26,6 +26,7 @@ from vestis.data.images import MAX_PIXELS, decode_image
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import DuplicateItemError, ImageError, VestisError
+from vestis.search.filters import check_filters
 from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes
 from vestis.search.opening import open_collection, open_collection_encoder
 from vestis.search.results import Query, SearchResponse
@@ -124,14 +125,7 @@ class Engine:
 
     def check_filters(self, filters: dict[str, Sequence[str] | str] | None) -> dict[str, list[str]]:
         """Filters as lists of values; an unknown column is an error naming the valid ones."""
-        if not filters:
-            return {}
-        columns = self.metadata_columns()
-        unknown = [key for key in filters if key not in columns]
-        if unknown:
-            raise VestisError(f"unknown filter column(s) {', '.join(map(repr, unknown))}; "
-                              f"valid columns: {sorted(columns)}")
-        return {key: [values] if isinstance(values, str) else list(values) for key, values in filters.items()}
+        return check_filters(filters, self.metadata_columns()) if filters else {}
 
     # ----------------------------------------------------------------- reading
     def query(self, *, image: QueryImage | None = None, item_id: str | None = None,
@@ -207,7 +201,7 @@ class Engine:
         lock, so searches go on meanwhile); an id already present is refused. Their attribute
         vectors follow when the collection has an attribute model."""
         built: list[NewItem] = []
-        for fresh, _same, failures in build_items(self.encoder, list(items), {}, catalogue, progress=False):
+        for fresh, _same, failures, _reused in build_items(self.encoder, list(items), {}, catalogue, progress=False):
             if failures:
                 raise ImageError("; ".join(f"{item_id}: {reason}" for item_id, _src, reason in failures))
             built += fresh

@@ -174,12 +174,20 @@ class Collection:
         """All items in vid order."""
         return self.db.iter_items()
 
+    def page(self, offset: int, limit: int) -> list[Item]:
+        """At most ``limit`` items after the first ``offset``, in the order they were added."""
+        return self.db.page(offset, limit)
+
     def stamps(self) -> dict[str, tuple[str, str, str, str]]:
         """id -> (stamp, hash, source, catalogue) for incremental indexing."""
         return self.db.stamps()
 
     def vector_of(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         return self.db.vector_of(item_id)
+
+    def stored_vectors(self, item_id: str, content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The vectors of ``item_id`` if it still holds the content with ``content_hash`` (else None)."""
+        return self.db.stored_vectors(item_id, content_hash, self.encoder_version)
 
     def _postings(self) -> dict[str, dict[str, np.ndarray]]:
         """metadata key -> value -> vids, rebuilt when the generation moved (a write by any process)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vestis.errors import NotFoundError, VestisError
+from vestis.errors import CollectionDamagedError, NotFoundError, VestisError
 
 DB_NAME = "collection.sqlite"
 SCHEMA_VERSION = 1
@@ -138,15 +138,20 @@ class ItemDB:
 
     @staticmethod
     def exists(path: Path) -> bool:
-        """True when ``path`` holds a complete collection (its settings were committed)."""
+        """True when ``path`` holds a complete collection (its settings were committed); a database
+        file that is not readable SQLite (truncated, overwritten) raises CollectionDamagedError."""
         db = Path(path) / DB_NAME
         if not db.exists():
             return False
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             return conn.execute("SELECT 1 FROM settings WHERE key='schema_version'").fetchone() is not None
-        except sqlite3.DatabaseError:
+        except sqlite3.OperationalError:  # no settings table yet: a create that never committed
             return False
+        except sqlite3.DatabaseError as e:  # "database disk image is malformed", "file is not a database"
+            raise CollectionDamagedError(
+                f"the collection at {path} is damaged: {DB_NAME} cannot be read ({e}). Restore it from a "
+                "backup, or index the catalogue again into a new collection") from None
         finally:
             conn.close()
 
@@ -244,6 +249,11 @@ class ItemDB:
         """All items in vid order."""
         yield from (self._item(r) for r in self.read(f"SELECT {self.ITEM_COLS} FROM items ORDER BY vid"))
 
+    def page(self, offset: int, limit: int) -> list[Item]:
+        """At most ``limit`` items after the first ``offset``, in vid order (the order they were added)."""
+        rows = self.read(f"SELECT {self.ITEM_COLS} FROM items ORDER BY vid LIMIT ? OFFSET ?", (limit, offset))
+        return [self._item(r) for r in rows]
+
     def stamps(self) -> dict[str, tuple[str, str, str, str]]:
         """id -> (stamp, hash, source, catalogue) for incremental indexing."""
         rows = self.read("SELECT id, stamp, hash, source, catalogue FROM items")
@@ -253,6 +263,18 @@ class ItemDB:
         rows = self.read("SELECT vector, colour FROM items WHERE id=?", (item_id,))
         if not rows:
             raise NotFoundError(f"no item {item_id!r} in collection {self.path}")
+        vector, colour = rows[0]
+        return np.frombuffer(vector, np.float32), np.frombuffer(colour, np.float32) if colour else None
+
+    def stored_vectors(self, item_id: str, content_hash: str,
+                       encoder_version: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The vectors of ``item_id`` if it still holds the content with ``content_hash``, embedded
+        by ``encoder_version``; else None (one query, so a concurrent write cannot pair one content's
+        hash with another's vectors)."""
+        rows = self.read("SELECT vector, colour FROM items WHERE id=? AND hash=? AND encoder_version=?",
+                         (item_id, content_hash, encoder_version))
+        if not rows:
+            return None
         vector, colour = rows[0]
         return np.frombuffer(vector, np.float32), np.frombuffer(colour, np.float32) if colour else None
 

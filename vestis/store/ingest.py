@@ -1,17 +1,21 @@
 """Incremental indexing of a catalogue into a collection (what ``vestis index`` runs).
 
-Only new or changed images are embedded (by change stamp, then content hash); items that left
-the catalogue are removed; each batch is committed on its own, so a killed run loses at most the
-batch in flight and re-running finishes the job. Unreadable images are reported and skipped.
+Only new or changed images are embedded (by change stamp, then content hash): an image whose
+bytes the collection already holds under any id (a renamed item, a moved or touched file) takes
+the stored vectors instead of going through the encoder. Items that left the catalogue are
+removed; each batch is committed on its own, so a killed run loses at most the batch in flight and
+re-running finishes the job. Unreadable images are reported and skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.encoders.base import ImageEncoder
@@ -29,6 +33,7 @@ class IngestReport:
     unchanged: int = 0
     removed: int = 0
     relabelled: int = 0
+    reused: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, source, reason)
     seconds: float = 0.0
     embedded: int = 0
@@ -44,7 +49,9 @@ class IngestReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "relabelled": self.relabelled,
+            "reused": self.reused,
             "failed": [{"id": i, "source": s, "reason": r} for i, s, r in self.failures],
+            "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
@@ -103,8 +110,20 @@ def index_catalogue(
     if relabel:
         report.relabelled = _relabel(collection, relabel)
 
-    for fresh, same_content, failures in build_items(
-        encoder, list(todo.values()), known, catalogue_key, batch_size=batch_size, progress=progress
+    ids_by_hash: dict[str, list[str]] = {}
+    for item_id, (_stamp, content_hash, _source, _catalogue) in known.items():
+        ids_by_hash.setdefault(content_hash, []).append(item_id)
+
+    def stored(content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Vectors the collection holds for these bytes (under any id), read when the bytes are."""
+        for item_id in ids_by_hash.get(content_hash, ()):
+            if (found := collection.stored_vectors(item_id, content_hash)) is not None:
+                return found
+        return None
+
+    for fresh, same_content, failures, reused in build_items(
+        encoder, list(todo.values()), known, catalogue_key, batch_size=batch_size, progress=progress,
+        stored=stored,
     ):
         for item_id, source, reason in failures:
             log.warning("skipped %s (%s): %s", item_id, source, reason)
@@ -114,7 +133,8 @@ def index_catalogue(
                 report.updated += 1
             else:
                 report.added += 1
-        report.embedded += len(fresh) + len(same_content)
+        report.embedded += len(fresh) + len(same_content) - reused
+        report.reused += reused
         if same_content:
             collection.update_stamps(same_content)
             report.unchanged += len(same_content)
@@ -136,10 +156,13 @@ def build_items(
     *,
     batch_size: int = 32,
     progress: bool = True,
-) -> Iterator[tuple[list[NewItem], list[tuple[str, str]], list[tuple[str, str, str]]]]:
+    stored: Callable[[str], tuple[np.ndarray, np.ndarray | None] | None] | None = None,
+) -> Iterator[tuple[list[NewItem], list[tuple[str, str]], list[tuple[str, str, str]], int]]:
     """The item builder: embed catalogue items batch by batch into :class:`NewItem` rows (vector,
-    colour, content hash, labels, stamp). Per batch, yields (new items, (id, stamp) of known items
-    whose content did not change, (id, source, reason) of items that could not be read)."""
+    colour, content hash, labels, stamp). ``stored(hash)`` gives vectors already held for the same
+    bytes, which skip the encoder. Per batch, yields (new items, (id, stamp) of known items whose
+    content did not change, (id, source, reason) of items that could not be read, how many items
+    took stored vectors)."""
     by_id = {item.id: item for item in items}
     stream = embed_items(
         encoder,
@@ -148,6 +171,7 @@ def build_items(
         with_colour=True,
         progress=progress,
         total=len(items),
+        stored=stored,
     )
     for batch in stream:
         failures = [(key, by_id[key].source, reason) for key, reason in batch.failures]
@@ -170,7 +194,7 @@ def build_items(
                     catalogue=catalogue_key,
                 )
             )
-        yield fresh, same_content, failures
+        yield fresh, same_content, failures, len(batch.reused)
 
 
 def _relabel(collection: Collection, pairs: list[tuple[str, dict]]) -> int:

@@ -26,6 +26,12 @@ async def index_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The icon, also where browsers look for it without reading the page's <link rel="icon">."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/healthz", response_model=Health, summary="Liveness and collection size")
 async def healthz(service: ServiceDep) -> Health:
     items = await service.run(service.item_count)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -12,9 +11,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
-from vestis.api.deps import ServiceDep, read_upload, validate
+from vestis.api.deps import ServiceDep, json_field, read_upload, validate
 from vestis.api.errors import InvalidRequestError, UnsupportedMediaTypeError
-from vestis.api.models import SearchOptions, SearchRequest, SearchResults, SubmitRequest, SubmitResponse
+from vestis.api.models import (
+    SearchOptions,
+    SearchRequest,
+    SearchResults,
+    SubmitRequest,
+    SubmitResponse,
+    form_numbers,
+)
 from vestis.api.service import Service
 from vestis.search.results import MAX_K, SearchResponse
 from vestis.search.results import Query as EmbeddedQuery
@@ -94,11 +100,8 @@ def _form_options(fields: list[tuple[str, str]]) -> SearchOptions:
             raise InvalidRequestError(f"form field {key!r} is given more than once")
         data[key] = value
     if "filters" in data:
-        try:
-            data["filters"] = json.loads(data["filters"] or "{}")
-        except json.JSONDecodeError:
-            raise InvalidRequestError('filters must be JSON, e.g. {"baseColour": ["Blue"]}') from None
-    return validate(SearchOptions, data)
+        data["filters"] = json_field(data["filters"] or "{}", "filters", '{"baseColour": ["Blue"]}')
+    return validate(SearchOptions, form_numbers(data))
 
 
 @router.post("/search", response_model=SearchResults, responses=ERRORS, openapi_extra=_SEARCH_BODY,
