@@ -66,7 +66,7 @@ from vestis.data.images import decode_image, is_image_name  # noqa: E402
 from vestis.encoders import get_encoder  # noqa: E402
 from vestis.index import make_index  # noqa: E402
 from vestis.index.auto import ANN_SPEC  # noqa: E402
-from vestis.index.bench import knn_recall, prepare_dataset  # noqa: E402
+from vestis.bench.ann import knn_recall, prepare_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

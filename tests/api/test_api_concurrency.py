@@ -75,7 +75,7 @@ def test_concurrent_adds_and_searches(collection_copy, api_encoder):
         assert client.get("/healthz").json()["items"] == total
         for item_id, data in images.items():
             assert client.get(f"/items/{item_id}").json()["metadata"] == expected[item_id]
-            assert client.get(f"/items/{item_id}/image").content == data
+            assert client.get(f"/images/{item_id}").content == data
             top = client.post("/search", files={"file": ("q.jpg", data, "image/jpeg")}, data={"k": "1"}).json()
             assert top["results"][0]["id"] == item_id and top["results"][0]["score"] > 0.999
         everything = client.post("/search", json={"item_id": "red-shirt-0", "k": 100}).json()
@@ -83,7 +83,7 @@ def test_concurrent_adds_and_searches(collection_copy, api_encoder):
 
     with Collection.open(collection_copy) as reopened:  # all of it committed, caches saved at shutdown
         assert len(reopened) == total and all(item_id in reopened for item_id in images)
-        assert reopened.table().n == total
+        assert reopened.table().n_alive == total
 
 
 def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collection_copy, api_encoder):
@@ -110,7 +110,7 @@ def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collecti
     app = create_app(collection_copy, encoder=api_encoder, batch=4, batch_wait_ms=50)
     with TestClient(app) as client:
         batched = answers(client)
-    encoder = app.state.service.encoder
+    encoder = app.state.service.engine.encoder
     assert encoder.batcher.stats.items == len(queries) + 1  # every upload (and the warm-up) went through it
     encoder.close()
     for mine, theirs in zip(batched, plain, strict=True):
