@@ -4,6 +4,10 @@ A run writes into ``runs/<name>/`` (or ``output``): the resolved ``config.yaml``
 (unless ``data.split_file`` names another), ``last.pt`` / ``best.pt`` checkpoints, ``curves.png``,
 ``metrics.json`` (validation history, test metrics of the best model and, for stage 1, of the
 untrained backbone features) and ``model.onnx`` + ``model.json`` (the exported encoder).
+
+Every kind of model runs through :func:`run`: a :class:`ModelKind` builds the training task and
+the test figures (the embedding head here, :class:`vestis.train.attribute_model.AttributeModel`
+for configs with a ``model`` section); loading, the trainer, the export and the report are shared.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ import yaml
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import knn_accuracy
-from vestis.train.config import RunConfig, load_config
+from vestis.train.config import AttributeRunConfig, RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, HeadLoss
 from vestis.train.trainer import (
@@ -75,26 +79,62 @@ def prepare(cfg: RunConfig) -> TrainingTask:
     return finetune_task(cfg, items, split)
 
 
+class ModelKind(Protocol):
+    """What one kind of model brings to a run: its task, its summary fields and its test figures."""
+
+    def prepare(self, cfg: RunConfig) -> TrainingTask:
+        """Read the data, make or read the split and build the task (seeded)."""
+
+    def describe(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        """What the run trains on (written at the top of ``metrics.json``)."""
+
+    def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        """Test figures of the trained model (and its baseline), as top-level summary keys."""
+
+
+class HeadModel:
+    """An embedding head on backbone features (stage 1) or with the backbone (stage 2)."""
+
+    def prepare(self, cfg: RunConfig) -> TrainingTask:
+        return prepare(cfg)
+
+    def describe(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        return {"stage": cfg.stage, "head": cfg.head.kind, "labels": cfg.data.labels, "classes": len(task.classes),
+                "split_sizes": {s: int((task.split == s).sum()) for s in ("train", "val", "test")}}
+
+    def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        out = {"test": evaluate(task, cfg)}
+        if cfg.stage == 1:
+            out["test_baseline"] = evaluate(task, cfg, task.items.vectors)
+        return out
+
+
+def model_kind(cfg: RunConfig) -> ModelKind:
+    """The kind of model a config trains: the attribute model for configs with a ``model`` section."""
+    if isinstance(cfg, AttributeRunConfig):
+        from vestis.train.attribute_model import AttributeModel
+
+        return AttributeModel()
+    return HeadModel()
+
+
 def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     """Train (or LR-test) the configured run; see the module docstring for what it writes."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    task = prepare(cfg)
+    kind = model_kind(cfg)
+    task = kind.prepare(cfg)
     if find_lr:
         from vestis.train.lr_finder import lr_range_test
 
         result = lr_range_test(task, cfg, run_dir / "lr_finder.png")
         (run_dir / "lr_finder.json").write_text(json.dumps(result, indent=2))
         return {"run_dir": str(run_dir), "suggested_lr": result["suggested_lr"], "plot": result["plot"]}
-    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "stage": cfg.stage, "head": cfg.head.kind,
-                               "labels": cfg.data.labels, "classes": len(task.classes),
-                               "split_sizes": {s: int((task.split == s).sum()) for s in ("train", "val", "test")}}
+    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), **kind.describe(cfg, task)}
     summary.update(Trainer(cfg, task, run_dir).fit())
     start = time.perf_counter()
-    summary["test"] = evaluate(task, cfg)
-    if cfg.stage == 1:
-        summary["test_baseline"] = evaluate(task, cfg, task.items.vectors)
+    summary.update(kind.evaluate(cfg, task))
     summary["test_seconds"] = time.perf_counter() - start
     if cfg.export.onnx:
         from vestis.train.export import export_checkpoint
