@@ -420,8 +420,17 @@ def train_cmd(
 
     if not config.is_file():
         _fail(f"no such config file: {config}")
+    from vestis.train.report import console_table
+
     summary = train_from_config(config, set_ or [], find_lr=find_lr)
     print(json.dumps(summary, indent=2, default=str))
+    table = console_table(summary)
+    if table is not None:
+        console.print(table)
+    for note in summary.get("transfer_skipped", []):
+        console.print(f"[yellow]note:[/] {note}")
+    for warning in summary.get("transfer_warnings", []):
+        console.print(f"[bold red]WARNING:[/] {warning}")
 
 
 def main() -> None:

@@ -63,6 +63,12 @@ class HeadConfig:
     dim: int = 256
     scale: float = 30.0
     margin: float | None = None
+    # stage 1: keep what the backbone knew. ``distill`` weighs a term that keeps the head's
+    # pairwise cosine similarities in a batch close to the backbone features'; ``backbone_weight``
+    # w puts the backbone feature beside the head's output in the retrieval embedding
+    # [sqrt(w) backbone, sqrt(1 - w) head], so its cosine similarity is w x the backbone's + (1 - w) x the head's.
+    distill: float = 0.0
+    backbone_weight: float = 0.0
     sub_centers: int = 3
     triplet_margin: float = 0.2
     triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
@@ -124,6 +130,24 @@ class EvalConfig:
     gallery: str = "outside-train"
     ks: list[int] = field(default_factory=lambda: [1, 10, 50])
     knn_k: int = 0
+    labels: list[str] | None = None  # relevance columns of the test (default: data.labels)
+
+
+@dataclass
+class TransferSetConfig:
+    """Another collection to judge the trained model on, out of its training domain: every item
+    with a ``label`` queries all the others (leave-one-out), relevant = the same label; the
+    untrained backbone's stored vectors are the reference. A missing collection is skipped with a
+    note unless ``required``."""
+
+    collection: str = ""
+    label: str = ""
+    name: str | None = None  # default: the collection folder's name
+    required: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.name or Path(self.collection).name
 
 
 @dataclass
@@ -145,6 +169,7 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
+    transfer: list[TransferSetConfig] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -166,6 +191,12 @@ class RunConfig:
         _choice("eval.gallery", self.eval.gallery, GALLERIES)
         if self.head.dim < 2 or self.head.m_per_class < 2 or self.head.sub_centers < 1:
             raise VestisError("head.dim and head.m_per_class must be at least 2, head.sub_centers at least 1")
+        if not 0 <= self.head.backbone_weight < 1 or self.head.distill < 0:
+            raise VestisError("head.backbone_weight must be in [0, 1) and head.distill >= 0")
+        if self.stage == 2 and (self.head.backbone_weight or self.head.distill):
+            raise VestisError("head.backbone_weight and head.distill keep the frozen backbone's features: stage 1 only")
+        if self.eval.labels is not None and not self.eval.labels:
+            raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self
 
     def _validate_data_and_training(self) -> None:
@@ -176,6 +207,13 @@ class RunConfig:
         if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
             raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
         check_split_usage(self.train)
+        for i, tset in enumerate(self.transfer):
+            if not tset.collection or not tset.label:
+                raise VestisError(f"transfer[{i}]: a transfer set names a `collection` and the `label` column "
+                                  "to judge by")
+        titles = [t.title for t in self.transfer]
+        if len(set(titles)) != len(titles):
+            raise VestisError(f"transfer: two sets are called the same ({', '.join(titles)}): give them `name`s")
 
 
 @dataclass
@@ -328,6 +366,8 @@ def _check(hint: Any, value: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise VestisError(f"{key}: expected a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)]
         return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):

@@ -77,7 +77,8 @@ class TrainingTask:
     A row is a training sample (an item; for the attribute model an (item, attribute) pair).
     ``model`` maps a batch of inputs to the head's un-normalised embeddings; ``inputs(rows,
     augment)`` makes a dataset of the rows; ``labels`` is the class index of every row (-1 when its
-    group is not a training class); ``split`` its split name. With ``partition``, a validation
+    group is not a training class); ``split`` its split name. ``regulariser(inputs, embeddings)``,
+    when given, is added to the training loss (e.g. similarity distillation). With ``partition``, a validation
     query only searches the rows of its own partition (the same attribute), and the mAP is averaged
     over partitions weighted by their queries. ``checkpoint_extra`` is stored in every checkpoint."""
 
@@ -95,9 +96,18 @@ class TrainingTask:
     backbone: str
     partition: np.ndarray | None = None
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    regulariser: nn.Module | None = None
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.split.astype(str), splits))
+
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch."""
+        embeddings = self.model(inputs)
+        loss, _ = self.criterion(embeddings, labels)
+        if self.regulariser is not None:
+            loss = loss + self.regulariser(inputs, embeddings)
+        return loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -336,7 +346,7 @@ class Trainer:
                 total, count = 0.0, 0
                 for inputs, labels in self.loader:
                     inputs, labels = inputs.to(self.device), labels.to(self.device)
-                    loss, _ = task.criterion(task.model(inputs), labels)
+                    loss = task.loss(inputs, labels)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
