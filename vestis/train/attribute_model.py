@@ -22,9 +22,9 @@ mid-level map lacks in semantics the global branch brings back.
 
 **Training** (``vestis train --config configs/clothing-attributes-asen.yaml``: a config with a
 ``model`` section, :class:`vestis.train.config.AttributeRunConfig`) runs on cached maps
-(:mod:`vestis.train.feature_cache`) with the shared run, trainer and export
+(:mod:`vestis.store.feature_cache`) with the shared run, trainer and export
 (:func:`vestis.train.command.run`, :class:`vestis.train.trainer.Trainer`,
-:func:`vestis.train.export.export_checkpoint`); this module gives the model, its loss and its test
+:func:`vestis.train.export.export_module`); this module gives the model, its loss, its test and its export
 (:class:`AttributeModel`): a training sample is an (item, attribute)
 pair whose class is the attribute's value; batches hold ``head.m_per_class`` pairs of each of
 several (attribute, value) classes, and the loss is a triplet ranking loss on cosine similarity,
@@ -305,7 +305,7 @@ def feature_sources(data_cfg: Any, runs_dir: Path) -> tuple[list[tuple[str, str,
 def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
     """Items, their cached backbone features (computed on first use) and the labelled pairs."""
     from vestis.encoders import get_encoder
-    from vestis.train.feature_cache import cached_features
+    from vestis.store.feature_cache import cached_features
 
     triples, items, directory = feature_sources(cfg.data, cfg.run_dir.parent)
     encoder = get_encoder(items.encoder_name)
@@ -447,6 +447,12 @@ class AttributeModel:
 
     def evaluate(self, cfg: AttributeRunConfig, task: TrainingTask) -> dict[str, Any]:
         return {"test": evaluate_attribute_map(self.data, self.item_split, task.head, cfg.model.global_branch)}
+
+    def embed_transfer(self, cfg: AttributeRunConfig, task: TrainingTask, tset: Any) -> None:
+        return None  # transfer sets would need their feature maps and a shared attribute: not measured
+
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        return export_attribute_model(checkpoint, path, version=version)
 
 
 @torch.no_grad()

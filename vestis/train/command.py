@@ -101,9 +101,17 @@ class ModelKind(Protocol):
         """The trained model's retrieval vectors of a transfer set's items (None: not measured
         for this kind of model)."""
 
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        """Export the best checkpoint to ONNX (with its sidecar JSON); returns the model path."""
+
 
 class HeadModel:
     """An embedding head on backbone features (stage 1) or with the backbone (stage 2)."""
+
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        from vestis.train.export import export_checkpoint
+
+        return export_checkpoint(checkpoint, path, version=version)
 
     def prepare(self, cfg: RunConfig) -> TrainingTask:
         return prepare(cfg)
@@ -177,11 +185,8 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     if cfg.transfer:
         summary.update(measure_transfer(cfg, task, kind, *transfer_sets))
     if cfg.export.onnx:
-        from vestis.train.export import export_checkpoint
-
         try:
-            summary["onnx"] = str(export_checkpoint(run_dir / "best.pt", run_dir / "model.onnx",
-                                                    version=cfg.export.version))
+            summary["onnx"] = str(kind.export(run_dir / "best.pt", run_dir / "model.onnx", cfg.export.version))
         except VestisError as e:  # the trained model and its metrics are still worth keeping
             log.warning("not exported to ONNX: %s", e)
             summary["onnx_error"] = str(e)

@@ -102,17 +102,12 @@ def export_encoder(backbone: nn.Module, head: EmbeddingHead, path: str | Path, *
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path | None = None, *, name: str | None = None,
                       version: str = "1", example: torch.Tensor | None = None) -> Path:
-    """Export a training checkpoint (``best.pt``) to ``path`` (default: ``model.onnx`` beside it);
-    an attribute-model checkpoint goes to :func:`vestis.train.attribute_model.export_attribute_model`."""
+    """Export a training checkpoint (``best.pt``) to ``path`` (default: ``model.onnx`` beside it)."""
     from vestis.encoders import BUILTIN_PREPROCESSING, REVISION
     from vestis.encoders.torch_models import BUILDERS
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    if "attribute_model" in ckpt:
-        from vestis.train.attribute_model import export_attribute_model
-
-        return export_attribute_model(checkpoint, path, name=name, version=version)
     backbone_name = ckpt["backbone"]
     if backbone_name not in BUILDERS:
         raise VestisError(f"the features of {checkpoint} come from encoder {backbone_name!r}, which is not a "
