@@ -36,7 +36,8 @@ from vestis.encoders.onnx_encoder import EMBEDDING
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map, load_split
 from vestis.search.attributes import COLOUR_FUSION
-from vestis.train.attribute_model import load_attribute_config, load_attribute_data
+from vestis.train.attribute_model import load_attribute_data
+from vestis.train.config import load_config
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint
 
@@ -61,7 +62,7 @@ def colour_vectors(sources: list[str]) -> np.ndarray:
 
 
 def attribute_figures(run: Path, global_runs: list[Path]) -> dict:
-    cfg = load_attribute_config(run / "config.yaml", [f"output={run}"])
+    cfg = load_config(run / "config.yaml", [f"output={run}"])
     data = load_attribute_data(cfg, progress=False)
     split = load_split(run / "split.csv")
     test = np.array([i for i, item_id in enumerate(data.items.ids) if split.get(item_id) == "test"])

@@ -429,13 +429,20 @@ def train_cmd(
 ) -> None:
     """Train an embedding head (ArcFace, CE + triplet, classifier) or an attribute-aware model."""
     from vestis.train import train_from_config
-    from vestis.train.attribute_model import is_attribute_config, train_attribute_from_config
 
     if not config.is_file():
         _fail(f"no such config file: {config}")
-    run = train_attribute_from_config if is_attribute_config(config) else train_from_config
-    summary = run(config, set_ or [], find_lr=find_lr)
+    from vestis.train.report import console_table
+
+    summary = train_from_config(config, set_ or [], find_lr=find_lr)
     print(json.dumps(summary, indent=2, default=str))
+    table = console_table(summary)
+    if table is not None:
+        console.print(table)
+    for note in summary.get("transfer_skipped", []):
+        console.print(f"[yellow]note:[/] {note}")
+    for warning in summary.get("transfer_warnings", []):
+        console.print(f"[bold red]WARNING:[/] {warning}")
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ from vestis.train.attribute_model import (
     AttributeEmbedder,
     AttributeTripletLoss,
     export_attribute_model,
-    is_attribute_config,
-    load_attribute_config,
     load_head,
-    train_attribute_from_config,
 )
+from vestis.train.command import train_from_config as train_attribute_from_config
+from vestis.train.config import is_attribute_config
+from vestis.train.config import load_config as load_attribute_config
 
 ATTRIBUTES = ["articleType", "baseColour"]
 
