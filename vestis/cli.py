@@ -23,7 +23,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help=(
+    "Collection: a directory, milvus://HOST:PORT/NAME (credentials from MILVUS_TOKEN or MILVUS_USER/"
+    "MILVUS_PASSWORD) or milvus-lite:FILE.db."))]
 
 
 def _fail(message: str) -> None:
@@ -63,13 +65,13 @@ def index_cmd(
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.store.attribute_index import update_attributes
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
     from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
 
     options = {"limit": limit} if limit else {}
     catalogue = open_catalogue(source, format, **options)
-    if encoder is None and Collection.exists(collection):
-        with Collection.open(collection) as existing:
+    if encoder is None and collection_exists(collection):
+        with open_collection(collection) as existing:
             enc = open_collection_encoder(existing)
     else:
         enc = get_encoder(encoder or DEFAULT_ENCODER)
@@ -115,14 +117,15 @@ def search_cmd(
     from vestis.data.images import decode_image
     from vestis.search.attributes import AttributeSearcher
     from vestis.search.searcher import Searcher
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
     if (image is None) == (item_id is None):
         _fail("give either a query IMAGE or --id ITEM")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    coll = Collection.open(collection)
-    coll.table()
+    coll = open_collection(collection)
+    if not getattr(coll, "searches_itself", False):
+        coll.table()  # the local store searches in memory: load the vectors now, timed on their own
     t1 = time.perf_counter()
     timings["load_collection"] = (t1 - t_start) * 1000
     searcher = AttributeSearcher.open(coll) if attrs else Searcher(coll)
@@ -177,9 +180,9 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a collection: size, encoder, index, metadata columns."""
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    info = Collection.open(collection).info()
+    info = open_collection(collection).info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -201,9 +204,9 @@ def remove_cmd(
     collection: CollectionOpt,
 ) -> None:
     """Remove items from a collection (its index is updated, not rebuilt)."""
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    coll = Collection.open(collection)
+    coll = open_collection(collection)
     missing = [i for i in item_ids if i not in coll]
     removed = coll.remove(item_ids)
     coll.persist()
@@ -369,9 +372,9 @@ def attributes_build_cmd(
     """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
     from vestis.store.attribute_index import build_attribute_index
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         report = build_attribute_index(coll, AttributeEncoder(model), rebuild=rebuild, batch_size=batch_size,
                                        progress=not as_json)
         total = len(coll)
@@ -392,9 +395,9 @@ def attributes_info_cmd(
 ) -> None:
     """The attribute model of a collection, its attributes and how many items it has embedded."""
     from vestis.store.attribute_index import AttributeIndex
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         index = AttributeIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")

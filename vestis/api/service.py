@@ -45,6 +45,7 @@ from vestis.search.attributes import AttributeQuery, AttributeSearcher
 from vestis.search.searcher import Query, Searcher, SearchResponse
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
+from vestis.store.factory import open_collection
 from vestis.store.ingest import open_collection_encoder
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class Service:
         self.api_key = api_key or None
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self.collection = Collection.open(collection_dir)
+        self.collection = open_collection(collection_dir)
         if encoder is None:
             # Split the cores between the workers so concurrent queries do not oversubscribe them.
             threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -155,10 +156,11 @@ class Service:
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)
-        self.collection.table()
         self._saved_generation = self.collection.generation
-        if self.collection.uses_ann:
-            self.collection.index()
+        if not getattr(self.collection, "searches_itself", False):  # the local store searches in memory
+            self.collection.table()
+            if self.collection.uses_ann:
+                self.collection.index()
         self.encoder.embed_images([Image.new("RGB", (64, 64), "white")])  # warm up the inference session
         self.uploads = self.collection.path / UPLOADS_DIR
         if allow_roots:

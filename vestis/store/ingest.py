@@ -19,6 +19,7 @@ from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
 from vestis.encoders.pipeline import embed_items
 from vestis.errors import VestisError
 from vestis.store.collection import Collection, NewItem
+from vestis.store.factory import collection_exists, create_collection, open_collection
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,16 @@ def open_collection_encoder(collection: Collection, threads: int | None = None) 
     return encoder
 
 
-def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) -> Collection:
-    """Open the collection at ``path`` (checking the encoder) or create it for ``encoder``."""
-    if Collection.exists(path):
-        collection = Collection.open(path)
+def open_or_create(path: Path | str, encoder: ImageEncoder, index_spec: str | None) -> Collection:
+    """Open the collection at ``path`` (a directory or a Milvus location; checking the encoder) or
+    create it for ``encoder``."""
+    if collection_exists(path):
+        collection = open_collection(path)
         collection.check_encoder(encoder.version)
         if index_spec and index_spec != collection.index_spec:
             collection.set_index_spec(index_spec)
         return collection
-    return Collection.create(
+    return create_collection(
         path,
         encoder_name=encoder.name,
         encoder_version=encoder.version,
