@@ -60,6 +60,10 @@ def index_cmd(
         help="Attribute model (.onnx from `vestis train`) to embed the items for attribute search with "
         "(default: the collection's, if it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help=(
+        "Embed on a Ray cluster: 'auto' (the cluster this machine belongs to, else a local one) or its "
+        "address; the catalogue must be readable at the same path on every node."))] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Encoder actors on Ray (default: one per CPU).")] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images."""
     from vestis.data import open_catalogue
@@ -77,7 +81,13 @@ def index_cmd(
         enc = get_encoder(encoder or DEFAULT_ENCODER)
     coll = open_or_create(collection, enc, index)
     console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
-    report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
+    embed = None
+    if ray is not None:
+        from vestis.store.ray_ingest import RayEmbedder
+
+        embed = RayEmbedder(address=ray, actors=ray_actors)
+    report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing,
+                             embed=embed)
     attributes = update_attributes(coll, attribute_model, progress=not as_json)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}

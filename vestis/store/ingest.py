@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
-from vestis.encoders.pipeline import embed_items
+from vestis.encoders.pipeline import EmbeddedBatch, embed_items
 from vestis.errors import VestisError
 from vestis.store.collection import Collection, NewItem
 from vestis.store.factory import collection_exists, create_collection, open_collection
@@ -85,6 +87,20 @@ def open_or_create(path: Path | str, encoder: ImageEncoder, index_spec: str | No
     )
 
 
+class Embedder(Protocol):
+    """Embeds catalogue items: batches keyed by item id, with vectors, colours, hashes, failures."""
+
+    def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int,
+                 progress: bool) -> Iterator[EmbeddedBatch[str]]: ...
+
+
+def embed_locally(encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int,
+                  progress: bool) -> Iterator[EmbeddedBatch[str]]:
+    """Embed in this process (reading and decoding in threads, inference in batches)."""
+    return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
+                       with_colour=True, progress=progress, total=len(items))
+
+
 def index_catalogue(
     collection: Collection,
     catalogue: Catalogue,
@@ -93,8 +109,11 @@ def index_catalogue(
     batch_size: int = 32,
     remove_missing: bool = True,
     progress: bool = True,
+    embed: Embedder | None = None,
 ) -> IngestReport:
-    """Bring ``collection`` in line with ``catalogue``; see the module docstring."""
+    """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``embed`` turns
+    the items to embed into batches (default: :func:`embed_locally`, in this process; see
+    :mod:`vestis.store.ray_ingest` for a Ray cluster)."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -118,14 +137,7 @@ def index_catalogue(
     if relabel:
         report.relabelled = _relabel(collection, relabel)
 
-    stream = embed_items(
-        encoder,
-        ((item.id, item.read) for item in todo.values()),
-        batch_size=batch_size,
-        with_colour=True,
-        progress=progress,
-        total=len(todo),
-    )
+    stream = (embed or embed_locally)(encoder, list(todo.values()), batch_size=batch_size, progress=progress)
     for batch in stream:
         for key, reason in batch.failures:
             item = todo[key]
