@@ -69,7 +69,7 @@ def index_cmd(
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.store.attribute_index import update_attributes
-    from vestis.store.factory import open_collection
+    from vestis.store.factory import collection_exists, open_collection
     from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
 
     options = {"limit": limit} if limit else {}

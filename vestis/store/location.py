@@ -60,7 +60,8 @@ def parse_location(raw: str | Path) -> Location:
     if text.startswith("milvus"):
         m = _SERVER.match(text)
         if m is None:
-            raise VestisError(f"cannot read the collection location {text!r}: write milvus://HOST:PORT/NAME "
+            shown = text.replace(":/", "://", 1) if text.startswith("milvus:/") and "://" not in text else text
+            raise VestisError(f"cannot read the collection location {shown!r}: write milvus://HOST:PORT/NAME "
                               "(or milvus-lite:PATH.db for Milvus Lite)")
         name = m["name"]
         if not _NAME.match(name):

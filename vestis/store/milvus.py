@@ -53,6 +53,7 @@ ITEM_FIELDS = ["id", "vid", "source", "metadata", "hash", "stamp", "catalogue"]
 MAX_ID, MAX_SOURCE, MAX_TEXT = 1024, 65535, 4096
 WRITE_ROWS = 256  # rows per upsert request (far below Milvus's 64 MB request limit at 1280-d)
 READ_ROWS = 1000  # rows per query page / ids per `in` list
+CONNECT_TIMEOUT_S = 10
 HNSW_DEFAULTS = {"M": 32, "efConstruction": 200, "ef": 64}
 IVF_DEFAULTS = {"nlist": 1024, "nprobe": 32}
 COLOUR_FETCH = 10  # deep candidates per wanted result re-scored when colour is fused in
@@ -172,7 +173,7 @@ class MilvusCollection:
         if location.kind == "milvus-lite":
             Path(location.uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            return pymilvus.MilvusClient(uri=location.uri, timeout=30, **milvus_credentials())
+            return pymilvus.MilvusClient(uri=location.uri, timeout=CONNECT_TIMEOUT_S, **milvus_credentials())
         except Exception as e:  # noqa: BLE001 - unreachable server, bad credentials, locked file
             raise VestisError(f"cannot connect to Milvus at {location.uri}: {_message(e)}") from None
 
@@ -647,7 +648,9 @@ class MilvusCollection:
         catalogues: dict[str, int] = {}
         for row in self._query("", ["catalogue"]):
             catalogues[row["catalogue"]] = catalogues.get(row["catalogue"], 0) + 1
-        disk = Path(self.location.uri).stat().st_size if self.location.kind == "milvus-lite" else None
+        disk = None  # a server's storage is not ours to measure
+        if self.location.kind == "milvus-lite":
+            disk = sum(p.stat().st_size for p in Path(self.location.uri).rglob("*") if p.is_file())
         kind, params = parse_index_spec(self.active_index_spec)
         return {
             "path": str(self.location),

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 def _ray() -> Any:
     try:
         import ray
+        import ray.data  # noqa: F401 - Ray Data is a separate import
     except ImportError:
         raise VestisError("--ray needs Ray: pip install 'vestis[ray]'") from None
     return ray
@@ -106,7 +107,6 @@ class RayEmbedder:
             return
         ray = _ray()
         connect(self.address)
-        import ray.data
 
         cpus = ray.cluster_resources().get("CPU", 1.0)
         actors = self.actors or max(1, int(cpus // self.cpus_per_actor))
