@@ -31,6 +31,7 @@ from vestis.encoders.pipeline import EmbeddedBatch
 from vestis.errors import VestisError
 
 log = logging.getLogger(__name__)
+BLOCK_BATCHES = 4  # inference batches per Ray Data block
 
 
 def _ray() -> Any:
@@ -112,8 +113,10 @@ class RayEmbedder:
         actors = self.actors or max(1, int(cpus // self.cpus_per_actor))
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # one bar, the driver's, counts committed images
+        # Blocks of a few batches: results reach the driver (and are committed) soon after they are
+        # embedded, and a killed driver loses little in-flight work.
         dataset = ray.data.from_items([{"key": it.id, "source": it.source} for it in items],
-                                      override_num_blocks=max(1, min(len(items) // batch_size, 4 * actors)))
+                                      override_num_blocks=-(-len(items) // (BLOCK_BATCHES * batch_size)))
         embedded = dataset.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"encoder_source": encoder.source, "encoder_version": encoder.version,
