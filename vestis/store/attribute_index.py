@@ -25,14 +25,13 @@ attribute a matrix-vector product over the items (a few milliseconds for 44k ite
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
@@ -40,7 +39,10 @@ from vestis.encoders.attribute_encoder import AttributeEncoder
 from vestis.encoders.onnx_encoder import EMBEDDING, OnnxEncoder
 from vestis.errors import EncoderMismatchError, VestisError
 from vestis.store.atomic import atomic_write
-from vestis.store.collection import DB_NAME, Collection, VectorTable
+from vestis.index.vectors import VectorStore
+from vestis.store.collection import Collection
+
+log = logging.getLogger(__name__)
 
 CACHE = "attributes.npz"
 MODEL_DIR, MODEL_FILE = "attribute_model", "model.onnx"  # the collection's copy of its attribute model
@@ -63,13 +65,8 @@ class AttributeIndex:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self._conn = sqlite3.connect(
-            collection.path / DB_NAME, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._lock = threading.RLock()
-        self._table: VectorTable | None = None
+        self.db = collection.db  # the collection's connection and lock
+        self._table: VectorStore | None = None
         self._synced = (0, 0)  # (collection generation, attribute generation) the table reflects
         self._load_settings()
 
@@ -81,10 +78,7 @@ class AttributeIndex:
         if hasattr(collection, "open_attributes"):
             return collection.open_attributes()
         index = cls(collection)
-        if index.model_version:
-            return index
-        index.close()
-        return None
+        return index if index.model_version else None
 
     @classmethod
     def configure(
@@ -96,65 +90,42 @@ class AttributeIndex:
             return collection.configure_attributes(model, rebuild=rebuild)
         collection.check_encoder(model.backbone.version)
         index = cls(collection)
-        try:
-            if index.model_version and index.model_version != model.version and not rebuild:
-                raise EncoderMismatchError(
-                    f"the attributes of {collection.path} were embedded with {index.model_version}; "
-                    f"{model.path.name} is {model.version}. Rebuild them with --rebuild"
+        if index.model_version and index.model_version != model.version and not rebuild:
+            raise EncoderMismatchError(
+                f"the attributes of {collection.path} were embedded with {index.model_version}; "
+                f"{model.path.name} is {model.version}. Rebuild them with --rebuild"
+            )
+        with index.db.lock:
+            index.db.conn.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        with index.db.write():
+            if index.model_version != model.version:
+                installed = _install_model(model.path, collection.path)
+                index.db.conn.execute("DELETE FROM item_attr_vectors")
+                index.db.set_settings(
+                    {
+                        "attribute_model": installed,
+                        "attribute_model_version": model.version,
+                        "attribute_names": json.dumps(model.attributes),
+                        "attribute_dim": str(model.dim),
+                        "attribute_generation": str(index.generation() + 1),
+                    }
                 )
-            with index._lock:
-                index._conn.executescript(_SCHEMA)  # idempotent; executescript commits on its own
-            with index._lock, index._conn:
-                index._conn.execute("BEGIN IMMEDIATE")
-                if index.model_version != model.version:
-                    installed = _install_model(model.path, collection.path)
-                    index._conn.execute("DELETE FROM item_attr_vectors")
-                    index._write_settings(
-                        {
-                            "attribute_model": installed,
-                            "attribute_model_version": model.version,
-                            "attribute_names": json.dumps(model.attributes),
-                            "attribute_dim": str(model.dim),
-                            "attribute_generation": str(index.generation() + 1),
-                        }
-                    )
-                    (collection.path / "cache" / CACHE).unlink(missing_ok=True)
-            index._load_settings()
-            index._table = None
-        except BaseException:
-            index.close()
-            raise
+                (collection.path / "cache" / CACHE).unlink(missing_ok=True)
+        index._load_settings()
+        index._table = None
         return index
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _load_settings(self) -> None:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT key, value FROM settings WHERE key LIKE 'attribute%'"
-            ).fetchall()
-        settings = dict(rows)
+        settings = dict(self.db.read("SELECT key, value FROM settings WHERE key LIKE 'attribute%'"))
         self.model_path = settings.get("attribute_model", "")
         self.model_version = settings.get("attribute_model_version", "")
         self.attributes: list[str] = json.loads(settings.get("attribute_names", "[]"))
         self.dim = int(settings.get("attribute_dim", "0"))
 
-    def _write_settings(self, values: dict[str, str]) -> None:
-        self._conn.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)", values.items())
-
     def generation(self) -> int:
         """The attribute generation: bumped by every write of vectors."""
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM settings WHERE key='attribute_generation'").fetchone()
-        return int(row[0]) if row else 0
+        rows = self.db.read("SELECT value FROM settings WHERE key='attribute_generation'")
+        return int(rows[0][0]) if rows else 0
 
     def check_model(self, model: AttributeEncoder) -> None:
         """Refuse query vectors from another attribute model than the one that embedded the items."""
@@ -174,11 +145,10 @@ class AttributeIndex:
     # ----------------------------------------------------------------- writing
     def missing(self) -> list[tuple[int, str, str, str]]:
         """(vid, id, source, content hash) of the items that have no attribute vectors yet."""
-        with self._lock:
-            return self._conn.execute(
-                "SELECT vid, id, source, hash FROM items "
-                "WHERE vid NOT IN (SELECT vid FROM item_attr_vectors) ORDER BY vid"
-            ).fetchall()
+        return self.db.read(
+            "SELECT vid, id, source, hash FROM items "
+            "WHERE vid NOT IN (SELECT vid FROM item_attr_vectors) ORDER BY vid"
+        )
 
     def add(self, vids: np.ndarray, vectors: np.ndarray) -> int:
         """Store the vectors (len(vids) x attributes x dim) of items in one transaction; items that
@@ -189,15 +159,14 @@ class AttributeIndex:
                 f"attribute vectors must be {len(vids)} x {len(self.attributes)} x {self.dim}, "
                 f"got {vectors.shape}"
             )
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self.db.write():
             agen = self.generation() + 1
-            self._write_settings({"attribute_generation": str(agen)})
+            self.db.set_settings({"attribute_generation": str(agen)})
             written = 0
             for vid, per_attribute in zip(np.asarray(vids).tolist(), vectors):
-                if self._conn.execute("SELECT 1 FROM items WHERE vid=?", (vid,)).fetchone() is None:
+                if not self.db.read("SELECT 1 FROM items WHERE vid=?", (vid,)):
                     continue
-                self._conn.executemany(
+                self.db.conn.executemany(
                     "INSERT OR REPLACE INTO item_attr_vectors VALUES (?, ?, ?, ?)",
                     [
                         (vid, a, np.ascontiguousarray(v).tobytes(), agen)
@@ -210,28 +179,27 @@ class AttributeIndex:
     # ----------------------------------------------------------------- reading
     @property
     def lock(self) -> threading.RLock:
-        return self._lock
+        return self.db.lock
 
-    def table(self) -> VectorTable:
+    def table(self) -> VectorStore:
         """Every item's attribute vectors side by side (attributes x dim per row), brought up to
         date with the committed writes of any process."""
-        with self._lock:
+        with self.db.lock:
             if self._table is None:
                 self._table, self._synced = self._load()
             self._catch_up()
             return self._table
 
-    def _snapshot(self) -> tuple[int, int]:
-        cgen = self._conn.execute("SELECT value FROM settings WHERE key='generation'").fetchone()
-        agen = self._conn.execute("SELECT value FROM settings WHERE key='attribute_generation'").fetchone()
-        return int(cgen[0]), int(agen[0]) if agen else 0
+    def _generations(self) -> tuple[int, int]:
+        """(collection generation, attribute generation) now."""
+        return self.db.generation(), self.generation()
 
     def _rows(self, where: str, params: tuple) -> tuple[np.ndarray, np.ndarray]:
         """vids and their stacked vectors (attributes in model order) of rows matching ``where``."""
         position = {a: i for i, a in enumerate(self.attributes)}
         found: dict[int, np.ndarray] = {}
         query = f"SELECT vid, attribute, vector FROM item_attr_vectors WHERE {where}"
-        for vid, attribute, blob in self._conn.execute(query, params):
+        for vid, attribute, blob in self.db.read(query, params):
             if attribute in position:
                 row = found.setdefault(vid, np.zeros((len(self.attributes), self.dim), np.float32))
                 row[position[attribute]] = np.frombuffer(blob, np.float32)
@@ -243,43 +211,43 @@ class AttributeIndex:
         )
         return vids, vectors
 
-    def _load(self) -> tuple[VectorTable, tuple[int, int]]:
-        table = VectorTable(len(self.attributes) * self.dim, 0)
+    def _load(self) -> tuple[VectorStore, tuple[int, int]]:
+        table = VectorStore(len(self.attributes) * self.dim)
         cache = self.collection.path / "cache" / CACHE
         if cache.exists():
             try:
                 with np.load(cache) as z:
                     if str(z["model_version"]) == self.model_version:
-                        table.add(z["vids"], z["vectors"], None)
+                        table.append(z["vids"], z["vectors"])
                         return table, (int(z["generation"]), int(z["attribute_generation"]))
-            except (OSError, ValueError, KeyError):
-                table = VectorTable(len(self.attributes) * self.dim, 0)  # torn or foreign: rebuilt below
-        with self._conn:
-            self._conn.execute("BEGIN")  # one snapshot: the generations match the rows read
-            synced = self._snapshot()
+            except Exception as error:  # any damage: SQLite holds the truth
+                log.warning("attribute cache %s is damaged (%s): rebuilt from SQLite", cache, error)
+                cache.unlink(missing_ok=True)
+                table = VectorStore(len(self.attributes) * self.dim)
+        with self.db.snapshot():  # one snapshot: the generations match the rows read
+            synced = self._generations()
             vids, vectors = self._rows("1", ())
-        table.add(vids, vectors, None)
+        table.append(vids, vectors)
         return table, synced
 
     def _catch_up(self) -> None:
         table = self._table
         assert table is not None
-        with self._conn:
-            self._conn.execute("BEGIN")
-            now = self._snapshot()
+        with self.db.snapshot():
+            now = self._generations()
             if now == self._synced:
                 return
             cgen, agen = self._synced
             vids, vectors = self._rows("agen > ?", (agen,))
-            removed = [r[0] for r in self._conn.execute("SELECT vid FROM removed WHERE gen > ?", (cgen,))]
-        table.remove(vids.tolist())
-        table.add(vids, vectors, None)
-        table.remove(removed)
+            removed = [r[0] for r in self.db.read("SELECT vid FROM removed WHERE gen > ?", (cgen,))]
+        table.swap_remove(vids)
+        table.append(vids, vectors)
+        table.swap_remove(np.array(removed, np.int64))
         self._synced = now
 
     def save(self) -> None:
         """Write ``cache/attributes.npz`` (atomic) so the next open skips reading SQLite."""
-        with self._lock:
+        with self.db.lock, self.collection.derived_files_lock():
             table = self.table()
             vids, vectors, _ = table.view
             cgen, agen = self._synced
@@ -301,12 +269,11 @@ class AttributeIndex:
     def stored_vectors(self, vid: int) -> np.ndarray | None:
         """The stored attribute vectors (attributes x dim) of one item; None when it has none yet."""
         table = self.table()
-        row = table.row_of.get(int(vid))
-        return None if row is None else table.vectors[row].reshape(len(self.attributes), self.dim).copy()
+        row = int(table.rows_of(np.array([vid]))[0])
+        return None if row < 0 else table.vectors[row].reshape(len(self.attributes), self.dim).copy()
 
     def info(self) -> dict[str, object]:
-        with self._lock:
-            embedded = self._conn.execute("SELECT COUNT(DISTINCT vid) FROM item_attr_vectors").fetchone()[0]
+        embedded = self.db.read("SELECT COUNT(DISTINCT vid) FROM item_attr_vectors")[0][0]
         return {
             "attribute_model": self.model_path,
             "attribute_model_version": self.model_version,
@@ -366,47 +333,47 @@ def build_attribute_index(
     its work and a second run finishes it."""
     from vestis.data.sources import read_source
     from vestis.encoders.pipeline import embed_items
-    from vestis.train.feature_cache import OutputsAsVectors, open_cached, output_shapes
+    from vestis.store.feature_cache import OutputsAsVectors, open_cached, output_shapes
 
     started = time.perf_counter()
     report = BuildReport()
-    with AttributeIndex.configure(collection, model, rebuild=rebuild) as index:
-        todo = index.missing()
-        cache = open_cached(collection.path / "features", model.backbone, [model.feature_map, EMBEDDING])
-        cached = [(vid, item_id) for vid, item_id, _s, h in todo if cache.key.get(item_id) == h]
-        for chunk in _batches(cached, 256):
-            rows = cache.rows([item_id for _vid, item_id in chunk])
-            order = np.argsort(rows)
-            features = {
-                n: np.asarray(cache.arrays[n][rows[order]], np.float32) for n in model.backbone_outputs
-            }
-            vectors = model.embed_features(features)
-            index.add(np.array([chunk[i][0] for i in order], np.int64), vectors)
-            report.from_cache += len(chunk)
-        done = {vid for vid, _i in cached}
-        rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
-        if rest:
-            adapter = OutputsAsVectors(
-                model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
-            )
-            ids = {vid: item_id for vid, item_id, _s, _h in todo}
-            stream = embed_items(
-                adapter,
-                ((vid, lambda s=source: read_source(s)) for vid, source in rest),
-                batch_size=batch_size,
-                with_colour=False,
-                progress=progress,
-                total=len(rest),
-            )
-            for batch in stream:
-                if batch.keys:
-                    index.add(
-                        np.array(batch.keys, np.int64), model.embed_features(adapter.split(batch.vectors))
-                    )
-                report.skipped += [(ids[vid], reason) for vid, reason in batch.failures]
-                report.embedded += len(batch.keys)
-        report.embedded += report.from_cache
-        index.save()
+    index = AttributeIndex.configure(collection, model, rebuild=rebuild)
+    todo = index.missing()
+    cache = open_cached(collection.path / "features", model.backbone, [model.feature_map, EMBEDDING])
+    cached = [(vid, item_id) for vid, item_id, _s, h in todo if cache.key.get(item_id) == h]
+    for chunk in _batches(cached, 256):
+        rows = cache.rows([item_id for _vid, item_id in chunk])
+        order = np.argsort(rows)
+        features = {
+            n: np.asarray(cache.arrays[n][rows[order]], np.float32) for n in model.backbone_outputs
+        }
+        vectors = model.embed_features(features)
+        index.add(np.array([chunk[i][0] for i in order], np.int64), vectors)
+        report.from_cache += len(chunk)
+    done = {vid for vid, _i in cached}
+    rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
+    if rest:
+        adapter = OutputsAsVectors(
+            model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
+        )
+        ids = {vid: item_id for vid, item_id, _s, _h in todo}
+        stream = embed_items(
+            adapter,
+            ((vid, lambda s=source: read_source(s)) for vid, source in rest),
+            batch_size=batch_size,
+            with_colour=False,
+            progress=progress,
+            total=len(rest),
+        )
+        for batch in stream:
+            if batch.keys:
+                index.add(
+                    np.array(batch.keys, np.int64), model.embed_features(adapter.split(batch.vectors))
+                )
+            report.skipped += [(ids[vid], reason) for vid, reason in batch.failures]
+            report.embedded += len(batch.keys)
+    report.embedded += report.from_cache
+    index.save()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -421,8 +388,7 @@ def update_attributes(
         index = AttributeIndex.open(collection)
         if index is None:
             return None
-        with index:
-            model = index.load_model()
+        model = index.load_model()
     else:
         model = AttributeEncoder(model_path)
     return build_attribute_index(collection, model, progress=progress)

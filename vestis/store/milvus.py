@@ -41,7 +41,8 @@ import numpy as np
 
 from vestis.errors import EncoderMismatchError, IndexSpecError, NotFoundError, VestisError
 from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index, exact_limit, is_auto
-from vestis.store.collection import Item, NewItem, VectorTable, _metadata_json
+from vestis.index.vectors import VectorStore
+from vestis.store.db import Item, NewItem, metadata_json
 from vestis.store.location import Location, milvus_credentials, parse_location
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def filter_expression(filters: dict[str, Sequence[str] | str] | None, exclude: S
 
 def _labels(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """(metadata as the local store keeps it, the same with every value as text for filters)."""
-    clean = json.loads(_metadata_json(metadata))
+    clean = json.loads(metadata_json(metadata))
     return clean, {k: str(v) for k, v in clean.items()}
 
 
@@ -399,17 +400,36 @@ class MilvusCollection:
         colour = np.asarray(rows[0]["colour"], np.float32) if self.colour_dim else None
         return np.asarray(rows[0]["vector"], np.float32), colour
 
-    def table(self) -> VectorTable:
-        """Every vector and colour descriptor in memory, in vid order (for ``vestis eval``, which
-        ranks all items exactly; searches run in Milvus)."""
+    def table(self) -> VectorStore:
+        """Every vector (and colour descriptor, as the extra columns) in memory, in vid order: for
+        ``vestis eval``, which ranks all items exactly; searches run in Milvus."""
         rows = sorted(self._query("", ["vid", "vector", "colour"] if self.colour_dim else ["vid", "vector"]),
                       key=lambda r: int(r["vid"]))
-        table = VectorTable(self.dim, self.colour_dim)
-        if rows:
-            table.add(np.array([int(r["vid"]) for r in rows], np.int64),
-                      np.asarray([r["vector"] for r in rows], np.float32),
-                      np.asarray([r["colour"] for r in rows], np.float32) if self.colour_dim else None)
-        return table
+        ids = np.array([int(r["vid"]) for r in rows], np.int64)
+        vectors = np.asarray([r["vector"] for r in rows], np.float32).reshape(len(rows), self.dim)
+        colours = (np.asarray([r["colour"] for r in rows], np.float32).reshape(len(rows), self.colour_dim)
+                   if self.colour_dim else None)
+        return VectorStore(self.dim, vectors, ids, extra_dim=self.colour_dim, extra=colours)
+
+    def page(self, offset: int, limit: int) -> list[Item]:
+        """At most ``limit`` items after the first ``offset`` (in Milvus's scan order)."""
+        out: list[Item] = []
+        for n, row in enumerate(self._query("", ITEM_FIELDS)):
+            if n >= offset + limit:
+                break
+            if n >= offset:
+                out.append(self._item(row))
+        return out
+
+    def stored_vectors(self, item_id: str, content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The vectors of ``item_id`` if it still holds the content with ``content_hash`` (else None);
+        one read, so a concurrent write cannot pair one content's hash with another's vectors."""
+        fields = ["hash", "vector"] + (["colour"] if self.colour_dim else [])
+        rows = self._call("read an item", self._client.get, self._name, ids=[item_id], output_fields=fields)
+        if not rows or rows[0]["hash"] != content_hash:
+            return None
+        colour = np.asarray(rows[0]["colour"], np.float32) if self.colour_dim else None
+        return np.asarray(rows[0]["vector"], np.float32), colour
 
     def _column_counts(self) -> dict[str, dict[str, int]]:
         with self._lock:

@@ -27,7 +27,7 @@ from vestis.data.base import CatalogueItem
 from vestis.data.sources import read_source
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM
-from vestis.encoders.pipeline import EmbeddedBatch
+from vestis.encoders.pipeline import EmbeddedBatch, StoredLookup
 from vestis.errors import VestisError
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class RayEmbedder:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
 
-    def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int,
-                 progress: bool) -> Iterator[EmbeddedBatch[str]]:
+    def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+                 stored: StoredLookup | None = None) -> Iterator[EmbeddedBatch[str]]:
+        """``stored`` is not consulted: the driver does not read the images, so every item sent to
+        the cluster is embedded there."""
         if not items:
             return
         ray = _ray()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -12,12 +11,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
-from vestis.api.deps import ServiceDep, read_upload, validate
+from vestis.api.deps import ServiceDep, json_field, read_upload, validate
 from vestis.api.errors import InvalidRequestError, UnsupportedMediaTypeError
-from vestis.api.models import SearchOptions, SearchRequest, SearchResults, SubmitRequest, SubmitResponse
+from vestis.api.models import (
+    SearchOptions,
+    SearchRequest,
+    SearchResults,
+    SubmitRequest,
+    SubmitResponse,
+    form_numbers,
+)
 from vestis.api.service import Service
-from vestis.search.searcher import MAX_K, SearchResponse
-from vestis.search.searcher import Query as EmbeddedQuery
+from vestis.search.results import MAX_K, SearchResponse
+from vestis.search.results import Query as EmbeddedQuery
 
 router = APIRouter(tags=["search"])
 
@@ -56,18 +62,20 @@ _SEARCH_BODY = {
 }
 
 
-async def run_search(service: Service, make_query: Callable[[dict[str, float]], EmbeddedQuery],
+async def run_search(service: Service, make_query: Callable[[dict[str, float], bool], EmbeddedQuery],
                      options: SearchOptions, query_info: dict[str, str]) -> SearchResults:
-    """Embed (``make_query``) and search in the inference pool; timings include the wait for a worker."""
+    """Embed (``make_query(timings, with_attributes)``) and search with the engine in the inference
+    pool; timings include the wait for a worker."""
     started = time.perf_counter()
     attrs = service.parse_attrs(options.attrs)
+    engine = service.engine
 
     def work() -> tuple[SearchResponse, dict[str, float]]:
         timings = {"queue": (time.perf_counter() - started) * 1000}
-        filters = service.check_filters(options.filters)
-        query = make_query(timings)
-        response = service.search(query, k=options.k, offset=options.offset, filters=filters,
-                                  colour_weight=options.color_weight, timings=timings, attrs=attrs)
+        filters = engine.check_filters(options.filters)
+        query = make_query(timings, bool(attrs))
+        response = engine.search(query, k=options.k, offset=options.offset, filters=filters, attrs=attrs,
+                                 colour_weight=options.color_weight, timings=timings)
         return response, timings
 
     response, timings = await service.run(work)
@@ -92,11 +100,8 @@ def _form_options(fields: list[tuple[str, str]]) -> SearchOptions:
             raise InvalidRequestError(f"form field {key!r} is given more than once")
         data[key] = value
     if "filters" in data:
-        try:
-            data["filters"] = json.loads(data["filters"] or "{}")
-        except json.JSONDecodeError:
-            raise InvalidRequestError('filters must be JSON, e.g. {"baseColour": ["Blue"]}') from None
-    return validate(SearchOptions, data)
+        data["filters"] = json_field(data["filters"] or "{}", "filters", '{"baseColour": ["Blue"]}')
+    return validate(SearchOptions, form_numbers(data))
 
 
 @router.post("/search", response_model=SearchResults, responses=ERRORS, openapi_extra=_SEARCH_BODY,
@@ -111,18 +116,19 @@ async def search(request: Request, service: ServiceDep) -> SearchResults:
             data = await read_upload(upload, service)
             name = upload.filename or "upload"
             options = _form_options([(key, value) for key, value in form.multi_items() if isinstance(value, str)])
-        return await run_search(service, lambda t: service.query_from_bytes(data, t, source=name), options,
-                                {"type": "image"})
+        return await run_search(service, lambda t, a: service.query_from_bytes(data, t, attributes=a, source=name),
+                                options, {"type": "image"})
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaTypeError(f"send JSON or multipart/form-data, not {content_type!r}")
     body = validate(SearchRequest, await request.body())
     if body.item_id is not None:
         item_id = body.item_id
-        return await run_search(service, lambda _t: service.query_from_item(item_id), body,
+        return await run_search(service, lambda _t, a: service.query_from_item(item_id, attributes=a), body,
                                 {"type": "item", "item_id": item_id})
     encoded = body.image_base64 or ""
-    return await run_search(service, lambda t: service.query_from_bytes(_decode_base64(encoded), t), body,
-                            {"type": "image"})
+    return await run_search(
+        service, lambda t, a: service.query_from_bytes(_decode_base64(encoded), t, attributes=a), body,
+        {"type": "image"})
 
 
 @router.post("/submit", response_model=SubmitResponse, responses=ERRORS,
@@ -133,9 +139,8 @@ async def submit(body: SubmitRequest, service: ServiceDep,
 
     def work() -> SubmitResponse:
         started = time.perf_counter()
-        query = service.query_from_img_path(body.img_path, {})
-        response = service.search(query, k=k, offset=0, filters={}, colour_weight=0.0, timings={},
-                                  attrs=attrs)
+        query = service.query_from_img_path(body.img_path, {}, attributes=bool(attrs))
+        response = service.engine.search(query, k=k, attrs=attrs)
         return SubmitResponse(ids=[h.id for h in response.hits], similarities=[round(h.score, 6) for h in response.hits],
                               retrieval_times=time.perf_counter() - started)
 
