@@ -110,7 +110,7 @@ def test_killing_the_ray_driver_loses_nothing(cluster, encoder, tmp_path):
     proc.wait()
     with open_collection(location) as coll:
         survived = len(coll)
-        assert survived >= committed and coll.table().n == survived
+        assert survived >= committed and len(coll.table()) == survived
     with open_or_create(location, encoder, None) as coll:
         report = index_catalogue(coll, open_catalogue(folder), encoder, batch_size=4, progress=False,
                                  embed=RayEmbedder(address=cluster, actors=2))

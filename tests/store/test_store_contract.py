@@ -154,36 +154,36 @@ def test_attribute_search(location, tmp_path):
         (tmp_path / "m.json").write_text("{}")
         model = SimpleNamespace(version="attr/1", attributes=ATTRIBUTES, dim=ATTR_DIM, path=tmp_path / "m.onnx",
                                 backbone=SimpleNamespace(version="t/1"))
-        with AttributeIndex.configure(coll, model) as index:
-            missing = index.missing()
-            assert len(missing) == N
-            vectors = unit(rng.normal(size=(N, len(ATTRIBUTES), ATTR_DIM)))
-            by_id = {item_id: vectors[k] for k, (_vid, item_id, _s, _h) in enumerate(missing)}
-            assert index.add(np.array([m[0] for m in missing]), vectors) == N and index.missing() == []
-            index.save()
-            search = AttributeSearcher(coll, index, model)
-            query = unit(vectors[3] * 0.6 + vectors[7] * 0.4)
-            weights = {"colour": 2.0, "kind": 0.5}
-            scores = {i: sum(w * float(v[ATTRIBUTES.index(a)] @ query[ATTRIBUTES.index(a)])
-                             for a, w in weights.items()) for i, v in by_id.items()}
-            expected = sorted(scores, key=lambda i: -scores[i])
-            response = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query,
-                                                    weights=weights), k=6)
-            assert [h.id for h in response.hits] == expected[:6]
-            np.testing.assert_allclose([h.score for h in response.hits], [scores[i] for i in expected[:6]],
-                                       atol=1e-5)
-            shirts = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query, weights=weights),
-                                   k=4, filters={"kind": ["shirt"]})
-            assert [h.id for h in shirts.hits] == [i for i in expected if int(i[1:]) % 2][:4]
-            item_query = search.query_from_item(expected[0])
-            item_query.weights = {"kind": 1.0}
-            assert expected[0] not in [h.id for h in search.search(item_query, k=5).hits]
-            # A replaced or removed item loses its attribute vectors with it.
-            coll.upsert([NewItem("i3", "/shop/3b.jpg", "h3b", items[3].vector, items[3].colour, {})])
-            coll.remove(["i5"])
-            assert [m[1] for m in index.missing()] == ["i3"]
-            hits = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query, weights=weights), k=N)
-            assert {"i3", "i5"}.isdisjoint(h.id for h in hits.hits) and len(hits.hits) == N - 2
+        index = AttributeIndex.configure(coll, model)
+        missing = index.missing()
+        assert len(missing) == N
+        vectors = unit(rng.normal(size=(N, len(ATTRIBUTES), ATTR_DIM)))
+        by_id = {item_id: vectors[k] for k, (_vid, item_id, _s, _h) in enumerate(missing)}
+        assert index.add(np.array([m[0] for m in missing]), vectors) == N and index.missing() == []
+        index.save()
+        search = AttributeSearcher(coll, index, model)
+        query = unit(vectors[3] * 0.6 + vectors[7] * 0.4)
+        weights = {"colour": 2.0, "kind": 0.5}
+        scores = {i: sum(w * float(v[ATTRIBUTES.index(a)] @ query[ATTRIBUTES.index(a)])
+                         for a, w in weights.items()) for i, v in by_id.items()}
+        expected = sorted(scores, key=lambda i: -scores[i])
+        response = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query,
+                                                weights=weights), k=6)
+        assert [h.id for h in response.hits] == expected[:6]
+        np.testing.assert_allclose([h.score for h in response.hits], [scores[i] for i in expected[:6]],
+                                   atol=1e-5)
+        shirts = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query, weights=weights),
+                               k=4, filters={"kind": ["shirt"]})
+        assert [h.id for h in shirts.hits] == [i for i in expected if int(i[1:]) % 2][:4]
+        item_query = search.query_from_item(expected[0])
+        item_query.weights = {"kind": 1.0}
+        assert expected[0] not in [h.id for h in search.search(item_query, k=5).hits]
+        # A replaced or removed item loses its attribute vectors with it.
+        coll.upsert([NewItem("i3", "/shop/3b.jpg", "h3b", items[3].vector, items[3].colour, {})])
+        coll.remove(["i5"])
+        assert [m[1] for m in index.missing()] == ["i3"]
+        hits = search.search(AttributeQuery(np.zeros(DIM, np.float32), attributes=query, weights=weights), k=N)
+        assert {"i3", "i5"}.isdisjoint(h.id for h in hits.hits) and len(hits.hits) == N - 2
 
 
 # ----------------------------------------------------------------- real images, the real encoder
@@ -288,10 +288,10 @@ def test_kill_mid_index_and_resume(kind, tmp_path):
     with open_collection(location) as coll:
         survived = len(coll)
         assert survived >= committed
-        assert coll.table().n == survived  # every committed item is whole
+        assert len(coll.table()) == survived  # every committed item is whole
     from vestis.encoders import get_encoder
 
     encoder = get_encoder()
     with open_or_create(location, encoder, None) as coll:
         report = index_catalogue(coll, open_catalogue(folder), encoder, batch_size=8, progress=False)
-        assert report.added == 60 - survived and len(coll) == 60 and coll.table().n == 60
+        assert report.added == 60 - survived and len(coll) == 60 and len(coll.table()) == 60

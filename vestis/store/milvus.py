@@ -705,15 +705,6 @@ class MilvusAttributes:
         self._name = collection.location.name + ATTRIBUTES
         collection._call("load the attribute vectors", collection._client.load_collection, self._name)
 
-    def close(self) -> None:
-        """Nothing to close: the collection's client is shared."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def lock(self) -> threading.RLock:
         return self.collection.lock
