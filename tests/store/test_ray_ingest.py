@@ -54,7 +54,7 @@ def test_ray_ingest_matches_single_process(cluster, encoder, tmp_path):
         single_report = index_catalogue(coll, catalogue, encoder, batch_size=4, progress=False)
         single = table_by_id(coll)
     with open_or_create(_location("milvus-lite", tmp_path), encoder, None) as coll:
-        report = index_catalogue(coll, catalogue, encoder, batch_size=4, progress=False,
+        report = index_catalogue(coll, catalogue, encoder, batch_size=2, progress=False,  # two blocks, two actors
                                  embed=RayEmbedder(address=cluster, actors=2))
         on_ray = table_by_id(coll)
         assert (report.added, [f[0] for f in report.failures]) == (14, ["broken"])

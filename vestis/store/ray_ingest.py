@@ -112,13 +112,15 @@ class RayEmbedder:
         connect(self.address)
 
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        actors = self.actors or max(1, int(cpus // self.cpus_per_actor))
+        blocks = -(-len(items) // (BLOCK_BATCHES * batch_size))
+        actors = min(self.actors or max(1, int(cpus // self.cpus_per_actor)), blocks)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # one bar, the driver's, counts committed images
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         # Blocks of a few batches: results reach the driver (and are committed) soon after they are
         # embedded, and a killed driver loses little in-flight work.
         dataset = ray.data.from_items([{"key": it.id, "source": it.source} for it in items],
-                                      override_num_blocks=-(-len(items) // (BLOCK_BATCHES * batch_size)))
+                                      override_num_blocks=blocks)
         embedded = dataset.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"encoder_source": encoder.source, "encoder_version": encoder.version,
