@@ -28,6 +28,7 @@ from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import NewItem
 from vestis.store.factory import collection_exists, create_collection, open_collection
 from vestis.store.ingest import index_catalogue, open_or_create
+from vestis.store.protocol import CollectionStore
 
 ROOT = Path(__file__).resolve().parents[2]
 STORES = ["local", pytest.param("milvus-lite", marks=pytest.mark.slow)]
@@ -76,6 +77,7 @@ def exact_ranking(items: list[NewItem], query: np.ndarray, keep=lambda it: True,
 def test_add_change_remove_and_reopen(location):
     items = synthetic_items()
     with new_collection(location) as coll:
+        assert isinstance(coll, CollectionStore)
         assert collection_exists(location) and len(coll) == 0
         vids = coll.upsert(items)
         assert len(set(vids)) == N and len(coll) == N and "i3" in coll and "nope" not in coll
@@ -249,6 +251,7 @@ _PROGRESS_SCRIPT = textwrap.dedent("""
     from vestis.data import open_catalogue
     from vestis.encoders import get_encoder
     from vestis.store.ingest import index_catalogue, open_or_create
+from vestis.store.protocol import CollectionStore
 
     encoder = get_encoder()
     coll = open_or_create(sys.argv[2], encoder, None)

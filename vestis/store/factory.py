@@ -1,7 +1,7 @@
 """Open or create a collection by its location: a directory (the local store) or Milvus.
 
-The location decides the backend (see :mod:`vestis.store.location`); everything above the store
-layer calls these three functions and never asks which store it got.
+The location decides the backend (see :mod:`vestis.store.location`); both follow
+:class:`vestis.store.protocol.CollectionStore`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from vestis.store.collection import Collection
 from vestis.store.location import parse_location
+from vestis.store.protocol import CollectionStore
 
 
 def collection_exists(location: str | Path) -> bool:
@@ -22,7 +23,7 @@ def collection_exists(location: str | Path) -> bool:
     return Collection.exists(Path(location))
 
 
-def open_collection(location: str | Path) -> Any:
+def open_collection(location: str | Path) -> CollectionStore:
     """The collection at ``location``: a :class:`Collection` or a :class:`MilvusCollection`."""
     where = parse_location(location)
     if where.is_milvus:
@@ -32,7 +33,7 @@ def open_collection(location: str | Path) -> Any:
     return Collection.open(Path(location))
 
 
-def create_collection(location: str | Path, **settings: Any) -> Any:
+def create_collection(location: str | Path, **settings: Any) -> CollectionStore:
     """A new, empty collection at ``location`` (settings as for :meth:`Collection.create`)."""
     where = parse_location(location)
     if where.is_milvus:
