@@ -300,13 +300,16 @@ def serve_cmd(
         str | None, typer.Option(envvar="VESTIS_API_KEY", help="Key required for POST/DELETE /items.")
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 20.0,
+    batch: Annotated[int, typer.Option(
+        help="Uploads that arrive together share one encoder run of up to this many images (1: off).")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, in ms.")] = 4.0,
 ) -> None:
     """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
     from vestis.api.server import serve
 
     serve(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), batch=batch, batch_wait_ms=batch_wait_ms,
     )
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.data.images import MAX_PIXELS, decode_image
 from vestis.encoders.base import ImageEncoder
+from vestis.encoders.batching import BatchingEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import DuplicateItemError, ImageError, VestisError
 from vestis.search.filters import check_filters
@@ -43,23 +44,32 @@ QueryImage = Image.Image | bytes | Path
 
 class Engine:
     """A collection opened for reading and writing (see the module docstring). Thread-safe as the
-    collection is; the encoder and the attribute model are loaded on first use."""
+    collection is; the encoder and the attribute model are loaded on first use. With ``batch`` > 1,
+    one-image embeds from concurrent threads (a server's requests) arriving within
+    ``batch_wait_ms`` of each other share one encoder run (``vestis.encoders.batching``)."""
 
     def __init__(self, collection: Collection, *, encoder: ImageEncoder | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> None:
         if encoder is not None:
             collection.check_encoder(encoder.version)
         self.collection = collection
         self.threads = threads
-        self._encoder = encoder
+        self.batch, self.batch_wait_ms = batch, batch_wait_ms
+        self._encoder = self._batching(encoder) if encoder is not None else None
         self._attributes: AttributeSearcher | None = None
         self._attributes_checked = False
         self._columns: tuple[int, dict[str, list[tuple[str, int]]]] | None = None
 
     @classmethod
     def open(cls, location: Path | str, *, encoder: ImageEncoder | None = None,
-             threads: int | None = None) -> Engine:
-        return cls(open_collection(location), encoder=encoder, threads=threads)
+             threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> Engine:
+        return cls(open_collection(location), encoder=encoder, threads=threads, batch=batch,
+                   batch_wait_ms=batch_wait_ms)
+
+    def _batching(self, encoder: ImageEncoder) -> ImageEncoder:
+        if self.batch <= 1:
+            return encoder
+        return BatchingEncoder(encoder, max_batch=self.batch, max_wait_s=self.batch_wait_ms / 1000)
 
     def close(self) -> None:
         self.collection.close()
@@ -74,7 +84,7 @@ class Engine:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            self._encoder = open_collection_encoder(self.collection, threads=self.threads)
+            self._encoder = self._batching(open_collection_encoder(self.collection, threads=self.threads))
         return self._encoder
 
     @property
