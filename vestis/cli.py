@@ -26,7 +26,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help=(
+    "Collection: a directory, milvus://HOST:PORT/NAME (credentials from MILVUS_TOKEN or MILVUS_USER/"
+    "MILVUS_PASSWORD) or milvus-lite:FILE.db."))]
 
 
 def _fail(message: str) -> None:
@@ -74,6 +76,10 @@ def index_cmd(
     no_wait: Annotated[bool, typer.Option(
         "--no-wait", help="Fail at once when another `vestis index` is writing the collection (default: wait).")
     ] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help=(
+        "Embed on a Ray cluster: 'auto' (the cluster this machine belongs to, else a local one) or its "
+        "address; the catalogue must be readable at the same path on every node."))] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Encoder actors on Ray (default: one per CPU).")] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images.
 
@@ -83,17 +89,24 @@ def index_cmd(
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.search.engine import Engine
     from vestis.search.opening import open_collection_encoder
-    from vestis.store.collection import Collection
+    from vestis.store.factory import collection_exists, open_collection
     from vestis.store.guards import disk_full_errors, indexing_lock
     from vestis.store.ingest import open_or_create
+    from vestis.store.location import parse_location
 
     options = {"limit": limit} if limit else {}
     if metadata is not None:
         options["metadata"] = metadata
     catalogue = open_catalogue(source, format, **options)
-    with indexing_lock(collection, wait=not no_wait, notify=console.print), disk_full_errors(collection):
-        if encoder is None and Collection.exists(collection):
-            with Collection.open(collection) as existing:
+    embed = None
+    if ray is not None:
+        from vestis.store.ray_ingest import RayEmbedder
+
+        embed = RayEmbedder(address=ray, actors=ray_actors)
+    local_files = parse_location(collection).files  # the folder (a Milvus collection's side files)
+    with indexing_lock(local_files, wait=not no_wait, notify=console.print), disk_full_errors(local_files):
+        if encoder is None and collection_exists(collection):
+            with open_collection(collection) as existing:
                 enc = open_collection_encoder(existing)
         else:
             enc = get_encoder(encoder or DEFAULT_ENCODER)
@@ -101,7 +114,7 @@ def index_cmd(
                       f"into {collection}")
         with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
             report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
-                                              progress=not as_json, attribute_model=attribute_model)
+                                              progress=not as_json, attribute_model=attribute_model, embed=embed)
             total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
@@ -185,9 +198,9 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a collection: size, encoder, index, metadata columns."""
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    info = Collection.open(collection).info()
+    info = open_collection(collection).info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -197,7 +210,7 @@ def info_cmd(
             value = "; ".join(f"{c['catalogue']} ({c['items']})" for c in value)
         elif key == "metadata_columns":
             value = ", ".join(value)
-        elif key == "disk_bytes":
+        elif key == "disk_bytes" and value is not None:  # None: a Milvus server's storage
             value = f"{value / 1e6:.1f} MB"
         table.add_row(key, str(value))
     Console().print(table)
@@ -382,9 +395,9 @@ def attributes_build_cmd(
     """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
     from vestis.store.attribute_index import build_attribute_index
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         report = build_attribute_index(coll, AttributeEncoder(model), rebuild=rebuild, batch_size=batch_size,
                                        progress=not as_json)
         total = len(coll)
@@ -405,9 +418,9 @@ def attributes_info_cmd(
 ) -> None:
     """The attribute model of a collection, its attributes and how many items it has embedded."""
     from vestis.store.attribute_index import AttributeIndex
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         index = AttributeIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")

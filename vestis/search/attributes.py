@@ -262,14 +262,18 @@ class AttributeSearcher:
         t0 = time.perf_counter()
         dim = self.index.dim
         fuse = query.colour is not None and bool(self.collection.colour_dim)
+        per_attribute = {}
+        for name, weight in weights.items():
+            if fuse and normalise(name) in COLOUR_ATTRIBUTES:  # learned colour and descriptor, averaged
+                colour_weight += weight * COLOUR_FUSION / (1 + COLOUR_FUSION)
+                weight = weight / (1 + COLOUR_FUSION)
+            per_attribute[self.attributes.index(name)] = weight
+        if hasattr(self.index, "search_weighted"):  # the store ranks on its server (Milvus)
+            return self._search_in_store(query, per_attribute, colour_weight, k, offset, filters, timings, t0)
         with self.index.lock:  # a catch-up by another thread must not move rows while they are scored
             vids, vectors, _ = self.index.table().view
             scores = np.zeros(len(vids), np.float32)
-            for name, weight in weights.items():  # only the asked attributes' columns are read
-                a = self.attributes.index(name)
-                if fuse and normalise(name) in COLOUR_ATTRIBUTES:  # learned colour and descriptor, averaged
-                    colour_weight += weight * COLOUR_FUSION / (1 + COLOUR_FUSION)
-                    weight = weight / (1 + COLOUR_FUSION)
+            for a, weight in per_attribute.items():  # only the asked attributes' columns are read
                 scores += weight * (vectors[:, a * dim : (a + 1) * dim] @ query.attributes[a])
             vids = vids.copy()
         if filters:
@@ -289,8 +293,25 @@ class AttributeSearcher:
                 vids, scores, rows = vids[rows >= 0], scores[rows >= 0], rows[rows >= 0]
                 scores += colour_weight * (colours[rows] @ query.colour)
         order = top_k(scores, k + offset)[offset:]
+        return self._response(vids[order], scores[order], len(vids), timings, t0)
+
+    def _search_in_store(self, query, per_attribute, colour_weight, k, offset, filters, timings, t0):
+        """One inner-product search in the store: each asked attribute's query vector times its
+        weight, zeros for the others, then the colour descriptor times the colour weight, against
+        rows that hold the item's attribute vectors and colour descriptor side by side."""
+        dim = self.index.dim
+        vector = np.zeros(len(self.attributes) * dim + self.collection.colour_dim, np.float32)
+        for a, weight in per_attribute.items():
+            vector[a * dim : (a + 1) * dim] = weight * query.attributes[a]
+        if colour_weight:
+            vector[len(self.attributes) * dim :] = colour_weight * query.colour
+        vids, scores, candidates = self.index.search_weighted(
+            vector, k + offset, filters=filters, exclude=query.exclude)
+        return self._response(vids[offset:], scores[offset:], candidates, timings, t0)
+
+    def _response(self, vids, scores, candidates, timings, t0) -> SearchResponse:
         t1 = time.perf_counter()
-        hits = hits_for(self.collection, vids[order], scores[order])
+        hits = hits_for(self.collection, vids, scores)
         timings["search"] = (t1 - t0) * 1000
         timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
-        return SearchResponse(hits, timings, len(vids))
+        return SearchResponse(hits, timings, candidates)

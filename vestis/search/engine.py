@@ -34,7 +34,7 @@ from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
 from vestis.store.attribute_index import AttributeIndex, BuildReport, build_attribute_index, update_attributes
 from vestis.store.collection import Collection, Item, NewItem
-from vestis.store.ingest import IngestReport, build_items, index_catalogue
+from vestis.store.ingest import Embedder, IngestReport, build_items, index_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,10 @@ class Engine:
         """Load the vectors and index (and with ``model`` the encoder) now rather than on the first
         query; returns how long each took, in ms (``load_collection``, ``load_model``)."""
         t0 = time.perf_counter()
-        self.collection.table()
-        if self.collection.uses_ann:
-            self.collection.index()
+        if not getattr(self.collection, "searches_itself", False):  # Milvus keeps its vectors on its server
+            self.collection.table()
+            if self.collection.uses_ann:
+                self.collection.index()
         t1 = time.perf_counter()
         if model:
             self.encoder.embed_images([Image.new("RGB", (64, 64), "white")])  # warm up the session
@@ -194,13 +195,13 @@ class Engine:
 
     # ----------------------------------------------------------------- writing
     def index(self, catalogue: Catalogue, *, batch_size: int = 32, remove_missing: bool = True,
-              progress: bool = True, attribute_model: Path | None = None
+              progress: bool = True, attribute_model: Path | None = None, embed: Embedder | None = None
               ) -> tuple[IngestReport, BuildReport | None]:
         """Bring the collection in line with ``catalogue`` (only new or changed images embedded),
         then embed the new items' attribute vectors (with ``attribute_model``, which becomes the
         collection's, or with the collection's own)."""
         report = index_catalogue(self.collection, catalogue, self.encoder, batch_size=batch_size,
-                                 remove_missing=remove_missing, progress=progress)
+                                 remove_missing=remove_missing, progress=progress, embed=embed)
         attributes = update_attributes(self.collection, attribute_model, progress=progress)
         if attributes is not None:
             self._attributes_checked = False  # a new model may have been installed

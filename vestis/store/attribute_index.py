@@ -73,7 +73,10 @@ class AttributeIndex:
     # ----------------------------------------------------------------- opening
     @classmethod
     def open(cls, collection: Collection) -> AttributeIndex | None:
-        """The collection's attribute index, or None when it has no attribute model."""
+        """The collection's attribute index, or None when it has no attribute model (a store that
+        keeps attribute vectors itself, Milvus, answers with its own)."""
+        if hasattr(collection, "open_attributes"):
+            return collection.open_attributes()
         index = cls(collection)
         return index if index.model_version else None
 
@@ -83,6 +86,8 @@ class AttributeIndex:
     ) -> AttributeIndex:
         """The attribute index for ``model``, created when the collection has none. A collection
         indexed with another model is refused unless ``rebuild`` (its vectors are then dropped)."""
+        if hasattr(collection, "configure_attributes"):
+            return collection.configure_attributes(model, rebuild=rebuild)
         collection.check_encoder(model.backbone.version)
         index = cls(collection)
         if index.model_version and index.model_version != model.version and not rebuild:
