@@ -349,22 +349,34 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
     for name, head in (("image", image), ("text", text)):
         head.load_state_dict({k.removeprefix(f"{name}."): v for k, v in ckpt["model"].items()
                               if k.startswith(f"{name}.")})
+    return write_joint_model(
+        image, text, out_dir, name=cfg.export.name or cfg.name, version=version or cfg.export.version,
+        image_encoder=ckpt["backbone"], image_encoder_version=ckpt["encoder_version"],
+        text_encoder=cfg.text.encoder, text_encoder_version=meta["text_encoder_version"],
+        logit_scale=float(torch.as_tensor(ckpt["criterion"]["logit_scale"]).exp()),
+        text={"column": cfg.text.column, "templates": cfg.text.templates}, epoch=ckpt["best"]["epoch"],
+        checkpoint=str(checkpoint))
+
+
+def write_joint_model(image: Projection, text: Projection, out_dir: str | Path, *, name: str, version: str,
+                      image_encoder: str, image_encoder_version: str, text_encoder: str,
+                      text_encoder_version: str, logit_scale: float, **extra: Any) -> Path:
+    """Export both heads (each checked against PyTorch) and write ``joint.json`` with the towers'
+    names and versions and ``extra`` facts about the run; returns the sidecar's path."""
     out_dir = Path(out_dir)
     gen = torch.Generator().manual_seed(0)
     diffs = {
-        "image": export_module(Normalised(image), F.normalize(torch.randn(4, meta["image_dim"], generator=gen)),
+        "image": export_module(Normalised(image), F.normalize(torch.randn(4, image.in_dim, generator=gen)),
                                out_dir / "image_head.onnx", IMAGE_INPUT, [EMBEDDING]),
-        "text": export_module(Normalised(text), F.normalize(torch.randn(4, meta["text_dim"], generator=gen)),
+        "text": export_module(Normalised(text), F.normalize(torch.randn(4, text.in_dim, generator=gen)),
                               out_dir / "text_head.onnx", TEXT_INPUT, [EMBEDDING]),
     }
     sidecar = {
-        "kind": MODEL_KIND, "name": cfg.export.name or cfg.name, "version": version or cfg.export.version,
-        "image_head": "image_head.onnx", "text_head": "text_head.onnx", "dim": cfg.head.dim,
-        "image_encoder": ckpt["backbone"], "image_encoder_version": ckpt["encoder_version"],
-        "text_encoder": cfg.text.encoder, "text_encoder_version": meta["text_encoder_version"],
-        "text": {"column": cfg.text.column, "templates": cfg.text.templates},
-        "logit_scale": float(torch.as_tensor(ckpt["criterion"]["logit_scale"]).exp()),
-        "epoch": ckpt["best"]["epoch"], "checkpoint": str(checkpoint), "onnx_max_abs_diff": diffs,
+        "kind": MODEL_KIND, "name": name, "version": version, "image_head": "image_head.onnx",
+        "text_head": "text_head.onnx", "dim": image.dim, "image_encoder": image_encoder,
+        "image_encoder_version": image_encoder_version, "text_encoder": text_encoder,
+        "text_encoder_version": text_encoder_version, "logit_scale": logit_scale, **extra,
+        "onnx_max_abs_diff": diffs,
     }
     path = out_dir / SIDECAR
     path.write_text(json.dumps(sidecar, indent=2))
