@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vestis.encoders.joint import JointModel
+from vestis.encoders.text import text_encoder_version
 from vestis.errors import EncoderMismatchError
 from vestis.store.collection import Collection, NewItem
 from vestis.store.joint_index import JointIndex, build_joint_index, update_joint
@@ -28,7 +29,7 @@ def joint_model(directory: Path, seed: int = 0, image_version: str = VERSION) ->
     path = write_joint_model(Projection(DIM, JOINT_DIM), Projection(384, JOINT_DIM), directory / f"joint-{seed}",
                              name="test-joint", version=str(seed), image_encoder="test",
                              image_encoder_version=image_version, text_encoder="all-minilm-l6-v2",
-                             text_encoder_version="unused", logit_scale=10.0)
+                             text_encoder_version=text_encoder_version("all-minilm-l6-v2"), logit_scale=10.0)
     return JointModel(path)
 
 

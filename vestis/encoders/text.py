@@ -92,12 +92,17 @@ def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, cache_dir: Path | None
     """A built-in text encoder by name (exported to ONNX on first use, then cached)."""
     if name not in BUILTIN_TEXT_MODELS:
         raise VestisError(f"unknown text encoder {name!r}; use one of {', '.join(list_text_encoders())}")
-    package, _, max_tokens = BUILTIN_TEXT_MODELS[name]
     folder = model_folder(name)
-    weights = f"{package}=={metadata.version(package)}"
-    path = builtin_model_path(name, cache_dir, export=export_text_model, revision=f"{weights}|text{TEXT_REVISION}")
-    return TextEncoder(name, f"{name}/{weights}/{TEXT_REVISION}", path, folder / "tokenizer.json", max_tokens,
-                       threads)
+    version = text_encoder_version(name)
+    path = builtin_model_path(name, cache_dir, export=export_text_model, revision=version)
+    return TextEncoder(name, version, path, folder / "tokenizer.json", BUILTIN_TEXT_MODELS[name][2], threads)
+
+
+def text_encoder_version(name: str) -> str:
+    """The version string of built-in text encoder ``name``: its weights' package version and
+    the export revision (known without exporting anything)."""
+    package = BUILTIN_TEXT_MODELS[name][0]
+    return f"{name}/{package}=={metadata.version(package)}/{TEXT_REVISION}"
 
 
 def export_text_model(name: str, path: Path) -> None:

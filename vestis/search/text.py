@@ -37,7 +37,7 @@ DEFAULT_FUSION = "rrf"
 DEFAULT_TEXT_WEIGHT = 0.5  # text vs. images/examples in a composed query
 DEFAULT_KEYWORD_WEIGHT = 0.3  # share of the BM25 score in weighted fusion
 CANDIDATES = 200  # items each ranking contributes to a fusion (at least; more for deep pages)
-_WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.+)$")
+_WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.*)$")
 
 
 def parse_weighted(spec: str) -> tuple[float, str]:
