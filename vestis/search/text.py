@@ -203,8 +203,9 @@ class TextSearcher:
         return TextQuery(text if mode == "hybrid" else None, vector, tuple(exclude), timings)
 
     # ----------------------------------------------------------------- ranking
-    def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None,
-                       exclude: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,
+                       exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given)."""
         with self.index.lock:
             vids, vectors = self.index.vectors()
             keep = np.ones(len(vids), bool)
@@ -217,16 +218,30 @@ class TextSearcher:
         order = top_k(scores, want)
         return vids[order], scores[order]
 
-    def keyword_ranking(self, text: str, want: int, allowed: np.ndarray | None,
-                        exclude: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        depth = want if allowed is None and not exclude else max(want * 10, 1000)
-        vids, scores = self.keywords.search(text, depth)
-        keep = np.ones(len(vids), bool)
-        if allowed is not None:
-            keep &= np.isin(vids, allowed)
-        if exclude:
-            keep &= ~np.isin(vids, np.array(exclude, np.int64))
-        return vids[keep][:want], scores[keep][:want]
+    def keyword_ranking(self, text: str, want: int, allowed: np.ndarray | None = None,
+                        exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` best BM25 matches of ``text`` (only ``allowed`` vids when given)."""
+        return self.keywords.search(text, want, allowed, exclude)
+
+    def ranking(self, query: TextQuery, want: int, allowed: np.ndarray | None = None,
+                fusion: str = DEFAULT_FUSION, keyword_weight: float = DEFAULT_KEYWORD_WEIGHT
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(vids, scores) of the best ``want`` items: keyword when the query has only text, vector
+        when it has only a vector, hybrid (``fusion``) when it has both."""
+        if fusion not in FUSIONS:
+            raise VestisError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
+        if query.vector is None:
+            return self.keyword_ranking(query.text, want, allowed, query.exclude)
+        if query.text is None:
+            return self.vector_ranking(query.vector, want, allowed, query.exclude)
+        depth = max(CANDIDATES, want)
+        vector = self.vector_ranking(query.vector, depth, allowed, query.exclude)
+        keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
+        if fusion == "rrf":
+            vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]])
+        else:
+            vids, scores = weighted_fusion(vector, keyword, keyword_weight)
+        return vids[:want], scores[:want]
 
     def search(self, query: TextQuery, *, k: int = 10, offset: int = 0,
                filters: dict[str, list[str]] | None = None, fusion: str = DEFAULT_FUSION,
@@ -238,25 +253,12 @@ class TextSearcher:
             raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
         if offset < 0 or offset > 100 * MAX_K:
             raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
-        if fusion not in FUSIONS:
-            raise VestisError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
         timings = {} if timings is None else timings
         timings.update(query.timings)
         want = k + offset
         t0 = time.perf_counter()
         allowed = self.collection.filter_vids(filters) if filters else None
-        if query.vector is None:
-            vids, scores = self.keyword_ranking(query.text, want, allowed, query.exclude)
-        elif query.text is None:
-            vids, scores = self.vector_ranking(query.vector, want, allowed, query.exclude)
-        else:
-            depth = max(CANDIDATES, want)
-            vector = self.vector_ranking(query.vector, depth, allowed, query.exclude)
-            keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
-            if fusion == "rrf":
-                vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]])
-            else:
-                vids, scores = weighted_fusion(vector, keyword, keyword_weight)
+        vids, scores = self.ranking(query, want, allowed, fusion, keyword_weight)
         vids, scores = vids[offset:want], scores[offset:want]
         t1 = time.perf_counter()
         found = {it.vid: it for it in self.collection.items_by_vid(vids.tolist())}

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,11 @@ class KeywordIndex:
         except OSError as e:  # a read-only collection still searches, from memory
             log.warning("keyword index not cached: %s", e)
 
-    def search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, text: str, k: int, allowed: np.ndarray | None = None,
+               exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """The vids of up to ``k`` items matching some word of ``text``, best BM25 score first, and
-        their scores (items matching no word are not returned)."""
+        their scores (items matching no word are not returned); only vids in ``allowed`` when
+        given, never those in ``exclude``."""
         with self._lock:
             self._sync()
             if not len(self._vids) or k < 1:
@@ -98,7 +100,12 @@ class KeywordIndex:
             tokens = self._tokenize([text], False)
             if not tokens[0]:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            mask = None
+            if allowed is not None or exclude:
+                keep = np.ones(len(self._vids), bool) if allowed is None else np.isin(self._vids, allowed)
+                keep &= ~np.isin(self._vids, np.asarray(exclude, np.int64))
+                mask = keep.astype(np.float32)
             docs, scores = self._retriever.retrieve(tokens, k=min(k, len(self._vids)), show_progress=False,
-                                                    n_threads=1)
+                                                    n_threads=1, weight_mask=mask)
             keep = scores[0] > 0
             return self._vids[docs[0][keep]], scores[0][keep].astype(np.float32)
