@@ -230,10 +230,23 @@ def eval_cmd(
     ] = False,
     report: Annotated[Path | None, typer.Option(help="Write report.md, metrics.json and plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Text-query protocols (needs a joint text-image model): "
+                                       "title retrieval, label queries, composed queries, latency.")] = False,
+    transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
 ) -> None:
-    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy."""
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries."""
     from vestis.eval.run import EvalConfig, run_eval
 
+    if text:
+        from vestis.eval.text import TextEvalConfig, run_text_eval
+
+        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer)
+        if group:
+            text_cfg.group = [c.strip() for c in group.split(",") if c.strip()]
+        metrics = run_text_eval(collection, text_cfg, report_dir=report, command="vestis " + " ".join(sys.argv[1:]),
+                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+        print(json.dumps(metrics, indent=2, default=str))
+        return
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
