@@ -65,6 +65,7 @@ def index_cmd(
     from vestis.store.attribute_index import update_attributes
     from vestis.store.collection import Collection
     from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
+    from vestis.store.joint_index import update_joint
 
     options = {"limit": limit} if limit else {}
     catalogue = open_catalogue(source, format, **options)
@@ -77,8 +78,10 @@ def index_cmd(
     console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
     report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
     attributes = update_attributes(coll, attribute_model, progress=not as_json)
+    joint = update_joint(coll)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
+        extra.update({"joint": joint.as_dict()} if joint else {})
         print(json.dumps({**report.as_dict(), **extra}, indent=2))
     else:
         for item_id, src, reason in report.failures[:20]:
@@ -94,13 +97,23 @@ def index_cmd(
         if attributes:
             console.print(f"attribute vectors: {attributes.embedded} item(s) embedded "
                           f"in {attributes.seconds:.1f}s")
+        if joint:
+            console.print(f"joint text-image vectors: {joint.embedded} item(s) embedded in {joint.seconds:.1f}s")
 
 
 @app.command("search")
 def search_cmd(
     collection: CollectionOpt,
     image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
-    item_id: Annotated[str | None, typer.Option("--id", help="Search with an indexed item (more like this).")] = None,
+    item_ids: Annotated[list[str] | None, typer.Option(
+        "--id", help="Search with an indexed item (more like this); repeat for several, WEIGHT:ID to weigh.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search in words (alone, or with an image or --id).")] = None,
+    negatives: Annotated[list[str] | None, typer.Option(
+        "--not", help="Less like this: an item id or image file (repeatable, WEIGHT: prefix allowed).")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="Text search: keyword, vector or hybrid (default: hybrid with a joint model, else keyword).")] = None,
+    text_weight: Annotated[float | None, typer.Option(
+        help="Share of the text in a query that combines text with images or items (0..1).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
@@ -111,14 +124,23 @@ def search_cmd(
         "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
     )] = None,
 ) -> None:
-    """Find the items most similar to a query image or an indexed item (in the given attributes)."""
+    """Find the items most similar to a query image or an indexed item (in the given attributes), or
+    search in words, alone or combined with images and items (more like these, less like those)."""
     from vestis.data.images import decode_image
     from vestis.search.attributes import AttributeSearcher
     from vestis.search.searcher import Searcher
     from vestis.store.collection import Collection
 
+    item_ids = item_ids or []
+    if text is not None or negatives or len(item_ids) > 1 or mode or text_weight is not None:
+        if attrs:
+            _fail("--attrs cannot be combined with --text, --not or several --id")
+        _text_search(collection, text, image, item_ids, negatives or [], mode=mode, text_weight=text_weight, k=k,
+                     offset=offset, filters=_parse_filters(filter or []), as_json=as_json, grid=grid)
+        return
+    item_id = item_ids[0] if item_ids else None
     if (image is None) == (item_id is None):
-        _fail("give either a query IMAGE or --id ITEM")
+        _fail("give either a query IMAGE or --id ITEM (or --text)")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     coll = Collection.open(collection)
@@ -157,6 +179,10 @@ def search_cmd(
     if as_json:
         print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
         return
+    _print_hits(response, offset, timings, grid)
+
+
+def _print_hits(response, offset: int, timings: dict[str, float], grid: Path | None) -> None:
     table = Table(title=f"top {len(response.hits)} of {response.candidates}")
     table.add_column("#", justify="right")
     table.add_column("id")
@@ -169,6 +195,59 @@ def search_cmd(
     console.print(" ".join(f"{key}={value:.1f}ms" for key, value in timings.items()))
     if grid is not None:
         console.print(f"contact sheet written to {grid}")
+
+
+def _text_search(collection: Path, text: str | None, image: Path | None, item_ids: list[str], negatives: list[str],
+                 *, mode: str | None, text_weight: float | None, k: int, offset: int,
+                 filters: dict[str, list[str]], as_json: bool, grid: Path | None) -> None:
+    """`vestis search --text/--not/several --id`: a query of words, images and items in the joint space."""
+    from vestis.data.images import decode_image
+    from vestis.search.searcher import Searcher
+    from vestis.search.text import DEFAULT_TEXT_WEIGHT, TextSearcher, parse_weighted
+    from vestis.store.collection import Collection
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    with Collection.open(collection) as coll:
+        searcher = TextSearcher.open(coll)
+        try:
+            timings["load_collection"] = (time.perf_counter() - t_start) * 1000
+            image_searcher = Searcher(coll)
+            query_image = None
+
+            def embed(path: Path):
+                if not path.is_file():
+                    _fail(f"no such image file: {path}")
+                picture = decode_image(path.read_bytes(), source=str(path))
+                return picture, image_searcher.encoder.embed_images([picture])[0]
+
+            images, negative_images, negative_items = [], [], []
+            if image is not None:
+                query_image, vector = embed(image)
+                images.append((1.0, vector))
+            for spec in negatives:
+                weight, value = parse_weighted(spec)
+                if Path(value).is_file():
+                    negative_images.append((weight, embed(Path(value))[1]))
+                else:
+                    negative_items.append(spec)
+            query = searcher.query(text, images=images, negative_images=negative_images, items=item_ids,
+                                   negative_items=negative_items, mode=mode or (None if text else "vector"),
+                                   text_weight=DEFAULT_TEXT_WEIGHT if text_weight is None else text_weight)
+            response = searcher.search(query, k=k, offset=offset, filters=filters, timings=timings)
+            timings["total"] = (time.perf_counter() - t_start) * 1000
+            if grid is not None:
+                from vestis.search.grid import contact_sheet, key_labels, load_source_image
+
+                cells = [(load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata))
+                         for h in response.hits]
+                contact_sheet(query_image, cells, grid, query_caption=text or str(image or ", ".join(item_ids)))
+        finally:
+            searcher.close()
+    if as_json:
+        print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
+        return
+    _print_hits(response, offset, timings, grid)
 
 
 @app.command("info")
@@ -419,6 +498,58 @@ def attributes_info_cmd(
     table = Table(show_header=False, title=f"{collection}: attributes")
     for key, value in info.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+# ----------------------------------------------------------------- text search
+text_app = typer.Typer(help="Search in words: a collection's joint text-image vectors.", no_args_is_help=True)
+app.add_typer(text_app, name="text")
+
+
+@text_app.command("build")
+def text_build_cmd(
+    collection: CollectionOpt,
+    model: Annotated[Path, typer.Option("--model", help="Joint model from `vestis train` (its run folder or "
+                                        "joint.json).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop another model's vectors and embed again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Project every item into MODEL's joint text-image space (only items not embedded yet), for `search --text`."""
+    from vestis.encoders.joint import JointModel
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import build_joint_index
+
+    with Collection.open(collection) as coll:
+        report = build_joint_index(coll, JointModel(model), rebuild=rebuild)
+        total = len(coll)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    console.print(f"[green]done[/] in {report.seconds:.1f}s: {report.embedded} item(s) embedded; "
+                  f"collection holds {total} items")
+
+
+@text_app.command("info")
+def text_info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The joint text-image model of a collection and how many items it has embedded."""
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import JointIndex
+
+    with Collection.open(collection) as coll:
+        index = JointIndex.open(coll)
+        if index is None:
+            _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
+        with index:
+            info = index.info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=f"{collection}: text search")
+    for key, value in info.items():
+        table.add_row(key, str(value))
     Console().print(table)
 
 
