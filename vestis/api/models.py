@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -11,6 +11,8 @@ from vestis.search.searcher import MAX_K, SearchResponse
 
 MAX_OFFSET = 10_000
 MAX_COLOR_WEIGHT = 10.0
+MAX_TEXT = 500
+MAX_EXAMPLES = 50
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]
@@ -37,19 +39,45 @@ class SearchOptions(BaseModel):
                                 description="Weight of colour similarity added to the deep similarity.")
 
 
-class SearchRequest(SearchOptions):
-    """JSON body of ``POST /search``: exactly one of ``image_base64`` and ``item_id``."""
+class TextOptions(BaseModel):
+    """Search in words, and with several examples: composed in the joint text-image space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT,
+                             description="Search in words, alone or with the image / item.")
+    positive: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="More like these item ids ('2:ID' weighs an item twice).")
+    negative: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="Less like these item ids ('WEIGHT:ID' allowed).")
+    mode: Literal["keyword", "vector", "hybrid"] | None = Field(
+        None, description="Text search mode (default: hybrid when the collection has a joint model, else keyword).")
+    text_weight: float | None = Field(None, ge=0.0, le=1.0,
+                                      description="Share of the text when it is combined with images or items.")
+
+    @property
+    def is_text_query(self) -> bool:
+        return bool(self.text is not None or self.positive or self.negative or self.mode
+                    or self.text_weight is not None)
+
+
+class SearchRequest(SearchOptions, TextOptions):
+    """JSON body of ``POST /search``: an image (``image_base64``) or an item (``item_id``), and/or
+    ``text`` / ``positive`` examples (``negative`` examples refine)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}]})
+        "anyOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}, {"required": ["text"]},
+                  {"required": ["positive"]}]})
 
     image_base64: str | None = Field(None, description="The query image, base64 (a data: URL is accepted).")
     item_id: str | None = Field(None, description="Search with an indexed item ('more like this').")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        if (self.image_base64 is None) == (self.item_id is None):
-            raise ValueError("give exactly one of image_base64 and item_id")
+        if self.image_base64 is not None and self.item_id is not None:
+            raise ValueError("give at most one of image_base64 and item_id")
+        if self.image_base64 is None and self.item_id is None and self.text is None and not self.positive:
+            raise ValueError("give image_base64, item_id, text or positive examples")
         return self
 
 
@@ -65,7 +93,8 @@ class SearchResults(BaseModel):
     candidates: int = Field(description="Items eligible after filters.")
     k: int
     offset: int
-    query: dict[str, str] = Field(description='{"type": "image"} or {"type": "item", "item_id": ...}.')
+    query: dict[str, str] = Field(description='{"type": "image"}, {"type": "item", "item_id": ...} or '
+                                  '{"type": "text", "mode": ...}.')
     timings_ms: dict[str, float] = Field(description="decode, embed, search, fetch_metadata, queue and total.")
 
     @classmethod

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from vestis.api.attributes import parse_attrs
+from vestis.api.models import TextOptions
 from vestis.api.errors import (
     BadRequestError,
     ConflictError,
@@ -43,6 +44,7 @@ from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
 from vestis.search.searcher import Query, Searcher, SearchResponse
+from vestis.search.text import DEFAULT_TEXT_WEIGHT, TextSearcher
 from vestis.store.atomic import atomic_write_bytes
 from vestis.store.collection import Collection, Item, NewItem
 from vestis.store.ingest import open_collection_encoder
@@ -155,6 +157,7 @@ class Service:
         self.searcher = Searcher(self.collection, encoder)
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)
+        self.text = self._open_text(threads=max(1, (os.cpu_count() or 1) // self.workers))
         self.collection.table()
         self._saved_generation = self.collection.generation
         if self.collection.uses_ann:
@@ -184,6 +187,8 @@ class Service:
                 self.collection.persist()
                 if self.attributes is not None:
                     self.attributes.index.save()
+                if self.text is not None and self.text.index is not None:
+                    self.text.index.save()
                 self._saved_generation = generation
 
     def item_count(self) -> int:
@@ -208,6 +213,40 @@ class Service:
             return None
         searcher.index.table()
         return searcher
+
+    def _open_text(self, threads: int) -> TextSearcher | None:
+        """Text search (keyword always; vector and hybrid when the collection has a joint model);
+        None when the joint model is unusable, with the reason logged."""
+        try:
+            searcher = TextSearcher.open(self.collection, threads=threads)
+        except VestisError as e:
+            log.warning("text search is off: %s", e)
+            return None
+        if searcher.index is not None:
+            searcher.index.table()
+        return searcher
+
+    def text_search(self, options: TextOptions, *, image: bytes | None, item_id: str | None, k: int, offset: int,
+                    filters: dict[str, list[str]], timings: dict[str, float]) -> tuple[SearchResponse, str]:
+        """Words, an image or item and weighted examples composed in the joint space; returns the
+        response and the mode used."""
+        if self.text is None:
+            raise InvalidRequestError("text search is not available for this collection (see the server log)")
+        images = []
+        if image is not None:
+            self.check_size(len(image), "the image")
+            t0 = time.perf_counter()
+            picture = decode_image(image, max_pixels=self.max_pixels, source="upload")
+            t1 = time.perf_counter()
+            images.append((1.0, self.encoder.embed_images([picture])[0]))
+            timings.update(decode=(t1 - t0) * 1000, embed=(time.perf_counter() - t1) * 1000)
+        items = ([item_id] if item_id is not None else []) + list(options.positive)
+        mode = options.mode or (self.text.default_mode if options.text is not None else "vector")
+        with self.collection.lock:
+            query = self.text.query(options.text, images=images, items=items, negative_items=options.negative,
+                                    mode=mode, text_weight=DEFAULT_TEXT_WEIGHT if options.text_weight is None
+                                    else options.text_weight)
+            return self.text.search(query, k=k, offset=offset, filters=filters or None, timings=timings), mode
 
     def attribute_names(self) -> list[str]:
         """Attributes the collection can be searched by (those of its attribute index, if any)."""
@@ -370,6 +409,8 @@ class Service:
             item = self.collection.get(item_id)
             if attribute_vectors is not None:
                 self.attributes.index.add(np.array([item.vid]), attribute_vectors[None])
+            if self.text is not None and self.text.model is not None:  # searchable in words at once
+                self.text.index.add(np.array([item.vid]), self.text.model.embed_image_features(vector[None])[:, None])
             return item
 
     def remove_item(self, item_id: str) -> None:
