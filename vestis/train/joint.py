@@ -358,7 +358,7 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
         checkpoint=str(checkpoint))
 
 
-def write_joint_model(image: Projection, text: Projection, out_dir: str | Path, *, name: str, version: str,
+def write_joint_model(image_head: Projection, text_head: Projection, out_dir: str | Path, *, name: str, version: str,
                       image_encoder: str, image_encoder_version: str, text_encoder: str,
                       text_encoder_version: str, logit_scale: float, **extra: Any) -> Path:
     """Export both heads (each checked against PyTorch) and write ``joint.json`` with the towers'
@@ -366,14 +366,14 @@ def write_joint_model(image: Projection, text: Projection, out_dir: str | Path, 
     out_dir = Path(out_dir)
     gen = torch.Generator().manual_seed(0)
     diffs = {
-        "image": export_module(Normalised(image), F.normalize(torch.randn(4, image.in_dim, generator=gen)),
+        "image": export_module(Normalised(image_head), F.normalize(torch.randn(4, image_head.in_dim, generator=gen)),
                                out_dir / "image_head.onnx", IMAGE_INPUT, [EMBEDDING]),
-        "text": export_module(Normalised(text), F.normalize(torch.randn(4, text.in_dim, generator=gen)),
+        "text": export_module(Normalised(text_head), F.normalize(torch.randn(4, text_head.in_dim, generator=gen)),
                               out_dir / "text_head.onnx", TEXT_INPUT, [EMBEDDING]),
     }
     sidecar = {
         "kind": MODEL_KIND, "name": name, "version": version, "image_head": "image_head.onnx",
-        "text_head": "text_head.onnx", "dim": image.dim, "image_encoder": image_encoder,
+        "text_head": "text_head.onnx", "dim": image_head.dim, "image_encoder": image_encoder,
         "image_encoder_version": image_encoder_version, "text_encoder": text_encoder,
         "text_encoder_version": text_encoder_version, "logit_scale": logit_scale, **extra,
         "onnx_max_abs_diff": diffs,
