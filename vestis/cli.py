@@ -148,7 +148,14 @@ def search_cmd(
     t1 = time.perf_counter()
     timings["load_collection"] = (t1 - t_start) * 1000
     searcher = AttributeSearcher.open(coll) if attrs else Searcher(coll)
-    weights = searcher.parse(attrs) if attrs else {}
+    weights = {}
+    if attrs:
+        from vestis.encoders.text import get_text_encoder
+        from vestis.search.attributes import parse_attributes_by_meaning
+
+        weights, resolved = parse_attributes_by_meaning(attrs, searcher.attributes, get_text_encoder)
+        for part, (name, similarity) in resolved.items():
+            console.print(f"[dim]attribute {part!r} read as {name} (similarity {similarity:.2f})[/]")
     query_image = None
     if image is not None:
         if not image.is_file():

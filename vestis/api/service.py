@@ -41,6 +41,7 @@ from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, r
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
+from vestis.encoders.text import TextEncoder, get_text_encoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
 from vestis.search.searcher import Query, Searcher, SearchResponse
@@ -158,6 +159,7 @@ class Service:
         self.encoder = encoder
         self.attributes = self._open_attributes(encoder)
         self.text = self._open_text(threads=max(1, (os.cpu_count() or 1) // self.workers))
+        self._text_encoder: TextEncoder | None = None
         self.collection.table()
         self._saved_generation = self.collection.generation
         if self.collection.uses_ann:
@@ -254,7 +256,15 @@ class Service:
 
     def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
         """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
-        return parse_attrs(raw, self.attribute_names())
+        return parse_attrs(raw, self.attribute_names(), text_encoder=self._attribute_text_encoder)
+
+    def _attribute_text_encoder(self) -> TextEncoder:
+        """The text encoder that reads attribute names by meaning (the joint model's, else the default)."""
+        if self.text is not None and self.text.model is not None:
+            return self.text.model.text_encoder
+        if self._text_encoder is None:
+            self._text_encoder = get_text_encoder(threads=1)
+        return self._text_encoder
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
         """Metadata keys with their most frequent values, recomputed only after a write."""
