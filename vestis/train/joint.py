@@ -183,24 +183,30 @@ class JointData:
 
 def embed_texts(texts: list[str], encoder_name: str, cache_dir: Path, *, progress: bool = True
                 ) -> tuple[np.ndarray, str]:
-    """Sentence vectors of ``texts`` (cached by text and encoder version under ``cache_dir``)."""
+    """Sentence vectors of ``texts``. Every text embedded once is kept in
+    ``<cache_dir>/texts-<encoder>.npz`` (texts and vectors, per encoder version), so a later run
+    embeds only the texts it has not seen (new or changed titles, another template)."""
     from tqdm import tqdm
 
     encoder = get_text_encoder(encoder_name)
-    key = hashlib.sha256("\n".join([encoder.version, *texts]).encode()).hexdigest()[:16]
-    path = cache_dir / f"texts-{key}.npy"
+    key = hashlib.sha256(encoder.version.encode()).hexdigest()[:12]
+    path = cache_dir / f"texts-{encoder_name}-{key}.npz"
+    known: dict[str, np.ndarray] = {}
     if path.exists():
-        return np.load(path), encoder.version
-    out = np.zeros((len(texts), encoder.dim), np.float32)
+        with np.load(path, allow_pickle=False) as z:
+            known = dict(zip(z["texts"].tolist(), z["vectors"]))
+    todo = [t for t in dict.fromkeys(texts) if t not in known]
     step = 512
-    for start in tqdm(range(0, len(texts), step), desc="embedding texts", unit="chunk",
+    for start in tqdm(range(0, len(todo), step), desc="embedding texts", unit="chunk",
                       disable=None if progress else True):
-        out[start:start + step] = encoder.embed(texts[start:start + step])
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(path)
-    return out, encoder.version
+        known.update(zip(todo[start:start + step], encoder.embed(todo[start:start + step])))
+    if todo:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, texts=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
+        tmp.replace(path)
+    out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
+    return out.astype(np.float32), encoder.version
 
 
 def load_joint_data(cfg: JointRunConfig) -> JointData:
