@@ -32,7 +32,7 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.eval.report import _table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
-from vestis.search.text import DEFAULT_FUSION, MODES, TextQuery, TextSearcher, compose
+from vestis.search.text import DEFAULT_FUSION, DEFAULT_KEYWORD_WEIGHT, MODES, TextQuery, TextSearcher, compose
 from vestis.store.collection import Collection, Item
 
 # words for the paraphrased label queries: types, colours and genders as a shopper might say them
@@ -68,7 +68,7 @@ class TextEvalConfig:
     min_items: int = 5
     composed_queries: int = 300
     text_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
+    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7])
     transfer: Path | None = None
     latency_queries: int = 50
     seed: int = 0
@@ -132,7 +132,7 @@ def _queries(searcher: TextSearcher, texts: list[str], mode: str) -> list[TextQu
 
 
 def _rankings(searcher: TextSearcher, queries: list[TextQuery], gallery: Gallery, depth: int,
-              fusion: str = DEFAULT_FUSION, keyword_weight: float = 0.3) -> list[np.ndarray]:
+              fusion: str = DEFAULT_FUSION, keyword_weight: float = DEFAULT_KEYWORD_WEIGHT) -> list[np.ndarray]:
     return [searcher.ranking(q, depth, gallery.vids, fusion, keyword_weight)[0] for q in queries]
 
 

@@ -48,7 +48,7 @@ from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import Collection
 
 COLOUR_ATTRIBUTES = {"colour", "color", "basecolour", "basecolor"}  # normalised names
-NEAREST_MIN_SIMILARITY = 0.5  # "arm length"/sleeve length 0.66, "hue"/colour 0.61; "zebra", "price" < 0.45
+NEAREST_MIN_SIMILARITY = 0.5  # chosen on a handful of phrases with and without a right answer (BENCHMARKS.md)
 SPELLED_OUT = {"sleevelength": "sleeve length", "neckline": "neck line"}  # names written as one word
 COLOUR_FUSION = 1.0  # descriptor weight beside the learned colour: best of 0.25-2 on clothing, near on FPI
 _SEPARATORS = re.compile(r"\s*(?:[;,+]|\band\b|\bwith\b)\s*", re.IGNORECASE)

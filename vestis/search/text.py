@@ -33,9 +33,10 @@ from vestis.store.keyword_index import KeywordIndex
 MODES = ("keyword", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60
-DEFAULT_FUSION = "rrf"
-DEFAULT_TEXT_WEIGHT = 0.5  # text vs. images/examples in a composed query
-DEFAULT_KEYWORD_WEIGHT = 0.3  # share of the BM25 score in weighted fusion
+# defaults chosen on the validation split by `vestis eval --text` (BENCHMARKS.md, "Text search")
+DEFAULT_FUSION = "weighted"
+DEFAULT_TEXT_WEIGHT = 0.6  # text vs. images/examples in a composed query
+DEFAULT_KEYWORD_WEIGHT = 0.5  # share of the BM25 score in weighted fusion
 CANDIDATES = 200  # items each ranking contributes to a fusion (at least; more for deep pages)
 _WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.*)$")
 
