@@ -209,13 +209,13 @@ class TextSearcher:
         """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given)."""
         with self.index.lock:
             vids, vectors = self.index.vectors()
-            keep = np.ones(len(vids), bool)
-            if allowed is not None:
-                keep &= np.isin(vids, allowed)
+            scores = vectors @ vector  # scoring every row beats copying the allowed rows out first
+            vids = vids.copy()
+        if allowed is not None or exclude:
+            keep = np.ones(len(vids), bool) if allowed is None else np.isin(vids, allowed)
             if exclude:
                 keep &= ~np.isin(vids, np.array(exclude, np.int64))
-            vids = vids[keep]
-            scores = vectors[keep] @ vector
+            vids, scores = vids[keep], scores[keep]
         order = top_k(scores, want)
         return vids[order], scores[order]
 
