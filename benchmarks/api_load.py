@@ -1,4 +1,4 @@
-"""HTTP API figures (issue 6): start-up to first answer, then upload latency and throughput under load.
+"""HTTP API figures: start-up to first answer, then upload latency and throughput under load.
 
     .venv/bin/python benchmarks/api_load.py --collection DIR [--source CATALOGUE] [--duration 30]
                                             [--clients 1 8] [--workers N] [--json out.json]

@@ -1,4 +1,4 @@
-"""Attribute-specific retrieval figures (issue 5): attribute MAP per attribute, and query latency.
+"""Attribute-specific retrieval figures: attribute MAP per attribute, and query latency.
 
     .venv/bin/python benchmarks/attribute_retrieval.py --run runs/clothing-attributes-asen \\
         --global-runs runs/bench-clothing-attributes/clothing-attributes-arcface \\
@@ -152,7 +152,6 @@ def latency(collection_dir: Path, n_queries: int, k: int = 10) -> dict:
             t4 = time.perf_counter()
             for key, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 timings[key].append(dt * 1000)
-        searcher.index.close()
         size = len(coll)
     return {
         "collection": str(collection_dir),

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.search.searcher import Query, Searcher
+from vestis.search.results import Query
+from vestis.search.searcher import Searcher
 from vestis.search.text import TextQuery, TextSearcher
 from vestis.store.collection import Collection
 
@@ -56,7 +57,6 @@ def main() -> None:
             t0 = time.perf_counter()
             images.search(Query(row), k=10)
             image_ms.append((time.perf_counter() - t0) * 1000)
-        searcher.close()
         result = {f"{k} p50 ms": round(float(np.median(v)), 2) for k, v in times.items()}
         result["image search (same run) p50 ms"] = round(float(np.median(image_ms)), 2)
         result.update(items=len(coll), queries=len(texts), index=coll.index_spec)

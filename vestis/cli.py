@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vestis.errors import VestisError
@@ -27,8 +30,15 @@ CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collect
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _finite(value: float | None) -> float | None:
+    """Typer callback: refuse nan and inf, which float options otherwise accept."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number (got {value})")
+    return value
 
 
 def _parse_filters(filters: list[str]) -> dict[str, list[str]]:
@@ -58,47 +68,58 @@ def index_cmd(
         help="Attribute model (.onnx from `vestis train`) to embed the items for attribute search with "
         "(default: the collection's, if it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    metadata: Annotated[Path | None, typer.Option(
+        "--metadata", help="Label table (CSV or JSONL) with an id or path column, for a folder or zip "
+        "(default: its metadata.csv, labels.csv or metadata.jsonl).")] = None,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Fail at once when another `vestis index` is writing the collection (default: wait).")
+    ] = False,
 ) -> None:
-    """Build or update a collection from a catalogue: embeds only new or changed images."""
+    """Build or update a collection from a catalogue: embeds only new or changed images.
+
+    One `vestis index` writes a collection at a time: a second one waits for the first (or, with
+    --no-wait, stops) and then embeds only what the first did not."""
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
-    from vestis.store.attribute_index import update_attributes
+    from vestis.search.engine import Engine
+    from vestis.search.opening import open_collection_encoder
     from vestis.store.collection import Collection
-    from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
-    from vestis.store.joint_index import update_joint
+    from vestis.store.guards import disk_full_errors, indexing_lock
+    from vestis.store.ingest import open_or_create
 
     options = {"limit": limit} if limit else {}
+    if metadata is not None:
+        options["metadata"] = metadata
     catalogue = open_catalogue(source, format, **options)
-    if encoder is None and Collection.exists(collection):
-        with Collection.open(collection) as existing:
-            enc = open_collection_encoder(existing)
-    else:
-        enc = get_encoder(encoder or DEFAULT_ENCODER)
-    coll = open_or_create(collection, enc, index)
-    console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
-    report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
-    attributes = update_attributes(coll, attribute_model, progress=not as_json)
-    joint = update_joint(coll)
+    with indexing_lock(collection, wait=not no_wait, notify=console.print), disk_full_errors(collection):
+        if encoder is None and Collection.exists(collection):
+            with Collection.open(collection) as existing:
+                enc = open_collection_encoder(existing)
+        else:
+            enc = get_encoder(encoder or DEFAULT_ENCODER)
+        console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} "
+                      f"into {collection}")
+        with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
+            report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
+                                              progress=not as_json, attribute_model=attribute_model)
+            total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
-        extra.update({"joint": joint.as_dict()} if joint else {})
         print(json.dumps({**report.as_dict(), **extra}, indent=2))
-    else:
-        for item_id, src, reason in report.failures[:20]:
-            console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
-        if len(report.failures) > 20:
-            console.print(f"[yellow]... and {len(report.failures) - 20} more skipped[/]")
-        console.print(
-            f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
-            + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
-            + f"; collection holds {len(coll)} items"
-        )
-        if attributes:
-            console.print(f"attribute vectors: {attributes.embedded} item(s) embedded "
-                          f"in {attributes.seconds:.1f}s")
-        if joint:
-            console.print(f"joint text-image vectors: {joint.embedded} item(s) embedded in {joint.seconds:.1f}s")
+        return
+    for item_id, src, reason in report.failures[:20]:
+        console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
+    if len(report.failures) > 20:
+        console.print(f"[yellow]... and {len(report.failures) - 20} more skipped[/]")
+    console.print(
+        f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
+        + (f", {report.reused} took the stored vectors of identical images" if report.reused else "")
+        + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
+        + f"; collection holds {total} items"
+    )
+    if attributes:
+        console.print(f"attribute vectors: {attributes.embedded} item(s) embedded in {attributes.seconds:.1f}s")
 
 
 @app.command("search")
@@ -117,7 +138,8 @@ def search_cmd(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.",
+                                                callback=_finite)] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print results and timings as JSON.")] = False,
     grid: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG of the results.")] = None,
     attrs: Annotated[str | None, typer.Option(
@@ -126,70 +148,48 @@ def search_cmd(
 ) -> None:
     """Find the items most similar to a query image or an indexed item (in the given attributes), or
     search in words, alone or combined with images and items (more like these, less like those)."""
-    from vestis.data.images import decode_image
-    from vestis.search.attributes import AttributeSearcher
-    from vestis.search.searcher import Searcher
-    from vestis.store.collection import Collection
+    from vestis.search.engine import Engine
 
     item_ids = item_ids or []
-    if text is not None or negatives or len(item_ids) > 1 or mode or text_weight is not None:
-        if attrs:
-            _fail("--attrs cannot be combined with --text, --not or several --id")
-        _text_search(collection, text, image, item_ids, negatives or [], mode=mode, text_weight=text_weight, k=k,
-                     offset=offset, filters=_parse_filters(filter or []), as_json=as_json, grid=grid)
-        return
+    text_query = text is not None or bool(negatives) or len(item_ids) > 1 or bool(mode) or text_weight is not None
     item_id = item_ids[0] if item_ids else None
-    if (image is None) == (item_id is None):
+    if not text_query and (image is None) == (item_id is None):
         _fail("give either a query IMAGE or --id ITEM (or --text)")
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    coll = Collection.open(collection)
-    coll.table()
-    t1 = time.perf_counter()
-    timings["load_collection"] = (t1 - t_start) * 1000
-    searcher = AttributeSearcher.open(coll) if attrs else Searcher(coll)
-    weights = {}
-    if attrs:
-        from vestis.encoders.text import get_text_encoder
-        from vestis.search.attributes import parse_attributes_by_meaning
+    if text_query and attrs:
+        _fail("--attrs cannot be combined with --text, --not or several --id")
+    if image is not None and not image.is_file():
+        _fail(f"no such image file: {image}")
+    started = time.perf_counter()
+    with Engine.open(collection) as engine:
+        timings = engine.load(model=image is not None)
+        filters = engine.check_filters(_parse_filters(filter or []))
+        if text_query:
+            from vestis.search.text import parse_weighted
 
-        weights, resolved = parse_attributes_by_meaning(attrs, searcher.attributes, get_text_encoder)
-        for part, (name, similarity) in resolved.items():
-            console.print(f"[dim]attribute {part!r} read as {name} (similarity {similarity:.2f})[/]")
-    query_image = None
-    if image is not None:
-        if not image.is_file():
-            _fail(f"no such image file: {image}")
-        searcher.encoder  # load the model now so its time is reported on its own
-        timings["load_model"] = (time.perf_counter() - t1) * 1000
-        query_image = decode_image(image.read_bytes(), source=str(image))
-        query = searcher.query_from_image(query_image, timings)
-    else:
-        timings["load_model"] = 0.0
-        query = searcher.query_from_item(item_id)
-        timings["embed"] = 0.0
-    if weights:
-        query.weights = weights
-    response = searcher.search(
-        query, k=k, offset=offset, filters=_parse_filters(filter or []), colour_weight=color_weight, timings=timings
-    )
-    timings["total"] = (time.perf_counter() - t_start) * 1000
-    if grid is not None:
-        from vestis.search.grid import contact_sheet, key_labels, load_source_image
+            negative_files = [(w, Path(v)) for w, v in map(parse_weighted, negatives or []) if Path(v).is_file()]
+            negative_items = [n for n in negatives or [] if not Path(parse_weighted(n)[1]).is_file()]
+            query = engine.text_query(text, images=[(1.0, image)] if image is not None else [], items=item_ids,
+                                      negative_images=negative_files, negatives=negative_items, mode=mode,
+                                      text_weight=text_weight, timings=timings)
+        else:
+            query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
+        response = engine.search(query, k=k, offset=offset, filters=filters, attrs=attrs,
+                                 colour_weight=color_weight, timings=timings)
+        timings["total"] = (time.perf_counter() - started) * 1000
+        if grid is not None:
+            from vestis.search.grid import results_sheet
 
-        if query_image is None:
-            query_image = load_source_image(coll.get(item_id).source)
-        cells = [
-            (load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata)) for h in response.hits
-        ]
-        contact_sheet(query_image, cells, grid, query_caption=str(item_id or image.name))
+            results_sheet(engine.collection, response.hits, grid, query_image=image, query_item=item_id)
     if as_json:
         print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
         return
-    _print_hits(response, offset, timings, grid)
+    _print_hits(response, offset)
+    if grid is not None:
+        console.print(f"contact sheet written to {grid}")
 
 
-def _print_hits(response, offset: int, timings: dict[str, float], grid: Path | None) -> None:
+def _print_hits(response, offset: int) -> None:  # noqa: ANN001 - a SearchResponse, imported lazily
+    """The results as a table on stdout, and the timings on stderr."""
     table = Table(title=f"top {len(response.hits)} of {response.candidates}")
     table.add_column("#", justify="right")
     table.add_column("id")
@@ -199,62 +199,7 @@ def _print_hits(response, offset: int, timings: dict[str, float], grid: Path | N
         labels = ", ".join(f"{v}" for key, v in hit.metadata.items() if key not in ("productDisplayName",))
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", labels[:80])
     Console().print(table)
-    console.print(" ".join(f"{key}={value:.1f}ms" for key, value in timings.items()))
-    if grid is not None:
-        console.print(f"contact sheet written to {grid}")
-
-
-def _text_search(collection: Path, text: str | None, image: Path | None, item_ids: list[str], negatives: list[str],
-                 *, mode: str | None, text_weight: float | None, k: int, offset: int,
-                 filters: dict[str, list[str]], as_json: bool, grid: Path | None) -> None:
-    """`vestis search --text/--not/several --id`: a query of words, images and items in the joint space."""
-    from vestis.data.images import decode_image
-    from vestis.search.searcher import Searcher
-    from vestis.search.text import DEFAULT_TEXT_WEIGHT, TextSearcher, parse_weighted
-    from vestis.store.collection import Collection
-
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    with Collection.open(collection) as coll:
-        searcher = TextSearcher.open(coll)
-        try:
-            timings["load_collection"] = (time.perf_counter() - t_start) * 1000
-            image_searcher = Searcher(coll)
-            query_image = None
-
-            def embed(path: Path):
-                if not path.is_file():
-                    _fail(f"no such image file: {path}")
-                picture = decode_image(path.read_bytes(), source=str(path))
-                return picture, image_searcher.encoder.embed_images([picture])[0]
-
-            images, negative_images, negative_items = [], [], []
-            if image is not None:
-                query_image, vector = embed(image)
-                images.append((1.0, vector))
-            for spec in negatives:
-                weight, value = parse_weighted(spec)
-                if Path(value).is_file():
-                    negative_images.append((weight, embed(Path(value))[1]))
-                else:
-                    negative_items.append(spec)
-            query = searcher.query(text, images=images, negative_images=negative_images, items=item_ids,
-                                   negative_items=negative_items, mode=mode or (None if text else "vector"),
-                                   text_weight=DEFAULT_TEXT_WEIGHT if text_weight is None else text_weight)
-            response = searcher.search(query, k=k, offset=offset, filters=filters, timings=timings)
-            timings["total"] = (time.perf_counter() - t_start) * 1000
-            if grid is not None:
-                from vestis.search.grid import contact_sheet, key_labels, load_source_image
-
-                cells = [(load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata))
-                         for h in response.hits]
-                contact_sheet(query_image, cells, grid, query_caption=text or str(image or ", ".join(item_ids)))
-        finally:
-            searcher.close()
-    if as_json:
-        print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
-        return
-    _print_hits(response, offset, timings, grid)
+    console.print(" ".join(f"{key}={value:.1f}ms" for key, value in response.timings_ms.items()))
 
 
 @app.command("info")
@@ -287,15 +232,16 @@ def remove_cmd(
     collection: CollectionOpt,
 ) -> None:
     """Remove items from a collection (its index is updated, not rebuilt)."""
-    from vestis.store.collection import Collection
+    from vestis.search.engine import Engine
 
-    coll = Collection.open(collection)
-    missing = [i for i in item_ids if i not in coll]
-    removed = coll.remove(item_ids)
-    coll.persist()
+    with Engine.open(collection) as engine:
+        missing = [i for i in item_ids if i not in engine.collection]
+        removed = engine.remove(item_ids)
+        engine.persist()
+        total = len(engine.collection)
     for i in missing:
         console.print(f"[yellow]not in collection:[/] {i}")
-    console.print(f"removed {removed} item(s); collection holds {len(coll)} items")
+    console.print(f"removed {removed} item(s); collection holds {total} items")
 
 
 @app.command("eval")
@@ -309,7 +255,8 @@ def eval_cmd(
     gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,
     split_file: Annotated[Path | None, typer.Option(help="CSV of id,split (default: created by id, seed 0).")] = None,
     index: Annotated[str | None, typer.Option(help="Rank through this index backend (adds ANN recall@10).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.",
+                                                callback=_finite)] = 0.0,
     knn: Annotated[int | None, typer.Option(help="Also report kNN classification accuracy with this K.")] = None,
     skip_unanswerable: Annotated[
         bool, typer.Option(help="Leave out queries with no relevant item (default: they count as misses).")
@@ -386,7 +333,7 @@ def serve_cmd(
     )
 
 
-# ----------------------------------------------------------------- benchmarks (issue 7)
+# ----------------------------------------------------------------- benchmarks
 bench_app = typer.Typer(help="Benchmarks: ANN index sweep and end-to-end query latency.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -412,7 +359,7 @@ def bench_ann_cmd(
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads OpenMP: idle threads must not spin
-    from vestis.index.bench import BenchSettings, run_ann_bench
+    from vestis.bench.ann import BenchSettings, run_ann_bench
 
     settings = BenchSettings(threads=threads, build_threads=build_threads, backends=[b.strip() for b in backends.split(",")] if backends else None,
                              build_budget_s=build_budget, query_budget_s=query_budget)
@@ -440,7 +387,7 @@ def bench_query_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """End-to-end query latency split into decode, preprocess, embed, colour, search, fetch; and cold start."""
-    from vestis.search.bench import markdown, run_query_bench
+    from vestis.bench.query import markdown, run_query_bench
 
     result = run_query_bench(collection, images, runs=runs, cold_runs=cold_runs, k=k,
                              command="vestis " + " ".join(sys.argv[1:]))
@@ -451,7 +398,7 @@ def bench_query_cmd(
     print(json.dumps(result, indent=2) if as_json else markdown(result))
 
 
-# ----------------------------------------------------------------- attribute search (issue 5)
+# ----------------------------------------------------------------- attribute search
 attributes_app = typer.Typer(help="Attribute-aware search: a collection's per-attribute vectors.",
                              no_args_is_help=True)
 app.add_typer(attributes_app, name="attributes")
@@ -497,8 +444,7 @@ def attributes_info_cmd(
         index = AttributeIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")
-        with index:
-            info = index.info()
+        info = index.info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -549,8 +495,7 @@ def text_info_cmd(
         index = JointIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
-        with index:
-            info = index.info()
+        info = index.info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -583,7 +528,16 @@ def main() -> None:
     try:
         app()
     except VestisError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except (sqlite3.OperationalError, OSError) as exc:  # a full disk in a command without its own check
+        from vestis.store.guards import is_disk_full
+
+        if not is_disk_full(exc, "."):
+            raise
+        console.print(f"[bold red]error:[/] the disk is full ({escape(str(exc))}); free some space and run the "
+                      "command again (collections keep everything committed before the error)",
+                      soft_wrap=True, highlight=False)
         sys.exit(2)
 
 

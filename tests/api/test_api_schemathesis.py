@@ -39,7 +39,8 @@ def api_schema(collection_copy, api_encoder):
 def test_no_generated_request_gets_a_server_error(api_schema, mode):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /search", "POST /submit", "POST /items", "GET /metrics",
-                                               "DELETE /items/{item_id}", "GET /items/{item_id}/image"}
+                                               "DELETE /items/{item_id}", "GET /images/{item_id}",
+                                               "GET /similar/{item_id}", "GET /items"}
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and operation.label in NO_INVALID_INPUT:

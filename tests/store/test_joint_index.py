@@ -72,19 +72,20 @@ def test_build_projects_every_item_and_the_model_travels_with_the_collection(col
     assert JointIndex.open(collection) is None
     report = build_joint_index(collection, model)
     assert report.embedded == 4
-    with JointIndex.open(collection) as index:
-        assert_same(state(index), expected(collection, model))
-        loaded = index.load_model()
-        assert loaded.version == model.version
-        assert loaded.path.parent == collection.path / "joint_model"
-        assert index.info()["items_embedded"] == 4
+    index = JointIndex.open(collection)
+    assert_same(state(index), expected(collection, model))
+    loaded = index.load_model()
+    assert loaded.version == model.version
+    assert loaded.path.parent == collection.path / "joint_model"
+    assert index.info()["items_embedded"] == 4
     assert build_joint_index(collection, model).embedded == 0  # nothing new
 
 
 def test_added_changed_and_removed_items_follow(collection, tmp_path):
     model = joint_model(tmp_path)
     build_joint_index(collection, model)
-    with Collection.open(collection.path) as other, JointIndex.open(other) as index:
+    with Collection.open(collection.path) as other:
+        index = JointIndex.open(other)
         before = state(index)
         collection.upsert(new_items({"b": "Puma Men Black Sneakers", "e": "Nike Men Blue T-shirt"}, seed=1))
         collection.remove(["c"])
@@ -103,11 +104,10 @@ def test_another_model_or_image_encoder_is_refused_unless_rebuilt(collection, tm
     other = joint_model(tmp_path, 1)
     with pytest.raises(EncoderMismatchError, match="--rebuild"):
         build_joint_index(collection, other)
-    with JointIndex.open(collection) as index, pytest.raises(EncoderMismatchError):
-        index.check_version(other.version)
+    with pytest.raises(EncoderMismatchError):
+        JointIndex.open(collection).check_version(other.version)
     assert build_joint_index(collection, other, rebuild=True).embedded == 4
-    with JointIndex.open(collection) as index:
-        assert_same(state(index), expected(collection, other))
+    assert_same(state(JointIndex.open(collection)), expected(collection, other))
     with pytest.raises(EncoderMismatchError):
         build_joint_index(collection, joint_model(tmp_path, 2, image_version="another/1"))
 

@@ -90,7 +90,7 @@ def test_training_writes_the_run_and_text_finds_the_right_images(trained, garmen
     with Collection.open(garment_collection) as coll:
         items = list(coll.iter_items())
         table = coll.table()
-        vectors = table.view[1][table.rows(np.array([it.vid for it in items], np.int64))]
+        vectors = table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))]
     joint = model.embed_image_features(vectors)
     assert joint.shape == (len(items), 32)
     precisions = []

@@ -36,6 +36,8 @@ DESCRIPTION = """Search a fashion catalogue by image.
   `filters`, `k`, `offset`, `color_weight`.
 * `POST /submit`: the RPF fashion API: `{"img_path": ..., "attrs": ...}` and `?k=` answer
   `{"ids", "similarities", "retrieval_times"}`.
+* `GET /items` pages through the catalogue; `GET /items/{id}`, `/images/{id}` and `/similar/{id}`
+  read one item (an id is the whole rest of the path and may hold `/`).
 * `POST /items` and `DELETE /items/{id}` change the collection; they need the API key
   (`X-API-Key` or `Authorization: Bearer`) when the server has one.
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vestis.search.searcher import MAX_K, SearchResponse
+from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET, SearchResponse
 
-MAX_OFFSET = 10_000
-MAX_COLOR_WEIGHT = 10.0
-MAX_TEXT = 500
-MAX_EXAMPLES = 50
+MAX_PAGE = 100  # items per page of GET /items
+MAX_BROWSE_OFFSET = 1_000_000_000  # past any catalogue's end, within SQLite's integers
+MAX_TEXT = 500  # characters of a text query
+MAX_EXAMPLES = 50  # positive or negative example items of one query
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]
 
 
 def image_url(item_id: str) -> str:
-    return f"/items/{quote(item_id, safe='')}/image"
+    return f"/images/{quote(item_id, safe='')}"
 
 
 class SearchOptions(BaseModel):
@@ -33,10 +35,32 @@ class SearchOptions(BaseModel):
         description='Metadata equality filters: {"baseColour": ["Blue", "Navy Blue"]} keeps items whose '
         "baseColour is either value; several keys must all match.",
     )
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
-    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOR_WEIGHT,
+    # Strict: JSON true or 1.5 is not a count; non-finite weights are refused before the range check.
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description="Number of results.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=True, description="Results to skip (paging).")
+    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOUR_WEIGHT, strict=True, allow_inf_nan=False,
                                 description="Weight of colour similarity added to the deep similarity.")
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+_NUMBER_FIELDS = {"k": int, "offset": int, "color_weight": float, "text_weight": float}
+
+
+def form_numbers(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart form fields with the numeric options' text turned into numbers (form fields are
+    all text; the strict models take numbers only). Text that is no number stays text, and is refused."""
+    out = dict(fields)
+    for key, kind in _NUMBER_FIELDS.items():
+        text = out.get(key)
+        if not isinstance(text, str):
+            continue
+        text = text.strip()
+        if kind is int and _INT_TEXT.fullmatch(text):
+            out[key] = int(text)
+        elif kind is float and len(text) <= 64:
+            with contextlib.suppress(ValueError):
+                out[key] = float(text)
+    return out
 
 
 class TextOptions(BaseModel):
@@ -129,7 +153,14 @@ class ItemOut(BaseModel):
     @classmethod
     def of(cls, item_id: str, metadata: dict[str, Any]) -> ItemOut:
         return cls(id=item_id, metadata=metadata, image_url=image_url(item_id),
-                   similar_url=f"/items/{quote(item_id, safe='')}/similar")
+                   similar_url=f"/similar/{quote(item_id, safe='')}")
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    total: int = Field(description="Items in the collection.")
+    offset: int
+    limit: int
 
 
 class Deleted(BaseModel):

@@ -238,7 +238,7 @@ def transfer(searcher: TextSearcher, path: Path) -> dict[str, Any]:
         other.check_encoder(searcher.model.image_encoder_version)
         items = list(other.iter_items())
         table = other.table()
-        vectors = searcher.model.embed_image_features(table.vectors[table.rows(np.array([it.vid for it in items]))])
+        vectors = searcher.model.embed_image_features(table.vectors[table.rows_of(np.array([it.vid for it in items]))])
     out: dict[str, Any] = {"n_items": len(items)}
     for column, phrases in (("category", TRANSFER_CATEGORIES), ("colour", TRANSFER_COLOURS)):
         values = sorted({str(it.metadata[column]) for it in items if it.metadata.get(column)})
@@ -277,42 +277,39 @@ def run_text_eval(collection_dir: Path, cfg: TextEvalConfig, *, report_dir: Path
     """Every protocol of the module docstring; writes report.md + metrics.json when ``report_dir``."""
     with Collection.open(collection_dir) as collection:
         searcher = TextSearcher.open(collection)
-        try:
-            if searcher.model is None:
-                raise VestisError(f"{collection_dir} has no joint text-image model: add one with `vestis text build`")
-            items = sorted(collection.iter_items(), key=lambda it: it.vid)
-            split = resolve_split(collection, items, EvalConfig(group=cfg.group, split_file=cfg.split_file))
-            test = Gallery([it for it in items if split.get(it.id) == "test"])
-            val = Gallery([it for it in items if split.get(it.id) == "val"])
-            if not test.items or not val.items:
-                raise VestisError("the split has no test or no validation items")
-            column = cfg.title_column or searcher.model.meta.get("text", {}).get("column")
-            metrics: dict[str, Any] = {"collection": str(collection_dir), "joint_model": searcher.model.version,
-                                       "n_test": len(test.items), "n_val": len(val.items)}
-            progress("choosing the hybrid fusion on the validation split")
-            fusion, metrics["fusion (validation mean P@10)"] = choose_fusion(
-                searcher, val, label_query_sets(val, cfg.min_items), cfg.keyword_weights)
-            metrics["fusion"] = {"kind": fusion[0], "keyword_weight": fusion[1]}
-            if column:
-                progress("title retrieval")
-                metrics["title retrieval"] = title_retrieval(searcher, test, column, fusion)
-            progress("label queries")
-            sets = label_query_sets(test, cfg.min_items)
-            metrics["label queries"] = label_queries(searcher, test, sets, fusion)
-            progress("composed queries (text weight chosen on validation)")
-            on_val = composed_queries(searcher, val, cfg.composed_queries, cfg.text_weights, cfg.seed, cfg.min_items)
-            best = max(cfg.text_weights, key=lambda w: on_val.get(f"text weight {w}", -1))
-            metrics["composed (validation)"] = on_val
-            metrics["composed"] = {"text weight": best, **composed_queries(
-                searcher, test, cfg.composed_queries, [best], cfg.seed, cfg.min_items)}
-            if cfg.transfer is not None:
-                progress("transfer")
-                metrics["transfer"] = transfer(searcher, cfg.transfer)
-            progress("latency")
-            texts = [t for texts, _q, _g in sets.values() for t in texts][: cfg.latency_queries]
-            metrics["latency"] = latency(searcher, texts, fusion)
-        finally:
-            searcher.close()
+        if searcher.model is None:
+            raise VestisError(f"{collection_dir} has no joint text-image model: add one with `vestis text build`")
+        items = sorted(collection.iter_items(), key=lambda it: it.vid)
+        split = resolve_split(collection, items, EvalConfig(group=cfg.group, split_file=cfg.split_file))
+        test = Gallery([it for it in items if split.get(it.id) == "test"])
+        val = Gallery([it for it in items if split.get(it.id) == "val"])
+        if not test.items or not val.items:
+            raise VestisError("the split has no test or no validation items")
+        column = cfg.title_column or searcher.model.meta.get("text", {}).get("column")
+        metrics: dict[str, Any] = {"collection": str(collection_dir), "joint_model": searcher.model.version,
+                                   "n_test": len(test.items), "n_val": len(val.items)}
+        progress("choosing the hybrid fusion on the validation split")
+        fusion, metrics["fusion (validation mean P@10)"] = choose_fusion(
+            searcher, val, label_query_sets(val, cfg.min_items), cfg.keyword_weights)
+        metrics["fusion"] = {"kind": fusion[0], "keyword_weight": fusion[1]}
+        if column:
+            progress("title retrieval")
+            metrics["title retrieval"] = title_retrieval(searcher, test, column, fusion)
+        progress("label queries")
+        sets = label_query_sets(test, cfg.min_items)
+        metrics["label queries"] = label_queries(searcher, test, sets, fusion)
+        progress("composed queries (text weight chosen on validation)")
+        on_val = composed_queries(searcher, val, cfg.composed_queries, cfg.text_weights, cfg.seed, cfg.min_items)
+        best = max(cfg.text_weights, key=lambda w: on_val.get(f"text weight {w}", -1))
+        metrics["composed (validation)"] = on_val
+        metrics["composed"] = {"text weight": best, **composed_queries(
+            searcher, test, cfg.composed_queries, [best], cfg.seed, cfg.min_items)}
+        if cfg.transfer is not None:
+            progress("transfer")
+            metrics["transfer"] = transfer(searcher, cfg.transfer)
+        progress("latency")
+        texts = [t for texts, _q, _g in sets.values() for t in texts][: cfg.latency_queries]
+        metrics["latency"] = latency(searcher, texts, fusion)
     if report_dir is not None:
         write_text_report(report_dir, metrics, command)
     return metrics

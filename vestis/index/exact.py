@@ -13,11 +13,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from vestis.index._common import (
+from vestis.index.vectors import VectorStore
+from vestis.index.backend import (
     Backend,
     Param,
     Params,
-    VectorStore,
     check_queries,
     check_vectors,
     exact_search,

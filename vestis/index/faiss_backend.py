@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
-from vestis.index._common import AUTO, Param, Params, StructuredIndex, format_params, parse_params
+from vestis.index.backend import AUTO, Param, Params, StructuredIndex, format_params, parse_params
 
 TRAIN_MIN = 1000
 POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per centroid

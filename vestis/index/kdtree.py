@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.neighbors import KDTree
 
-from vestis.index._common import Param, StructuredIndex
+from vestis.index.backend import Param, StructuredIndex
 
 PARAMS = {"leaf_size": Param(40, 1)}
 

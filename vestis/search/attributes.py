@@ -20,9 +20,9 @@ global embedding (:class:`vestis.search.searcher.Searcher`).
 
 **Colour.** For a colour attribute (``colour``, ``baseColour``) of a collection that keeps the
 hand-made colour descriptor, the attribute's term is the mean of the learned colour similarity and
-the descriptor's similarity (Bhattacharyya coefficient of the square-root histograms):
-attribute MAP on the test splits, learned / descriptor / this fusion, 44.5 / 28.8 / 45.6 on the
-Clothing Attribute Dataset and 24.5 / 28.7 / 31.7 on Fashion Product Images small (BENCHMARKS.md).
+the descriptor's similarity (Bhattacharyya coefficient of the square-root histograms): on the
+test splits of the Clothing Attribute Dataset and Fashion Product Images small this fusion beat
+either alone (BENCHMARKS.md, attribute retrieval).
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.encoders.text import TextEncoder
 from vestis.errors import VestisError
-from vestis.search.searcher import MAX_K, Query, SearchHit, SearchResponse, top_k
+from vestis.search.results import Query, SearchResponse, check_options, hits_for, top_k
 from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import Collection
 
 COLOUR_ATTRIBUTES = {"colour", "color", "basecolour", "basecolor"}  # normalised names
 NEAREST_MIN_SIMILARITY = 0.5  # chosen on a handful of phrases with and without a right answer (BENCHMARKS.md)
 SPELLED_OUT = {"sleevelength": "sleeve length", "neckline": "neck line"}  # names written as one word
-COLOUR_FUSION = 1.0  # descriptor weight beside the learned colour: best of 0.25-2 on clothing, near on FPI
+COLOUR_FUSION = 1.0  # descriptor weight beside the learned colour, chosen by measurement (BENCHMARKS.md)
 _SEPARATORS = re.compile(r"\s*(?:[;,+]|\band\b|\bwith\b)\s*", re.IGNORECASE)
 _WEIGHT = re.compile(r"^(?P<name>.*?)\s*[:=]\s*(?P<weight>[^:=]*)$")
 
@@ -209,7 +209,8 @@ class AttributeQuery(Query):
 
 
 class AttributeSearcher:
-    """Searches a collection's attribute index with the collection's attribute model."""
+    """Searches a collection's attribute index with the collection's attribute model (a
+    :class:`~vestis.search.results.VectorSearcher`)."""
 
     def __init__(self, collection: Collection, index: AttributeIndex, model: AttributeEncoder):
         index.check_model(model)
@@ -227,11 +228,7 @@ class AttributeSearcher:
                 f"collection {collection.path} has no attribute index: build one with "
                 f"`vestis attributes build --collection {collection.path} --model MODEL.onnx`"
             )
-        try:
-            return cls(collection, index, index.load_model(threads, backbone))
-        except BaseException:
-            index.close()
-            raise
+        return cls(collection, index, index.load_model(threads, backbone))
 
     @property
     def attributes(self) -> list[str]:
@@ -298,16 +295,10 @@ class AttributeSearcher:
         weights = query.weights
         if query.attributes is None:
             raise VestisError("the query item has no attribute vectors yet: run `vestis attributes build`")
-        if colour_weight < 0 or (colour_weight and (query.colour is None or not self.collection.colour_dim)):
-            raise VestisError(
-                "colour weight must be >= 0, and needs a collection and query with colour features"
-            )
+        check_options(k, offset, colour_weight,
+                      has_colour=query.colour is not None and bool(self.collection.colour_dim))
         if not weights:
             raise VestisError("name at least one attribute (or search without attributes)")
-        if not 1 <= k <= MAX_K:
-            raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
-        if offset < 0 or offset > 100 * MAX_K:
-            raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
         unknown = [w for w in weights if w not in self.attributes]
         if unknown:
             raise VestisError(
@@ -345,12 +336,7 @@ class AttributeSearcher:
                 scores += colour_weight * (colours[rows] @ query.colour)
         order = top_k(scores, k + offset)[offset:]
         t1 = time.perf_counter()
-        found = {it.vid: it for it in self.collection.items_by_vid(vids[order].tolist())}
-        hits = [
-            SearchHit(found[v].id, float(s), found[v].source, found[v].metadata)
-            for v, s in zip(vids[order].tolist(), scores[order].tolist())
-            if v in found
-        ]
+        hits = hits_for(self.collection, vids[order], scores[order])
         timings["search"] = (t1 - t0) * 1000
         timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
         return SearchResponse(hits, timings, len(vids))

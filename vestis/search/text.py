@@ -25,7 +25,7 @@ import numpy as np
 
 from vestis.encoders.joint import JointModel
 from vestis.errors import VestisError
-from vestis.search.searcher import MAX_K, SearchHit, SearchResponse, top_k
+from vestis.search.results import SearchResponse, check_options, hits_for, top_k
 from vestis.store.collection import Collection
 from vestis.store.joint_index import JointIndex
 from vestis.store.keyword_index import KeywordIndex
@@ -126,16 +126,7 @@ class TextSearcher:
     @classmethod
     def open(cls, collection: Collection, *, threads: int | None = None) -> TextSearcher:
         index = JointIndex.open(collection)
-        try:
-            return cls(collection, index, index.load_model(threads) if index is not None else None)
-        except BaseException:
-            if index is not None:
-                index.close()
-            raise
-
-    def close(self) -> None:
-        if self.index is not None:
-            self.index.close()
+        return cls(collection, index, index.load_model(threads) if index is not None else None)
 
     @property
     def default_mode(self) -> str:
@@ -250,10 +241,7 @@ class TextSearcher:
                timings: dict[str, float] | None = None) -> SearchResponse:
         """The top ``k`` items after ``offset`` for a query from :meth:`query`: keyword when it has
         only text, vector when it has only a vector, hybrid (``fusion``) when it has both."""
-        if not 1 <= k <= MAX_K:
-            raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
-        if offset < 0 or offset > 100 * MAX_K:
-            raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
+        check_options(k, offset, 0.0, has_colour=False)
         timings = {} if timings is None else timings
         timings.update(query.timings)
         want = k + offset
@@ -262,9 +250,7 @@ class TextSearcher:
         vids, scores = self.ranking(query, want, allowed, fusion, keyword_weight)
         vids, scores = vids[offset:want], scores[offset:want]
         t1 = time.perf_counter()
-        found = {it.vid: it for it in self.collection.items_by_vid(vids.tolist())}
-        hits = [SearchHit(found[v].id, float(s), found[v].source, found[v].metadata)
-                for v, s in zip(vids.tolist(), scores.tolist()) if v in found]
+        hits = hits_for(self.collection, vids, scores)
         timings["search"] = (t1 - t0) * 1000
         timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
         return SearchResponse(hits, timings, len(allowed) if allowed is not None else len(self.collection))

@@ -127,47 +127,47 @@ def build_attribute_index(
     its work and a second run finishes it."""
     from vestis.data.sources import read_source
     from vestis.encoders.pipeline import embed_items
-    from vestis.train.feature_cache import OutputsAsVectors, open_cached, output_shapes
+    from vestis.store.feature_cache import OutputsAsVectors, open_cached, output_shapes
 
     started = time.perf_counter()
     report = BuildReport()
-    with AttributeIndex.configure(collection, model, rebuild=rebuild) as index:
-        todo = index.missing()
-        cache = open_cached(collection.path / "features", model.backbone, [model.feature_map, EMBEDDING])
-        cached = [(vid, item_id) for vid, item_id, _s, h in todo if cache.key.get(item_id) == h]
-        for chunk in _batches(cached, 256):
-            rows = cache.rows([item_id for _vid, item_id in chunk])
-            order = np.argsort(rows)
-            features = {
-                n: np.asarray(cache.arrays[n][rows[order]], np.float32) for n in model.backbone_outputs
-            }
-            vectors = model.embed_features(features)
-            index.add(np.array([chunk[i][0] for i in order], np.int64), vectors)
-            report.from_cache += len(chunk)
-        done = {vid for vid, _i in cached}
-        rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
-        if rest:
-            adapter = OutputsAsVectors(
-                model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
-            )
-            ids = {vid: item_id for vid, item_id, _s, _h in todo}
-            stream = embed_items(
-                adapter,
-                ((vid, lambda s=source: read_source(s)) for vid, source in rest),
-                batch_size=batch_size,
-                with_colour=False,
-                progress=progress,
-                total=len(rest),
-            )
-            for batch in stream:
-                if batch.keys:
-                    index.add(
-                        np.array(batch.keys, np.int64), model.embed_features(adapter.split(batch.vectors))
-                    )
-                report.skipped += [(ids[vid], reason) for vid, reason in batch.failures]
-                report.embedded += len(batch.keys)
-        report.embedded += report.from_cache
-        index.save()
+    index = AttributeIndex.configure(collection, model, rebuild=rebuild)
+    todo = index.missing()
+    cache = open_cached(collection.path / "features", model.backbone, [model.feature_map, EMBEDDING])
+    cached = [(vid, item_id) for vid, item_id, _s, h in todo if cache.key.get(item_id) == h]
+    for chunk in _batches(cached, 256):
+        rows = cache.rows([item_id for _vid, item_id in chunk])
+        order = np.argsort(rows)
+        features = {
+            n: np.asarray(cache.arrays[n][rows[order]], np.float32) for n in model.backbone_outputs
+        }
+        vectors = model.embed_features(features)
+        index.add(np.array([chunk[i][0] for i in order], np.int64), vectors)
+        report.from_cache += len(chunk)
+    done = {vid for vid, _i in cached}
+    rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
+    if rest:
+        adapter = OutputsAsVectors(
+            model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
+        )
+        ids = {vid: item_id for vid, item_id, _s, _h in todo}
+        stream = embed_items(
+            adapter,
+            ((vid, lambda s=source: read_source(s)) for vid, source in rest),
+            batch_size=batch_size,
+            with_colour=False,
+            progress=progress,
+            total=len(rest),
+        )
+        for batch in stream:
+            if batch.keys:
+                index.add(
+                    np.array(batch.keys, np.int64), model.embed_features(adapter.split(batch.vectors))
+                )
+            report.skipped += [(ids[vid], reason) for vid, reason in batch.failures]
+            report.embedded += len(batch.keys)
+    report.embedded += report.from_cache
+    index.save()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -182,8 +182,7 @@ def update_attributes(
         index = AttributeIndex.open(collection)
         if index is None:
             return None
-        with index:
-            model = index.load_model()
+        model = index.load_model()
     else:
         model = AttributeEncoder(model_path)
     return build_attribute_index(collection, model, progress=progress)

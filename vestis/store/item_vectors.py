@@ -21,7 +21,7 @@ later have no vectors until the store's build embeds the items that lack them (:
 from __future__ import annotations
 
 import json
-import sqlite3
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +30,11 @@ from typing import ClassVar, Self
 import numpy as np
 
 from vestis.errors import EncoderMismatchError, VestisError
+from vestis.index.vectors import VectorStore
 from vestis.store.atomic import atomic_write
-from vestis.store.collection import DB_NAME, Collection, VectorTable
+from vestis.store.collection import Collection
+
+log = logging.getLogger(__name__)
 
 
 class ItemVectors:
@@ -50,13 +53,8 @@ class ItemVectors:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self._conn = sqlite3.connect(
-            collection.path / DB_NAME, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._lock = threading.RLock()
-        self._table: VectorTable | None = None
+        self.db = collection.db  # the collection's connection, lock and transactions
+        self._table: VectorStore | None = None
         self._synced = (0, 0)  # (collection generation, store generation) the table reflects
         self._load_settings()
 
@@ -80,10 +78,7 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     def open(cls, collection: Collection) -> Self | None:
         """The collection's store of this kind, or None when it has no model for it."""
         store = cls(collection)
-        if store.model_version:
-            return store
-        store.close()
-        return None
+        return store if store.model_version else None
 
     @classmethod
     def _configure(cls, collection: Collection, *, version: str, names: list[str], dim: int,
@@ -93,63 +88,40 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
         returns its path there. Another model's vectors are refused unless ``rebuild`` (they are
         then dropped)."""
         store = cls(collection)
-        try:
-            if store.model_version and store.model_version != version and not rebuild:
-                raise EncoderMismatchError(
-                    f"the {cls.KIND} vectors of {collection.path} were embedded with {store.model_version}; "
-                    f"{model_name} is {version}. Rebuild them with --rebuild"
-                )
-            with store._lock:
-                store._conn.executescript(cls._schema())  # idempotent; executescript commits on its own
-            with store._lock, store._conn:
-                store._conn.execute("BEGIN IMMEDIATE")
-                if store.model_version != version:
-                    installed = install()
-                    store._conn.execute(f"DELETE FROM {cls.TABLE}")
-                    store._write_settings({
-                        f"{cls.KIND}_model": installed,
-                        f"{cls.KIND}_model_version": version,
-                        f"{cls.KIND}_names": json.dumps(names),
-                        f"{cls.KIND}_dim": str(dim),
-                        f"{cls.KIND}_generation": str(store.generation() + 1),
-                    })
-                    (collection.path / "cache" / cls.CACHE).unlink(missing_ok=True)
-            store._load_settings()
-            store._table = None
-        except BaseException:
-            store.close()
-            raise
+        if store.model_version and store.model_version != version and not rebuild:
+            raise EncoderMismatchError(
+                f"the {cls.KIND} vectors of {collection.path} were embedded with {store.model_version}; "
+                f"{model_name} is {version}. Rebuild them with --rebuild"
+            )
+        with store.db.lock:
+            store.db.conn.executescript(cls._schema())  # idempotent; executescript commits on its own
+        with store.db.write():
+            if store.model_version != version:
+                installed = install()
+                store.db.conn.execute(f"DELETE FROM {cls.TABLE}")
+                store.db.set_settings({
+                    f"{cls.KIND}_model": installed,
+                    f"{cls.KIND}_model_version": version,
+                    f"{cls.KIND}_names": json.dumps(names),
+                    f"{cls.KIND}_dim": str(dim),
+                    f"{cls.KIND}_generation": str(store.generation() + 1),
+                })
+                (collection.path / "cache" / cls.CACHE).unlink(missing_ok=True)
+        store._load_settings()
+        store._table = None
         return store
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _load_settings(self) -> None:
-        with self._lock:
-            rows = self._conn.execute("SELECT key, value FROM settings WHERE key LIKE ?",
-                                      (f"{self.KIND}%",)).fetchall()
-        settings = dict(rows)
+        settings = dict(self.db.read("SELECT key, value FROM settings WHERE key LIKE ?", (f"{self.KIND}%",)))
         self.model_path = settings.get(f"{self.KIND}_model", "")
         self.model_version = settings.get(f"{self.KIND}_model_version", "")
         self.names: list[str] = json.loads(settings.get(f"{self.KIND}_names", "[]"))
         self.dim = int(settings.get(f"{self.KIND}_dim", "0"))
 
-    def _write_settings(self, values: dict[str, str]) -> None:
-        self._conn.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)", values.items())
-
     def generation(self) -> int:
         """The store's generation: bumped by every write of vectors."""
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM settings WHERE key=?",
-                                     (f"{self.KIND}_generation",)).fetchone()
-        return int(row[0]) if row else 0
+        rows = self.db.read("SELECT value FROM settings WHERE key=?", (f"{self.KIND}_generation",))
+        return int(rows[0][0]) if rows else 0
 
     def check_version(self, version: str) -> None:
         """Refuse query vectors from another model than the one that embedded the items."""
@@ -162,11 +134,9 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     # ----------------------------------------------------------------- writing
     def missing(self) -> list[tuple[int, str, str, str]]:
         """(vid, id, source, content hash) of the items that have no vectors of this kind yet."""
-        with self._lock:
-            return self._conn.execute(
-                f"SELECT vid, id, source, hash FROM items WHERE vid NOT IN (SELECT vid FROM {self.TABLE}) "
-                "ORDER BY vid"
-            ).fetchall()
+        return self.db.read(
+            f"SELECT vid, id, source, hash FROM items WHERE vid NOT IN (SELECT vid FROM {self.TABLE}) ORDER BY vid"
+        )
 
     def add(self, vids: np.ndarray, vectors: np.ndarray) -> int:
         """Store the vectors (len(vids) x slots x dim) of items in one transaction; items that
@@ -175,15 +145,14 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
         if vectors.shape[1:] != (len(self.names), self.dim) or len(vectors) != len(vids):
             raise VestisError(f"{self.KIND} vectors must be {len(vids)} x {len(self.names)} x {self.dim}, "
                               f"got {vectors.shape}")
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self.db.write():
             gen = self.generation() + 1
-            self._write_settings({f"{self.KIND}_generation": str(gen)})
+            self.db.set_settings({f"{self.KIND}_generation": str(gen)})
             written = 0
             for vid, per_slot in zip(np.asarray(vids).tolist(), vectors):
-                if self._conn.execute("SELECT 1 FROM items WHERE vid=?", (vid,)).fetchone() is None:
+                if not self.db.read("SELECT 1 FROM items WHERE vid=?", (vid,)):
                     continue
-                self._conn.executemany(
+                self.db.conn.executemany(
                     f"INSERT OR REPLACE INTO {self.TABLE} VALUES (?, ?, ?, ?)",
                     [(vid, s, np.ascontiguousarray(v).tobytes(), gen) for s, v in zip(self.names, per_slot)],
                 )
@@ -193,28 +162,27 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     # ----------------------------------------------------------------- reading
     @property
     def lock(self) -> threading.RLock:
-        return self._lock
+        return self.db.lock
 
-    def table(self) -> VectorTable:
+    def table(self) -> VectorStore:
         """Every item's vectors side by side (slots x dim per row), brought up to date with the
         committed writes of any process."""
-        with self._lock:
+        with self.db.lock:
             if self._table is None:
                 self._table, self._synced = self._load()
             self._catch_up()
             return self._table
 
-    def _snapshot(self) -> tuple[int, int]:
-        cgen = self._conn.execute("SELECT value FROM settings WHERE key='generation'").fetchone()
-        sgen = self._conn.execute("SELECT value FROM settings WHERE key=?", (f"{self.KIND}_generation",)).fetchone()
-        return int(cgen[0]), int(sgen[0]) if sgen else 0
+    def _generations(self) -> tuple[int, int]:
+        """(collection generation, store generation) now."""
+        return self.db.generation(), self.generation()
 
     def _rows(self, where: str, params: tuple) -> tuple[np.ndarray, np.ndarray]:
         """vids and their stacked vectors (slots in model order) of rows matching ``where``."""
         position = {a: i for i, a in enumerate(self.names)}
         found: dict[int, np.ndarray] = {}
-        query = f"SELECT vid, {self.SLOT}, vector FROM {self.TABLE} WHERE {where}"
-        for vid, slot, blob in self._conn.execute(query, params):
+        for vid, slot, blob in self.db.read(f"SELECT vid, {self.SLOT}, vector FROM {self.TABLE} WHERE {where}",
+                                            params):
             if slot in position:
                 row = found.setdefault(vid, np.zeros((len(self.names), self.dim), np.float32))
                 row[position[slot]] = np.frombuffer(blob, np.float32)
@@ -223,43 +191,43 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
                    else np.zeros((0, len(self.names) * self.dim), np.float32))
         return vids, vectors
 
-    def _load(self) -> tuple[VectorTable, tuple[int, int]]:
-        table = VectorTable(len(self.names) * self.dim, 0)
+    def _load(self) -> tuple[VectorStore, tuple[int, int]]:
+        table = VectorStore(len(self.names) * self.dim)
         cache = self.collection.path / "cache" / self.CACHE
         if cache.exists():
             try:
                 with np.load(cache) as z:
                     if str(z["model_version"]) == self.model_version:
-                        table.add(z["vids"], z["vectors"], None)
+                        table.append(z["vids"], z["vectors"])
                         return table, (int(z["generation"]), int(z["store_generation"]))
-            except (OSError, ValueError, KeyError):
-                table = VectorTable(len(self.names) * self.dim, 0)  # torn or foreign: rebuilt below
-        with self._conn:
-            self._conn.execute("BEGIN")  # one snapshot: the generations match the rows read
-            synced = self._snapshot()
+            except Exception as error:  # any damage: SQLite holds the truth
+                log.warning("%s cache %s is damaged (%s): rebuilt from SQLite", self.KIND, cache, error)
+                cache.unlink(missing_ok=True)
+                table = VectorStore(len(self.names) * self.dim)
+        with self.db.snapshot():  # one snapshot: the generations match the rows read
+            synced = self._generations()
             vids, vectors = self._rows("1", ())
-        table.add(vids, vectors, None)
+        table.append(vids, vectors)
         return table, synced
 
     def _catch_up(self) -> None:
         table = self._table
         assert table is not None
-        with self._conn:
-            self._conn.execute("BEGIN")
-            now = self._snapshot()
+        with self.db.snapshot():
+            now = self._generations()
             if now == self._synced:
                 return
             cgen, sgen = self._synced
             vids, vectors = self._rows(f"{self.GENERATION} > ?", (sgen,))
-            removed = [r[0] for r in self._conn.execute("SELECT vid FROM removed WHERE gen > ?", (cgen,))]
-        table.remove(vids.tolist())
-        table.add(vids, vectors, None)
-        table.remove(removed)
+            removed = [r[0] for r in self.db.read("SELECT vid FROM removed WHERE gen > ?", (cgen,))]
+        table.swap_remove(vids)
+        table.append(vids, vectors)
+        table.swap_remove(np.array(removed, np.int64))
         self._synced = now
 
     def save(self) -> None:
         """Write ``cache/<cache file>`` (atomic) so the next open skips reading SQLite."""
-        with self._lock:
+        with self.db.lock, self.collection.derived_files_lock():
             table = self.table()
             vids, vectors, _ = table.view
             cgen, sgen = self._synced
@@ -275,10 +243,9 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     def stored_vectors(self, vid: int) -> np.ndarray | None:
         """The stored vectors (slots x dim) of one item; None when it has none yet."""
         table = self.table()
-        row = table.row_of.get(int(vid))
-        return None if row is None else table.vectors[row].reshape(len(self.names), self.dim).copy()
+        row = int(table.rows_of(np.array([vid]))[0])
+        return None if row < 0 else table.vectors[row].reshape(len(self.names), self.dim).copy()
 
     def embedded(self) -> int:
         """How many items have vectors of this kind."""
-        with self._lock:
-            return self._conn.execute(f"SELECT COUNT(DISTINCT vid) FROM {self.TABLE}").fetchone()[0]
+        return self.db.read(f"SELECT COUNT(DISTINCT vid) FROM {self.TABLE}")[0][0]

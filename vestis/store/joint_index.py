@@ -89,16 +89,16 @@ def build_joint_index(collection: Collection, model: JointModel, *, rebuild: boo
     interrupted build keeps its work."""
     started = time.perf_counter()
     report = JointBuildReport()
-    with JointIndex.configure(collection, model, rebuild=rebuild) as index:
-        todo = np.array([vid for vid, *_ in index.missing()], np.int64)
-        with collection.lock:
-            table = collection.table()
-            todo = todo[np.isin(todo, table.view[0])]
-            features = table.vectors[table.rows(todo)] if len(todo) else np.zeros((0, table.dim), np.float32)
-        for start in range(0, len(todo), CHUNK):
-            vectors = model.embed_image_features(features[start:start + CHUNK])
-            report.embedded += index.add(todo[start:start + CHUNK], vectors[:, None, :])
-        index.save()
+    index = JointIndex.configure(collection, model, rebuild=rebuild)
+    todo = np.array([vid for vid, *_ in index.missing()], np.int64)
+    with collection.lock:
+        table = collection.table()
+        todo = todo[np.isin(todo, table.view[0])]
+        features = table.vectors[table.rows_of(todo)] if len(todo) else np.zeros((0, table.dim), np.float32)
+    for start in range(0, len(todo), CHUNK):
+        vectors = model.embed_image_features(features[start:start + CHUNK])
+        report.embedded += index.add(todo[start:start + CHUNK], vectors[:, None, :])
+    index.save()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -110,8 +110,7 @@ def update_joint(collection: Collection, model_path: Path | None = None) -> Join
         index = JointIndex.open(collection)
         if index is None:
             return None
-        with index:
-            model = index.load_model()
+        model = index.load_model()
     else:
         model = JointModel(model_path)
     return build_joint_index(collection, model)

@@ -21,7 +21,7 @@ final map, so caching it for a 44k catalogue takes 1.9 GB in float16 rather than
 mid-level map lacks in semantics the global branch brings back.
 
 **Training** (``vestis train --config configs/clothing-attributes-asen.yaml``, or
-``vestis attributes train``) runs on cached maps (:mod:`vestis.train.feature_cache`) with the
+``vestis attributes train``) runs on cached maps (:mod:`vestis.store.feature_cache`) with the
 shared trainer (:class:`vestis.train.trainer.Trainer`): a training sample is an (item, attribute)
 pair whose class is the attribute's value; batches hold ``head.m_per_class`` pairs of each of
 several (attribute, value) classes, and the loss is a triplet ranking loss on cosine similarity,
@@ -388,7 +388,7 @@ def feature_sources(data_cfg: Any, runs_dir: Path) -> tuple[list[tuple[str, str,
 def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
     """Items, their cached backbone features (computed on first use) and the labelled pairs."""
     from vestis.encoders import get_encoder
-    from vestis.train.feature_cache import cached_features
+    from vestis.store.feature_cache import cached_features
 
     triples, items, directory = feature_sources(cfg.data, cfg.run_dir.parent)
     encoder = get_encoder(items.encoder_name)

@@ -1,5 +1,5 @@
-// vestis web page: search the collection in words, by a photo (drop, paste, pick), by both, or by any
-// result; results marked "more like this" (+) and "less like this" (−) refine the query.
+// vestis web page: browse the catalogue, search it in words, by a photo (drop, paste, pick), by both, or
+// by any item; results marked "more like this" (+) and "less like this" (−) refine the query.
 // Plain JavaScript, no build step, no network beyond this server.
 "use strict";
 
@@ -12,7 +12,7 @@ const state = {
   positive: new Set(), // ids marked "more like this"
   negative: new Set(), // ids marked "less like this"
   attrs: new Set(),
-  shown: 0, // results on screen (the offset of the next page)
+  shown: 0, // results (or browsed items) on screen: the offset of the next page
   seq: 0, // number of the latest request: answers to older ones are dropped
 };
 
@@ -129,7 +129,7 @@ function setImageQuery(file) {
 function setItemQuery(id) {
   if (state.query && state.query.url) URL.revokeObjectURL(state.query.url);
   state.query = { kind: "item", id };
-  showQuery(`/items/${encodeURIComponent(id)}/image?size=400`, `more like ${id}`);
+  showQuery(`/images/${encodeURIComponent(id)}?size=400`, `more like ${id}`);
   window.scrollTo({ top: 0, behavior: "smooth" });
   search();
 }
@@ -255,7 +255,7 @@ function cardFor(hit, rank) {
   const caption = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = `#${rank} · ${hit.score.toFixed(3)}`;
+  score.textContent = hit.score === undefined ? `#${rank}` : `#${rank} · ${hit.score.toFixed(3)}`;
   const name = document.createElement("span");
   name.className = "title";
   name.textContent = title;
@@ -307,6 +307,31 @@ function render(answer, append, roundTripMs) {
   $("more").hidden = answer.results.length < answer.k || state.shown >= answer.candidates;
 }
 
+// ------------------------------------------------------------------ browsing
+// Before any query the grid shows the catalogue page by page, so an item can be clicked for
+// "more like this" without a photo at hand.
+async function browse(append = false) {
+  const seq = ++state.seq;
+  const offset = append ? state.shown : 0;
+  const limit = Number($("k").value);
+  setStatus("Loading the catalogue…", true);
+  try {
+    const page = await api(`/items?offset=${offset}&limit=${limit}`);
+    if (seq !== state.seq) return;
+    const grid = $("results");
+    if (!append) grid.textContent = "";
+    page.items.forEach((item, i) => grid.appendChild(cardFor(item, page.offset + i + 1)));
+    state.shown = page.offset + page.items.length;
+    setStatus(state.shown ? `Browsing the catalogue: ${state.shown} of ${page.total.toLocaleString()} items · `
+      + "click one for more like it, or search by a photo" : "The collection is empty", false);
+    $("more").hidden = state.shown >= page.total;
+  } catch (e) {
+    if (seq !== state.seq) return;
+    setStatus("", false);
+    showError(`cannot list the catalogue: ${e.message}`);
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 function wire() {
   $("query-preview").addEventListener("error", () => { $("query-preview").hidden = true; });
@@ -341,18 +366,20 @@ function wire() {
   });
   $("colour").addEventListener("input", () => { $("colour-out").value = $("colour").value; });
   $("colour").addEventListener("change", () => search());
-  $("k").addEventListener("change", () => search());
-  $("more").addEventListener("click", () => search(true));
+  $("k").addEventListener("change", () => (state.query || isTextQuery() ? search() : browse()));
+  $("more").addEventListener("click", () => (state.query || isTextQuery() ? search(true) : browse(true)));
   $("text-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.text = $("text").value.trim();
-    search();
+    if (state.query || isTextQuery()) search();
+    else browse();
   });
   $("clear-examples").addEventListener("click", () => {
     state.positive.clear();
     state.negative.clear();
     showRefinement();
-    search();
+    if (state.query || isTextQuery()) search();
+    else browse();
   });
   $("clear-filters").addEventListener("click", () => {
     for (const select of document.querySelectorAll("#filters select")) select.value = "";
@@ -374,6 +401,7 @@ async function start() {
   $("colour").disabled = !info.colour;
   buildFilters(filterableColumns());
   buildAttributes(info.attributes);
+  if (!state.query) browse();
 }
 
 start();
