@@ -139,7 +139,15 @@ def index_cmd(
 def search_cmd(
     collection: CollectionOpt,
     image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
-    item_id: Annotated[str | None, typer.Option("--id", help="Search with an indexed item (more like this).")] = None,
+    item_ids: Annotated[list[str] | None, typer.Option(
+        "--id", help="Search with an indexed item (more like this); repeat for several, WEIGHT:ID to weigh.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search in words (alone, or with an image or --id).")] = None,
+    negatives: Annotated[list[str] | None, typer.Option(
+        "--not", help="Less like this: an item id or image file (repeatable, WEIGHT: prefix allowed).")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="Text search: keyword, vector or hybrid (default: hybrid with a joint model, else keyword).")] = None,
+    text_weight: Annotated[float | None, typer.Option(
+        help="Share of the text in a query that combines text with images or items (0..1).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
@@ -151,18 +159,33 @@ def search_cmd(
         "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
     )] = None,
 ) -> None:
-    """Find the items most similar to a query image or an indexed item (in the given attributes)."""
+    """Find the items most similar to a query image or an indexed item (in the given attributes), or
+    search in words, alone or combined with images and items (more like these, less like those)."""
     from vestis.search.engine import Engine
 
-    if (image is None) == (item_id is None):
-        _fail("give either a query IMAGE or --id ITEM")
+    item_ids = item_ids or []
+    text_query = text is not None or bool(negatives) or len(item_ids) > 1 or bool(mode) or text_weight is not None
+    item_id = item_ids[0] if item_ids else None
+    if not text_query and (image is None) == (item_id is None):
+        _fail("give either a query IMAGE or --id ITEM (or --text)")
+    if text_query and attrs:
+        _fail("--attrs cannot be combined with --text, --not or several --id")
     if image is not None and not image.is_file():
         _fail(f"no such image file: {image}")
     started = time.perf_counter()
     with Engine.open(collection) as engine:
         timings = engine.load(model=image is not None)
         filters = engine.check_filters(_parse_filters(filter or []))
-        query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
+        if text_query:
+            from vestis.search.text import parse_weighted
+
+            negative_files = [(w, Path(v)) for w, v in map(parse_weighted, negatives or []) if Path(v).is_file()]
+            negative_items = [n for n in negatives or [] if not Path(parse_weighted(n)[1]).is_file()]
+            query = engine.text_query(text, images=[(1.0, image)] if image is not None else [], items=item_ids,
+                                      negative_images=negative_files, negatives=negative_items, mode=mode,
+                                      text_weight=text_weight, timings=timings)
+        else:
+            query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
         response = engine.search(query, k=k, offset=offset, filters=filters, attrs=attrs,
                                  colour_weight=color_weight, timings=timings)
         timings["total"] = (time.perf_counter() - started) * 1000
@@ -253,10 +276,23 @@ def eval_cmd(
     ] = False,
     report: Annotated[Path | None, typer.Option(help="Write report.md, metrics.json and plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Text-query protocols (needs a joint text-image model): "
+                                       "title retrieval, label queries, composed queries, latency.")] = False,
+    transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
 ) -> None:
-    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy."""
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries."""
     from vestis.eval.run import EvalConfig, run_eval
 
+    if text:
+        from vestis.eval.text import TextEvalConfig, run_text_eval
+
+        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer)
+        if group:
+            text_cfg.group = [c.strip() for c in group.split(",") if c.strip()]
+        metrics = run_text_eval(collection, text_cfg, report_dir=report, command="vestis " + " ".join(sys.argv[1:]),
+                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+        print(json.dumps(metrics, indent=2, default=str))
+        return
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
@@ -431,6 +467,57 @@ def attributes_info_cmd(
     table = Table(show_header=False, title=f"{collection}: attributes")
     for key, value in info.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+# ----------------------------------------------------------------- text search
+text_app = typer.Typer(help="Search in words: a collection's joint text-image vectors.", no_args_is_help=True)
+app.add_typer(text_app, name="text")
+
+
+@text_app.command("build")
+def text_build_cmd(
+    collection: CollectionOpt,
+    model: Annotated[Path, typer.Option("--model", help="Joint model from `vestis train` (its run folder or "
+                                        "joint.json).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop another model's vectors and embed again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Project every item into MODEL's joint text-image space (only items not embedded yet), for `search --text`."""
+    from vestis.encoders.joint import JointModel
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import build_joint_index
+
+    with Collection.open(collection) as coll:
+        report = build_joint_index(coll, JointModel(model), rebuild=rebuild)
+        total = len(coll)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    console.print(f"[green]done[/] in {report.seconds:.1f}s: {report.embedded} item(s) embedded; "
+                  f"collection holds {total} items")
+
+
+@text_app.command("info")
+def text_info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The joint text-image model of a collection and how many items it has embedded."""
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import JointIndex
+
+    with Collection.open(collection) as coll:
+        index = JointIndex.open(coll)
+        if index is None:
+            _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
+        info = index.info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=f"{collection}: text search")
+    for key, value in info.items():
+        table.add_row(key, str(value))
     Console().print(table)
 
 

@@ -188,7 +188,7 @@ class Service:
 
     def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
         """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
-        return parse_attrs(raw, self.attribute_names())
+        return parse_attrs(raw, self.attribute_names(), text_encoder=self.engine.attribute_text_encoder)
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
         return self.engine.metadata_columns()

@@ -22,6 +22,7 @@ import os
 import tempfile
 import warnings
 from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -166,14 +167,18 @@ def _static_input_size(session: ort.InferenceSession, path: Path) -> int | None:
     return h
 
 
-def builtin_model_path(name: str, cache_dir: Path | None = None) -> Path:
-    """The cached ONNX export of built-in backbone ``name``, exporting it first when missing.
+def builtin_model_path(name: str, cache_dir: Path | None = None, *,
+                       export: Callable[[str, Path], None] | None = None, revision: str = "") -> Path:
+    """The cached ONNX export of built-in model ``name``, exporting it first when missing.
 
-    The file name hashes the backbone, the graph revision and the torch version. The export is
-    written to a temporary file and renamed into place, so concurrent processes never read a
-    partial model (at worst two of them export the same file).
+    ``export(name, path)`` writes the model (default: :func:`export_backbone`, the image
+    backbones); ``revision`` names anything else the export depends on (another graph revision,
+    the weights' package version). The file name hashes the model, the graph revision, the torch
+    version and ``revision``. The export is written to a temporary file and renamed into place, so
+    concurrent processes never read a partial model (at worst two of them export the same file).
     """
     key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
+    key += f"|{revision}" if revision else ""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.exists():
@@ -181,7 +186,7 @@ def builtin_model_path(name: str, cache_dir: Path | None = None) -> Path:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export_backbone(name, Path(tmp))
+            (export or export_backbone)(name, Path(tmp))
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
