@@ -251,7 +251,6 @@ _PROGRESS_SCRIPT = textwrap.dedent("""
     from vestis.data import open_catalogue
     from vestis.encoders import get_encoder
     from vestis.store.ingest import index_catalogue, open_or_create
-from vestis.store.protocol import CollectionStore
 
     encoder = get_encoder()
     coll = open_or_create(sys.argv[2], encoder, None)

@@ -102,6 +102,11 @@ class RayEmbedder:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Join (or start) the cluster now, before a store is opened: a local cluster's daemons must
+        # not be started while Milvus Lite's in-process gRPC server runs threads in this process.
+        connect(self.address)
+
     def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
                  stored: StoredLookup | None = None) -> Iterator[EmbeddedBatch[str]]:
         """``stored`` is not consulted: the driver does not read the images, so every item sent to
@@ -109,8 +114,6 @@ class RayEmbedder:
         if not items:
             return
         ray = _ray()
-        connect(self.address)
-
         cpus = ray.cluster_resources().get("CPU", 1.0)
         blocks = -(-len(items) // (BLOCK_BATCHES * batch_size))
         actors = min(self.actors or max(1, int(cpus // self.cpus_per_actor)), blocks)
