@@ -122,8 +122,8 @@ class Engine:
                    negatives: Sequence[str] = (), mode: str | None = None, text_weight: float | None = None,
                    timings: dict[str, float] | None = None) -> TextQuery:
         """A query of words and/or weighted examples: query images (embedded by the collection's
-        encoder), item ids (``WEIGHT:ID``) and negatives of both kinds. The default mode is the
-        searcher's for text, vector without."""
+        encoder), item ids (``WEIGHT:ID``) and negatives of both kinds (default mode: see
+        :meth:`TextSearcher.query`)."""
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         positive_vectors = [(w, self.encoder.embed_images([_as_image(im)])[0]) for w, im in images]
@@ -131,7 +131,7 @@ class Engine:
         if images or negative_images:
             timings["embed"] = (time.perf_counter() - t0) * 1000
         query = self.text.query(text, images=positive_vectors, negative_images=negative_vectors, items=items,
-                                negative_items=negatives, mode=mode or (None if text else "vector"),
+                                negative_items=negatives, mode=mode,
                                 text_weight=DEFAULT_TEXT_WEIGHT if text_weight is None else text_weight)
         timings.update(query.timings)
         return query

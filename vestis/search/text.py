@@ -113,6 +113,7 @@ class TextQuery:
     vector: np.ndarray | None = None
     exclude: tuple[int, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "hybrid"  # the mode it was built for
 
 
 class TextSearcher:
@@ -166,8 +167,9 @@ class TextSearcher:
               negative_items: Sequence[str] = (), text_weight: float = DEFAULT_TEXT_WEIGHT,
               mode: str | None = None) -> TextQuery:
         """Build a query: ``text``, image-encoder vectors of query images (weighted), example item ids
-        (``WEIGHT:ID`` allowed) and negatives of both kinds."""
-        mode = mode or self.default_mode
+        (``WEIGHT:ID`` allowed) and negatives of both kinds. The default mode is :attr:`default_mode`
+        with a text, vector without."""
+        mode = mode or (self.default_mode if text is not None else "vector")
         if mode not in MODES:
             raise VestisError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
         text = text.strip() if text is not None else None
@@ -179,7 +181,7 @@ class TextSearcher:
                 raise VestisError("keyword search takes text only; use --mode vector or hybrid with examples")
             if text is None:
                 raise VestisError("keyword search needs a text")
-            return TextQuery(text)
+            return TextQuery(text, mode=mode)
         timings: dict[str, float] = {}
         t = self.embed_text(text, timings) if text is not None else None
         exclude: list[int] = []
@@ -192,7 +194,7 @@ class TextSearcher:
                 out.append((weight, vector))
                 exclude.append(vid)
         vector = compose(t, positives, negatives, text_weight)
-        return TextQuery(text if mode == "hybrid" else None, vector, tuple(exclude), timings)
+        return TextQuery(text if mode == "hybrid" else None, vector, tuple(exclude), timings, mode)
 
     # ----------------------------------------------------------------- ranking
     def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,

@@ -131,11 +131,12 @@ async def run_text_search(service: Service, options: SearchOptions, text: TextOp
     def work() -> tuple[SearchResponse, dict[str, float], str]:
         timings = {"queue": (time.perf_counter() - started) * 1000}
         filters = engine.check_filters(options.filters)
-        mode = text.mode or (engine.text.default_mode if text.text is not None else "vector")
         query = engine.text_query(text.text, images=[(1.0, image)] if image is not None else [],
                                   items=([item_id] if item_id is not None else []) + list(text.positive),
-                                  negatives=text.negative, mode=mode, text_weight=text.text_weight, timings=timings)
-        return engine.search(query, k=options.k, offset=options.offset, filters=filters, timings=timings), timings, mode
+                                  negatives=text.negative, mode=text.mode, text_weight=text.text_weight,
+                                  timings=timings)
+        response = engine.search(query, k=options.k, offset=options.offset, filters=filters, timings=timings)
+        return response, timings, query.mode
 
     response, timings, mode = await service.run(work)
     timings["total"] = (time.perf_counter() - started) * 1000
