@@ -23,18 +23,19 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoders(cache_dir):
-    return {name: get_encoder(name, cache_dir=cache_dir) for name in list_encoders()}
+    return {name: get_encoder(name, cache_dir=cache_dir) for name in VERSIONS}  # the float32 backbones
 
 
 def test_registry_names():
     from vestis.encoders.torch_models import BUILDERS
 
-    assert list_encoders() == ["efficientnet-lite0", "mobilenetv2"] == sorted(BUILDERS)
+    assert sorted(VERSIONS) == sorted(BUILDERS)
+    assert list_encoders() == ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenetv2"]
     assert DEFAULT_ENCODER == "efficientnet-lite0"
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
-    with pytest.raises(VestisError, match="efficientnet-lite0, mobilenetv2"):
+    with pytest.raises(VestisError, match="efficientnet-lite0, efficientnet-lite0-int8, mobilenetv2"):
         get_encoder("resnet50", cache_dir=tmp_path)
     with pytest.raises(VestisError, match="does not exist"):
         get_encoder(str(tmp_path / "missing.onnx"))

@@ -2,6 +2,7 @@
 
 ``get_encoder("efficientnet-lite0")`` exports the backbone to ONNX once (cached, see
 :func:`vestis.encoders.onnx_encoder.builtin_model_path`) and runs it with onnxruntime;
+``get_encoder("efficientnet-lite0-int8")`` runs its 8-bit quantization (:mod:`vestis.encoders.quantize`);
 ``get_encoder("path/to/model.onnx")`` wraps a model trained elsewhere (e.g. by ``vestis.train``).
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder, OnnxFileEncoder, builtin_model_path, open_session
 from vestis.encoders.preprocess import PreprocessSpec
+from vestis.encoders.quantize import RECIPE, backbone_of, quantized_name
 from vestis.errors import VestisError
 
 __all__ = [
@@ -38,6 +40,9 @@ BUILTIN_PREPROCESSING: dict[str, PreprocessSpec] = {
     "efficientnet-lite0": PreprocessSpec.named("tf", size=224, resize="crop"),
     "mobilenetv2": PreprocessSpec.named("imagenet", size=224, resize="crop"),
 }
+# 8-bit versions (vestis.encoders.quantize) take their backbone's preprocessing. EfficientNet-Lite
+# was designed to quantize well (ReLU6 activations, no squeeze-and-excitation).
+BUILTIN_PREPROCESSING[quantized_name("efficientnet-lite0")] = BUILTIN_PREPROCESSING["efficientnet-lite0"]
 
 
 def list_encoders() -> list[str]:
@@ -62,4 +67,5 @@ def get_encoder(name_or_path: str = DEFAULT_ENCODER, *, cache_dir: Path | None =
                           "or the path of an .onnx model")
     spec = preprocess or BUILTIN_PREPROCESSING[name]
     session = open_session(builtin_model_path(name, cache_dir), threads)
-    return OnnxEncoder(session, name=name, version=f"{name}/{spec.tag}/{REVISION}", preprocess=spec)
+    version = f"{name}/{spec.tag}/{REVISION}" + (f"/{RECIPE}" if backbone_of(name) else "")
+    return OnnxEncoder(session, name=name, version=version, preprocess=spec)

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -167,21 +168,39 @@ def _static_input_size(session: ort.InferenceSession, path: Path) -> int | None:
 
 
 def builtin_model_path(name: str, cache_dir: Path | None = None) -> Path:
-    """The cached ONNX export of built-in backbone ``name``, exporting it first when missing.
+    """The cached ONNX model of built-in encoder ``name``, building it first when missing.
 
-    The file name hashes the backbone, the graph revision and the torch version. The export is
-    written to a temporary file and renamed into place, so concurrent processes never read a
-    partial model (at worst two of them export the same file).
+    A backbone is exported from PyTorch; an ``-int8`` encoder is the static quantization of its
+    backbone's export (:mod:`vestis.encoders.quantize`). The file name hashes what the model is
+    made from: the backbone, the graph revision and the torch version, plus the quantization
+    recipe and the onnxruntime version for ``-int8``. The model is written to a temporary file and
+    renamed into place, so concurrent processes never read a partial model (at worst two of them
+    build the same file).
     """
-    key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
+    from vestis.encoders.quantize import RECIPE, backbone_of, calibration_batches, quantize_model
+
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    backbone = backbone_of(name)
+    if backbone is None:
+        key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
+        return _cached(directory, name, key, lambda out: export_backbone(name, out))
+    from vestis.encoders import BUILTIN_PREPROCESSING
+
+    source = builtin_model_path(backbone, directory)
+    key = f"{source.name}|{RECIPE}|onnxruntime{ort.__version__}"
+    return _cached(directory, name, key,
+                   lambda out: quantize_model(source, out, calibration_batches(BUILTIN_PREPROCESSING[name]), INPUT))
+
+
+def _cached(directory: Path, name: str, key: str, build: Callable[[Path], None]) -> Path:
+    """``directory/<name>-<hash of key>.onnx``, made by ``build(temporary path)`` when missing."""
     path = directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export_backbone(name, Path(tmp))
+            build(Path(tmp))
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
