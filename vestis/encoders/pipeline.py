@@ -1,8 +1,9 @@
 """Batched embedding of many items: decode, preprocess and colour in threads, infer in batches.
 
-Reading, hashing, decoding, preprocessing and the colour descriptor of the next batches run in
-a thread pool (Pillow, hashlib and NumPy release the GIL) while onnxruntime embeds the current
-one. Batches come out in input order. An item that cannot be read or decoded is reported in its
+Three stages run at once: reading, hashing, decoding, preprocessing and the colour descriptor of
+the next batches in a thread pool (Pillow, hashlib and NumPy release the GIL); onnxruntime
+embedding the current batch in an inference thread; and the caller handling the previous batch.
+Batches come out in input order. An item that cannot be read or decoded is reported in its
 batch's ``failures`` and never stops the run.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +30,7 @@ from vestis.errors import VestisError
 
 K = TypeVar("K")
 PREFETCH = 2  # batches being prepared ahead of the one being embedded
+AHEAD = 1  # embedded batches waiting for the caller
 
 
 @dataclass
@@ -63,6 +67,17 @@ def _prepare(encoder: ImageEncoder, key: K, read: Callable[[], bytes], with_colo
         return _Prepared(key, error=f"cannot read: {type(e).__name__}: {e}")
 
 
+def _embed(encoder: ImageEncoder, prepared: list[_Prepared[K]], with_colour: bool) -> EmbeddedBatch[K]:
+    done = [p for p in prepared if not p.error]
+    vectors = (encoder.embed_batch(np.stack([p.tensor for p in done])) if done
+               else np.zeros((0, encoder.dim), np.float32))
+    colours = None
+    if with_colour:
+        colours = np.stack([p.colour for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
+    return EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
+                         [(p.key, p.error) for p in prepared if p.error])
+
+
 def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], bytes]]], *, batch_size: int = 32,
                 with_colour: bool = True, workers: int | None = None, progress: bool = True,
                 total: int | None = None) -> Iterator[EmbeddedBatch[K]]:
@@ -70,6 +85,9 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
 
     ``workers`` threads (default: one per core) prepare images; ``progress`` shows a tqdm bar with
     images/s on a terminal; ``total`` (the number of items, when known) gives the bar an end.
+    Inference runs in a thread of its own, one batch ahead of the caller, so what the caller does
+    with a batch (writing it to a collection) overlaps the embedding of the next one. ``items`` is
+    iterated in that thread.
     """
     if batch_size < 1:
         raise VestisError(f"batch_size must be at least 1, got {batch_size}")
@@ -77,27 +95,45 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
     bar = tqdm(total=total, unit="img", desc=f"embedding ({encoder.name})", disable=None if progress else True)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="vestis-embed")
     pending: deque[list[Future[_Prepared[K]]]] = deque()
+    ready: queue.Queue[EmbeddedBatch[K] | BaseException | None] = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
 
     def submit_next() -> None:
         chunk = list(islice(source, batch_size))
         if chunk:
             pending.append([pool.submit(_prepare, encoder, key, read, with_colour) for key, read in chunk])
 
+    def hand_over(result: EmbeddedBatch[K] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def infer() -> None:
+        try:
+            for _ in range(PREFETCH):
+                submit_next()
+            while pending and not stop.is_set():
+                prepared = [f.result() for f in pending.popleft()]
+                submit_next()
+                hand_over(_embed(encoder, prepared, with_colour))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(error)
+        else:
+            hand_over(None)
+
+    thread = threading.Thread(target=infer, name="vestis-infer", daemon=True)
+    thread.start()
     try:
-        for _ in range(PREFETCH):
-            submit_next()
-        while pending:
-            prepared = [f.result() for f in pending.popleft()]
-            submit_next()
-            done = [p for p in prepared if not p.error]
-            vectors = (encoder.embed_batch(np.stack([p.tensor for p in done])) if done
-                       else np.zeros((0, encoder.dim), np.float32))
-            colours = None
-            if with_colour:
-                colours = np.stack([p.colour for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
-            bar.update(len(prepared))
-            yield EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
-                                [(p.key, p.error) for p in prepared if p.error])
+        while (batch := ready.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            bar.update(len(batch.keys) + len(batch.failures))
+            yield batch
     finally:
+        stop.set()
+        thread.join()
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()

@@ -2,7 +2,8 @@
 
 Only new or changed images are embedded (by change stamp, then content hash); items that left
 the catalogue are removed; each batch is committed on its own, so a killed run loses at most the
-batch in flight and re-running finishes the job. Unreadable images are reported and skipped.
+batches in flight (being embedded or written) and re-running finishes the job. Unreadable images
+are reported and skipped.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def index_catalogue(
     batch_size: int = 32,
     remove_missing: bool = True,
     progress: bool = True,
+    workers: int | None = None,
 ) -> IngestReport:
-    """Bring ``collection`` in line with ``catalogue``; see the module docstring."""
+    """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``workers``:
+    threads decoding images (default: one per core, see :func:`vestis.encoders.pipeline.embed_items`)."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -123,6 +126,7 @@ def index_catalogue(
         with_colour=True,
         progress=progress,
         total=len(todo),
+        workers=workers,
     )
     for batch in stream:
         for key, reason in batch.failures:
