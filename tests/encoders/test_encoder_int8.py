@@ -44,7 +44,7 @@ def pair(cache_dir):
 @pytest.mark.slow
 def test_quantized_model_is_cached_beside_its_backbone(pair, cache_dir):
     float32, int8 = pair
-    files = sorted(p.name for p in cache_dir.iterdir())
+    files = sorted(p.name for p in cache_dir.iterdir() if p.is_file())
     assert len(files) == 2 and any(f.startswith(INT8 + "-") for f in files)  # no temporary left over
     path = builtin_model_path(INT8, cache_dir)
     stamp = path.stat().st_mtime_ns

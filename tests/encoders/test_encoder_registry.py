@@ -43,14 +43,20 @@ def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_is_cached_atomically(encoders, cache_dir):
-    files = sorted(cache_dir.iterdir())
+def test_export_is_cached_atomically(encoders, cache_dir, make_garment):
+    files = sorted(f for f in cache_dir.iterdir() if f.is_file())
     assert [f.suffix for f in files] == [".onnx", ".onnx"]  # one per backbone, no temporary left over
-    stamps = {f: f.stat().st_mtime_ns for f in files}
+    optimized = sorted((cache_dir / "optimized").iterdir())  # each one's graph as optimised for this CPU
+    assert [f.name.split("-")[0] for f in optimized] == ["efficientnet", "mobilenetv2"]
+    stamps = {f: f.stat().st_mtime_ns for f in files + optimized}
     assert builtin_model_path("mobilenetv2", cache_dir) in stamps
     padded = get_encoder("mobilenetv2", cache_dir=cache_dir, preprocess=PreprocessSpec(resize="pad"))
-    assert {f: f.stat().st_mtime_ns for f in cache_dir.iterdir()} == stamps  # reused, not re-exported
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # reused, not re-exported or re-optimised
+    assert len(list(cache_dir.rglob("*"))) == len(stamps) + 1  # + the optimized/ folder
     assert padded.version == "mobilenetv2/imagenet/pad224/v1" != encoders["mobilenetv2"].version
+    reopened = get_encoder("efficientnet-lite0", cache_dir=cache_dir)  # from the saved optimised graph
+    images = [make_garment((200, 30, 30), "shirt"), make_garment((20, 40, 120), "dress")]
+    assert np.allclose(reopened.embed_images(images), encoders["efficientnet-lite0"].embed_images(images), atol=1e-6)
 
 
 def test_cache_dir_follows_vestis_cache_dir(monkeypatch, tmp_path):

@@ -66,6 +66,6 @@ def get_encoder(name_or_path: str = DEFAULT_ENCODER, *, cache_dir: Path | None =
         raise VestisError(f"unknown encoder {name!r}; use one of {', '.join(list_encoders())} "
                           "or the path of an .onnx model")
     spec = preprocess or BUILTIN_PREPROCESSING[name]
-    session = open_session(builtin_model_path(name, cache_dir), threads)
+    session = open_session(builtin_model_path(name, cache_dir), threads, reuse_optimized=True)
     version = f"{name}/{spec.tag}/{REVISION}" + (f"/{RECIPE}" if backbone_of(name) else "")
     return OnnxEncoder(session, name=name, version=version, preprocess=spec)
