@@ -31,7 +31,7 @@ def test_registry_names():
 
     assert sorted(VERSIONS) == sorted(BUILDERS)
     assert list_encoders() == ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenetv2"]
-    assert DEFAULT_ENCODER == "efficientnet-lite0"
+    assert DEFAULT_ENCODER == "efficientnet-lite0-int8"
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
@@ -94,7 +94,7 @@ def test_output_contract(encoders, name, make_garment):
 
 @pytest.mark.slow
 def test_large_batches_are_chunked_consistently(encoders, make_garment):
-    enc = encoders[DEFAULT_ENCODER]
+    enc = encoders["efficientnet-lite0"]
     images = [make_garment((40 * i % 255, 90, 160), "dress", seed=i) for i in range(19)]
     together = enc.embed_images(images)
     alone = np.concatenate([enc.embed_images([im]) for im in images])
