@@ -47,6 +47,7 @@ demo: demo-build
 	$(BIN)/vestis serve --collection $(DEMO) --port $(or $(PORT),8000)
 
 test: install chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

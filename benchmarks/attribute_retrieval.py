@@ -1,4 +1,4 @@
-"""Attribute-specific retrieval figures (issue 5): attribute MAP per attribute, and query latency.
+"""Attribute-specific retrieval figures: attribute MAP per attribute, and query latency.
 
     .venv/bin/python benchmarks/attribute_retrieval.py --run runs/clothing-attributes-asen \\
         --global-runs runs/bench-clothing-attributes/clothing-attributes-arcface \\
@@ -36,7 +36,8 @@ from vestis.encoders.onnx_encoder import EMBEDDING
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map, load_split
 from vestis.search.attributes import COLOUR_FUSION
-from vestis.train.attribute_model import load_attribute_config, load_attribute_data
+from vestis.train.attribute_model import load_attribute_data
+from vestis.train.config import load_config
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint
 
@@ -61,7 +62,7 @@ def colour_vectors(sources: list[str]) -> np.ndarray:
 
 
 def attribute_figures(run: Path, global_runs: list[Path]) -> dict:
-    cfg = load_attribute_config(run / "config.yaml", [f"output={run}"])
+    cfg = load_config(run / "config.yaml", [f"output={run}"])
     data = load_attribute_data(cfg, progress=False)
     split = load_split(run / "split.csv")
     test = np.array([i for i, item_id in enumerate(data.items.ids) if split.get(item_id) == "test"])
@@ -152,7 +153,6 @@ def latency(collection_dir: Path, n_queries: int, k: int = 10) -> dict:
             t4 = time.perf_counter()
             for key, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 timings[key].append(dt * 1000)
-        searcher.index.close()
         size = len(coll)
     return {
         "collection": str(collection_dir),

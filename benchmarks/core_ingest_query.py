@@ -1,4 +1,4 @@
-"""Core engine figures (issue 2): ingest rate, query timing breakdown, leave-one-out quality.
+"""Core engine figures: ingest rate, query timing breakdown, leave-one-out quality.
 
     .venv/bin/python benchmarks/core_ingest_query.py [--source ../shared/datasets/fashion-product-images-300.zip]
 
@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vestis.data import open_catalogue
-from vestis.encoders import get_encoder
 from vestis.eval.protocols import group_labels, leave_one_out
-from vestis.search.searcher import Searcher
+from vestis.search.engine import Engine
 from vestis.store.collection import Collection
-from vestis.store.ingest import index_catalogue, open_or_create
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,17 +47,16 @@ def main() -> None:
         print(f"ingest: {n} images in {ingest_s:.1f} s = {n / ingest_s:.1f} images/s (end to end, CLI)")
 
         # Query breakdown, model and collection loaded once.
-        encoder = get_encoder(coll.encoder_name)
-        searcher = Searcher(coll, encoder)
-        coll.table()
+        engine = Engine(coll)
+        engine.load()
         catalogue = open_catalogue(args.source)
         items = list(catalogue)[: args.queries]
         rows: dict[str, list[float]] = {}
         for item in items:
             timings: dict[str, float] = {}
             t = time.perf_counter()
-            query = searcher.query_from_image(item.read(), timings)
-            searcher.search(query, k=10, timings=timings)
+            query = engine.query(image=item.read(), timings=timings)
+            engine.search(query, k=10, timings=timings)
             timings["total"] = (time.perf_counter() - t) * 1000
             for key, value in timings.items():
                 rows.setdefault(key, []).append(value)

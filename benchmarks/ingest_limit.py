@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 from vestis.data import open_catalogue
 from vestis.data.images import decode_image
 from vestis.encoders import DEFAULT_ENCODER, get_encoder
+from vestis.encoders.pipeline import embed_items
 from vestis.store.ingest import index_catalogue, open_or_create
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +59,17 @@ def subset_zip(source: str, limit: int, out: Path) -> Path:
     return out
 
 
+def _embed_with(encoder, items, *, batch_size, progress, stored, workers):
+    """``embed_locally`` with ``workers`` decoding threads."""
+    return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
+                       progress=progress, total=len(items), stored=stored, workers=workers)
+
+
 def ingest(encoder, source: Path, workers: int, scratch: Path) -> float:
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         collection = open_or_create(Path(tmp) / "c", encoder, None)
-        report = index_catalogue(collection, open_catalogue(source), encoder, progress=False, workers=workers)
+        report = index_catalogue(collection, open_catalogue(source), encoder, progress=False,
+                                 embed=partial(_embed_with, workers=workers))
         collection.close()
     return report.embedded / report.seconds
 

@@ -1,4 +1,4 @@
-"""Training figures (issue 4): ImageNet features vs trained heads, on the held-out test split.
+"""Training figures: ImageNet features vs trained heads, on the held-out test split.
 
     .venv/bin/python benchmarks/train_heads.py --collection runs/collections/fashion-product-images-300
     .venv/bin/python benchmarks/train_heads.py --collection runs/collections/fashion-product-images-small

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vestis.errors import VestisError
@@ -23,12 +26,21 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help=(
+    "Collection: a directory, milvus://HOST:PORT/NAME (credentials from MILVUS_TOKEN or MILVUS_USER/"
+    "MILVUS_PASSWORD) or milvus-lite:FILE.db."))]
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _finite(value: float | None) -> float | None:
+    """Typer callback: refuse nan and inf, which float options otherwise accept."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number (got {value})")
+    return value
 
 
 def _parse_filters(filters: list[str]) -> dict[str, list[str]]:
@@ -58,105 +70,139 @@ def index_cmd(
         help="Attribute model (.onnx from `vestis train`) to embed the items for attribute search with "
         "(default: the collection's, if it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    metadata: Annotated[Path | None, typer.Option(
+        "--metadata", help="Label table (CSV or JSONL) with an id or path column, for a folder or zip "
+        "(default: its metadata.csv, labels.csv or metadata.jsonl).")] = None,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Fail at once when another `vestis index` is writing the collection (default: wait).")
+    ] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help=(
+        "Embed on a Ray cluster: 'auto' (the cluster this machine belongs to, else a local one) or its "
+        "address; the catalogue must be readable at the same path on every node."))] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Encoder actors on Ray (default: one per CPU).")] = None,
 ) -> None:
-    """Build or update a collection from a catalogue: embeds only new or changed images."""
+    """Build or update a collection from a catalogue: embeds only new or changed images.
+
+    One `vestis index` writes a collection at a time: a second one waits for the first (or, with
+    --no-wait, stops) and then embeds only what the first did not."""
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
-    from vestis.store.attribute_index import update_attributes
-    from vestis.store.collection import Collection
-    from vestis.store.ingest import index_catalogue, open_collection_encoder, open_or_create
+    from vestis.search.engine import Engine
+    from vestis.search.opening import open_collection_encoder
+    from vestis.store.factory import collection_exists, open_collection
+    from vestis.store.guards import disk_full_errors, indexing_lock
+    from vestis.store.ingest import open_or_create
+    from vestis.store.location import parse_location
 
     options = {"limit": limit} if limit else {}
+    if metadata is not None:
+        options["metadata"] = metadata
     catalogue = open_catalogue(source, format, **options)
-    if encoder is None and Collection.exists(collection):
-        with Collection.open(collection) as existing:
-            enc = open_collection_encoder(existing)
-    else:
-        enc = get_encoder(encoder or DEFAULT_ENCODER)
-    coll = open_or_create(collection, enc, index)
-    console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} into {collection}")
-    report = index_catalogue(coll, catalogue, enc, batch_size=batch_size, remove_missing=not keep_missing)
-    attributes = update_attributes(coll, attribute_model, progress=not as_json)
+    embed = None
+    if ray is not None:
+        from vestis.store.ray_ingest import RayEmbedder
+
+        embed = RayEmbedder(address=ray, actors=ray_actors)
+    local_files = parse_location(collection).files  # the folder (a Milvus collection's side files)
+    with indexing_lock(local_files, wait=not no_wait, notify=console.print), disk_full_errors(local_files):
+        if encoder is None and collection_exists(collection):
+            with open_collection(collection) as existing:
+                enc = open_collection_encoder(existing)
+        else:
+            enc = get_encoder(encoder or DEFAULT_ENCODER)
+        console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} "
+                      f"into {collection}")
+        with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
+            report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
+                                              progress=not as_json, attribute_model=attribute_model, embed=embed)
+            total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
         print(json.dumps({**report.as_dict(), **extra}, indent=2))
-    else:
-        for item_id, src, reason in report.failures[:20]:
-            console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
-        if len(report.failures) > 20:
-            console.print(f"[yellow]... and {len(report.failures) - 20} more skipped[/]")
-        console.print(
-            f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
-            + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
-            + f"; collection holds {len(coll)} items"
-        )
-        if attributes:
-            console.print(f"attribute vectors: {attributes.embedded} item(s) embedded "
-                          f"in {attributes.seconds:.1f}s")
+        return
+    for item_id, src, reason in report.failures[:20]:
+        console.print(f"[yellow]skipped[/] {item_id} ({src}): {reason}")
+    if len(report.failures) > 20:
+        console.print(f"[yellow]... and {len(report.failures) - 20} more skipped[/]")
+    console.print(
+        f"[green]done[/] in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failures)} skipped"
+        + (f", {report.reused} took the stored vectors of identical images" if report.reused else "")
+        + (f", {report.images_per_second:.0f} images/s" if report.embedded else "")
+        + f"; collection holds {total} items"
+    )
+    if attributes:
+        console.print(f"attribute vectors: {attributes.embedded} item(s) embedded in {attributes.seconds:.1f}s")
 
 
 @app.command("search")
 def search_cmd(
     collection: CollectionOpt,
     image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
-    item_id: Annotated[str | None, typer.Option("--id", help="Search with an indexed item (more like this).")] = None,
+    item_ids: Annotated[list[str] | None, typer.Option(
+        "--id", help="Search with an indexed item (more like this); repeat for several, WEIGHT:ID to weigh.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search in words (alone, or with an image or --id).")] = None,
+    negatives: Annotated[list[str] | None, typer.Option(
+        "--not", help="Less like this: an item id or image file (repeatable, WEIGHT: prefix allowed).")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="Text search: keyword, vector or hybrid (default: hybrid with a joint model, else keyword).")] = None,
+    text_weight: Annotated[float | None, typer.Option(
+        help="Share of the text in a query that combines text with images or items (0..1).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Weight of colour similarity.",
+                                                callback=_finite)] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print results and timings as JSON.")] = False,
     grid: Annotated[Path | None, typer.Option(help="Write a contact sheet PNG of the results.")] = None,
     attrs: Annotated[str | None, typer.Option(
         "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
     )] = None,
 ) -> None:
-    """Find the items most similar to a query image or an indexed item (in the given attributes)."""
-    from vestis.data.images import decode_image
-    from vestis.search.attributes import AttributeSearcher
-    from vestis.search.searcher import Searcher
-    from vestis.store.collection import Collection
+    """Find the items most similar to a query image or an indexed item (in the given attributes), or
+    search in words, alone or combined with images and items (more like these, less like those)."""
+    from vestis.search.engine import Engine
 
-    if (image is None) == (item_id is None):
-        _fail("give either a query IMAGE or --id ITEM")
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    coll = Collection.open(collection)
-    coll.table()
-    t1 = time.perf_counter()
-    timings["load_collection"] = (t1 - t_start) * 1000
-    searcher = AttributeSearcher.open(coll) if attrs else Searcher(coll)
-    weights = searcher.parse(attrs) if attrs else {}
-    query_image = None
-    if image is not None:
-        if not image.is_file():
-            _fail(f"no such image file: {image}")
-        searcher.encoder  # load the model now so its time is reported on its own
-        timings["load_model"] = (time.perf_counter() - t1) * 1000
-        query_image = decode_image(image.read_bytes(), source=str(image))
-        query = searcher.query_from_image(query_image, timings)
-    else:
-        timings["load_model"] = 0.0
-        query = searcher.query_from_item(item_id)
-        timings["embed"] = 0.0
-    if weights:
-        query.weights = weights
-    response = searcher.search(
-        query, k=k, offset=offset, filters=_parse_filters(filter or []), colour_weight=color_weight, timings=timings
-    )
-    timings["total"] = (time.perf_counter() - t_start) * 1000
-    if grid is not None:
-        from vestis.search.grid import contact_sheet, key_labels, load_source_image
+    item_ids = item_ids or []
+    text_query = text is not None or bool(negatives) or len(item_ids) > 1 or bool(mode) or text_weight is not None
+    item_id = item_ids[0] if item_ids else None
+    if not text_query and (image is None) == (item_id is None):
+        _fail("give either a query IMAGE or --id ITEM (or --text)")
+    if text_query and attrs:
+        _fail("--attrs cannot be combined with --text, --not or several --id")
+    if image is not None and not image.is_file():
+        _fail(f"no such image file: {image}")
+    started = time.perf_counter()
+    with Engine.open(collection) as engine:
+        timings = engine.load(model=image is not None)
+        filters = engine.check_filters(_parse_filters(filter or []))
+        if text_query:
+            from vestis.search.text import parse_weighted
 
-        if query_image is None:
-            query_image = load_source_image(coll.get(item_id).source)
-        cells = [
-            (load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata)) for h in response.hits
-        ]
-        contact_sheet(query_image, cells, grid, query_caption=str(item_id or image.name))
+            negative_files = [(w, Path(v)) for w, v in map(parse_weighted, negatives or []) if Path(v).is_file()]
+            negative_items = [n for n in negatives or [] if not Path(parse_weighted(n)[1]).is_file()]
+            query = engine.text_query(text, images=[(1.0, image)] if image is not None else [], items=item_ids,
+                                      negative_images=negative_files, negatives=negative_items, mode=mode,
+                                      text_weight=text_weight, timings=timings)
+        else:
+            query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
+        response = engine.search(query, k=k, offset=offset, filters=filters, attrs=attrs,
+                                 colour_weight=color_weight, timings=timings)
+        timings["total"] = (time.perf_counter() - started) * 1000
+        if grid is not None:
+            from vestis.search.grid import results_sheet
+
+            results_sheet(engine.collection, response.hits, grid, query_image=image, query_item=item_id)
     if as_json:
         print(json.dumps(response.as_dict(), indent=2, ensure_ascii=False))
         return
+    _print_hits(response, offset)
+    if grid is not None:
+        console.print(f"contact sheet written to {grid}")
+
+
+def _print_hits(response, offset: int) -> None:  # noqa: ANN001 - a SearchResponse, imported lazily
+    """The results as a table on stdout, and the timings on stderr."""
     table = Table(title=f"top {len(response.hits)} of {response.candidates}")
     table.add_column("#", justify="right")
     table.add_column("id")
@@ -166,9 +212,7 @@ def search_cmd(
         labels = ", ".join(f"{v}" for key, v in hit.metadata.items() if key not in ("productDisplayName",))
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", labels[:80])
     Console().print(table)
-    console.print(" ".join(f"{key}={value:.1f}ms" for key, value in timings.items()))
-    if grid is not None:
-        console.print(f"contact sheet written to {grid}")
+    console.print(" ".join(f"{key}={value:.1f}ms" for key, value in response.timings_ms.items()))
 
 
 @app.command("info")
@@ -177,9 +221,9 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a collection: size, encoder, index, metadata columns."""
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    info = Collection.open(collection).info()
+    info = open_collection(collection).info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -189,7 +233,7 @@ def info_cmd(
             value = "; ".join(f"{c['catalogue']} ({c['items']})" for c in value)
         elif key == "metadata_columns":
             value = ", ".join(value)
-        elif key == "disk_bytes":
+        elif key == "disk_bytes" and value is not None:  # None: a Milvus server's storage
             value = f"{value / 1e6:.1f} MB"
         table.add_row(key, str(value))
     Console().print(table)
@@ -201,15 +245,16 @@ def remove_cmd(
     collection: CollectionOpt,
 ) -> None:
     """Remove items from a collection (its index is updated, not rebuilt)."""
-    from vestis.store.collection import Collection
+    from vestis.search.engine import Engine
 
-    coll = Collection.open(collection)
-    missing = [i for i in item_ids if i not in coll]
-    removed = coll.remove(item_ids)
-    coll.persist()
+    with Engine.open(collection) as engine:
+        missing = [i for i in item_ids if i not in engine.collection]
+        removed = engine.remove(item_ids)
+        engine.persist()
+        total = len(engine.collection)
     for i in missing:
         console.print(f"[yellow]not in collection:[/] {i}")
-    console.print(f"removed {removed} item(s); collection holds {len(coll)} items")
+    console.print(f"removed {removed} item(s); collection holds {total} items")
 
 
 @app.command("eval")
@@ -223,17 +268,31 @@ def eval_cmd(
     gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,
     split_file: Annotated[Path | None, typer.Option(help="CSV of id,split (default: created by id, seed 0).")] = None,
     index: Annotated[str | None, typer.Option(help="Rank through this index backend (adds ANN recall@10).")] = None,
-    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.")] = 0.0,
+    color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.",
+                                                callback=_finite)] = 0.0,
     knn: Annotated[int | None, typer.Option(help="Also report kNN classification accuracy with this K.")] = None,
     skip_unanswerable: Annotated[
         bool, typer.Option(help="Leave out queries with no relevant item (default: they count as misses).")
     ] = False,
     report: Annotated[Path | None, typer.Option(help="Write report.md, metrics.json and plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Text-query protocols (needs a joint text-image model): "
+                                       "title retrieval, label queries, composed queries, latency.")] = False,
+    transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
 ) -> None:
-    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy."""
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries."""
     from vestis.eval.run import EvalConfig, run_eval
 
+    if text:
+        from vestis.eval.text import TextEvalConfig, run_text_eval
+
+        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer)
+        if group:
+            text_cfg.group = [c.strip() for c in group.split(",") if c.strip()]
+        metrics = run_text_eval(collection, text_cfg, report_dir=report, command="vestis " + " ".join(sys.argv[1:]),
+                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+        print(json.dumps(metrics, indent=2, default=str))
+        return
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
@@ -277,17 +336,20 @@ def serve_cmd(
         str | None, typer.Option(envvar="VESTIS_API_KEY", help="Key required for POST/DELETE /items.")
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 20.0,
+    batch: Annotated[int, typer.Option(
+        help="Uploads that arrive together share one encoder run of up to this many images (1: off).")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, in ms.")] = 4.0,
 ) -> None:
     """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
     from vestis.api.server import serve
 
     serve(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), batch=batch, batch_wait_ms=batch_wait_ms,
     )
 
 
-# ----------------------------------------------------------------- benchmarks (issue 7)
+# ----------------------------------------------------------------- benchmarks
 bench_app = typer.Typer(help="Benchmarks: ANN index sweep and end-to-end query latency.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -313,7 +375,7 @@ def bench_ann_cmd(
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads OpenMP: idle threads must not spin
-    from vestis.index.bench import BenchSettings, run_ann_bench
+    from vestis.bench.ann import BenchSettings, run_ann_bench
 
     settings = BenchSettings(threads=threads, build_threads=build_threads, backends=[b.strip() for b in backends.split(",")] if backends else None,
                              build_budget_s=build_budget, query_budget_s=query_budget)
@@ -341,7 +403,7 @@ def bench_query_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """End-to-end query latency split into decode, preprocess, embed, colour, search, fetch; and cold start."""
-    from vestis.search.bench import markdown, run_query_bench
+    from vestis.bench.query import markdown, run_query_bench
 
     result = run_query_bench(collection, images, runs=runs, cold_runs=cold_runs, k=k,
                              command="vestis " + " ".join(sys.argv[1:]))
@@ -352,7 +414,7 @@ def bench_query_cmd(
     print(json.dumps(result, indent=2) if as_json else markdown(result))
 
 
-# ----------------------------------------------------------------- attribute search (issue 5)
+# ----------------------------------------------------------------- attribute search
 attributes_app = typer.Typer(help="Attribute-aware search: a collection's per-attribute vectors.",
                              no_args_is_help=True)
 app.add_typer(attributes_app, name="attributes")
@@ -369,9 +431,9 @@ def attributes_build_cmd(
     """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
     from vestis.store.attribute_index import build_attribute_index
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         report = build_attribute_index(coll, AttributeEncoder(model), rebuild=rebuild, batch_size=batch_size,
                                        progress=not as_json)
         total = len(coll)
@@ -392,20 +454,70 @@ def attributes_info_cmd(
 ) -> None:
     """The attribute model of a collection, its attributes and how many items it has embedded."""
     from vestis.store.attribute_index import AttributeIndex
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         index = AttributeIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")
-        with index:
-            info = index.info()
+        info = index.info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
     table = Table(show_header=False, title=f"{collection}: attributes")
     for key, value in info.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+# ----------------------------------------------------------------- text search
+text_app = typer.Typer(help="Search in words: a collection's joint text-image vectors.", no_args_is_help=True)
+app.add_typer(text_app, name="text")
+
+
+@text_app.command("build")
+def text_build_cmd(
+    collection: CollectionOpt,
+    model: Annotated[Path, typer.Option("--model", help="Joint model from `vestis train` (its run folder or "
+                                        "joint.json).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop another model's vectors and embed again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Project every item into MODEL's joint text-image space (only items not embedded yet), for `search --text`."""
+    from vestis.encoders.joint import JointModel
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import build_joint_index
+
+    with Collection.open(collection) as coll:
+        report = build_joint_index(coll, JointModel(model), rebuild=rebuild)
+        total = len(coll)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    console.print(f"[green]done[/] in {report.seconds:.1f}s: {report.embedded} item(s) embedded; "
+                  f"collection holds {total} items")
+
+
+@text_app.command("info")
+def text_info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The joint text-image model of a collection and how many items it has embedded."""
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import JointIndex
+
+    with Collection.open(collection) as coll:
+        index = JointIndex.open(coll)
+        if index is None:
+            _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
+        info = index.info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=f"{collection}: text search")
+    for key, value in info.items():
+        table.add_row(key, str(value))
     Console().print(table)
 
 
@@ -417,13 +529,20 @@ def train_cmd(
 ) -> None:
     """Train an embedding head (ArcFace, CE + triplet, classifier) or an attribute-aware model."""
     from vestis.train import train_from_config
-    from vestis.train.attribute_model import is_attribute_config, train_attribute_from_config
 
     if not config.is_file():
         _fail(f"no such config file: {config}")
-    run = train_attribute_from_config if is_attribute_config(config) else train_from_config
-    summary = run(config, set_ or [], find_lr=find_lr)
+    from vestis.train.report import console_table
+
+    summary = train_from_config(config, set_ or [], find_lr=find_lr)
     print(json.dumps(summary, indent=2, default=str))
+    table = console_table(summary)
+    if table is not None:
+        console.print(table)
+    for note in summary.get("transfer_skipped", []):
+        console.print(f"[yellow]note:[/] {note}")
+    for warning in summary.get("transfer_warnings", []):
+        console.print(f"[bold red]WARNING:[/] {warning}")
 
 
 def main() -> None:
@@ -432,7 +551,16 @@ def main() -> None:
     try:
         app()
     except VestisError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except (sqlite3.OperationalError, OSError) as exc:  # a full disk in a command without its own check
+        from vestis.store.guards import is_disk_full
+
+        if not is_disk_full(exc, "."):
+            raise
+        console.print(f"[bold red]error:[/] the disk is full ({escape(str(exc))}); free some space and run the "
+                      "command again (collections keep everything committed before the error)",
+                      soft_wrap=True, highlight=False)
         sys.exit(2)
 
 

@@ -21,5 +21,13 @@ class IndexSpecError(VestisError):
     """An index spec string names no known backend or has bad parameters."""
 
 
+class CollectionDamagedError(VestisError):
+    """A collection's database exists but cannot be read (truncated, overwritten)."""
+
+
 class NotFoundError(VestisError):
     """An item id is not in the collection."""
+
+
+class DuplicateItemError(VestisError):
+    """An item with this id is already in the collection."""

@@ -50,6 +50,10 @@ def env(collection_copy, api_encoder, tmp_path_factory) -> Env:
         yield Env(client, root, outside, image, buf.getvalue())
 
 
+HUGE_INT = '{"a": ' + "1" * 5000 + "}"
+DEEP = "[" * 50_000
+
+
 def _multipart(data: bytes, **fields: str) -> dict:
     return {"files": {"file": ("q.jpg", data, "image/jpeg")}, "data": fields}
 
@@ -129,12 +133,12 @@ CASES: dict[str, tuple[Call, int, str]] = {
                                422, "greater than or equal to 0"),
     "search-negative-colour": (lambda e: e.client.post("/search", json={"item_id": "red-shirt-0",
                                                                         "color_weight": -1}), 422, "greater than"),
-    "similar-k-zero": (lambda e: e.client.get("/items/red-shirt-0/similar", params={"k": 0}), 422, "greater"),
-    "thumbnail-too-small": (lambda e: e.client.get("/items/red-shirt-0/image", params={"size": 5}), 422, "greater"),
+    "similar-k-zero": (lambda e: e.client.get("/similar/red-shirt-0", params={"k": 0}), 422, "greater"),
+    "thumbnail-too-small": (lambda e: e.client.get("/images/red-shirt-0", params={"size": 5}), 422, "greater"),
     # unknown items
     "get-unknown-item": (lambda e: e.client.get("/items/no-such"), 404, "no item 'no-such'"),
-    "image-unknown-item": (lambda e: e.client.get("/items/no-such/image"), 404, "no item"),
-    "similar-unknown-item": (lambda e: e.client.get("/items/no-such/similar"), 404, "no item"),
+    "image-unknown-item": (lambda e: e.client.get("/images/no-such"), 404, "no item"),
+    "similar-unknown-item": (lambda e: e.client.get("/similar/no-such"), 404, "no item"),
     "delete-unknown-item": (lambda e: e.client.delete("/items/no-such"), 404, "no item"),
     "search-unknown-item": (lambda e: e.client.post("/search", json={"item_id": "no-such"}), 404, "no item"),
     # malformed requests
@@ -169,6 +173,34 @@ CASES: dict[str, tuple[Call, int, str]] = {
                             422, "must be a string, number, boolean or null"),
     "add-metadata-nan": (lambda e: e.client.post("/items", **_multipart(e.image, metadata='{"price": NaN}')), 422,
                          "must be a finite number"),
+    # extreme JSON in form fields: Python's int digit limit and its recursion limit
+    "add-metadata-huge-integer": (lambda e: e.client.post("/items", **_multipart(e.image, metadata=HUGE_INT)), 422,
+                                  "a number in it is too long"),
+    "add-metadata-deeply-nested": (lambda e: e.client.post("/items", **_multipart(e.image, metadata=DEEP)), 422,
+                                   "nested too deeply"),
+    "multipart-filters-huge-integer": (lambda e: e.client.post("/search", **_multipart(e.image, filters=HUGE_INT)),
+                                       422, "a number in it is too long"),
+    "multipart-filters-deeply-nested": (lambda e: e.client.post("/search", **_multipart(e.image, filters=DEEP)),
+                                        422, "nested too deeply"),
+    "search-json-huge-integer": (lambda e: e.client.post("/search", content=b'{"item_id": "x", "k": ' + b"9" * 5000
+                                                         + b"}", headers={"Content-Type": "application/json"}),
+                                 422, "json"),
+    "search-json-deeply-nested": (lambda e: e.client.post("/search", content=b'{"filters": ' + DEEP.encode() + b"}",
+                                                          headers={"Content-Type": "application/json"}), 422, "json"),
+    # strict numbers: a boolean is no count, and a weight must be finite
+    "search-k-true": (lambda e: e.client.post("/search", json={"item_id": "red-shirt-0", "k": True}), 422,
+                      "valid integer"),
+    "search-offset-true": (lambda e: e.client.post("/search", json={"item_id": "red-shirt-0", "offset": True}), 422,
+                           "valid integer"),
+    "search-colour-nan": (lambda e: e.client.post("/search", content=b'{"item_id": "red-shirt-0", "color_weight": NaN}',
+                                                  headers={"Content-Type": "application/json"}), 422, "finite number"),
+    "search-colour-infinity": (lambda e: e.client.post("/search", content=b'{"item_id": "red-shirt-0", '
+                                                       b'"color_weight": Infinity}',
+                                                       headers={"Content-Type": "application/json"}), 422, "finite"),
+    "multipart-colour-nan": (lambda e: e.client.post("/search", **_multipart(e.image, color_weight="nan")), 422,
+                             "finite number"),
+    "similar-colour-inf": (lambda e: e.client.get("/similar/red-shirt-0", params={"color_weight": "inf"}), 422,
+                           "finite number"),
     "add-bad-id": (lambda e: e.client.post("/items", **_multipart(e.image, id="../../evil")), 422,
                    "item id must be"),
     "add-without-file": (lambda e: e.client.post("/items", data={"id": "x"}), 422, "file"),

@@ -1,5 +1,6 @@
 """The web page in headless Chromium (Debian's package) driven by Playwright, against a real uvicorn
-server on 127.0.0.1: upload a photo, see results, click a result, apply a filter, see an error.
+server on 127.0.0.1: browse the catalogue, upload a photo, see results, click a result, apply a
+filter, see an error.
 Screenshots go to ``artifacts/browser/`` (git-ignored)."""
 
 from __future__ import annotations
@@ -127,6 +128,50 @@ def test_search_click_filter_and_error_in_the_page(server_url, browser, tmp_path
     page.close()
 
 
+def test_browse_grid_on_load_then_more_like_this_without_a_photo(server_url, browser):
+    """A first visitor sees the catalogue at once (paged), can click an item for similar ones, and
+    nothing the page requests on load fails."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("requestfailed", lambda r: failed.append(f"failed {r.url}"))
+    page.goto(server_url + "/", wait_until="networkidle")
+    sync_api.expect(page.locator("#status")).to_contain_text("Browsing the catalogue: 24 of 24 items")
+    assert len(_card_ids(page)) == 24 and _card_ids(page)[0] == "black-dress-0"
+    page.wait_for_function("[...document.querySelectorAll('#results img')].slice(0, 6)"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_load_state("networkidle")
+    # Headless Chromium does not fetch icons; a desktop browser asks for the page's icon or /favicon.ico.
+    icon = page.locator('link[rel="icon"]').get_attribute("href")
+    assert page.evaluate(f"Promise.all(['{icon}', '/favicon.ico'].map(u => fetch(u).then(r => r.status)))") == [200, 200]
+    assert not failed, failed
+    assert page.locator("#results .card .score").first.inner_text() == "#1"  # no score without a query
+    page.screenshot(path=str(ARTIFACTS / "00-browse.png"), full_page=True)
+
+    # smaller pages: "More results" appends the next page of the catalogue
+    page.select_option("#k", "12")
+    sync_api.expect(page.locator("#status")).to_contain_text("12 of 24 items")
+    page.locator("#more").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("24 of 24 items")
+    browsed = _card_ids(page)
+    assert len(set(browsed)) == 24 and page.locator("#more").is_hidden()
+
+    # click a browsed item: the items most like it, without it
+    clicked = "blue-shirt-1"
+    page.locator(f'#results .card[data-id="{clicked}"]').click()
+    sync_api.expect(page.locator("#query-caption")).to_have_text(f"more like {clicked}")
+    sync_api.expect(page.locator("#status")).to_contain_text("12 of 23 items")
+    similar = _card_ids(page)
+    assert clicked not in similar and similar[0] == "blue-shirt-0"
+    assert re.fullmatch(r"#1 · 0\.\d{3}", page.locator("#results .card .score").first.inner_text())
+    page.wait_for_function("document.getElementById('query-preview').complete "
+                           "&& document.getElementById('query-preview').naturalWidth > 0")
+    assert not failed, failed
+    page.close()
+
+
 def test_page_fits_a_phone_screen(server_url, browser, tmp_path):
     photo = tmp_path / "dress.jpg"
     photo.write_bytes(jpeg_bytes(garment_image((30, 160, 60), "dress", seed=4)))
@@ -153,7 +198,7 @@ def test_api_docs_render_offline(server_url, browser):
     page.goto(server_url + "/docs")
     sync_api.expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
     summaries = page.locator(".opblock-summary-path").all_inner_texts()
-    assert {"/search", "/submit", "/items", "/items/{item_id}/image"} <= {s.strip() for s in summaries}
+    assert {"/search", "/submit", "/items", "/images/{item_id}"} <= {s.strip() for s in summaries}
     page.screenshot(path=str(ARTIFACTS / "06-docs.png"))
     assert not external, external
     page.close()

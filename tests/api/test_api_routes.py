@@ -45,7 +45,7 @@ def test_search_by_upload_ranks_same_colour_and_shape_first(client):
     assert scores == sorted(scores, reverse=True) and scores[0] > 0.9
     top = body["results"][0]
     assert top["metadata"]["colour"] == "red" and top["metadata"]["kind"] == "shirt"
-    assert top["image_url"] == f"/items/{top['id']}/image"
+    assert top["image_url"] == f"/images/{top['id']}"
     assert {"queue", "decode", "embed", "search", "fetch_metadata", "total"} <= set(body["timings_ms"])
     assert body["timings_ms"]["total"] >= body["timings_ms"]["embed"] > 0
 
@@ -108,25 +108,25 @@ def test_submit_rpf_shape_by_relative_and_absolute_path_and_by_id(client, shop_d
 def test_get_item_and_its_image(client, shop_dir):
     r = client.get("/items/black-trousers-1")
     assert r.status_code == 200
-    assert r.json() == {"id": "black-trousers-1", "image_url": "/items/black-trousers-1/image",
-                        "similar_url": "/items/black-trousers-1/similar",
+    assert r.json() == {"id": "black-trousers-1", "image_url": "/images/black-trousers-1",
+                        "similar_url": "/similar/black-trousers-1",
                         "metadata": {"colour": "black", "kind": "trousers", "name": "Black trousers no. 1"}}
-    image = client.get("/items/black-trousers-1/image")
+    image = client.get("/images/black-trousers-1")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
     assert image.content == (shop_dir / "black-trousers-1.jpg").read_bytes()
-    again = client.get("/items/black-trousers-1/image", headers={"If-None-Match": image.headers["etag"]})
+    again = client.get("/images/black-trousers-1", headers={"If-None-Match": image.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
 
 
 def test_thumbnail_fits_the_requested_size(client):
-    r = client.get("/items/black-trousers-1/image", params={"size": 40})
+    r = client.get("/images/black-trousers-1", params={"size": 40})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(r.content)) as im:
         assert im.format == "JPEG" and max(im.size) == 40 and im.size == (30, 40)  # 120x160 scaled
 
 
 def test_similar(client):
-    r = client.get("/items/red-dress-1/similar", params={"k": 4, "color_weight": 0.2})
+    r = client.get("/similar/red-dress-1", params={"k": 4, "color_weight": 0.2})
     assert r.status_code == 200, r.text
     ids = [h["id"] for h in r.json()["results"]]
     assert len(ids) == 4 and ids[0] == "red-dress-0" and "red-dress-1" not in ids
@@ -141,7 +141,7 @@ def test_add_then_search_then_delete_with_api_key(client, collection_copy):
     assert r.json()["metadata"] == {"colour": "yellow", "kind": "dress"}
     stored = collection_copy / "uploads" / "yellow-dress-9.jpg"
     assert stored.read_bytes() == data
-    assert client.get("/items/yellow-dress-9/image").content == data
+    assert client.get("/images/yellow-dress-9").content == data
     hits = client.post("/search", files={"file": ("q.jpg", data, "image/jpeg")}, data={"k": "1"}).json()["results"]
     assert hits[0]["id"] == "yellow-dress-9" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     info = client.get("/api/info").json()
@@ -226,8 +226,8 @@ def test_docs_work_offline_and_spec_lists_every_route(client):
     for asset in re.findall(r"(?:src|href)=\"(/[^\"]+)\"", docs.text):
         assert client.get(asset).status_code == 200, asset
     spec = client.get("/openapi.json").json()
-    assert {"/search", "/submit", "/items", "/items/{item_id}", "/items/{item_id}/image",
-            "/items/{item_id}/similar", "/healthz", "/metrics", "/api/info"} <= set(spec["paths"])
+    assert {"/search", "/submit", "/items", "/items/{item_id}", "/images/{item_id}",
+            "/similar/{item_id}", "/healthz", "/metrics", "/api/info"} <= set(spec["paths"])
     assert set(spec["paths"]["/search"]["post"]["requestBody"]["content"]) == {"application/json",
                                                                                  "multipart/form-data"}
 
@@ -236,9 +236,9 @@ def test_web_page_and_its_assets_are_served_without_external_urls(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assets = re.findall(r"(?:src|href)=\"(/static/[^\"]+)\"", page.text)
-    assert sorted(assets) == ["/static/app.js", "/static/style.css"]
+    assert sorted(assets) == ["/static/app.js", "/static/favicon.svg", "/static/style.css"]
     for text in [page.text] + [client.get(a).text for a in assets]:
-        assert not re.search(r"https?://", text)
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg\")", text)  # the SVG namespace is no fetch
         assert "@import" not in text and "fonts." not in text
 
 
@@ -271,10 +271,71 @@ def test_item_ids_with_slashes_and_default_root_of_a_nested_catalogue(tmp_path, 
         assert c.app.state.service.roots == [shop.resolve()]
         hits = c.post("/search", files=upload(garment_image(RED, "shirt", seed=3)), data={"k": "2"}).json()["results"]
         assert [h["id"] for h in hits] == ["images/tops/red", "images/tops/blue"]
-        assert hits[0]["image_url"] == "/items/images%2Ftops%2Fred/image"
+        assert hits[0]["image_url"] == "/images/images%2Ftops%2Fred"
         assert c.get(hits[0]["image_url"]).content == (shop / "images" / "tops" / "red.jpg").read_bytes()
         assert c.get("/items/images/tops/red").json()["id"] == "images/tops/red"
-        similar = c.get("/items/images%2Ftops%2Fblue/similar").json()["results"]
+        similar = c.get("/similar/images%2Ftops%2Fblue").json()["results"]
         assert [h["id"] for h in similar] == ["images/tops/red"]
         by_path = c.post("/submit", params={"k": 1}, json={"img_path": "images/tops/blue.jpg"}).json()
         assert by_path["ids"] == ["images/tops/blue"]
+
+
+def test_item_routes_are_unambiguous_for_ids_that_look_like_sub_resources(tmp_path, api_encoder):
+    """Items 'shoes' and 'shoes/image' (and 'shoes/similar'): each id's metadata, image and
+    neighbours are its own, whether '/' is sent as is or as %2F; the old sub-resource paths
+    redirect when no item has the whole path as its id."""
+    shop = tmp_path / "ids"
+    (shop / "shoes").mkdir(parents=True)
+    images = {"shoes": garment_image(RED, "shirt"), "shoes/image": garment_image(BLUE, "trousers"),
+              "shoes/similar": garment_image((30, 160, 60), "dress")}
+    for item_id, image in images.items():
+        (shop / f"{item_id}.jpg").write_bytes(jpeg_bytes(image))
+    coll = open_or_create(tmp_path / "coll", api_encoder, None)
+    index_catalogue(coll, open_catalogue(shop), api_encoder, progress=False)
+    coll.close()
+    with TestClient(create_app(tmp_path / "coll", encoder=api_encoder, workers=1)) as c:
+        for item_id in images:
+            for path in (item_id, item_id.replace("/", "%2F")):
+                r = c.get(f"/items/{path}")
+                assert r.status_code == 200 and r.json()["id"] == item_id, (path, r.text)
+            body = c.get(f"/items/{item_id}").json()
+            assert c.get(body["image_url"]).content == (shop / f"{item_id}.jpg").read_bytes()
+            assert c.get(f"/images/{item_id}").content == (shop / f"{item_id}.jpg").read_bytes()
+            similar = c.get(body["similar_url"], params={"k": 5}).json()["results"]
+            assert item_id not in [h["id"] for h in similar] and len(similar) == 2
+        # Old-style paths still work where no item has the whole path as its id.
+        old = c.get("/items/shoes%2Fimage/image", params={"size": 32}, follow_redirects=False)
+        assert old.status_code == 308 and old.headers["location"] == "/images/shoes%2Fimage?size=32"
+        assert c.get("/items/shoes%2Fimage/similar").json()["query"] == {"type": "item", "item_id": "shoes/image"}
+        assert c.get("/items/nothing/image").status_code == 404
+
+
+def test_browse_pages_through_the_catalogue(client):
+    first = client.get("/items", params={"limit": 10}).json()
+    assert first["total"] == 24 and first["offset"] == 0 and len(first["items"]) == 10
+    rest = client.get("/items", params={"offset": 10, "limit": 100}).json()["items"]
+    ids = [it["id"] for it in first["items"] + rest]
+    assert len(ids) == len(set(ids)) == 24 and ids[0] == "black-dress-0"
+    assert first["items"][0]["image_url"] == "/images/black-dress-0"
+    assert first["items"][0]["metadata"]["kind"] == "dress"
+    assert client.get("/items", params={"offset": 24}).json()["items"] == []
+    too_many = client.get("/items", params={"limit": 101})
+    assert too_many.status_code == 422 and "less than or equal to 100" in too_many.text
+    assert client.get("/items", params={"limit": "true"}).status_code == 422
+    assert client.get("/items", params={"offset": 10**30}).status_code == 422
+
+
+def test_a_full_disk_during_an_add_is_507_and_leaves_nothing_behind(client, collection_copy, monkeypatch):
+    import sqlite3
+
+    def full(self, items):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Collection, "upsert", full)
+    r = client.post("/items", files=upload(garment_image(BLUE, "dress")), data={"id": "no-room"},
+                    headers={"X-API-Key": KEY})
+    assert r.status_code == 507, r.text
+    assert r.json()["detail"].startswith(f"the disk holding {collection_copy} is full (database or disk is full)")
+    monkeypatch.undo()
+    assert client.get("/items/no-room").status_code == 404
+    assert not list((collection_copy / "uploads").glob("no-room.*"))

@@ -107,6 +107,46 @@ def test_folder_zip_and_explicit_metadata(tmp_path):
     assert first.read() == data
 
 
+def test_folder_csv_with_long_fields_reads_them_and_skips_rows_over_the_limit(tmp_path, caplog):
+    """A 200,000-character description is read; a field over the reader's limit loses its row
+    (reported), never the catalogue."""
+    from vestis.data.tables import MAX_FIELD_CHARS
+
+    for name in ("a", "b", "c"):
+        put_image(tmp_path / f"{name}.jpg")
+    long_text = "x" * 200_000
+    (tmp_path / "metadata.csv").write_text(
+        f"id,path,description\na,a.jpg,{long_text}\nb,b.jpg,\"{'y' * (MAX_FIELD_CHARS + 1)}\"\nc,c.jpg,short\n")
+    with caplog.at_level(logging.WARNING):
+        cat = open_catalogue(tmp_path)
+    meta = dict(summary(cat))
+    assert meta["a"] == {"description": long_text} and meta["c"] == {"description": "short"}
+    assert meta["b"] == {}  # its row was skipped; the image is still an item
+    assert "1 row(s) could not be read and are skipped (line 3: field larger than field limit" in caplog.text
+
+
+def test_folder_with_a_table_naming_images_by_bare_stem(tmp_path):
+    """``images/<uuid>.jpg`` with ``images.csv`` whose ``image`` column holds the uuid alone (the
+    layout of a widely used clothing photo dataset), given with ``metadata=``."""
+    uuids = ["4285fab0-751a-4b74-8e9b-43af05deee22", "ea7b6656-3f84-4eb3-9099-23e623fc1018", "00627a3f-0477"]
+    for n, uuid in enumerate(uuids):
+        put_image(tmp_path / "images" / f"{uuid}.jpg", (60 * n, 90, 200))
+    (tmp_path / "images.csv").write_text(
+        "image,sender_id,label,kids\n"
+        f"{uuids[0]},124,Not sure,False\n{uuids[1]},148,T-Shirt,False\n{uuids[2]}.jpg,12,Shoes,True\n"
+        "no-such-uuid,1,Dress,False\n")
+    cat = open_catalogue(tmp_path, metadata=tmp_path / "images.csv")
+    assert summary(cat) == [
+        (uuids[2], {"sender_id": "12", "label": "Shoes", "kids": "True"}),
+        (uuids[0], {"sender_id": "124", "label": "Not sure", "kids": "False"}),
+        (uuids[1], {"sender_id": "148", "label": "T-Shirt", "kids": "False"}),
+    ]
+    # A stem shared by two images matches neither: the rows stay unmatched, the images unlabelled.
+    put_image(tmp_path / "more" / f"{uuids[1]}.jpg")
+    cat = open_catalogue(tmp_path, metadata=tmp_path / "images.csv")
+    assert {i: m for i, m in summary(cat)}[f"images/{uuids[1]}"] == {}
+
+
 def test_folder_metadata_needs_an_id_or_path_column(tmp_path):
     put_image(tmp_path / "a.jpg")
     (tmp_path / "labels.csv").write_text("colour\nred\n")

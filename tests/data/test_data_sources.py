@@ -104,3 +104,64 @@ def test_idx_errors_are_clear(tmp_path):
         read_source(idx_uri(labels, 0))
     with pytest.raises(CatalogueError, match="bad IDX source"):
         read_source(f"idx:{labels}::first")
+
+
+def _zip_with_bomb(path: Path, image: bytes, bomb_bytes: int) -> Path:
+    """A small zip: one real image and ``bomb.jpg``, ``bomb_bytes`` of zeros deflated to almost nothing."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("good.jpg", image)
+        with zf.open("bomb.jpg", "w") as member:
+            chunk = bytes(1024 * 1024)
+            for _ in range(bomb_bytes // len(chunk)):
+                member.write(chunk)
+    return path
+
+
+def test_zip_bomb_member_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(image, format="JPEG")
+    archive = _zip_with_bomb(tmp_path / "bomb.zip", image.getvalue(), 32 * 1024 * 1024)
+    assert archive.stat().st_size < 100_000
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *args, **kwargs):
+        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    with pytest.raises(CatalogueError, match=r"bomb\.jpg' inflates [0-9,]+ times .*zip bomb.*skipped unread"):
+        read_source(zip_uri(archive, "bomb.jpg"))
+    assert "bomb.jpg" not in opened
+    assert read_source(zip_uri(archive, "good.jpg")) == image.getvalue()
+
+
+def test_members_and_files_over_the_size_limit_are_refused(tmp_path, monkeypatch):
+    import vestis.data.sources as sources
+
+    monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 1000)
+    noise = np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()  # does not compress
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.jpg", noise)
+        zf.writestr("small.jpg", noise[:900])
+    with pytest.raises(CatalogueError, match=r"'big.jpg' is 5,000 bytes uncompressed; the limit .* 1,000 bytes"):
+        read_source(zip_uri(archive, "big.jpg"))
+    assert read_source(zip_uri(archive, "small.jpg")) == noise[:900]
+    (tmp_path / "big.jpg").write_bytes(noise)
+    with pytest.raises(CatalogueError, match="larger than 1,000 bytes"):
+        read_source(str(tmp_path / "big.jpg"))
+
+
+def test_zip_members_that_climb_out_of_the_archive_are_skipped(tmp_path, caplog):
+    from vestis.data import open_catalogue
+
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(image, format="JPEG")
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("shop/ok.jpg", "../../x.jpg", "shop/../../y.jpg", "/etc/z.jpg", "..\\w.jpg"):
+            zf.writestr(name, image.getvalue())
+    ids = [item.id for item in open_catalogue(archive)]
+    assert ids == ["shop/ok"]
+    assert "4 member(s) with an absolute path or a '..' component are skipped" in caplog.text

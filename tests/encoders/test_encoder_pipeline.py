@@ -84,3 +84,24 @@ def test_a_failing_source_reaches_the_caller_and_stopping_early_ends_the_inferen
     assert first.keys == ["item-0", "item-1"]
     stream.close()  # the caller stops after one batch (e.g. its write failed)
     assert not [t for t in threading.enumerate() if t.name == "vestis-infer"]
+
+
+def test_stored_vectors_skip_decoding_and_the_encoder(encoder, catalogue, monkeypatch):
+    """Items whose bytes the lookup knows keep their place in the batch with the stored vectors; the
+    others are embedded as usual, and a stored entry without colour is embedded when colour is wanted."""
+    good, items = catalogue
+    known = {hashlib.sha256(good["item-1"]).hexdigest(): (np.full(encoder.dim, 0.5, np.float32),
+                                                          np.full(COLOUR_DIM, 0.25, np.float32)),
+             hashlib.sha256(good["item-3"]).hexdigest(): (np.zeros(encoder.dim, np.float32), None)}
+    embedded = []
+    real = encoder.embed_batch
+    monkeypatch.setattr(encoder, "embed_batch", lambda tensors: embedded.append(len(tensors)) or real(tensors))
+    batches = list(embed_items(encoder, items, batch_size=4, progress=False, stored=known.get))
+    assert [k for b in batches for k in b.keys] == list(good)
+    assert set().union(*(b.reused for b in batches)) == {"item-1"}
+    assert sum(embedded) == len(good) - 1
+    vectors = {k: v for b in batches for k, v in zip(b.keys, b.vectors)}
+    colours = {k: c for b in batches for k, c in zip(b.keys, b.colours)}
+    assert np.all(vectors["item-1"] == 0.5) and np.all(colours["item-1"] == 0.25)
+    expected = encoder.embed_images([decode_image(good["item-3"])])[0]
+    assert np.allclose(vectors["item-3"], expected, atol=1e-5)  # no stored colour: embedded

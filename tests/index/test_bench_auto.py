@@ -14,9 +14,9 @@ from threadpoolctl import threadpool_limits
 
 from vestis.eval.metrics import ann_recall_at_k
 from vestis.index import auto, make_index
-from vestis.index._common import exact_search
-from vestis.index.bench import BenchSettings, knn_recall, pareto, prepare_dataset, run_ann_bench
-from vestis.index.synthetic import MixtureModel, neighbour_stats
+from vestis.index.backend import exact_search
+from vestis.bench.ann import BenchSettings, knn_recall, pareto, prepare_dataset, run_ann_bench
+from vestis.bench.synthetic import MixtureModel, neighbour_stats
 from vestis.store.collection import Collection, NewItem
 
 

@@ -51,7 +51,6 @@ def searcher(tmp_path):
     vids = np.array([row[0] for row in index.missing()])
     index.add(vids, vectors)
     yield AttributeSearcher(coll, index, model), vectors, colours
-    index.close()
     coll.close()
 
 

@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import garment_image, jpeg_bytes
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
-from vestis.search.bench import STAGES, load_query_images, markdown, run_query_bench, time_queries
-from vestis.search.searcher import Searcher
+from vestis.bench.query import STAGES, load_query_images, markdown, run_query_bench, time_queries
+from vestis.search.engine import Engine
 from vestis.store.ingest import index_catalogue, open_or_create
 
 COLOURS = [(200, 30, 30), (30, 160, 40), (30, 60, 200), (230, 200, 40), (40, 40, 40), (240, 240, 240)]
@@ -50,14 +50,14 @@ def test_steps_add_up_and_the_query_finds_itself(garments):
 
     with Collection.open(garments / "collection") as collection:
         assert collection.info()["index_choice"].startswith("auto: exact up to")  # new collections default to auto
-        searcher = Searcher(collection)
+        engine = Engine(collection)
         images = load_query_images([garments / "shop"])
-        samples = time_queries(searcher, images, runs=12)
+        samples = time_queries(engine, images, runs=12)
         assert set(samples) == set(STAGES) and all(len(v) == 12 for v in samples.values())
         parts = sum(np.array(samples[s]) for s in STAGES[:-1])
         assert np.all(parts <= np.array(samples["total"]) + 0.5)
         assert np.median(samples["embed"]) > np.median(samples["fetch_metadata"])
-        same = searcher.search(searcher.query_from_image(images[2][1]), k=1).hits[0]
+        same = engine.search(engine.query(image=images[2][1]), k=1).hits[0]
         assert same.id.endswith("g2")  # the timed path embeds like query_from_image
 
 

@@ -77,18 +77,19 @@ def test_a_collection_without_attribute_model_has_no_index(collection):
 
 
 def test_vectors_survive_save_and_load_with_and_without_the_cache(collection):
-    with AttributeIndex.configure(collection, fake_model(collection.path.parent)) as index:
-        assert [row[1] for row in index.missing()] == ["a", "b", "c", "d"]  # every item, labelled or not
-        expected = embed_all(index)
-        assert index.missing() == []
-        assert_same(table_state(index), expected)
-        index.save()
+    index = AttributeIndex.configure(collection, fake_model(collection.path.parent))
+    assert [row[1] for row in index.missing()] == ["a", "b", "c", "d"]  # every item, labelled or not
+    expected = embed_all(index)
+    assert index.missing() == []
+    assert_same(table_state(index), expected)
+    index.save()
     path = collection.path
     collection.close()
     for drop_cache in (False, True):
         if drop_cache:
             (path / "cache" / CACHE).unlink()
-        with Collection.open(path) as coll, AttributeIndex.open(coll) as index:
+        with Collection.open(path) as coll:
+            index = AttributeIndex.open(coll)
             assert index.attributes == ATTRIBUTES and index.dim == ATTR_DIM
             assert index.model_version == "attr/1/sha256:aaaa"
             assert (path / index.model_path).read_bytes() == b"attr/1/sha256:aaaa"  # the collection's copy
@@ -105,7 +106,8 @@ def test_incremental_add_remove_and_replace_by_another_process(collection):
     index.save()
     assert_same(table_state(index), expected)
     # another process: its own handles on the same collection
-    with Collection.open(collection.path) as other, AttributeIndex.open(other) as other_index:
+    with Collection.open(collection.path) as other:
+        other_index = AttributeIndex.open(other)
         vid_b, vid_c = other.get("b").vid, other.get("c").vid
         other.remove(["b"])
         other.upsert(new_items(["c", "e"], seed=5))  # c replaced (new content, new vid), e new
@@ -115,39 +117,40 @@ def test_incremental_add_remove_and_replace_by_another_process(collection):
     expected.update(added)
     assert_same(table_state(index), expected)  # caught up without reloading
     assert index.stored_vectors(vid_b) is None
-    index.close()
     # a fresh open starts from the saved (now stale) cache and catches up the same way
-    with AttributeIndex.open(collection) as fresh:
-        assert_same(table_state(fresh), expected)
+    fresh = AttributeIndex.open(collection)
+    assert_same(table_state(fresh), expected)
 
 
 def test_vectors_of_items_removed_meanwhile_are_not_written(collection):
-    with AttributeIndex.configure(collection, fake_model(collection.path.parent)) as index:
-        vids = np.array([row[0] for row in index.missing()], np.int64)
-        collection.remove(["a"])
-        written = index.add(vids, unit(np.random.default_rng(0), len(vids), len(ATTRIBUTES), ATTR_DIM))
-        assert written == 3 and sorted(table_state(index)) == sorted(vids[1:].tolist())
+    index = AttributeIndex.configure(collection, fake_model(collection.path.parent))
+    vids = np.array([row[0] for row in index.missing()], np.int64)
+    collection.remove(["a"])
+    written = index.add(vids, unit(np.random.default_rng(0), len(vids), len(ATTRIBUTES), ATTR_DIM))
+    assert written == 3 and sorted(table_state(index)) == sorted(vids[1:].tolist())
 
 
 def test_add_checks_the_shape(collection):
     model = fake_model(collection.path.parent)
-    with AttributeIndex.configure(collection, model) as index, pytest.raises(VestisError, match="2 x 3 x 4"):
+    index = AttributeIndex.configure(collection, model)
+    with pytest.raises(VestisError, match="2 x 3 x 4"):
         index.add(np.array([1, 2]), np.zeros((2, 2, ATTR_DIM), np.float32))
 
 
 def test_another_model_is_refused_unless_rebuilding(collection):
-    with AttributeIndex.configure(collection, fake_model(collection.path.parent)) as index:
-        embed_all(index)
-        index.save()
+    index = AttributeIndex.configure(collection, fake_model(collection.path.parent))
+    embed_all(index)
+    index.save()
     other = fake_model(collection.path.parent, "attr/2/sha256:bbbb")
     with pytest.raises(EncoderMismatchError, match="--rebuild"):
         AttributeIndex.configure(collection, other)
-    with AttributeIndex.open(collection) as index, pytest.raises(EncoderMismatchError):
+    index = AttributeIndex.open(collection)
+    with pytest.raises(EncoderMismatchError):
         index.check_model(other)
-    with AttributeIndex.configure(collection, other, rebuild=True) as index:
-        assert index.model_version == other.version
-        assert (collection.path / index.model_path).read_bytes() == b"attr/2/sha256:bbbb"
-        assert len(index.missing()) == 4 and table_state(index) == {}
+    index = AttributeIndex.configure(collection, other, rebuild=True)
+    assert index.model_version == other.version
+    assert (collection.path / index.model_path).read_bytes() == b"attr/2/sha256:bbbb"
+    assert len(index.missing()) == 4 and table_state(index) == {}
     assert not (collection.path / "cache" / CACHE).exists()
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import garment_image, jpeg_bytes
@@ -81,7 +82,7 @@ def test_index_reports_corrupt_files_and_is_incremental(tmp_path, encoder):
     (folder / "metadata.csv").write_text(text)
     coll, report = build(folder, tmp_path / "c", encoder)
     assert report.updated == 1 and report.removed == 1 and report.added == 0
-    assert report.embedded == 2  # the touched file is read and hashed, but its vector is kept
+    assert report.embedded == 1 and report.reused == 1  # the touched file is read and hashed, its vector kept
     assert coll.get("red-shirt-0").vid == vid_before
     assert "green-trousers-1" not in coll
     assert coll.get("green-trousers-0").metadata["colour"] == "olive"
@@ -134,9 +135,40 @@ def test_kill_mid_index_loses_nothing(tmp_path):
     survived = len(coll)
     assert survived >= committed
     # Every committed item is whole: it has a vector in the table.
-    assert coll.table().n == survived
+    assert coll.table().n_alive == survived
     coll.close()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     coll = Collection.open(coll_dir)
-    assert len(coll) == 160 and coll.table().n == 160
+    assert len(coll) == 160 and coll.table().n_alive == 160
+
+
+def test_renamed_ids_take_the_stored_vectors_without_the_encoder(tmp_path, encoder, monkeypatch):
+    """Re-indexing a folder whose metadata gives every item a new id embeds nothing: each image's
+    bytes (by hash) already have vectors in the collection, which the renamed items take."""
+    folder = tmp_path / "shop"
+    ids = write_catalogue(folder)
+    coll, report = build(folder, tmp_path / "c", encoder)
+    assert report.embedded == len(ids)
+    before = {i: coll.vector_of(i) for i in ids}
+    text = (folder / "metadata.csv").read_text()
+    for item_id in ids:
+        text = text.replace(f"{item_id},", f"sku-{item_id},", 1)
+    (folder / "metadata.csv").write_text(text)
+    batches = []
+    real = encoder.embed_batch
+    monkeypatch.setattr(encoder, "embed_batch", lambda tensors: batches.append(len(tensors)) or real(tensors))
+    coll, report = build(folder, tmp_path / "c", encoder)
+    assert batches == [] and report.embedded == 0
+    assert (report.added, report.removed, report.reused) == (len(ids), len(ids), len(ids))
+    assert sorted(it.id for it in coll.iter_items()) == sorted(f"sku-{i}" for i in ids)
+    for item_id, (vector, colour) in before.items():
+        new_vector, new_colour = coll.vector_of(f"sku-{item_id}")
+        assert np.array_equal(new_vector, vector) and np.array_equal(new_colour, colour)
+    # A changed image is still embedded, and search finds the renamed items.
+    (folder / "red-shirt-0.jpg").write_bytes(jpeg_bytes(garment_image((250, 250, 0), "dress", seed=5)))
+    coll, report = build(folder, tmp_path / "c", encoder)
+    assert batches == [1] and report.updated == 1 and report.reused == 0
+    searcher = Searcher(coll, encoder)
+    hits = searcher.search(searcher.query_from_image(garment_image(COLOURS["blue"], "trousers", seed=0)), k=1).hits
+    assert hits[0].id == "sku-blue-trousers-0"

@@ -21,11 +21,11 @@ from vestis.train.attribute_model import (
     AttributeEmbedder,
     AttributeTripletLoss,
     export_attribute_model,
-    is_attribute_config,
-    load_attribute_config,
     load_head,
-    train_attribute_from_config,
 )
+from vestis.train.command import train_from_config as train_attribute_from_config
+from vestis.train.config import is_attribute_config
+from vestis.train.config import load_config as load_attribute_config
 
 ATTRIBUTES = ["articleType", "baseColour"]
 
@@ -158,7 +158,7 @@ def test_training_writes_the_run_and_beats_global_features(trained):
 def test_feature_cache_is_computed_once_in_float16(trained, garment_collection, monkeypatch):
     from vestis.encoders import get_encoder
     from vestis.store.collection import Collection
-    from vestis.train import feature_cache
+    from vestis.store import feature_cache
 
     pointer = next(trained["features"].glob("features-*.json"))
     state = json.loads(pointer.read_text())
@@ -182,7 +182,7 @@ def test_feature_cache_is_computed_once_in_float16(trained, garment_collection, 
 @pytest.mark.slow
 def test_feature_cache_computes_only_new_or_changed_items(tmp_path):
     from vestis.encoders import get_encoder
-    from vestis.train.feature_cache import cached_features
+    from vestis.store.feature_cache import cached_features
 
     encoder = get_encoder("efficientnet-lite0")
     images = {f"g{n}": garment_image((40 * n, 90, 200 - 30 * n), seed=n) for n in range(4)}
@@ -277,7 +277,6 @@ def test_changing_the_attribute_changes_the_ranking(indexed):
         for attribute in ATTRIBUTES:
             query.weights = searcher.parse({"articleType": "type", "baseColour": "colour"}[attribute])
             results[attribute] = [_labels(h.id) for h in searcher.search(query, k=12).hits]
-        searcher.index.close()
     shapes = [s for s, _c in results["articleType"]]
     colours = [c for _s, c in results["baseColour"]]
     assert shapes.count("shirt") >= 11, results["articleType"]  # same shape, any colour

@@ -54,3 +54,35 @@ def test_shipped_configs_are_valid():
         kinds.add((cfg.stage, cfg.head.kind))
         assert cfg.name == path.stem, path
     assert {(1, "arcface"), (1, "ce+triplet"), (2, "arcface")} <= kinds
+
+
+def test_transfer_sets_are_parsed_from_the_file_and_overrides(garment_config):
+    cfg = load_config(garment_config, [
+        "transfer=[{collection: runs/collections/clothing-attributes, label: category},"
+        " {collection: elsewhere/fmnist, label: label, name: fashion-mnist, required: true}]"])
+    first, second = cfg.transfer
+    assert (first.collection, first.label, first.title, first.required) == (
+        "runs/collections/clothing-attributes", "category", "clothing-attributes", False)
+    assert (second.title, second.required) == ("fashion-mnist", True)
+    assert load_config(garment_config, ["transfer=[]"]).transfer == []
+    assert load_config(garment_config).transfer == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("transfer=[{collection: a}]", "transfer[0]: a transfer set names a `collection` and the `label`"),
+    ("transfer=[{collection: a, label: x, colour: red}]", "unknown config key transfer[0].colour"),
+    ("transfer=[{collection: a/x, label: y}, {collection: b/x, label: y}]", "two sets are called the same"),
+    ("transfer={collection: a, label: y}", "transfer: expected a list"),
+    ("transfer=[{collection: a, label: y, required: maybe}]", "transfer[0].required: expected bool"),
+])
+def test_bad_transfer_sets_are_refused(garment_config, override, message):
+    with pytest.raises(VestisError, match=message.replace("[", r"\[").replace("]", r"\]").replace("`", ".")):
+        load_config(garment_config, [override])
+
+
+def test_shipped_fashion_product_configs_name_their_transfer_sets():
+    for name in ("fashion-product-arcface", "fashion-product-triplet", "fashion-product-finetune"):
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+        sets = {t.title: (Path(t.collection).name, t.label, t.required) for t in cfg.transfer}
+        assert sets == {"clothing-attributes": ("clothing-attributes", "category", False),
+                        "fashion-mnist": ("fashion-mnist-5000", "label", False)}, name

@@ -36,6 +36,8 @@ DESCRIPTION = """Search a fashion catalogue by image.
   `filters`, `k`, `offset`, `color_weight`.
 * `POST /submit`: the RPF fashion API: `{"img_path": ..., "attrs": ...}` and `?k=` answer
   `{"ids", "similarities", "retrieval_times"}`.
+* `GET /items` pages through the catalogue; `GET /items/{id}`, `/images/{id}` and `/similar/{id}`
+  read one item (an id is the whole rest of the path and may hold `/`).
 * `POST /items` and `DELETE /items/{id}` change the collection; they need the API key
   (`X-API-Key` or `Authorization: Bearer`) when the server has one.
 
@@ -64,16 +66,21 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
     encoder: ImageEncoder | None = None,
+    batch: int = 1,
+    batch_wait_ms: float = 4.0,
 ) -> FastAPI:
     """The app serving the collection at ``collection_dir``.
 
     ``allow_roots``: folders ``POST /submit`` may read images from (default: the folders of the
     collection's catalogues); ``api_key``: required for writes when set; ``max_upload_bytes`` and
     ``max_pixels``: upload limits (413 and 422 above them); ``workers``: size of the inference
-    pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests).
+    pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests);
+    ``batch`` > 1: uploads arriving within ``batch_wait_ms`` of each other share one encoder run
+    of up to ``batch`` images (``vestis.encoders.batching``).
     """
     service = Service(collection_dir, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
-                      max_pixels=max_pixels, workers=workers, encoder=encoder)
+                      max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch,
+                      batch_wait_ms=batch_wait_ms)
     metrics = Metrics(service.item_count)
 
     @asynccontextmanager

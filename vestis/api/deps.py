@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, TypeVar
+import json
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from vestis.api.errors import UnauthorizedError
+from vestis.api.errors import InvalidRequestError, UnauthorizedError
 from vestis.api.service import Service
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,6 +51,19 @@ def validate(model: type[M], data: object) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False, include_context=False, include_input=False)) from None
+
+
+def json_field(text: str, field: str, example: str, what: str = "JSON") -> Any:
+    """The JSON value of a form field, or 422 naming the field and an example: malformed JSON, an
+    integer too long to convert and nesting deeper than the parser's recursion limit all count as
+    invalid input, never as a server error."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        reason = "it is nested too deeply"
+    except ValueError as e:  # JSONDecodeError, and the digit limit of int conversion
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "a number in it is too long"
+    raise InvalidRequestError(f"{field} must be {what}, e.g. {example} ({reason})")
 
 
 async def read_upload(upload: UploadFile, service: Service) -> bytes:

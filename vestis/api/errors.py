@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from vestis.errors import CatalogueError, EncoderMismatchError, ImageError, NotFoundError, VestisError
+from vestis.errors import (
+    CatalogueError,
+    DuplicateItemError,
+    EncoderMismatchError,
+    ImageError,
+    NotFoundError,
+    VestisError,
+)
+
+from vestis.store.guards import DiskFullError
 
 
 class ApiError(VestisError):
@@ -47,6 +56,8 @@ _STATUS_BY_TYPE: list[tuple[type[VestisError], int]] = [
     (ImageError, 422),  # not an image, truncated, over the pixel limit
     (CatalogueError, 404),  # a source file that is gone or unreadable
     (EncoderMismatchError, 409),
+    (DuplicateItemError, 409),
+    (DiskFullError, 507),  # Insufficient Storage: the write failed, nothing was half-written
 ]
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import re
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vestis.search.searcher import MAX_K, SearchResponse
+from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET, SearchResponse
 
-MAX_OFFSET = 10_000
-MAX_COLOR_WEIGHT = 10.0
+MAX_PAGE = 100  # items per page of GET /items
+MAX_BROWSE_OFFSET = 1_000_000_000  # past any catalogue's end, within SQLite's integers
+MAX_TEXT = 500  # characters of a text query
+MAX_EXAMPLES = 50  # positive or negative example items of one query
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]
 
 
 def image_url(item_id: str) -> str:
-    return f"/items/{quote(item_id, safe='')}/image"
+    return f"/images/{quote(item_id, safe='')}"
 
 
 class SearchOptions(BaseModel):
@@ -31,25 +35,73 @@ class SearchOptions(BaseModel):
         description='Metadata equality filters: {"baseColour": ["Blue", "Navy Blue"]} keeps items whose '
         "baseColour is either value; several keys must all match.",
     )
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of results.")
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
-    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOR_WEIGHT,
+    # Strict: JSON true or 1.5 is not a count; non-finite weights are refused before the range check.
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description="Number of results.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=True, description="Results to skip (paging).")
+    color_weight: float = Field(0.0, ge=0.0, le=MAX_COLOUR_WEIGHT, strict=True, allow_inf_nan=False,
                                 description="Weight of colour similarity added to the deep similarity.")
 
 
-class SearchRequest(SearchOptions):
-    """JSON body of ``POST /search``: exactly one of ``image_base64`` and ``item_id``."""
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+_NUMBER_FIELDS = {"k": int, "offset": int, "color_weight": float, "text_weight": float}
+
+
+def form_numbers(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart form fields with the numeric options' text turned into numbers (form fields are
+    all text; the strict models take numbers only). Text that is no number stays text, and is refused."""
+    out = dict(fields)
+    for key, kind in _NUMBER_FIELDS.items():
+        text = out.get(key)
+        if not isinstance(text, str):
+            continue
+        text = text.strip()
+        if kind is int and _INT_TEXT.fullmatch(text):
+            out[key] = int(text)
+        elif kind is float and len(text) <= 64:
+            with contextlib.suppress(ValueError):
+                out[key] = float(text)
+    return out
+
+
+class TextOptions(BaseModel):
+    """Search in words, and with several examples: composed in the joint text-image space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT,
+                             description="Search in words, alone or with the image / item.")
+    positive: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="More like these item ids ('2:ID' weighs an item twice).")
+    negative: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="Less like these item ids ('WEIGHT:ID' allowed).")
+    mode: Literal["keyword", "vector", "hybrid"] | None = Field(
+        None, description="Text search mode (default: hybrid when the collection has a joint model, else keyword).")
+    text_weight: float | None = Field(None, ge=0.0, le=1.0,
+                                      description="Share of the text when it is combined with images or items.")
+
+    @property
+    def is_text_query(self) -> bool:
+        return bool(self.text is not None or self.positive or self.negative or self.mode
+                    or self.text_weight is not None)
+
+
+class SearchRequest(SearchOptions, TextOptions):
+    """JSON body of ``POST /search``: an image (``image_base64``) or an item (``item_id``), and/or
+    ``text`` / ``positive`` examples (``negative`` examples refine)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}]})
+        "anyOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}, {"required": ["text"]},
+                  {"required": ["positive"]}]})
 
     image_base64: str | None = Field(None, description="The query image, base64 (a data: URL is accepted).")
     item_id: str | None = Field(None, description="Search with an indexed item ('more like this').")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        if (self.image_base64 is None) == (self.item_id is None):
-            raise ValueError("give exactly one of image_base64 and item_id")
+        if self.image_base64 is not None and self.item_id is not None:
+            raise ValueError("give at most one of image_base64 and item_id")
+        if self.image_base64 is None and self.item_id is None and self.text is None and not self.positive:
+            raise ValueError("give image_base64, item_id, text or positive examples")
         return self
 
 
@@ -65,7 +117,8 @@ class SearchResults(BaseModel):
     candidates: int = Field(description="Items eligible after filters.")
     k: int
     offset: int
-    query: dict[str, str] = Field(description='{"type": "image"} or {"type": "item", "item_id": ...}.')
+    query: dict[str, str] = Field(description='{"type": "image"}, {"type": "item", "item_id": ...} or '
+                                  '{"type": "text", "mode": ...}.')
     timings_ms: dict[str, float] = Field(description="decode, embed, search, fetch_metadata, queue and total.")
 
     @classmethod
@@ -100,7 +153,14 @@ class ItemOut(BaseModel):
     @classmethod
     def of(cls, item_id: str, metadata: dict[str, Any]) -> ItemOut:
         return cls(id=item_id, metadata=metadata, image_url=image_url(item_id),
-                   similar_url=f"/items/{quote(item_id, safe='')}/similar")
+                   similar_url=f"/similar/{quote(item_id, safe='')}")
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    total: int = Field(description="Items in the collection.")
+    offset: int
+    limit: int
 
 
 class Deleted(BaseModel):

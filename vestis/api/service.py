@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import io
 import logging
 import math
@@ -24,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
-import numpy as np
 from PIL import Image
 
 from vestis.api.attributes import parse_attrs
@@ -35,28 +33,26 @@ from vestis.api.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
 )
-from vestis.data.images import decode_image
+from vestis.data.base import CatalogueItem
+from vestis.data.images import MAX_PIXELS, decode_image
 from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, read_source
 from vestis.encoders.base import ImageEncoder
-from vestis.encoders.colour import colour_descriptor
-from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
-from vestis.search.attributes import AttributeQuery, AttributeSearcher
-from vestis.search.searcher import Query, Searcher, SearchResponse
+from vestis.search.engine import Engine, default_threads
+from vestis.search.results import Query
 from vestis.store.atomic import atomic_write_bytes
-from vestis.store.collection import Collection, Item, NewItem
-from vestis.store.ingest import open_collection_encoder
+from vestis.store.collection import Collection, Item
+from vestis.store.guards import disk_full_errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = MAX_PIXELS
 UPLOADS_DIR = "uploads"
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _ITEM_ID_RE = re.compile(ITEM_ID_PATTERN)
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-COLUMN_VALUES = 200  # most frequent values listed per metadata column (a column with more is id-like)
 MAX_METADATA_KEYS = 64
 MAX_METADATA_VALUE = 1000
 THUMBNAIL_QUALITY = 85
@@ -127,7 +123,8 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
 
 
 class Service:
-    """The collection, its encoder and the inference pool of one server process."""
+    """The engine of one server process (collection, encoder, attribute model), the HTTP limits and
+    the inference pool."""
 
     def __init__(
         self,
@@ -139,34 +136,32 @@ class Service:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         workers: int | None = None,
         encoder: ImageEncoder | None = None,
+        batch: int = 1,
+        batch_wait_ms: float = 4.0,
     ) -> None:
         started = time.perf_counter()
-        self.workers = workers or default_workers()
+        # Batched, request threads mostly wait for the batcher: more of them lets batches fill.
+        self.workers = workers or (default_workers() if batch <= 1 else 2 * batch)
         if self.workers < 1:
             raise VestisError(f"workers must be at least 1 (got {workers})")
         self.api_key = api_key or None
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self.collection = Collection.open(collection_dir)
-        if encoder is None:
-            # Split the cores between the workers so concurrent queries do not oversubscribe them.
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            encoder = open_collection_encoder(self.collection, threads=threads)
-        self.searcher = Searcher(self.collection, encoder)
-        self.encoder = encoder
-        self.attributes = self._open_attributes(encoder)
-        self.collection.table()
+        # Batched, one encoder run at a time uses every core; unbatched, the workers split them.
+        threads = default_threads(self.workers if batch <= 1 else 1)
+        self.engine = Engine.open(collection_dir, encoder=encoder, threads=threads, batch=batch,
+                                  batch_wait_ms=batch_wait_ms)
+        self.collection = self.engine.collection
+        self.engine.load()
+        if self.engine.attributes is not None:
+            self.engine.attributes.index.table()
         self._saved_generation = self.collection.generation
-        if self.collection.uses_ann:
-            self.collection.index()
-        self.encoder.embed_images([Image.new("RGB", (64, 64), "white")])  # warm up the inference session
         self.uploads = self.collection.path / UPLOADS_DIR
         if allow_roots:
             self.roots = [Path(os.path.realpath(r)) for r in allow_roots]
         else:
             self.roots = default_roots(self.collection)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vestis-api")
-        self._columns: tuple[int, dict[str, list[tuple[str, int]]]] | None = None
         self.started_at = time.time()
         self.startup_seconds = time.perf_counter() - started
 
@@ -176,113 +171,51 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
     def save(self) -> None:
-        """Save the derived caches (vectors, index) if items changed since the last save, so the next
-        start is fast. The service stays usable: an ASGI lifespan may end and start again."""
+        """Save the derived files if items changed since the last save, so the next start is fast.
+        The service stays usable: an ASGI lifespan may end and start again."""
         with self.collection.lock:
             generation = self.collection.generation
             if generation != self._saved_generation:
-                self.collection.persist()
-                if self.attributes is not None:
-                    self.attributes.index.save()
+                self.engine.persist()
                 self._saved_generation = generation
 
     def item_count(self) -> int:
-        with self.collection.lock:
-            return len(self.collection)
-
-    def _open_attributes(self, encoder: ImageEncoder) -> AttributeSearcher | None:
-        """The attribute search of the collection (sharing the encoder when it is the attribute
-        model's backbone); None when the collection has no attribute index or its model is unusable."""
-        from vestis.store.attribute_index import AttributeIndex
-
-        index = AttributeIndex.open(self.collection)
-        if index is None:
-            return None
-        index.close()
-        backbone = encoder if isinstance(encoder, OnnxEncoder) else None
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        try:
-            searcher = AttributeSearcher.open(self.collection, backbone=backbone, threads=threads)
-        except VestisError as e:
-            log.warning("attribute search is off: %s", e)
-            return None
-        searcher.index.table()
-        return searcher
+        return len(self.collection)
 
     def attribute_names(self) -> list[str]:
         """Attributes the collection can be searched by (those of its attribute index, if any)."""
-        return self.attributes.attributes if self.attributes is not None else []
+        return self.engine.attribute_names()
 
     def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
         """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
-        return parse_attrs(raw, self.attribute_names())
+        return parse_attrs(raw, self.attribute_names(), text_encoder=self.engine.attribute_text_encoder)
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
-        """Metadata keys with their most frequent values, recomputed only after a write."""
-        with self.collection.lock:
-            gen = self.collection.generation
-            if self._columns is None or self._columns[0] != gen:
-                self._columns = (gen, self.collection.metadata_columns(max_values=COLUMN_VALUES))
-            return self._columns[1]
-
-    def check_filters(self, filters: dict[str, list[str] | str]) -> dict[str, list[str]]:
-        """Filters as lists of values; an unknown column is refused (422) with the valid ones."""
-        columns = self.metadata_columns() if filters else {}
-        unknown = [key for key in filters if key not in columns]
-        if unknown:
-            raise InvalidRequestError(f"unknown filter column(s) {', '.join(map(repr, unknown))}; "
-                                      f"valid columns: {sorted(columns)}")
-        return {key: [values] if isinstance(values, str) else list(values) for key, values in filters.items()}
+        return self.engine.metadata_columns()
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.max_upload_bytes:
             raise PayloadTooLargeError(f"{what} is {size:,} bytes; the limit is {self.max_upload_bytes:,} bytes")
 
     # ----------------------------------------------------------------- queries
-    def query_from_bytes(self, data: bytes, timings: dict[str, float], source: str = "upload") -> Query:
+    def query_from_bytes(self, data: bytes, timings: dict[str, float], *, attributes: bool,
+                         source: str = "upload") -> Query:
         """Decode (with the pixel limit) and embed an uploaded image."""
         self.check_size(len(data), "the image")
-        t0 = time.perf_counter()
-        image = decode_image(data, max_pixels=self.max_pixels, source=source)
-        decode_ms = (time.perf_counter() - t0) * 1000
-        if self.attributes is not None:  # the attribute vectors come from the same backbone pass
-            query = self.attributes.query_from_image(image, timings, global_encoder=self.encoder)
-        else:
-            query = self.searcher.query_from_image(image, timings)
-        timings["decode"] = decode_ms
-        return query
+        return self.engine.query(image=data, attributes=attributes, timings=timings, max_pixels=self.max_pixels,
+                                 source=source)
 
-    def query_from_item(self, item_id: str) -> Query:
-        with self.collection.lock:
-            if self.attributes is not None:
-                return self.attributes.query_from_item(item_id)
-            return self.searcher.query_from_item(item_id)
+    def query_from_item(self, item_id: str, *, attributes: bool) -> Query:
+        return self.engine.query(item_id=item_id, attributes=attributes)
 
-    def search(self, query: Query, *, k: int, offset: int, filters: dict[str, list[str]],
-               colour_weight: float, timings: dict[str, float],
-               attrs: dict[str, float] | None = None) -> SearchResponse:
-        """The global search, or with ``attrs`` (attribute weights) the attribute search."""
-        with self.collection.lock:
-            if attrs:
-                if self.attributes is None or not isinstance(query, AttributeQuery):
-                    raise InvalidRequestError("attribute search is not available for this collection")
-                query.weights = attrs
-                try:
-                    return self.attributes.search(query, k=k, offset=offset, filters=filters or None,
-                                                  colour_weight=colour_weight, timings=timings)
-                except VestisError as e:
-                    raise InvalidRequestError(str(e)) from None
-            return self.searcher.search(query, k=k, offset=offset, filters=filters or None,
-                                        colour_weight=colour_weight, timings=timings)
-
-    def query_from_img_path(self, img_path: str, timings: dict[str, float]) -> Query:
+    def query_from_img_path(self, img_path: str, timings: dict[str, float], *, attributes: bool) -> Query:
         """RPF's ``img_path``: an item id of the collection first, else an image file under a root."""
         try:
-            return self.query_from_item(img_path)
+            return self.query_from_item(img_path, attributes=attributes)
         except NotFoundError:
             pass
         path = self.resolve_image_path(img_path)
-        return self.query_from_bytes(self.read_image_file(path), timings, source=img_path)
+        return self.query_from_bytes(self.read_image_file(path), timings, attributes=attributes, source=img_path)
 
     def resolve_image_path(self, raw: str) -> Path:
         """The real path of an ``img_path`` that lies under an allowed root.
@@ -320,8 +253,16 @@ class Service:
 
     # ----------------------------------------------------------------- items
     def get_item(self, item_id: str) -> Item:
+        return self.collection.get(item_id)
+
+    def has_item(self, item_id: str) -> bool:
         with self.collection.lock:
-            return self.collection.get(item_id)
+            return item_id in self.collection
+
+    def list_items(self, offset: int, limit: int) -> tuple[int, list[Item]]:
+        """The collection's size and a page of its items, in the order they were added."""
+        with self.collection.lock:
+            return len(self.collection), self.collection.page(offset, limit)
 
     def item_image(self, item: Item, size: int | None) -> tuple[bytes, str]:
         """The item's image bytes and MIME type; with ``size``, a JPEG thumbnail fitting size x size."""
@@ -338,7 +279,8 @@ class Service:
         return buf.getvalue(), "image/jpeg"
 
     def add_item(self, data: bytes, item_id: str | None, metadata: Any) -> Item:
-        """Embed an uploaded image and add it; its bytes are kept in ``<collection>/uploads/``."""
+        """Add an uploaded image as an item, embedded as ``vestis index`` embeds; its bytes are kept
+        in ``<collection>/uploads/``."""
         self.check_size(len(data), "the image")
         metadata = _check_metadata(metadata)
         if item_id is None:
@@ -346,36 +288,27 @@ class Service:
         elif not _ITEM_ID_RE.match(item_id):
             raise InvalidRequestError("item id must be 1 to 128 letters, digits, '.', '_' or '-', "
                                       "starting with a letter or digit")
-        image = decode_image(data, max_pixels=self.max_pixels, source="upload")
-        attribute_vectors = None
-        if self.attributes is not None:  # the attribute vectors come from the same backbone pass
-            vector, attribute_vectors = self.attributes.embed(image, self.encoder)
-        else:
-            vector = self.encoder.embed_images([image])[0]
-        colour = colour_descriptor(image) if self.collection.colour_dim else None
+        decode_image(data, max_pixels=self.max_pixels, source="upload")  # the server's pixel limit
+        if item_id in self.collection:
+            raise ConflictError(f"item {item_id!r} already exists; delete it first to replace it")
+        self.uploads.mkdir(exist_ok=True)
         path = self.uploads / f"{item_id}{_extension(image_mime(data))}"
-        with self.collection.lock:
-            if item_id in self.collection:
-                raise ConflictError(f"item {item_id!r} already exists; delete it first to replace it")
-            self.uploads.mkdir(exist_ok=True)
+        if path.exists():
+            raise ConflictError(f"item {item_id!r} is being added by another request")
+        with disk_full_errors(self.collection.path):
             atomic_write_bytes(path, data)
             try:
-                self.collection.upsert([NewItem(
-                    id=item_id, source=str(path), hash=hashlib.sha256(data).hexdigest(), vector=vector,
-                    colour=colour, metadata=metadata, stamp=file_stamp(path), catalogue=str(self.uploads),
-                )])
+                item = CatalogueItem(id=item_id, source=str(path), metadata=metadata, stamp=file_stamp(path),
+                                     read=lambda: data)
+                return self.engine.add([item], catalogue=str(self.uploads))[0]
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
-            item = self.collection.get(item_id)
-            if attribute_vectors is not None:
-                self.attributes.index.add(np.array([item.vid]), attribute_vectors[None])
-            return item
 
     def remove_item(self, item_id: str) -> None:
         """Remove an item (404 when unknown), and its uploaded image if the API stored it."""
-        with self.collection.lock:
+        with self.collection.lock, disk_full_errors(self.collection.path):
             source = Path(self.collection.get(item_id).source)
-            self.collection.remove([item_id])
+            self.engine.remove([item_id])
             if source.parent == self.uploads:
                 source.unlink(missing_ok=True)

@@ -6,7 +6,6 @@ format name to its reader, which ``open_catalogue(source, format, **options)`` c
 
 from __future__ import annotations
 
-import csv
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from vestis.data.fashionai import find_labels, read_fashionai
 from vestis.data.folder import read_folder
 from vestis.data.images import IMAGE_EXTENSIONS, decode_image
 from vestis.data.sources import Container, idx_uri, open_container, read_source, zip_uri
+from vestis.data.tables import csv_rows
 from vestis.errors import CatalogueError
 
 __all__ = [
@@ -51,7 +51,7 @@ def _is_clothing_attributes(container: Container) -> bool:
     if labels is None:
         return False
     with container.open_text(labels) as f:
-        header = next(csv.reader(f), [])
+        header = next(csv_rows(f, labels), [])
     return "image" in header and "sleevelength" in header
 
 

@@ -9,13 +9,13 @@ attributes are derived: ``pattern`` (when exactly one ``pattern_*`` flag is yes)
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from pathlib import Path, PurePosixPath
 
 from vestis.data.base import Catalogue
 from vestis.data.sources import iter_items, open_container
+from vestis.data.tables import csv_dicts
 from vestis.errors import CatalogueError
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,12 @@ def read_clothing_attributes(source: str | Path) -> Catalogue:
         raise CatalogueError(f"{container.root}: no {LABELS} found (Clothing Attribute Dataset layout)")
     prefix = labels[: -len(LABELS)]
     with container.open_text(labels) as f:
-        reader = csv.DictReader(f)
-        if IMAGE_COLUMN not in (reader.fieldnames or []):
+        header, rows = csv_dicts(f, f"{container.root}/{labels}")
+        if IMAGE_COLUMN not in header:
             raise CatalogueError(f"{container.root}/{labels}: no '{IMAGE_COLUMN}' column")
-        attributes = [c for c in reader.fieldnames or [] if c != IMAGE_COLUMN]
+        attributes = [c for c in header if c != IMAGE_COLUMN]
         entries = []
-        for row in reader:
+        for row in rows:
             image = (row.get(IMAGE_COLUMN) or "").strip()
             if not image:
                 continue

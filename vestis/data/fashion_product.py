@@ -7,13 +7,13 @@ last column. Rows whose image is missing are logged and skipped.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from vestis.data.base import Catalogue
 from vestis.data.sources import iter_items, open_container
+from vestis.data.tables import csv_rows
 from vestis.errors import CatalogueError
 
 STYLES = "styles.csv"
@@ -29,7 +29,7 @@ def read_fashion_product(source: str | Path) -> Catalogue:
                              f"{STYLES} next to an images/ folder)")
     prefix = styles[: -len(STYLES)]
     with container.open_text(styles) as f:
-        reader = csv.reader(f)
+        reader = csv_rows(f, f"{container.root}/{styles}")
         header = [h.strip() for h in next(reader, [])]
         if "id" not in header:
             raise CatalogueError(f"{container.root}/{styles}: no 'id' column (header: {', '.join(header)})")

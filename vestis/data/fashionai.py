@@ -8,11 +8,11 @@ a row without exactly one ``y`` gives no value. An image listed under several ke
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path, PurePosixPath
 
 from vestis.data.base import Catalogue
 from vestis.data.sources import Container, iter_items, open_container
+from vestis.data.tables import csv_rows
 from vestis.errors import CatalogueError
 
 LABELS = "label.csv"
@@ -58,7 +58,7 @@ def read_fashionai(source: str | Path) -> Catalogue:
     base = "" if str(parent) == "." else f"{parent}/"
     images: dict[str, dict[str, str]] = {}
     with container.open_text(found) as f:
-        for number, row in enumerate(csv.reader(f), 1):
+        for number, row in enumerate(csv_rows(f, found), 1):
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) < 3:

@@ -1,7 +1,8 @@
 """Reader for a plain folder (or zip) of images, with an optional metadata table.
 
 The metadata table is a CSV or JSONL file with an ``id`` column and/or a path column
-(``path``, ``image``, ``file`` or ``filename``, relative to the folder) plus any label columns.
+(``path``, ``image``, ``file`` or ``filename``, relative to the folder; a bare file name, with or
+without its extension, matches the one image of that name anywhere below) plus any label columns.
 It is found automatically as ``metadata.csv``, ``labels.csv`` or ``metadata.jsonl`` at the top of
 the folder, or given explicitly. Every image is an item, with or without a metadata row; rows
 naming no image are logged and skipped.
@@ -9,7 +10,6 @@ naming no image are logged and skipped.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path, PurePosixPath
@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from vestis.data.base import Catalogue
 from vestis.data.images import is_image_name
 from vestis.data.sources import Container, iter_items, open_container
+from vestis.data.tables import csv_dicts
 from vestis.errors import CatalogueError
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,8 @@ PATH_COLUMNS = ("path", "image", "file", "filename")
 def _read_table(f: TextIO, name: str) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows of a CSV or JSONL (one JSON object per line) table."""
     if not name.lower().endswith(".jsonl"):
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+        header, rows = csv_dicts(f, name)
+        return header, list(rows)
     rows, columns = [], {}
     for number, line in enumerate(f, 1):
         if not line.strip():
@@ -71,17 +71,23 @@ def _match_rows(rows: list[dict[str, Any]], id_col: str | None, path_col: str | 
     for n in images:
         by_name.setdefault(_without_suffix(n), n)
         by_stem.setdefault(PurePosixPath(n).stem, []).append(n)
+        by_stem.setdefault(PurePosixPath(n).name, []).append(n)
+
+    def unique(stem: str) -> str | None:
+        """The one image whose file name (with or without extension) is ``stem``, if just one."""
+        found = by_stem.get(stem, [])
+        return found[0] if len(found) == 1 else None
+
     matched: dict[str, tuple[str, dict[str, Any]]] = {}
     missing = []
     for row in rows:
         item_id = _label(row.get(id_col)) if id_col else None
         if path_col and _label(row.get(path_col)):
             key = str(row[path_col]).replace("\\", "/").removeprefix("./")
-            image = by_name.get(key)
+            image = by_name.get(key) or (unique(key) if "/" not in key else None)
             item_id = item_id or _without_suffix(key)
         elif item_id:
-            stems = by_stem.get(item_id, [])
-            image = by_name.get(item_id) or (stems[0] if len(stems) == 1 else None)
+            image = by_name.get(item_id) or unique(item_id)
         else:
             image = None
         if image is None:

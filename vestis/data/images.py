@@ -30,6 +30,9 @@ _WHITE = (255, 255, 255)
 _WARNINGS_LOCK = threading.Lock()
 
 
+MAX_PIXELS = 40_000_000  # decompression-bomb guard: larger images are refused
+
+
 def is_image_name(name: str) -> bool:
     """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     dot = name.rfind(".")
@@ -61,7 +64,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000, source: str = "") -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, source: str = "") -> Image.Image:
     """Decode JPEG/PNG/WebP/... bytes to a loaded RGB image with EXIF orientation applied.
 
     Raises ImageError for empty or non-image data, images over ``max_pixels`` (checked on the

@@ -39,6 +39,13 @@ ZIP_SCHEME = "zip:"
 IDX_SCHEME = "idx:"
 SEPARATOR = "::"
 
+# Reading an image never takes more memory than this, whatever a file or a zip member claims.
+MAX_SOURCE_BYTES = 256 * 1024 * 1024
+# Encoded images barely compress; a zip member that inflates more than this many times is refused
+# unread (a zip bomb), unless it is small enough to be harmless.
+MAX_ZIP_RATIO = 100
+ZIP_RATIO_MIN_BYTES = 1024 * 1024
+
 # IDX type codes (third magic byte) -> big-endian NumPy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -100,9 +107,32 @@ def zip_archive(path: str | Path) -> zipfile.ZipFile:
     return handle
 
 
+def check_zip_member(info: zipfile.ZipInfo, archive: str | Path) -> None:
+    """Refuse, before inflating a byte, a member whose declared size is over the read limit or
+    whose compression ratio only a zip bomb has."""
+    name = f"{archive}: member {info.filename!r}"
+    if info.file_size > MAX_SOURCE_BYTES:
+        raise CatalogueError(f"{name} is {info.file_size:,} bytes uncompressed; the limit for an image is "
+                             f"{MAX_SOURCE_BYTES:,} bytes (skipped unread)")
+    if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+        raise CatalogueError(f"{name} inflates {info.file_size / max(info.compress_size, 1):,.0f} times "
+                             f"({info.compress_size:,} to {info.file_size:,} bytes): a zip bomb, not an image "
+                             f"(skipped unread; the limit is {MAX_ZIP_RATIO} times)")
+
+
+def _capped(data: bytes, what: str) -> bytes:
+    if len(data) > MAX_SOURCE_BYTES:
+        raise CatalogueError(f"{what} is larger than {MAX_SOURCE_BYTES:,} bytes, the limit for an image")
+    return data
+
+
 def _read_zip_member(archive: str, member: str) -> bytes:
     try:
-        return zip_archive(archive).read(member)
+        handle = zip_archive(archive)
+        info = handle.getinfo(member)
+        check_zip_member(info, archive)
+        with handle.open(info) as f:  # inflates at most the cap, whatever the header claims
+            return _capped(f.read(MAX_SOURCE_BYTES + 1), f"{archive}: member {member!r}")
     except KeyError:
         raise CatalogueError(f"{archive}: no member {member!r} in the archive") from None
     except (zipfile.BadZipFile, zlib.error, OSError, NotImplementedError) as e:
@@ -172,7 +202,7 @@ def read_source(uri: str) -> bytes:
         return idx_png(path, int(n))
     try:
         with open(uri, "rb") as f:
-            return f.read()
+            return _capped(f.read(MAX_SOURCE_BYTES + 1), uri)
     except FileNotFoundError:
         raise CatalogueError(f"{uri}: no such file") from None
     except OSError as e:
@@ -242,7 +272,12 @@ class Archive(_Container):
 
     def __init__(self, path: str | Path) -> None:
         self.root = Path(os.path.abspath(path))
-        self._infos = {i.filename: i for i in zip_archive(self.root).infolist() if not i.is_dir()}
+        infos = [i for i in zip_archive(self.root).infolist() if not i.is_dir()]
+        self._infos = {i.filename: i for i in infos if _safe_member_name(i.filename)}
+        unsafe = [i.filename for i in infos if i.filename not in self._infos]
+        if unsafe:
+            log.warning("%s: %d member(s) with an absolute path or a '..' component are skipped (first: %s)",
+                        self.root, len(unsafe), ", ".join(map(repr, unsafe[:5])))
 
     def find(self, filename: str, max_depth: int = 2) -> str | None:
         hits = [n for n in self._infos if n.rpartition("/")[2] == filename
@@ -259,6 +294,13 @@ class Archive(_Container):
     def _locate(self, name: str) -> tuple[str, str] | None:
         info = self._infos.get(name)
         return None if info is None else (zip_uri(self.root, name), f"{info.CRC:08x}:{info.file_size}")
+
+
+def _safe_member_name(name: str) -> bool:
+    """Whether a zip member name stays inside the archive: relative, without '..' components
+    (in either slash direction), so no item id or path made from it can point outside."""
+    parts = name.replace("\\", "/").split("/")
+    return not name.startswith(("/", "\\")) and ".." not in parts
 
 
 Container = Folder | Archive

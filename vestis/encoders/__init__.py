@@ -1,4 +1,5 @@
-"""Image encoders: a registry of built-in pretrained backbones, and any ONNX model given by path.
+"""Encoders: a registry of built-in pretrained image backbones, any ONNX image model given by
+path, and the built-in text encoders (:mod:`vestis.encoders.text`).
 
 ``get_encoder("efficientnet-lite0")`` exports the backbone to ONNX once (cached, see
 :func:`vestis.encoders.onnx_encoder.builtin_model_path`) and runs it with onnxruntime;
@@ -14,17 +15,22 @@ from vestis.encoders.base import ImageEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder, OnnxFileEncoder, builtin_model_path, open_session
 from vestis.encoders.preprocess import PreprocessSpec
 from vestis.encoders.quantize import RECIPE, backbone_of, quantized_name
+from vestis.encoders.text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder, list_text_encoders
 from vestis.errors import VestisError
 
 __all__ = [
     "BUILTIN_PREPROCESSING",
     "DEFAULT_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
     "ImageEncoder",
     "OnnxEncoder",
     "OnnxFileEncoder",
     "PreprocessSpec",
+    "TextEncoder",
     "get_encoder",
+    "get_text_encoder",
     "list_encoders",
+    "list_text_encoders",
 ]
 
 # The default for new collections (a collection records its encoder and keeps it): the 8-bit

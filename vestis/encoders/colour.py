@@ -21,7 +21,7 @@ HUE_BINS, SAT_BINS, VAL_BINS, GREY_BINS = 12, 3, 3, 8
 COLOUR_DIM = HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS  # 116
 COLOUR_VERSION = "hsv12x3x3+grey8/soft/fg-centre/v1"
 
-_WORK = 64  # images are resampled to 64 x 64 first: size invariance and ~1 ms per image
+_WORK = 64  # images are resampled to 64 x 64 first: size invariance, and cheap beside the network
 _MIN_SAT, _MIN_VAL = 0.1, 0.08  # chromatic weight ramps up from these ...
 _RAMP_SAT, _RAMP_VAL = 0.2, 0.14  # ... over these widths (below, a pixel counts as grey)
 _FG_SCALE = 40.0  # RGB distance from the border colour at which a pixel is ~63% foreground

@@ -198,23 +198,27 @@ def _static_input_size(session: ort.InferenceSession, path: Path) -> int | None:
     return h
 
 
-def builtin_model_path(name: str, cache_dir: Path | None = None) -> Path:
-    """The cached ONNX model of built-in encoder ``name``, building it first when missing.
+def builtin_model_path(name: str, cache_dir: Path | None = None, *,
+                       export: Callable[[str, Path], None] | None = None, revision: str = "") -> Path:
+    """The cached ONNX model of built-in model ``name``, building it first when missing.
 
-    A backbone is exported from PyTorch; an ``-int8`` encoder is the static quantization of its
+    ``export(name, path)`` writes the model (default: :func:`export_backbone`, the image
+    backbones); ``revision`` names anything else the export depends on (another graph revision,
+    the weights' package version). An ``-int8`` image encoder is the static quantization of its
     backbone's export (:mod:`vestis.encoders.quantize`). The file name hashes what the model is
-    made from: the backbone, the graph revision and the torch version, plus the quantization
-    recipe and the onnxruntime version for ``-int8``. The model is written to a temporary file and
-    renamed into place, so concurrent processes never read a partial model (at worst two of them
-    build the same file).
+    made from: the model, the graph revision, the torch version and ``revision``, plus the
+    quantization recipe and the onnxruntime version for ``-int8``. The model is written to a
+    temporary file and renamed into place, so concurrent processes never read a partial model (at
+    worst two of them build the same file).
     """
     from vestis.encoders.quantize import RECIPE, backbone_of, calibration_batches, quantize_model
 
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    backbone = backbone_of(name)
+    backbone = backbone_of(name) if export is None else None
     if backbone is None:
         key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
-        return _cached(directory, name, key, lambda out: export_backbone(name, out))
+        key += f"|{revision}" if revision else ""
+        return _cached(directory, name, key, lambda out: (export or export_backbone)(name, out))
     from vestis.encoders import BUILTIN_PREPROCESSING
 
     source = builtin_model_path(backbone, directory)

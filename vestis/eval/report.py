@@ -44,7 +44,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table (lines, then a blank line); floats with 4 decimals."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return lines + [""]
@@ -144,7 +145,7 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, title: str,
     if at_k:
         ks = sorted({k for v in at_k.values() for k in v})
         md += ["## Retrieval metrics at K", ""]
-        md += _table(["metric"] + [f"K={k}" for k in ks],
+        md += markdown_table(["metric"] + [f"K={k}" for k in ks],
                      [[f"{m}@K"] + [values.get(k, "") for k in ks] for m, values in at_k.items()])
         md += [("mAP@K: average precision over the top K normalised by min(K, relevant items); "
                 "P@K: relevant results in the top K / K; R@K: queries with at least one relevant result "
@@ -154,24 +155,24 @@ def write_report(out_dir: str | Path, results: Mapping[str, Any], *, title: str,
     scalars = [(k, v) for k, v in results.items()
                if isinstance(v, (int, float, str)) and not AT_K.match(k)]
     if scalars:
-        md += ["## Overall", ""] + _table(["measure", "value"], scalars)
+        md += ["## Overall", ""] + markdown_table(["measure", "value"], scalars)
 
     attributes = results.get("attributes")
     if attributes:
         md += ["## Attribute-specific MAP", ""]
-        md += _table(["attribute", "MAP", "queries", "queries without relevant", "candidates"],
+        md += markdown_table(["attribute", "MAP", "queries", "queries without relevant", "candidates"],
                      [[a, r["mAP"], r["n_queries"], r["n_queries_without_relevant"], r["n_candidates"]]
                       for a, r in attributes.items()])
         for attr, r in attributes.items():
             md += [f"### {attr}: MAP per value", ""]
-            md += _table(["value", "MAP", "queries"],
+            md += markdown_table(["value", "MAP", "queries"],
                          [[v, s["mAP"], s["n_queries"]] for v, s in r["values"].items()])
         md += ["![attribute MAP](attribute_map.png)", ""]
         _plot_attributes(attributes, out / "attribute_map.png", title)
 
     per_class = results.get("per_class_accuracy")
     if per_class:
-        md += ["## Per-class accuracy", ""] + _table(["class", "accuracy"], list(per_class.items()))
+        md += ["## Per-class accuracy", ""] + markdown_table(["class", "accuracy"], list(per_class.items()))
     confusion = results.get("confusion_matrix")
     if confusion:
         md += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]

@@ -21,7 +21,7 @@ rows with score -inf / id -1 only when fewer than k vectors exist. ``save`` writ
 (backend, spec, dim, counts, format version) plus the backend's files; ``load_index`` reads them
 back, and the loaded index gives the same results and accepts further adds and removes.
 Approximate backends build lazily (on search, save or ``build()``) and re-score candidates
-exactly; the delta, tombstone, training and rebuild rules are in ``vestis.index._common``.
+exactly; the delta, tombstone, training and rebuild rules are in ``vestis.index.backend``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vestis.errors import IndexSpecError, VestisError
-from vestis.index._common import Backend, IndexInputError, read_meta
+from vestis.index.backend import Backend, IndexInputError, read_meta
 from vestis.index.annoy_backend import AnnoyIndex
 from vestis.index.auto import ANN_SPEC, AUTO_SPEC, exact_limit
 from vestis.index.base import VectorIndex
@@ -74,10 +74,11 @@ def make_index(spec: str, dim: int) -> VectorIndex:
         raise IndexSpecError(f"bad index spec {spec!r}: {error}\n{describe_specs()}") from None
 
 
-def load_index(directory: Path) -> VectorIndex:
-    """The index saved in ``directory`` (by ``VectorIndex.save``)."""
+def load_index(directory: Path, mmap: bool = False) -> VectorIndex:
+    """The index saved in ``directory`` (by ``VectorIndex.save``); ``mmap``: its float32 vectors
+    stay in the file, mapped, and only the rows a query re-scores are read."""
     backend = read_meta(Path(directory)).get("backend")
     if backend not in _BY_NAME:
         raise VestisError(f"{directory} holds an index of unknown backend {backend!r} "
                           f"(known: {', '.join(_BY_NAME)})")
-    return _BY_NAME[backend].load(Path(directory))
+    return _BY_NAME[backend].load(Path(directory), mmap)

@@ -19,7 +19,7 @@ import annoy
 import numpy as np
 
 from vestis.errors import IndexSpecError
-from vestis.index._common import Param, Params, StructuredIndex
+from vestis.index.backend import Param, Params, StructuredIndex
 
 PARAMS = {"trees": Param(50, 1), "search_k": Param(-1, -1, search=True), "jobs": Param(1, -1),
           "seed": Param(0)}

@@ -1,8 +1,8 @@
 """Automatic index choice: the ``auto`` spec of a collection.
 
 Exact search costs one pass over every stored float32 vector per query (memory-bandwidth bound),
-so ``auto`` keeps it while that scan stays below ``EXACT_MAX_BYTES`` (about 5 ms on the 2-core
-reference machine) and switches to ``ANN_SPEC`` above: an HNSW graph (M=32) over 8-bit scalar-
+so ``auto`` keeps it while that scan stays below ``EXACT_MAX_BYTES`` (a few milliseconds on the
+2-core reference machine; BENCHMARKS.md) and switches to ``ANN_SPEC`` above: an HNSW graph (M=32) over 8-bit scalar-
 quantised vectors whose 2k best candidates are re-scored exactly. In ``vestis bench ann`` it reached
 recall@10 >= 0.95 on the real Fashion Product Images embeddings and on generated sets of 139,709
 and 1,000,000 vectors, as fast as HNSW over float32 vectors with a third less memory and half the

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
-from vestis.index._common import AUTO, Param, Params, StructuredIndex, format_params, parse_params
+from vestis.index.backend import AUTO, Param, Params, StructuredIndex, format_params, parse_params
 from vestis.lazy import lazy_import
 
 faiss = lazy_import("faiss")  # imported on first use: exact-search collections never need it

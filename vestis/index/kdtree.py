@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from vestis.index._common import Param, StructuredIndex
+from vestis.index.backend import Param, StructuredIndex
 
 if TYPE_CHECKING:
     from sklearn.neighbors import KDTree

@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from vestis.data.images import decode_image
 from vestis.data.sources import read_source
 from vestis.errors import VestisError
+from vestis.search.results import SearchHit
+from vestis.store.collection import Collection
 
 CELL = 160
 CAPTION = 40
@@ -86,3 +88,17 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> str
     while text and draw.textlength(text + "…", font=font) > CELL - 4:
         text = text[:-1]
     return text + "…"
+
+
+def results_sheet(collection: Collection, hits: Sequence[SearchHit], out_path: Path, *,
+                  query_image: Path | None = None, query_item: str | None = None) -> Path:
+    """The contact sheet of a search: the query (an image file or an indexed item), then each hit
+    with its id, score and main labels."""
+    if query_image is not None:
+        query = decode_image(query_image.read_bytes(), source=str(query_image))
+        caption = query_image.name
+    else:
+        query = load_source_image(collection.get(str(query_item)).source)
+        caption = str(query_item)
+    cells = [(load_source_image(h.source), f"{h.id}  {h.score:.3f}", key_labels(h.metadata)) for h in hits]
+    return contact_sheet(query, cells, out_path, query_caption=caption)

@@ -10,72 +10,22 @@ deep-fashion-retrieval fusion ``-d(deep) - 0.1 d(colour)`` written as a similari
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
 import numpy as np
 from PIL import Image
 
 from vestis.data.images import decode_image
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
-from vestis.errors import VestisError
+from vestis.search.opening import open_collection_encoder
+from vestis.search.results import Query, SearchResponse, check_options, hits_for, top_k
 from vestis.store.collection import Collection
-from vestis.store.ingest import open_collection_encoder
 
-MAX_K = 1000
 ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
 
 
-@dataclass
-class SearchHit:
-    id: str
-    score: float
-    source: str
-    metadata: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SearchResponse:
-    hits: list[SearchHit]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    candidates: int = 0  # how many items were eligible (after filters)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "results": [
-                {"id": h.id, "score": round(h.score, 6), "path": h.source, "metadata": h.metadata} for h in self.hits
-            ],
-            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
-        }
-
-
-@dataclass
-class Query:
-    """An embedded query: deep vector, colour descriptor, and vids to leave out of the results."""
-
-    vector: np.ndarray
-    colour: np.ndarray | None = None
-    exclude: tuple[int, ...] = ()
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (stable for ties: lower index first)."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    return part[np.lexsort((part, -scores[part]))]
-
-
 class Searcher:
-    """Loads the collection's encoder once and answers queries."""
+    """The global search (a :class:`~vestis.search.results.VectorSearcher`): the deep embedding, through the
+    collection's ANN index or an exact scan, with filters and colour fusion."""
 
     def __init__(self, collection: Collection, encoder: ImageEncoder | None = None) -> None:
         self.collection = collection
@@ -120,32 +70,22 @@ class Searcher:
         colour_weight: float = 0.0,
         timings: dict[str, float] | None = None,
     ) -> SearchResponse:
-        if not 1 <= k <= MAX_K:
-            raise VestisError(f"k must be between 1 and {MAX_K} (got {k})")
-        if offset < 0 or offset > 100 * MAX_K:
-            raise VestisError(f"offset must be between 0 and {100 * MAX_K} (got {offset})")
-        if colour_weight < 0:
-            raise VestisError(f"colour weight must be >= 0 (got {colour_weight})")
-        if colour_weight and not self.collection.colour_dim:
-            raise VestisError("this collection stores no colour features; use colour weight 0")
+        check_options(k, offset, colour_weight, has_colour=bool(self.collection.colour_dim) and query.colour is not None)
         timings = {} if timings is None else timings
         want = k + offset
         t0 = time.perf_counter()
         coll = self.collection
         with coll.lock:
-            table = coll.table()
-            if filters or not coll.uses_ann:
-                vids, scores, candidates = self._score_table(query, table, filters, colour_weight, want)
+            if getattr(coll, "searches_itself", False):  # a store that ranks on its server (Milvus)
+                vids, scores, candidates = coll.search_vectors(
+                    query.vector, want, filters=filters, exclude=query.exclude, colour=query.colour,
+                    colour_weight=colour_weight)
+            elif filters or not coll.uses_ann:
+                vids, scores, candidates = self._score_table(query, coll.table(), filters, colour_weight, want)
             else:
-                vids, scores, candidates = self._score_ann(query, table, colour_weight, want)
+                vids, scores, candidates = self._score_ann(query, coll.table(), colour_weight, want)
         t1 = time.perf_counter()
-        vids, scores = vids[offset:want], scores[offset:want]
-        items = {it.vid: it for it in coll.items_by_vid(vids.tolist())}
-        hits = [
-            SearchHit(items[v].id, float(s), items[v].source, items[v].metadata)
-            for v, s in zip(vids.tolist(), scores.tolist())
-            if v in items
-        ]
+        hits = hits_for(coll, vids[offset:want], scores[offset:want])
         t2 = time.perf_counter()
         timings["search"] = (t1 - t0) * 1000
         timings["fetch_metadata"] = (t2 - t1) * 1000
@@ -155,7 +95,7 @@ class Searcher:
         all_vids, vectors, colours = table.view
         if filters:
             allowed = self.collection.filter_vids(filters)
-            rows = table.rows(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
+            rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
             vids, vectors, colours = all_vids[rows], vectors[rows], colours[rows]
         else:
             vids = all_vids
@@ -178,8 +118,8 @@ class Searcher:
         keep = (vids >= 0) & ~np.isin(vids, np.array(query.exclude, np.int64))
         scores, vids = scores[keep], vids[keep]
         if colour_weight and len(vids):
-            rows = table.rows(vids)
-            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.colours[rows] @ query.colour)
+            rows = table.rows_of(vids)
+            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.extra[rows] @ query.colour)
             order = top_k(scores, want)
             scores, vids = scores[order], vids[order]
-        return vids[:want], scores[:want], table.n - len(query.exclude)
+        return vids[:want], scores[:want], len(table) - len(query.exclude)

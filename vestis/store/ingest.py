@@ -1,25 +1,30 @@
 """Incremental indexing of a catalogue into a collection (what ``vestis index`` runs).
 
-Only new or changed images are embedded (by change stamp, then content hash); items that left
-the catalogue are removed; each batch is committed on its own, so a killed run loses at most the
-batches in flight (being embedded or written) and re-running finishes the job. Unreadable images
-are reported and skipped.
+Only new or changed images are embedded (by change stamp, then content hash): an image whose
+bytes the collection already holds under any id (a renamed item, a moved or touched file) takes
+the stored vectors instead of going through the encoder. Items that left the catalogue are
+removed; each batch is committed on its own, so a killed run loses at most the batches in flight
+(being embedded or written) and re-running finishes the job. Unreadable images are reported and
+skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from vestis.data.base import Catalogue, CatalogueItem
-from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
-from vestis.encoders.pipeline import embed_items
-from vestis.errors import VestisError
+from vestis.encoders.pipeline import EmbeddedBatch, StoredLookup, embed_items
 from vestis.store.collection import Collection, NewItem
+from vestis.store.factory import collection_exists, create_collection, open_collection
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ class IngestReport:
     unchanged: int = 0
     removed: int = 0
     relabelled: int = 0
+    reused: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, source, reason)
     seconds: float = 0.0
     embedded: int = 0
@@ -46,33 +52,39 @@ class IngestReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "relabelled": self.relabelled,
+            "reused": self.reused,
             "failed": [{"id": i, "source": s, "reason": r} for i, s, r in self.failures],
+            "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
         }
 
 
-def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:
-    """The encoder ``collection`` was built with (a built-in, or the ONNX model file it recorded),
-    checked against the recorded version."""
-    try:
-        encoder = get_encoder(collection.encoder_source, threads=threads)
-    except VestisError as error:
-        raise VestisError(f"cannot open the encoder of collection {collection.path}: {error}. Put the model "
-                          "back, or index the catalogue into a new collection with another --encoder") from None
-    collection.check_encoder(encoder.version)
-    return encoder
+class Embedder(Protocol):
+    """Embeds catalogue items into batches keyed by item id (vectors, colours, content hashes,
+    failures); ``stored`` may give vectors already held for the same bytes."""
+
+    def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+                 stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]: ...
 
 
-def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) -> Collection:
-    """Open the collection at ``path`` (checking the encoder) or create it for ``encoder``."""
-    if Collection.exists(path):
-        collection = Collection.open(path)
+def embed_locally(encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+                  stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]:
+    """Embed in this process: reading and decoding in threads, inference in batches."""
+    return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
+                       with_colour=True, progress=progress, total=len(items), stored=stored)
+
+
+def open_or_create(path: Path | str, encoder: ImageEncoder, index_spec: str | None) -> Collection:
+    """Open the collection at ``path`` (a directory or a Milvus location; checking the encoder) or
+    create it for ``encoder``."""
+    if collection_exists(path):
+        collection = open_collection(path)
         collection.check_encoder(encoder.version)
         if index_spec and index_spec != collection.index_spec:
             collection.set_index_spec(index_spec)
         return collection
-    return Collection.create(
+    return create_collection(
         path,
         encoder_name=encoder.name,
         encoder_version=encoder.version,
@@ -92,10 +104,10 @@ def index_catalogue(
     batch_size: int = 32,
     remove_missing: bool = True,
     progress: bool = True,
-    workers: int | None = None,
+    embed: Embedder | None = None,
 ) -> IngestReport:
-    """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``workers``:
-    threads decoding images (default: one per core, see :func:`vestis.encoders.pipeline.embed_items`)."""
+    """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``embed`` does the
+    embedding (default :func:`embed_locally`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray)."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -119,23 +131,67 @@ def index_catalogue(
     if relabel:
         report.relabelled = _relabel(collection, relabel)
 
-    stream = embed_items(
-        encoder,
-        ((item.id, item.read) for item in todo.values()),
-        batch_size=batch_size,
-        with_colour=True,
-        progress=progress,
-        total=len(todo),
-        workers=workers,
-    )
+    ids_by_hash: dict[str, list[str]] = {}
+    for item_id, (_stamp, content_hash, _source, _catalogue) in known.items():
+        ids_by_hash.setdefault(content_hash, []).append(item_id)
+
+    def stored(content_hash: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Vectors the collection holds for these bytes (under any id), read when the bytes are."""
+        for item_id in ids_by_hash.get(content_hash, ()):
+            if (found := collection.stored_vectors(item_id, content_hash)) is not None:
+                return found
+        return None
+
+    for fresh, same_content, failures, reused in build_items(
+        encoder, list(todo.values()), known, catalogue_key, batch_size=batch_size, progress=progress,
+        stored=stored, embed=embed,
+    ):
+        for item_id, source, reason in failures:
+            log.warning("skipped %s (%s): %s", item_id, source, reason)
+        report.failures += failures
+        for it in fresh:
+            if it.id in known:
+                report.updated += 1
+            else:
+                report.added += 1
+        report.embedded += len(fresh) + len(same_content) - reused
+        report.reused += reused
+        if same_content:
+            collection.update_stamps(same_content)
+            report.unchanged += len(same_content)
+        collection.upsert(fresh)
+
+    if remove_missing:
+        gone = [i for i, (_s, _h, _src, cat) in known.items() if cat == catalogue_key and i not in seen]
+        report.removed = collection.remove(gone) if gone else 0
+    collection.persist()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def build_items(
+    encoder: ImageEncoder,
+    items: list[CatalogueItem],
+    known: dict[str, tuple[str, str, str, str]],
+    catalogue_key: str,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    stored: Callable[[str], tuple[np.ndarray, np.ndarray | None] | None] | None = None,
+    embed: Embedder | None = None,
+) -> Iterator[tuple[list[NewItem], list[tuple[str, str]], list[tuple[str, str, str]], int]]:
+    """The item builder: embed catalogue items batch by batch into :class:`NewItem` rows (vector,
+    colour, content hash, labels, stamp). ``stored(hash)`` gives vectors already held for the same
+    bytes, which skip the encoder. Per batch, yields (new items, (id, stamp) of known items whose
+    content did not change, (id, source, reason) of items that could not be read, how many items
+    took stored vectors)."""
+    by_id = {item.id: item for item in items}
+    stream = (embed or embed_locally)(encoder, items, batch_size=batch_size, progress=progress, stored=stored)
     for batch in stream:
-        for key, reason in batch.failures:
-            item = todo[key]
-            log.warning("skipped %s (%s): %s", item.id, item.source, reason)
-            report.failures.append((item.id, item.source, reason))
+        failures = [(key, by_id[key].source, reason) for key, reason in batch.failures]
         fresh, same_content = [], []
         for i, key in enumerate(batch.keys):
-            item = todo[key]
+            item = by_id[key]
             old = known.get(key)
             if old is not None and old[1] == batch.hashes[i] and old[2] == item.source:
                 same_content.append((key, item.stamp))
@@ -152,22 +208,7 @@ def index_catalogue(
                     catalogue=catalogue_key,
                 )
             )
-            if old is None:
-                report.added += 1
-            else:
-                report.updated += 1
-        report.embedded += len(batch.keys)
-        if same_content:
-            collection.update_stamps(same_content)
-            report.unchanged += len(same_content)
-        collection.upsert(fresh)
-
-    if remove_missing:
-        gone = [i for i, (_s, _h, _src, cat) in known.items() if cat == catalogue_key and i not in seen]
-        report.removed = collection.remove(gone) if gone else 0
-    collection.persist()
-    report.seconds = time.perf_counter() - started
-    return report
+        yield fresh, same_content, failures, len(batch.reused)
 
 
 def _relabel(collection: Collection, pairs: list[tuple[str, dict]]) -> int:

@@ -20,9 +20,12 @@ with sleeve and collar together; and at 112 x 196 values it is 5.7x smaller than
 final map, so caching it for a 44k catalogue takes 1.9 GB in float16 rather than 11 GB. What the
 mid-level map lacks in semantics the global branch brings back.
 
-**Training** (``vestis train --config configs/clothing-attributes-asen.yaml``, or
-``vestis attributes train``) runs on cached maps (:mod:`vestis.train.feature_cache`) with the
-shared trainer (:class:`vestis.train.trainer.Trainer`): a training sample is an (item, attribute)
+**Training** (``vestis train --config configs/clothing-attributes-asen.yaml``: a config with a
+``model`` section, :class:`vestis.train.config.AttributeRunConfig`) runs on cached maps
+(:mod:`vestis.store.feature_cache`) with the shared run, trainer and export
+(:func:`vestis.train.command.run`, :class:`vestis.train.trainer.Trainer`,
+:func:`vestis.train.export.export_module`); this module gives the model, its loss, its test and its export
+(:class:`AttributeModel`): a training sample is an (item, attribute)
 pair whose class is the attribute's value; batches hold ``head.m_per_class`` pairs of each of
 several (attribute, value) classes, and the loss is a triplet ranking loss on cosine similarity,
 ``max(0, margin - cos(a, p) + cos(a, n))`` with margin 0.2, where the positive shares the
@@ -43,117 +46,27 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 
 from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map
-from vestis.train.config import RunConfig, _build, apply_override, check_split_usage
+from vestis.train.config import AttributeRunConfig, config_from_dict
 from vestis.train.export import export_module
 from vestis.train.features import Items, resolve_split
-from vestis.train.trainer import (
-    VAL_METRIC,
-    Trainer,
-    TrainingTask,
-    class_labels,
-    load_checkpoint,
-    retrieval_scores,
-)
+from vestis.train.trainer import TrainingTask, class_labels, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 OUTPUT = "attribute_embeddings"
 MODEL_KIND = "vestis-attribute-model"
-
-
-@dataclass
-class AttributeModelConfig:
-    """The attribute-aware model: which label columns become attributes, and its sizes."""
-
-    attributes: list[str] = field(default_factory=list)
-    feature_map: str = "14x14"
-    attribute_dim: int = 64  # size of the learned attribute embedding e_a
-    hidden: int = 64  # width of the spatial and channel attention
-    global_branch: bool = True
-    dropout: float = 0.1
-    max_train_items: int = 0  # > 0: train on this many training items (seeded sample), to bound epoch time
-
-
-@dataclass
-class AttributeRunConfig(RunConfig):
-    """A training run of the attribute model: the sections of :class:`RunConfig` plus ``model``.
-
-    ``head.dim`` is the embedding size per attribute, ``head.triplet_margin`` the cosine margin,
-    ``head.m_per_class`` the pairs per (attribute, value) in a batch, ``head.miner`` batch-hard or
-    none; ``data.labels`` only stratifies the split (use the global heads' columns to share their
-    test split)."""
-
-    model: AttributeModelConfig = field(default_factory=AttributeModelConfig)
-
-    def validate(self) -> AttributeRunConfig:
-        if (self.data.collection is None) == (self.data.source is None):
-            raise VestisError(
-                "data: give exactly one of `collection` (a vestis collection directory) "
-                "or `source` (a catalogue folder, zip or dataset name)"
-            )
-        if not self.model.attributes:
-            raise VestisError("model.attributes: name the label columns to learn one embedding space for")
-        if len(set(self.model.attributes)) != len(self.model.attributes):
-            raise VestisError(f"model.attributes lists an attribute twice: {self.model.attributes}")
-        if self.model.feature_map not in FEATURE_MAPS:
-            raise VestisError(
-                f"model.feature_map: {self.model.feature_map!r} is not one of {', '.join(FEATURE_MAPS)}"
-            )
-        if self.stage != 1:
-            raise VestisError("the attribute model trains on cached backbone features: stage must be 1")
-        if self.head.miner not in ("batch-hard", "none"):
-            raise VestisError(f"head.miner: {self.head.miner!r} is not one of batch-hard, none")
-        if min(self.head.dim, self.model.attribute_dim, self.model.hidden) < 2 or self.head.m_per_class < 2:
-            raise VestisError(
-                "head.dim, model.attribute_dim, model.hidden and head.m_per_class must be at least 2"
-            )
-        if not 0 <= self.model.dropout < 1 or self.head.triplet_margin <= 0 or self.model.max_train_items < 0:
-            raise VestisError(
-                "model.dropout must be in [0, 1), head.triplet_margin > 0 and model.max_train_items >= 0"
-            )
-        if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
-            raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
-        check_split_usage(self.train)
-        return self
-
-
-def is_attribute_config(path: str | Path) -> bool:
-    """Whether a YAML config describes an attribute-model run (it has a ``model`` section)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "model" in raw
-
-
-def load_attribute_config(path: str | Path, overrides: list[str] | None = None) -> AttributeRunConfig:
-    """Read an attribute-model config, apply ``key=value`` overrides and validate."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise VestisError(f"cannot read config {path}: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise VestisError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise VestisError(f"{path}: a config is a YAML mapping of sections (data, model, head, train, ...)")
-    for item in overrides or []:
-        apply_override(raw, item)
-    raw.setdefault("name", Path(path).stem)
-    return _build(AttributeRunConfig, raw, "").validate()
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -186,18 +99,27 @@ class AttributeEmbedder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(width, dim)
 
-    def attention(self, maps: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    def attention(self, maps: torch.Tensor, attrs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """Spatial attention weights (N x A' x h x w) of maps (N x C x h x w) for attribute
-        indices ``attrs`` (N x A': per image, the attributes to attend for)."""
+        indices ``attrs`` (N x A': per image, the attributes to attend for). With ``image`` (N,),
+        ``maps`` holds distinct images and row i of the output attends ``maps[image[i]]``: the
+        attention keys are computed once per image."""
         keys = torch.tanh(self.map_key(maps))  # N x K x h x w
+        if image is not None:
+            keys = keys[image]
         queries = torch.tanh(self.attr_query(self.attribute(attrs))) * self.score.weight[0]  # N x A' x K
         logits = torch.einsum("nkhw,nak->nahw", keys, queries)
         n, a, h, w = logits.shape
         return torch.softmax(logits.reshape(n, a, h * w), dim=2).reshape(n, a, h, w)
 
-    def embed(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings N x A' x dim for attribute indices ``attrs`` (N x A')."""
-        alpha = self.attention(maps, attrs)
+    def embed(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor,
+              image: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised embeddings N x A' x dim for attribute indices ``attrs`` (N x A'); ``image``
+        as in :meth:`attention`."""
+        alpha = self.attention(maps, attrs, image)
+        if image is not None:
+            maps = maps[image]
+            global_vec = None if global_vec is None else global_vec[image]
         local = self.local_norm(torch.einsum("nahw,nchw->nac", alpha, maps))
         parts = [local]
         if self.global_norm is not None:
@@ -208,11 +130,10 @@ class AttributeEmbedder(nn.Module):
         beta = self.channel(torch.cat([x, self.attribute(attrs)], dim=2))
         return F.normalize(self.project(self.dropout(beta * x)), dim=2)
 
-    def forward(
-        self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor
-    ) -> torch.Tensor:
-        """One attribute per image: ``attrs`` (N,) -> N x dim."""
-        return self.embed(maps, global_vec, attrs[:, None])[:, 0]
+    def forward(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor,
+                image: torch.Tensor | None = None) -> torch.Tensor:
+        """One attribute per row: ``attrs`` (N,) -> N x dim; ``image`` as in :meth:`attention`."""
+        return self.embed(maps, global_vec, attrs[:, None], image)[:, 0]
 
     def all_attributes(self, maps: torch.Tensor, global_vec: torch.Tensor | None) -> torch.Tensor:
         """Every attribute for every image: N x A x dim."""
@@ -282,16 +203,12 @@ class PairModel(nn.Module):
         rows = self.pair_item[index]
         unique, inverse = np.unique(rows, return_inverse=True)  # sorted: sequential reads of the memory map
         device = self.head.project.weight.device
-        maps = torch.from_numpy(np.asarray(self.maps[unique], np.float32))[torch.from_numpy(inverse)].to(
-            device
-        )
+        maps = torch.from_numpy(np.asarray(self.maps[unique], np.float32)).to(device)
         glob = None
         if self.global_vecs is not None:
-            glob = torch.from_numpy(np.asarray(self.global_vecs[unique], np.float32))[
-                torch.from_numpy(inverse)
-            ]
-            glob = glob.to(device)
-        return self.head(maps, glob, torch.from_numpy(self.pair_attribute[index]).to(device))
+            glob = torch.from_numpy(np.asarray(self.global_vecs[unique], np.float32)).to(device)
+        attrs = torch.from_numpy(self.pair_attribute[index]).to(device)
+        return self.head(maps, glob, attrs, torch.from_numpy(inverse).to(device))
 
 
 class PairIndices(torch.utils.data.Dataset):
@@ -388,7 +305,7 @@ def feature_sources(data_cfg: Any, runs_dir: Path) -> tuple[list[tuple[str, str,
 def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
     """Items, their cached backbone features (computed on first use) and the labelled pairs."""
     from vestis.encoders import get_encoder
-    from vestis.train.feature_cache import cached_features
+    from vestis.store.feature_cache import cached_features
 
     triples, items, directory = feature_sources(cfg.data, cfg.run_dir.parent)
     encoder = get_encoder(items.encoder_name)
@@ -478,6 +395,14 @@ def attribute_task(cfg: AttributeRunConfig, data: AttributeData, item_split: np.
     )
     criterion = AttributeTripletLoss(class_attribute, cfg.head.triplet_margin, cfg.head.miner == "batch-hard")
     params = [{"params": list(head.parameters()), "lr": cfg.train.lr}]
+    meta = {
+        "attributes": data.attributes,
+        "channels": head.in_dim,
+        "global_dim": head.global_dim,
+        "values": {
+            a: sorted(set(data.pair_value[data.pair_attribute == i])) for i, a in enumerate(data.attributes)
+        },
+    }
     return TrainingTask(
         1,
         model,
@@ -491,74 +416,43 @@ def attribute_task(cfg: AttributeRunConfig, data: AttributeData, item_split: np.
         classes,
         labels,
         data.items.encoder_name,
+        partition=data.pair_attribute,
+        checkpoint_extra={"attribute_model": meta},
     )
 
 
-class AttributeTrainer(Trainer):
-    """The shared trainer with attribute-specific validation: for each attribute, the validation
-    pairs query the training and validation pairs of the same attribute (relevant: same value);
-    the mAP@10 is averaged over attributes weighted by their queries."""
+class AttributeModel:
+    """The attribute model as a kind of run for :func:`vestis.train.command.run`: the shared
+    trainer validates each attribute's pairs against the same attribute's (the task's partition);
+    the test figure is the attribute MAP of the model and of the backbone's global embedding."""
 
-    def __init__(self, cfg: AttributeRunConfig, task: TrainingTask, run_dir: Path, data: AttributeData):
-        super().__init__(cfg, task, run_dir)
-        self.data = data
+    def __init__(self) -> None:
+        self.data: AttributeData | None = None
+        self.item_split = np.zeros(0, dtype=object)
 
-    def validate(self) -> dict[str, float]:
-        pair_item = self.data.pair_item[self.eval_rows]
-        items, position = np.unique(pair_item, return_inverse=True)  # every attribute of an item in one pass
-        glob = self.data.global_vecs if self.cfg.model.global_branch else None
-        per_item = embed_items(self.task.head, self.data.maps, glob, items)
-        vectors = per_item[position, self.data.pair_attribute[self.eval_rows]]
-        attrs = self.data.pair_attribute[self.eval_rows]
-        is_val = np.isin(self.eval_rows, self.val_rows)
-        values = self.data.pair_value[self.eval_rows]
-        scores, weights = [], []
-        for a in range(len(self.data.attributes)):
-            gallery = np.flatnonzero(attrs == a)
-            queries = np.flatnonzero(is_val[gallery])
-            if len(queries) == 0 or len(gallery) < 2:
-                continue
-            result = retrieval_scores(
-                vectors[gallery], values[gallery], queries, np.arange(len(gallery)), ks=(10,)
-            )
-            if result.get("n_queries", 0):
-                scores.append(result[VAL_METRIC])
-                weights.append(result["n_queries"])
+    def prepare(self, cfg: AttributeRunConfig) -> TrainingTask:
+        self.data = load_attribute_data(cfg, progress=cfg.train.progress)
+        self.item_split, _ = resolve_split(self.data.items, cfg.data, cfg.run_dir)
+        torch.manual_seed(cfg.train.seed)
+        return attribute_task(cfg, self.data, self.item_split)
+
+    def describe(self, cfg: AttributeRunConfig, task: TrainingTask) -> dict[str, Any]:
         return {
-            VAL_METRIC: float(np.average(scores, weights=weights)) if scores else 0.0,
-            "val_loss": self.validation_loss(vectors),
-        }
-
-    def validation_loss(self, vectors: np.ndarray) -> float:
-        """The loss over the validation pairs of training classes, in shuffled batch-sized chunks
-        (as the training batches; one chunk of all pairs would need batch^3 memory)."""
-        position = {r: i for i, r in enumerate(self.eval_rows.tolist())}
-        known = self.val_rows[self.task.labels[self.val_rows] >= 0]
-        order = np.random.default_rng(self.cfg.train.seed).permutation(known)
-        size = self.loader.batch_size or self.cfg.train.batch_size
-        losses, counts = [], []
-        self.task.criterion.eval()
-        with torch.no_grad():
-            for chunk in np.array_split(order, max(1, math.ceil(len(order) / size))):
-                if len(chunk) >= 2:
-                    emb = torch.from_numpy(vectors[[position[r] for r in chunk.tolist()]]).to(self.device)
-                    lab = torch.as_tensor(self.task.labels[chunk], device=self.device)
-                    losses.append(float(self.task.criterion(emb, lab)[0]))
-                    counts.append(len(chunk))
-        return float(np.average(losses, weights=counts)) if losses else float("nan")
-
-    def state(self) -> dict[str, Any]:
-        state = super().state()
-        state["attribute_model"] = {
+            "kind": MODEL_KIND,
             "attributes": self.data.attributes,
-            "channels": self.task.head.in_dim,
-            "global_dim": self.task.head.global_dim,
-            "values": {
-                a: sorted(set(self.data.pair_value[self.data.pair_attribute == i]))
-                for i, a in enumerate(self.data.attributes)
-            },
+            "pairs": len(self.data.pair_item),
+            "classes": len(task.classes),
+            "split_sizes": {s: int((self.item_split == s).sum()) for s in ("train", "val", "test")},
         }
-        return state
+
+    def evaluate(self, cfg: AttributeRunConfig, task: TrainingTask) -> dict[str, Any]:
+        return {"test": evaluate_attribute_map(self.data, self.item_split, task.head, cfg.model.global_branch)}
+
+    def embed_transfer(self, cfg: AttributeRunConfig, task: TrainingTask, tset: Any) -> None:
+        return None  # transfer sets would need their feature maps and a shared attribute: not measured
+
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        return export_attribute_model(checkpoint, path, version=version)
 
 
 @torch.no_grad()
@@ -601,51 +495,6 @@ def evaluate_attribute_map(
     }
 
 
-def train_attribute_model(cfg: AttributeRunConfig, *, find_lr: bool = False) -> dict[str, Any]:
-    """Train (or LR-test) an attribute model; writes what :func:`vestis.train.command.run` writes
-    (config.yaml, split.csv, last.pt/best.pt, curves.png, metrics.json, model.onnx + model.json)."""
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    data = load_attribute_data(cfg, progress=cfg.train.progress)
-    item_split, _ = resolve_split(data.items, cfg.data, run_dir)
-    torch.manual_seed(cfg.train.seed)
-    task = attribute_task(cfg, data, item_split)
-    if find_lr:
-        from vestis.train.lr_finder import lr_range_test
-
-        result = lr_range_test(task, cfg, run_dir / "lr_finder.png")
-        (run_dir / "lr_finder.json").write_text(json.dumps(result, indent=2))
-        return {"run_dir": str(run_dir), "suggested_lr": result["suggested_lr"], "plot": result["plot"]}
-    summary: dict[str, Any] = {
-        "name": cfg.name,
-        "run_dir": str(run_dir),
-        "kind": MODEL_KIND,
-        "attributes": data.attributes,
-        "pairs": len(data.pair_item),
-        "classes": len(task.classes),
-        "split_sizes": {s: int((item_split == s).sum()) for s in ("train", "val", "test")},
-    }
-    trainer = AttributeTrainer(cfg, task, run_dir, data)
-    summary.update(trainer.fit())
-    start = time.perf_counter()
-    summary["test"] = evaluate_attribute_map(data, item_split, task.head, cfg.model.global_branch)
-    summary["test_seconds"] = time.perf_counter() - start
-    if cfg.export.onnx:
-        summary["onnx"] = str(
-            export_attribute_model(run_dir / "best.pt", run_dir / "model.onnx", version=cfg.export.version)
-        )
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def train_attribute_from_config(
-    config_path: str | Path, overrides: list[str] | None = None, *, find_lr: bool = False
-) -> dict[str, Any]:
-    """``vestis train`` for attribute-model configs (see :func:`is_attribute_config`)."""
-    return train_attribute_model(load_attribute_config(config_path, overrides), find_lr=find_lr)
-
-
 # ----------------------------------------------------------------------------------------- export
 class AttributeGraph(nn.Module):
     """(feature map, global embedding) -> every attribute's embedding (N x A x dim)."""
@@ -664,7 +513,7 @@ def load_head(checkpoint: str | Path) -> tuple[AttributeEmbedder, dict[str, Any]
     meta = ckpt.get("attribute_model")
     if meta is None:
         raise VestisError(f"{checkpoint} is not an attribute-model checkpoint")
-    cfg = _build(AttributeRunConfig, ckpt["config"], "")
+    cfg = config_from_dict(ckpt["config"])
     head = make_head(cfg, len(meta["attributes"]), meta["channels"], meta["global_dim"])
     head.load_state_dict({k.removeprefix("head."): v for k, v in ckpt["model"].items()})
     return head.eval(), ckpt
@@ -710,12 +559,7 @@ def export_attribute_model(
 
 __all__ = [
     "AttributeEmbedder",
-    "AttributeModelConfig",
-    "AttributeRunConfig",
+    "AttributeModel",
     "AttributeTripletLoss",
     "export_attribute_model",
-    "is_attribute_config",
-    "load_attribute_config",
-    "train_attribute_from_config",
-    "train_attribute_model",
 ]

@@ -4,6 +4,10 @@ A run writes into ``runs/<name>/`` (or ``output``): the resolved ``config.yaml``
 (unless ``data.split_file`` names another), ``last.pt`` / ``best.pt`` checkpoints, ``curves.png``,
 ``metrics.json`` (validation history, test metrics of the best model and, for stage 1, of the
 untrained backbone features) and ``model.onnx`` + ``model.json`` (the exported encoder).
+
+Every kind of model runs through :func:`run`: a :class:`ModelKind` builds the training task and
+the test figures (the embedding head here, :class:`vestis.train.attribute_model.AttributeModel`
+for configs with a ``model`` section); loading, the trainer, the export and the report are shared.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import knn_accuracy
-from vestis.train.config import RunConfig, load_config
+from vestis.train.config import AttributeRunConfig, RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
-from vestis.train.heads import EmbeddingHead, HeadLoss
+from vestis.train.heads import EmbeddingHead, HeadLoss, SimilarityDistillation
+from vestis.train.report import write_run_report
 from vestis.train.trainer import (
     ArrayDataset,
     Trainer,
@@ -33,6 +39,7 @@ from vestis.train.trainer import (
     resolve_device,
     retrieval_scores,
 )
+from vestis.train.transfer import TransferSet, load_transfer_sets, measure, warnings_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,12 @@ log = logging.getLogger(__name__)
 def train_from_config(config_path: str | Path, overrides: list[str] | None = None, *,
                       find_lr: bool = False) -> dict[str, Any]:
     """Load the config, apply ``key=value`` overrides, then train (or, with ``find_lr``, only run
-    the LR range test). Returns the run summary (also written to ``metrics.json``)."""
+    the LR range test). A config with a ``text`` section trains a joint text-image space
+    (:mod:`vestis.train.joint`). Returns the run summary (also written to ``metrics.json``)."""
+    from vestis.train.joint import is_joint_config, train_joint_from_config
+
+    if is_joint_config(config_path):
+        return train_joint_from_config(config_path, overrides, find_lr=find_lr)
     return run(load_config(config_path, overrides), find_lr=find_lr)
 
 
@@ -50,7 +62,9 @@ def feature_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTas
         raise VestisError("stage 1 needs the items' features")
     groups = items.groups(cfg.data.labels)
     classes, labels = class_labels(groups, split, cfg.train.train_splits)
-    head = EmbeddingHead(items.vectors.shape[1], cfg.head.dim)
+    head = EmbeddingHead(items.vectors.shape[1], cfg.head.dim, cfg.head.backbone_weight)
+    if cfg.head.backbone_weight:
+        head.set_centre(torch.from_numpy(items.vectors[np.isin(split.astype(str), cfg.train.train_splits)]))
     criterion = HeadLoss(cfg.head, len(classes))
     vectors = items.vectors
 
@@ -59,7 +73,8 @@ def feature_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTas
 
     params = [{"params": [*head.parameters(), *criterion.parameters()], "lr": cfg.train.lr}]
     return TrainingTask(1, head, head, criterion, params, inputs, items, groups, split, classes, labels,
-                        items.encoder_name)
+                        items.encoder_name,
+                        regulariser=SimilarityDistillation(cfg.head.distill) if cfg.head.distill else None)
 
 
 def prepare(cfg: RunConfig) -> TrainingTask:
@@ -75,57 +90,153 @@ def prepare(cfg: RunConfig) -> TrainingTask:
     return finetune_task(cfg, items, split)
 
 
+class ModelKind(Protocol):
+    """What one kind of model brings to a run: its task, its summary fields and its test figures."""
+
+    def prepare(self, cfg: RunConfig) -> TrainingTask:
+        """Read the data, make or read the split and build the task (seeded)."""
+
+    def describe(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        """What the run trains on (written at the top of ``metrics.json``)."""
+
+    def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        """Test figures of the trained model (and its baseline), as top-level summary keys."""
+
+    def embed_transfer(self, cfg: RunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray | None:
+        """The trained model's retrieval vectors of a transfer set's items (None: not measured
+        for this kind of model)."""
+
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        """Export the best checkpoint to ONNX (with its sidecar JSON); returns the model path."""
+
+
+class HeadModel:
+    """An embedding head on backbone features (stage 1) or with the backbone (stage 2)."""
+
+    def export(self, checkpoint: Path, path: Path, version: str) -> Path:
+        from vestis.train.export import export_checkpoint
+
+        return export_checkpoint(checkpoint, path, version=version)
+
+    def prepare(self, cfg: RunConfig) -> TrainingTask:
+        return prepare(cfg)
+
+    def describe(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        return {"stage": cfg.stage, "head": cfg.head.kind, "labels": cfg.data.labels, "classes": len(task.classes),
+                "split_sizes": {s: int((task.split == s).sum()) for s in ("train", "val", "test")}}
+
+    def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
+        if cfg.stage == 2:
+            return {"test": evaluate(task, cfg)}
+        device = resolve_device(cfg.train.device)
+        return {"test": evaluate(task, cfg, embed_features(task.head, task.items.vectors, device)),
+                "test_baseline": evaluate(task, cfg, task.items.vectors)}
+
+    def embed_transfer(self, cfg: RunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray:
+        device = resolve_device(cfg.train.device)
+        if cfg.stage == 1:
+            return embed_features(task.head, tset.items.vectors, device)
+        from vestis.encoders import BUILTIN_PREPROCESSING
+        from vestis.train.finetune import ImageDataset
+
+        images = ImageDataset(tset.items.sources, BUILTIN_PREPROCESSING[task.backbone])
+        task.model.eval()
+        with torch.no_grad():
+            out = [task.head.embed(task.model.backbone(x.to(device))[0]).cpu()
+                   for x in DataLoader(images, batch_size=64, num_workers=cfg.finetune.workers)]
+        return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def embed_features(head: EmbeddingHead, vectors: np.ndarray, device: torch.device,
+                   batch_size: int = 4096) -> np.ndarray:
+    """The retrieval embedding (:meth:`EmbeddingHead.embed`) of backbone feature rows."""
+    head.eval()
+    out = [head.embed(torch.from_numpy(np.ascontiguousarray(vectors[i:i + batch_size], np.float32)).to(device)).cpu()
+           for i in range(0, len(vectors), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, head.out_dim), np.float32)
+
+
+def model_kind(cfg: RunConfig) -> ModelKind:
+    """The kind of model a config trains: the attribute model for configs with a ``model`` section."""
+    if isinstance(cfg, AttributeRunConfig):
+        from vestis.train.attribute_model import AttributeModel
+
+        return AttributeModel()
+    return HeadModel()
+
+
 def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     """Train (or LR-test) the configured run; see the module docstring for what it writes."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    task = prepare(cfg)
+    kind = model_kind(cfg)
+    task = kind.prepare(cfg)
+    transfer_sets = load_transfer_sets(cfg.transfer, task.items.encoder_version)  # bad sets fail before training
     if find_lr:
         from vestis.train.lr_finder import lr_range_test
 
         result = lr_range_test(task, cfg, run_dir / "lr_finder.png")
         (run_dir / "lr_finder.json").write_text(json.dumps(result, indent=2))
         return {"run_dir": str(run_dir), "suggested_lr": result["suggested_lr"], "plot": result["plot"]}
-    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "stage": cfg.stage, "head": cfg.head.kind,
-                               "labels": cfg.data.labels, "classes": len(task.classes),
-                               "split_sizes": {s: int((task.split == s).sum()) for s in ("train", "val", "test")}}
+    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), **kind.describe(cfg, task)}
     summary.update(Trainer(cfg, task, run_dir).fit())
     start = time.perf_counter()
-    summary["test"] = evaluate(task, cfg)
-    if cfg.stage == 1:
-        summary["test_baseline"] = evaluate(task, cfg, task.items.vectors)
+    summary.update(kind.evaluate(cfg, task))
+    if cfg.eval.labels:
+        summary["eval_labels"] = cfg.eval.labels
     summary["test_seconds"] = time.perf_counter() - start
+    if cfg.transfer:
+        summary.update(measure_transfer(cfg, task, kind, *transfer_sets))
     if cfg.export.onnx:
-        from vestis.train.export import export_checkpoint
-
         try:
-            summary["onnx"] = str(export_checkpoint(run_dir / "best.pt", run_dir / "model.onnx",
-                                                    version=cfg.export.version))
+            summary["onnx"] = str(kind.export(run_dir / "best.pt", run_dir / "model.onnx", cfg.export.version))
         except VestisError as e:  # the trained model and its metrics are still worth keeping
             log.warning("not exported to ONNX: %s", e)
             summary["onnx_error"] = str(e)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    summary["report"] = str(write_run_report(run_dir, summary))
     return summary
+
+
+def measure_transfer(cfg: RunConfig, task: TrainingTask, kind: ModelKind, sets: list[TransferSet],
+                     skipped: list[str]) -> dict[str, Any]:
+    """The ``transfer`` figures of the trained model and its backbone on ``sets`` (from
+    :func:`load_transfer_sets`), the notes of the sets ``skipped``, and a warning for each set the
+    model made worse (logged too)."""
+    start = time.perf_counter()
+    if sets and kind.embed_transfer(cfg, task, sets[0]) is None:
+        note = "transfer sets are not measured for this kind of model"
+        log.warning(note)
+        return {"transfer_skipped": [*skipped, note]}
+    results = measure(sets, lambda tset: kind.embed_transfer(cfg, task, tset))
+    warnings = warnings_for(results)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return {"transfer": results, "transfer_skipped": skipped, "transfer_warnings": warnings,
+            "transfer_seconds": time.perf_counter() - start}
 
 
 def evaluate(task: TrainingTask, cfg: RunConfig, vectors: np.ndarray | None = None) -> dict[str, Any]:
     """Test metrics: labelled test items query ``eval.gallery``; embeddings of the trained model
-    unless ``vectors`` (all items, e.g. the backbone features) are given."""
+    unless ``vectors`` (all items, e.g. the backbone features) are given. Relevant: the same
+    ``eval.labels`` group (default: the training labels)."""
     train_splits = cfg.train.train_splits
+    groups = task.items.groups(cfg.eval.labels) if cfg.eval.labels else task.groups
     gallery = {"outside-train": np.flatnonzero(~np.isin(task.split.astype(str), train_splits)),
                "train": task.rows(*train_splits), "all": np.arange(len(task.split))}[cfg.eval.gallery]
     queries = task.rows("test")
-    queries = queries[np.array([g is not None for g in task.groups[queries]], bool)]
+    queries = queries[np.array([g is not None for g in groups[queries]], bool)]
     if len(queries) == 0:
         raise VestisError("the test split has no labelled item to evaluate")
     rows = np.union1d(queries, gallery)
     if vectors is None:
         vectors = np.zeros((len(task.split), task.head.dim), np.float32)
         vectors[rows] = embed_rows(task, rows, resolve_device(cfg.train.device), workers=loader_workers(task, cfg))
-    out = dict(retrieval_scores(vectors, task.groups, queries, gallery, tuple(cfg.eval.ks)))
+    out = dict(retrieval_scores(vectors, groups, queries, gallery, tuple(cfg.eval.ks)))
     if cfg.eval.knn_k:
-        knn = knn_accuracy(vectors[queries], task.groups[queries].astype(str), vectors[gallery],
-                           np.array([str(g) for g in task.groups[gallery]]), k=cfg.eval.knn_k)
+        knn = knn_accuracy(vectors[queries], groups[queries].astype(str), vectors[gallery],
+                           np.array([str(g) for g in groups[gallery]]), k=cfg.eval.knn_k)
         out.update({"kNN_accuracy": knn["kNN_accuracy"], "kNN_k": knn["kNN_k"]})
     return out

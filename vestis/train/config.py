@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from vestis.encoders.onnx_encoder import FEATURE_MAPS
 from vestis.errors import VestisError
 
 HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
@@ -62,6 +63,12 @@ class HeadConfig:
     dim: int = 256
     scale: float = 30.0
     margin: float | None = None
+    # stage 1: keep what the backbone knew. ``distill`` weighs a term that keeps the head's
+    # pairwise cosine similarities in a batch close to the backbone features'; ``backbone_weight``
+    # w puts the backbone feature beside the head's output in the retrieval embedding
+    # [sqrt(w) backbone, sqrt(1 - w) head], so its cosine similarity is w x the backbone's + (1 - w) x the head's.
+    distill: float = 0.0
+    backbone_weight: float = 0.0
     sub_centers: int = 3
     triplet_margin: float = 0.2
     triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
@@ -123,6 +130,24 @@ class EvalConfig:
     gallery: str = "outside-train"
     ks: list[int] = field(default_factory=lambda: [1, 10, 50])
     knn_k: int = 0
+    labels: list[str] | None = None  # relevance columns of the test (default: data.labels)
+
+
+@dataclass
+class TransferSetConfig:
+    """Another collection to judge the trained model on, out of its training domain: every item
+    with a ``label`` queries all the others (leave-one-out), relevant = the same label; the
+    untrained backbone's stored vectors are the reference. A missing collection is skipped with a
+    note unless ``required``."""
+
+    collection: str = ""
+    label: str = ""
+    name: str | None = None  # default: the collection folder's name
+    required: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.name or Path(self.collection).name
 
 
 @dataclass
@@ -144,6 +169,7 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
+    transfer: list[TransferSetConfig] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -156,9 +182,7 @@ class RunConfig:
         """Refuse settings that cannot work, before any data is read."""
         if self.stage not in (1, 2):
             raise VestisError(f"stage must be 1 (frozen backbone, cached features) or 2 (fine-tuning), got {self.stage}")
-        if (self.data.collection is None) == (self.data.source is None):
-            raise VestisError("data: give exactly one of `collection` (a vestis collection directory) "
-                              "or `source` (a catalogue folder, zip or dataset name)")
+        self._validate_data_and_training()
         if not self.data.labels:
             raise VestisError("data.labels: name at least one metadata column to learn")
         _choice("head.kind", self.head.kind, HEAD_KINDS)
@@ -167,9 +191,71 @@ class RunConfig:
         _choice("eval.gallery", self.eval.gallery, GALLERIES)
         if self.head.dim < 2 or self.head.m_per_class < 2 or self.head.sub_centers < 1:
             raise VestisError("head.dim and head.m_per_class must be at least 2, head.sub_centers at least 1")
+        if not 0 <= self.head.backbone_weight < 1 or self.head.distill < 0:
+            raise VestisError("head.backbone_weight must be in [0, 1) and head.distill >= 0")
+        if self.stage == 2 and (self.head.backbone_weight or self.head.distill):
+            raise VestisError("head.backbone_weight and head.distill keep the frozen backbone's features: stage 1 only")
+        if self.eval.labels is not None and not self.eval.labels:
+            raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
+        return self
+
+    def _validate_data_and_training(self) -> None:
+        """The checks every kind of run shares: one data source, a sane loop, a held-out test split."""
+        if (self.data.collection is None) == (self.data.source is None):
+            raise VestisError("data: give exactly one of `collection` (a vestis collection directory) "
+                              "or `source` (a catalogue folder, zip or dataset name)")
         if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
             raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
         check_split_usage(self.train)
+        for i, tset in enumerate(self.transfer):
+            if not tset.collection or not tset.label:
+                raise VestisError(f"transfer[{i}]: a transfer set names a `collection` and the `label` column "
+                                  "to judge by")
+        titles = [t.title for t in self.transfer]
+        if len(set(titles)) != len(titles):
+            raise VestisError(f"transfer: two sets are called the same ({', '.join(titles)}): give them `name`s")
+
+
+@dataclass
+class AttributeModelConfig:
+    """The attribute-aware model (:mod:`vestis.train.attribute_model`): which label columns become
+    attributes, and its sizes."""
+
+    attributes: list[str] = field(default_factory=list)
+    feature_map: str = "14x14"
+    attribute_dim: int = 64  # size of the learned attribute embedding e_a
+    hidden: int = 64  # width of the spatial and channel attention
+    global_branch: bool = True
+    dropout: float = 0.1
+    max_train_items: int = 0  # > 0: train on this many training items (seeded sample), to bound epoch time
+
+
+@dataclass
+class AttributeRunConfig(RunConfig):
+    """A training run of the attribute model: the sections of :class:`RunConfig` plus ``model``
+    (a config with a ``model`` section is one of these).
+
+    ``head.dim`` is the embedding size per attribute, ``head.triplet_margin`` the cosine margin,
+    ``head.m_per_class`` the pairs per (attribute, value) in a batch, ``head.miner`` batch-hard or
+    none; ``data.labels`` only stratifies the split (use the global heads' columns to share their
+    test split)."""
+
+    model: AttributeModelConfig = field(default_factory=AttributeModelConfig)
+
+    def validate(self) -> AttributeRunConfig:
+        if self.stage != 1:
+            raise VestisError("the attribute model trains on cached backbone features: stage must be 1")
+        self._validate_data_and_training()
+        if not self.model.attributes:
+            raise VestisError("model.attributes: name the label columns to learn one embedding space for")
+        if len(set(self.model.attributes)) != len(self.model.attributes):
+            raise VestisError(f"model.attributes lists an attribute twice: {self.model.attributes}")
+        _choice("model.feature_map", self.model.feature_map, tuple(FEATURE_MAPS))
+        _choice("head.miner", self.head.miner, ("batch-hard", "none"))
+        if min(self.head.dim, self.model.attribute_dim, self.model.hidden) < 2 or self.head.m_per_class < 2:
+            raise VestisError("head.dim, model.attribute_dim, model.hidden and head.m_per_class must be at least 2")
+        if not 0 <= self.model.dropout < 1 or self.head.triplet_margin <= 0 or self.model.max_train_items < 0:
+            raise VestisError("model.dropout must be in [0, 1), head.triplet_margin > 0 and model.max_train_items >= 0")
         return self
 
 
@@ -190,25 +276,44 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise VestisError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping of sections, or a clear error."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VestisError(f"cannot read config {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise VestisError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise VestisError(f"{path}: a config is a YAML mapping of sections (data, head, train, ...)")
+    return loaded
+
+
+def is_attribute_config(path: str | Path) -> bool:
+    """Whether a YAML config describes an attribute-model run (it has a ``model`` section)."""
+    try:
+        return "model" in read_yaml(path)
+    except VestisError:
+        return False
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """The run config of a mapping (a file's, or a checkpoint's): an :class:`AttributeRunConfig`
+    when it has a ``model`` section, else a :class:`RunConfig`; validated."""
+    return _build(AttributeRunConfig if "model" in raw else RunConfig, raw, "").validate()
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config (or start from ``base``), apply ``key=value`` overrides and validate."""
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise VestisError(f"cannot read config {path}: {e.strerror or e}") from e
-        except yaml.YAMLError as e:
-            raise VestisError(f"{path} is not valid YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise VestisError(f"{path}: a config is a YAML mapping of sections (data, head, train, ...)")
-        raw.update(loaded)
+        raw.update(read_yaml(path))
     for item in overrides or []:
         apply_override(raw, item)
     if "name" not in raw:
         raw["name"] = Path(path).stem if path is not None else "run"
-    return _build(RunConfig, raw, "").validate()
+    return config_from_dict(raw)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -261,6 +366,8 @@ def _check(hint: Any, value: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise VestisError(f"{key}: expected a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)]
         return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):

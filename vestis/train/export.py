@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS, INPUT, OPSET, open_session
 from vestis.errors import VestisError
@@ -30,7 +29,7 @@ TOLERANCE = 1e-4
 
 
 class EncoderGraph(nn.Module):
-    """image -> (normalised head embedding, stride-32 map, stride-16 map)."""
+    """image -> (retrieval embedding of the head, stride-32 map, stride-16 map)."""
 
     def __init__(self, backbone: nn.Module, head: EmbeddingHead):
         super().__init__()
@@ -38,7 +37,7 @@ class EncoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pooled, map32, map16 = self.backbone(image)
-        return F.normalize(self.head(pooled), dim=1), map32, map16
+        return self.head.embed(pooled), map32, map16
 
 
 class HeadGraph(nn.Module):
@@ -95,7 +94,7 @@ def export_encoder(backbone: nn.Module, head: EmbeddingHead, path: str | Path, *
         example = torch.randn(2, 3, preprocess.size, preprocess.size, generator=torch.Generator().manual_seed(0))
     diff = export_module(EncoderGraph(backbone, head), example, path, INPUT, [EMBEDDING, *FEATURE_MAPS.values()])
     meta = {**sidecar, "input_size": preprocess.size, "resize": preprocess.resize, "resample": preprocess.resample,
-            "mean": list(preprocess.mean), "std": list(preprocess.std), "dim": head.dim,
+            "mean": list(preprocess.mean), "std": list(preprocess.std), "dim": head.out_dim,
             "onnx_max_abs_diff": diff}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -119,7 +118,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path | None = None, *,
         raise VestisError(f"{checkpoint} was trained on features of {ckpt['encoder_version']}, but the built-in "
                           f"backbone is now {expected}: re-index the data and train again")
     cfg = ckpt["config"]
-    head = EmbeddingHead(ckpt["in_dim"], cfg["head"]["dim"])
+    head = EmbeddingHead(ckpt["in_dim"], cfg["head"]["dim"], cfg["head"].get("backbone_weight", 0.0))
     backbone = BUILDERS[backbone_name]()
     if ckpt["stage"] == 1:
         head.load_state_dict(ckpt["model"])

@@ -74,7 +74,7 @@ def _collection_items(path: Path, features: bool) -> Items:
         vectors = None
         if features:
             table = coll.table()
-            vectors = table.view[1][table.rows(np.array([it.vid for it in items], np.int64))].copy()
+            vectors = table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))].copy()
         return Items([it.id for it in items], [it.source for it in items], [it.metadata for it in items],
                      coll.encoder_name, coll.encoder_version, vectors)
 

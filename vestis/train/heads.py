@@ -9,6 +9,11 @@ sampler come from pytorch-metric-learning (pml):
 - ``triplet``: triplet margin loss on mined triplets (``batch-hard`` or ``semi-hard``);
 - ``ce``: a linear classifier on the BN output with cross-entropy;
 - ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet.
+
+Two ways to keep what the backbone knew (the head otherwise learns the training labels and can
+lose the general visual structure that makes the backbone useful on other photos): a
+:class:`SimilarityDistillation` term during training, and a retrieval embedding that keeps the
+backbone feature beside the head's output (``backbone_weight``).
 """
 
 from __future__ import annotations
@@ -27,19 +32,62 @@ DEFAULT_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35}  #
 
 class EmbeddingHead(nn.Module):
     """Linear -> BatchNorm1d. ``forward`` returns the un-normalised BN output (what the losses
-    take); ``embed`` the L2-normalised embedding used for retrieval."""
+    take); ``embed`` the L2-normalised embedding used for retrieval: with ``backbone_weight`` w > 0,
+    ``[sqrt(w) b, sqrt(1 - w) h]`` of the backbone feature b, centred on ``centre`` (the mean
+    training feature, :meth:`set_centre`) and normalised, and the normalised head output h (unit
+    length; its cosine similarity is w x the centred backbone's + (1 - w) x the head's). Centring
+    removes what every catalogue image shares, which would otherwise make all pairs look alike."""
 
-    def __init__(self, in_dim: int, dim: int = 256):
+    def __init__(self, in_dim: int, dim: int = 256, backbone_weight: float = 0.0):
         super().__init__()
-        self.in_dim, self.dim = in_dim, dim
+        self.in_dim, self.dim, self.backbone_weight = in_dim, dim, backbone_weight
         self.linear = nn.Linear(in_dim, dim, bias=False)
         self.bn = nn.BatchNorm1d(dim)
+        if backbone_weight:
+            self.register_buffer("centre", torch.zeros(in_dim))
+
+    def set_centre(self, features: torch.Tensor) -> None:
+        """Centre the backbone part of the retrieval embedding on the mean of ``features``."""
+        self.centre.copy_(F.normalize(features, dim=1).mean(dim=0))
+
+    @property
+    def out_dim(self) -> int:
+        """The size of the retrieval embedding."""
+        return self.dim + (self.in_dim if self.backbone_weight else 0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.bn(self.linear(features))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self(features), dim=1)
+        head = F.normalize(self(features), dim=1)
+        if not self.backbone_weight:
+            return head
+        w = self.backbone_weight
+        backbone = F.normalize(F.normalize(features, dim=1) - self.centre, dim=1)
+        return torch.cat([math.sqrt(w) * backbone, math.sqrt(1 - w) * head], dim=1)
+
+
+class SimilarityDistillation(nn.Module):
+    """``weight`` x the mean over a batch of 1 - r, where r is the correlation between one item's
+    cosine similarities to the others under the head and under the backbone features it comes
+    from: the head may pull classes apart but keeps the backbone's order of neighbours. A
+    correlation, not the similarities themselves: the BatchNorm head centres its outputs (random
+    pairs near 0) where backbone features of one domain are all alike (0.5 and more)."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, features: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        n = len(features)
+        off = ~torch.eye(n, dtype=torch.bool, device=features.device)
+        rows = []
+        for x in (features, embeddings):
+            x = F.normalize(x, dim=1)
+            sim = (x @ x.T)[off].reshape(n, n - 1)
+            sim = sim - sim.mean(dim=1, keepdim=True)
+            rows.append(F.normalize(sim, dim=1))
+        return self.weight * (1 - (rows[0] * rows[1]).sum(dim=1)).mean()
 
 
 class HeadLoss(nn.Module):

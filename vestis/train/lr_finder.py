@@ -50,7 +50,7 @@ def lr_range_test(task: TrainingTask, cfg: RunConfig, plot: str | Path) -> dict[
                 seed_epoch(loader, cfg.train.seed, epoch)
                 batches, epoch = iter(loader), epoch + 1
                 inputs, labels = next(batches)
-            loss, _ = task.criterion(task.model(inputs.to(device)), labels.to(device))
+            loss = task.loss(inputs.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

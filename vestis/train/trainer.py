@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.train.config import RunConfig, TrainConfig, check_split_usage
 from vestis.train.features import Items
-from vestis.train.heads import EmbeddingHead, HeadLoss
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +70,22 @@ class Labelled(Dataset):
 
 @dataclass
 class TrainingTask:
-    """Everything one stage trains, built by :func:`vestis.train.command.feature_task` (stage 1)
-    or :func:`vestis.train.finetune.finetune_task` (stage 2).
+    """Everything one run trains, built by :func:`vestis.train.command.feature_task` (stage 1),
+    :func:`vestis.train.finetune.finetune_task` (stage 2) or
+    :func:`vestis.train.attribute_model.attribute_task` (the attribute model).
 
+    A row is a training sample (an item; for the attribute model an (item, attribute) pair).
     ``model`` maps a batch of inputs to the head's un-normalised embeddings; ``inputs(rows,
-    augment)`` makes a dataset of the items at ``rows``; ``labels`` is the class index of every item
-    (-1 when its group is not a training class); ``split`` its split name."""
+    augment)`` makes a dataset of the rows; ``labels`` is the class index of every row (-1 when its
+    group is not a training class); ``split`` its split name. ``regulariser(inputs, embeddings)``,
+    when given, is added to the training loss (e.g. similarity distillation). With ``partition``, a validation
+    query only searches the rows of its own partition (the same attribute), and the mAP is averaged
+    over partitions weighted by their queries. ``checkpoint_extra`` is stored in every checkpoint."""
 
     stage: int
     model: nn.Module
-    head: EmbeddingHead
-    criterion: HeadLoss
+    head: nn.Module  # has ``in_dim`` and ``dim``
+    criterion: nn.Module  # (embeddings, labels) -> (loss, named parts); has ``needs_m_per_class``
     param_groups: list[dict[str, Any]]
     inputs: Callable[[np.ndarray, bool], Dataset]
     items: Items
@@ -90,9 +94,20 @@ class TrainingTask:
     classes: list[str]
     labels: np.ndarray
     backbone: str
+    partition: np.ndarray | None = None
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    regulariser: nn.Module | None = None
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.split.astype(str), splits))
+
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch."""
+        embeddings = self.model(inputs)
+        loss, _ = self.criterion(embeddings, labels)
+        if self.regulariser is not None:
+            loss = loss + self.regulariser(inputs, embeddings)
+        return loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -236,6 +251,7 @@ class Trainer:
             "history": list(self.history),
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
+            **self.task.checkpoint_extra,
         }
 
     def save(self, path: Path) -> None:
@@ -267,15 +283,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def validate(self) -> dict[str, float]:
-        """Validation loss (items of training classes) and mAP@10 (validation queries)."""
+        """Validation loss (rows of training classes) and mAP@10 (validation queries)."""
         raw = embed_rows(self.task, self.eval_rows, self.device, normalise=False,
                          workers=loader_workers(self.task, self.cfg))
         vectors = nn.functional.normalize(torch.from_numpy(raw), dim=1).numpy()
+        return {VAL_METRIC: self.validation_score(vectors), "val_loss": self.validation_loss(raw)}
+
+    def validation_score(self, vectors: np.ndarray) -> float:
+        """mAP@10 of the validation rows searching the training and validation rows (of their own
+        partition, when the task has partitions), weighted by queries."""
+        groups = self.task.groups[self.eval_rows]
+        is_val = np.isin(self.eval_rows, self.val_rows)
+        parts = (np.zeros(len(self.eval_rows), np.int64) if self.task.partition is None
+                 else self.task.partition[self.eval_rows])
+        scores, weights = [], []
+        for part in np.unique(parts):
+            gallery = np.flatnonzero(parts == part)
+            queries = np.flatnonzero(is_val[gallery])
+            if len(queries) == 0 or len(gallery) < 2:
+                continue
+            result = retrieval_scores(vectors[gallery], groups[gallery], queries, np.arange(len(gallery)), ks=(10,))
+            if result.get("n_queries", 0):
+                scores.append(result[VAL_METRIC])
+                weights.append(result["n_queries"])
+        return float(np.average(scores, weights=weights)) if scores else 0.0
+
+    def validation_loss(self, raw: np.ndarray) -> float:
+        """The loss over the validation rows of training classes (``raw``: embeddings of
+        ``eval_rows``), in shuffled batch-sized chunks like the training batches."""
         position = {r: i for i, r in enumerate(self.eval_rows.tolist())}
-        val_pos = np.array([position[r] for r in self.val_rows.tolist()])
-        metrics = retrieval_scores(vectors, self.task.groups[self.eval_rows], val_pos, np.arange(len(self.eval_rows)),
-                                   ks=(10,))
-        known = val_pos[self.task.labels[self.eval_rows][val_pos] >= 0]
+        known = np.array([position[r] for r in self.val_rows[self.task.labels[self.val_rows] >= 0].tolist()],
+                         np.int64)
         order = np.random.default_rng(self.cfg.train.seed).permutation(known)
         size = self.loader.batch_size or self.cfg.train.batch_size
         losses, weights = [], []
@@ -288,8 +326,7 @@ class Trainer:
                 lab = torch.as_tensor(self.task.labels[self.eval_rows][chunk], device=self.device)
                 losses.append(float(self.task.criterion(emb, lab)[0]))
                 weights.append(len(chunk))
-        val_loss = float(np.average(losses, weights=weights)) if losses else float("nan")
-        return {VAL_METRIC: float(metrics[VAL_METRIC]), "val_loss": val_loss}
+        return float(np.average(losses, weights=weights)) if losses else float("nan")
 
     def fit(self) -> dict[str, Any]:
         """Train until ``train.epochs`` or early stopping; leaves the best model in the task."""
@@ -309,7 +346,7 @@ class Trainer:
                 total, count = 0.0, 0
                 for inputs, labels in self.loader:
                     inputs, labels = inputs.to(self.device), labels.to(self.device)
-                    loss, _ = task.criterion(task.model(inputs), labels)
+                    loss = task.loss(inputs, labels)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()

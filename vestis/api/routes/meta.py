@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from vestis.api.deps import ServiceDep
 from vestis.api.metrics import CONTENT_TYPE
 from vestis.api.models import Column, ColumnValue, Health, Info
-from vestis.api.service import COLUMN_VALUES
-from vestis.search.searcher import MAX_K
+from vestis.search.engine import COLUMN_VALUES
+from vestis.search.results import MAX_K
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 DOCS_ASSETS = "/docs-assets"
@@ -24,6 +24,12 @@ router = APIRouter(tags=["service"])
 @router.get("/", include_in_schema=False)
 async def index_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The icon, also where browsers look for it without reading the page's <link rel="icon">."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness and collection size")

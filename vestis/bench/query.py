@@ -1,8 +1,8 @@
 """End-to-end query latency on a collection (``vestis bench query``).
 
-Warm path: the collection, its index and the encoder are loaded once; each run takes one query
-image's encoded bytes through the steps of ``Searcher.query_from_image`` and ``Searcher.search``,
-timed one by one: decode, preprocess (resize, crop, normalise), embed (the network), colour (the
+Warm path: an :class:`~vestis.search.engine.Engine` loads the collection, its index and the
+encoder once; each run takes one query image's encoded bytes through the steps of
+``Engine.query`` and ``Engine.search``, timed one by one: decode, preprocess (resize, crop, normalise), embed (the network), colour (the
 colour descriptor, when the collection stores colours), search (index or exact scan) and fetch
 metadata (SQLite). Reported as p50 / p99 per step over all runs.
 
@@ -28,9 +28,9 @@ import numpy as np
 from vestis.data.images import decode_image, is_image_name
 from vestis.encoders.colour import colour_descriptor
 from vestis.errors import VestisError
-from vestis.index.bench import child_env
-from vestis.search.searcher import Query, Searcher
-from vestis.store.collection import Collection
+from vestis.bench.ann import child_env
+from vestis.search.engine import Engine
+from vestis.search.results import Query
 
 STAGES = ("decode", "preprocess", "embed", "colour", "search", "fetch_metadata", "total")
 WARMUP = 5
@@ -59,13 +59,11 @@ def load_query_images(sources: list[Path], limit: int = 200) -> list[tuple[str, 
     return images[:limit]
 
 
-def time_queries(searcher: Searcher, images: list[tuple[str, bytes]], *, runs: int, k: int = 10
+def time_queries(engine: Engine, images: list[tuple[str, bytes]], *, runs: int, k: int = 10
                  ) -> dict[str, list[float]]:
     """Milliseconds per step (see ``STAGES``) for ``runs`` queries cycling through ``images``."""
-    encoder, collection = searcher.encoder, searcher.collection
-    collection.table()
-    if collection.uses_ann:
-        collection.index()
+    engine.load()
+    encoder, collection = engine.encoder, engine.collection
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for run in range(WARMUP + runs):
         name, data = images[run % len(images)]
@@ -79,7 +77,7 @@ def time_queries(searcher: Searcher, images: list[tuple[str, bytes]], *, runs: i
         colour = colour_descriptor(image) if collection.colour_dim else None
         t4 = time.perf_counter()
         timings: dict[str, float] = {}
-        searcher.search(Query(vector, colour), k=k, timings=timings)
+        engine.search(Query(vector, colour), k=k, timings=timings)
         t5 = time.perf_counter()
         if run < WARMUP:
             continue
@@ -115,8 +113,9 @@ def run_query_bench(collection_dir: Path, sources: list[Path], *, runs: int = 20
                     k: int = 10, command: str = "") -> dict[str, Any]:
     """Warm per-step latency and cold start of image queries on the collection at ``collection_dir``."""
     images = load_query_images(sources, limit=runs)
-    with Collection.open(collection_dir) as collection:
-        samples = time_queries(Searcher(collection), images, runs=runs, k=k)
+    with Engine.open(collection_dir) as engine:
+        collection = engine.collection
+        samples = time_queries(engine, images, runs=runs, k=k)
         info = {"path": str(collection_dir), "items": len(collection), "index": collection.active_index_spec,
                 "encoder": collection.encoder_name}
     sizes = Counter("{}x{}".format(*decode_image(data).size) for _, data in images)

@@ -1,10 +1,10 @@
 """Backbone outputs computed once and kept on disk: spatial feature maps (float16, memory-mapped).
 
 An attribute-aware model trains on the backbone's 14 x 14 feature map of every item, and the
-stored vectors of a collection do not keep it. Computing it is one forward pass per image (about
-15 minutes of CPU for 44k images), so :func:`cached_features` computes the requested encoder
-outputs once and keeps them as ``.npy`` files that later runs open memory-mapped (a 44k-item cache
-of 14 x 14 x 112 maps is 1.9 GB in float16, and training reads the rows it needs)::
+stored vectors of a collection do not keep it. Computing it is one forward pass per image (minutes
+of CPU for a large catalogue), so :func:`cached_features` computes the requested encoder outputs
+once and keeps them as ``.npy`` files that later runs open memory-mapped (float16, about 44 kB per
+item for 14 x 14 x 112 maps; training reads the rows it needs)::
 
     <directory>/features-<key>.json                 ids, change keys, rows, shapes, encoder version
     <directory>/features-<key>-<token>-<output>.npy one N x ... float16 array per output

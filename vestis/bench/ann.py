@@ -10,7 +10,7 @@ queries per second on a log scale, one line per backend along its Pareto frontie
 
 Datasets (``prepare_dataset``): the vectors of a collection directory or a ``.npy`` file, with
 ``queries`` vectors held out of the indexed set; or ``generated`` vectors from
-``vestis.index.synthetic`` (fitted to the vectors of ``like``, or a random mixture), labelled as
+``vestis.bench.synthetic`` (fitted to the vectors of ``like``, or a random mixture), labelled as
 generated everywhere. Base, queries and exact ground truth are cached on disk per dataset.
 
 Time and memory bounds: each build runs in a fresh ``python`` process (a clean memory baseline,
@@ -46,8 +46,8 @@ from threadpoolctl import threadpool_limits
 from vestis.errors import VestisError
 from vestis.eval.metrics import ann_recall_at_k
 from vestis.index import make_index
-from vestis.index._common import exact_search
-from vestis.index.synthetic import MixtureModel, neighbour_stats
+from vestis.index.backend import exact_search
+from vestis.bench.synthetic import MixtureModel, neighbour_stats
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ann-sweep.yaml"
 WARMUP = 10  # queries run before timing each point
@@ -389,7 +389,7 @@ def _run_build(dataset: Dataset, build: Build, *, k: int, threads: int, build_th
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from vestis.index.bench import _child; _child()", json.dumps(job), str(write_fd)],
+            [sys.executable, "-c", "from vestis.bench.ann import _child; _child()", json.dumps(job), str(write_fd)],
             pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
             env=child_env())
         os.close(write_fd)

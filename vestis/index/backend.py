@@ -1,5 +1,6 @@
-"""Machinery shared by the index backends: spec parameters, input checks, the vector store,
-vectorised exact top-k kernels, and ``StructuredIndex``, the base of every approximate backend.
+"""The public interface of the index backends: spec parameters, input checks, vectorised exact
+top-k kernels, ``Backend`` (what every backend is) and ``StructuredIndex``, the base of every
+approximate backend. Vectors live in a :class:`vestis.index.vectors.VectorStore`.
 
 ``StructuredIndex`` keeps the exact vectors in a ``VectorStore`` and an approximate structure
 (FAISS index, Annoy forest, KD-tree, k-means lists) over store rows ``[0, built)``:
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import repeat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.base import VectorIndex
+from vestis.index.vectors import VectorStore
 
 FORMAT_VERSION = 1
 META_FILE = "index.json"
@@ -204,137 +206,22 @@ def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int,
     return out_s, out_r
 
 
-def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, alive: np.ndarray) -> np.ndarray:
+def rescore(queries: np.ndarray, take: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
+            alive: np.ndarray) -> np.ndarray:
     """Exact inner products of each query with its candidate rows (Q, c); -inf where the row is
-    -1 (padding) or dead. Gathers in chunks of at most SCORE_BUDGET floats."""
+    -1 (padding) or dead. ``take(rows)`` gives the vectors of an array of rows (``VectorStore.take``);
+    gathers in chunks of at most SCORE_BUDGET floats."""
     out = np.full(rows.shape, -np.inf, np.float32)
     if rows.size == 0:
         return out
     safe = np.maximum(rows, 0)
     valid = (rows >= 0) & alive[safe]
-    step = max(1, SCORE_BUDGET // (rows.shape[1] * vectors.shape[1]))
+    step = max(1, SCORE_BUDGET // (rows.shape[1] * queries.shape[1]))
     for q0 in range(0, len(queries), step):
-        gathered = vectors[safe[q0:q0 + step]]  # (q, c, d)
+        gathered = take(safe[q0:q0 + step])  # (q, c, d)
         out[q0:q0 + step] = np.matmul(gathered, queries[q0:q0 + step, :, None])[..., 0]
     out[~valid] = -np.inf
     return out
-
-
-# --- vector store ----------------------------------------------------------------------------
-
-
-class VectorStore:
-    """Caller ids and their float32 vectors in contiguous rows with amortised growth.
-
-    Rows are stable until ``compact`` (tombstoned rows via ``kill``) or ``swap_remove`` (the last
-    rows fill the holes), so structures built over row numbers stay valid in between.
-    """
-
-    def __init__(self, dim: int, vectors: np.ndarray | None = None, ids: np.ndarray | None = None,
-                 alive: np.ndarray | None = None) -> None:
-        self.dim = dim
-        self._vec = np.empty((0, dim), np.float32) if vectors is None else np.ascontiguousarray(vectors)
-        self._ids = np.empty(0, np.int64) if ids is None else ids.astype(np.int64)
-        self._alive = np.ones(len(self._ids), bool) if alive is None else alive.astype(bool)
-        self.n_rows = len(self._ids)
-        self._reindex()
-
-    def _reindex(self) -> None:
-        live = np.flatnonzero(self.alive)
-        self._row: dict[int, int] = dict(zip(self._ids[live].tolist(), live.tolist(), strict=True))
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._vec[:self.n_rows]
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids[:self.n_rows]
-
-    @property
-    def alive(self) -> np.ndarray:
-        return self._alive[:self.n_rows]
-
-    @property
-    def n_alive(self) -> int:
-        return len(self._row)
-
-    @property
-    def n_dead(self) -> int:
-        return self.n_rows - len(self._row)
-
-    def labels(self, rows: np.ndarray) -> np.ndarray:
-        """The ids of ``rows``, -1 where the row is -1."""
-        if self.n_rows == 0:
-            return np.full(rows.shape, -1, np.int64)
-        return np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row of each id, -1 for ids not present."""
-        return np.fromiter(map(self._row.get, ids.tolist(), repeat(-1)), np.int64, len(ids))
-
-    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Append rows for ids that are not present."""
-        n, m = self.n_rows, len(ids)
-        if n + m > len(self._ids):
-            cap = max(n + m, int(len(self._ids) * 1.5) + 16)
-            vec = np.empty((cap, self.dim), np.float32)
-            vec[:n] = self._vec[:n]
-            self._vec = vec
-            self._ids = np.resize(self._ids, cap)
-            self._alive = np.resize(self._alive, cap)
-        self._vec[n:n + m] = vectors
-        self._ids[n:n + m] = ids
-        self._alive[n:n + m] = True
-        self._row.update(zip(ids.tolist(), range(n, n + m), strict=True))
-        self.n_rows = n + m
-
-    def _pop(self, ids: np.ndarray) -> np.ndarray:
-        pop = self._row.pop
-        rows = np.fromiter(map(pop, np.unique(ids).tolist(), repeat(-1)), np.int64)
-        return rows[rows >= 0]
-
-    def kill(self, ids: np.ndarray) -> np.ndarray:
-        """Tombstone the rows of ``ids`` (unknown ids ignored); returns the rows killed."""
-        rows = self._pop(ids)
-        self._alive[rows] = False
-        return rows
-
-    def swap_remove(self, ids: np.ndarray) -> int:
-        """Remove ``ids`` by moving the last live rows into their holes; returns how many."""
-        rows = np.sort(self._pop(ids))
-        new_n = self.n_rows - len(rows)
-        holes = rows[rows < new_n]
-        tail = np.setdiff1d(np.arange(new_n, self.n_rows), rows, assume_unique=True)
-        self._vec[holes] = self._vec[tail]
-        self._ids[holes] = self._ids[tail]
-        self._row.update(zip(self._ids[holes].tolist(), holes.tolist(), strict=True))
-        self.n_rows = new_n
-        return len(rows)
-
-    def compact(self) -> None:
-        """Drop tombstoned rows, keeping the order of the others."""
-        if self.n_dead == 0:
-            return
-        keep = np.flatnonzero(self.alive)
-        step = 1 << 16  # in place, chunk by chunk: keep[i] >= i so sources are never overwritten early
-        for a in range(0, len(keep), step):
-            chunk = keep[a:a + step]
-            self._vec[a:a + len(chunk)] = self._vec[chunk]
-        self._ids[:len(keep)] = self._ids[keep]
-        self._alive[:len(keep)] = True
-        self.n_rows = len(keep)
-        self._reindex()
-
-    def save(self, directory: Path) -> None:
-        np.save(directory / "vectors.npy", self.vectors)
-        np.save(directory / "ids.npy", self.ids)
-        np.save(directory / "alive.npy", self.alive)
-
-    @classmethod
-    def load(cls, directory: Path, dim: int) -> VectorStore:
-        return cls(dim, np.load(directory / "vectors.npy"), np.load(directory / "ids.npy"),
-                   np.load(directory / "alive.npy"))
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -524,7 +411,7 @@ class StructuredIndex(Backend):
         if built:
             want = min(built, k * self._k_factor())
             cand = self._candidates(q, min(built, want + min(self._dead_built, want)))
-            scores.append(rescore(q, st.vectors, cand, st.alive))
+            scores.append(rescore(q, st.take, cand, st.alive))
             rows.append(cand)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, st.alive[built:])
@@ -549,10 +436,10 @@ class StructuredIndex(Backend):
         write_meta(directory, {**self.info(), **extra})
 
     @classmethod
-    def load(cls, directory: Path) -> StructuredIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> StructuredIndex:
         directory = Path(directory)
         index, meta = cls._from_meta(directory)
-        index._store = VectorStore.load(directory, index.dim)
+        index._store = VectorStore.load(directory, index.dim, mmap)
         if meta["built"] and index._load_structure(directory, meta):
             index._built, index._trained_rows = int(meta["built"]), int(meta["trained_rows"])
             index._dead_built = int((~index._store.alive[:index._built]).sum())

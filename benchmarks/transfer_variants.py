@@ -1,0 +1,90 @@
+"""Transfer figures (issue 16): in-domain test and transfer sets for each training variant.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/transfer_variants.py \\
+        --config configs/fashion-product-arcface.yaml \\
+        --variant "arcface m=0.5:" --variant "articleType:data.labels=[articleType];head.distill=10" \\
+        --weights 0,0.5,0.7 --out runs/transfer-variants
+
+Each variant (``label:key=value;key=value``, overrides on top of the config and ``--set``) is
+trained once as ``vestis train`` would (without the ONNX export). The retrieval embedding's
+``head.backbone_weight`` w only changes how the trained head is used, not its training, so
+every w of ``--weights`` is then scored on the same trained head: the in-domain test split
+(mAP@10 and its change over the untrained backbone) and each transfer set of the config
+(mAP@10 and its change over the untrained backbone), as ``vestis train`` reports them. Prints a
+markdown table and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from vestis.train.command import HeadModel, measure_transfer, prepare, run
+from vestis.train.config import load_config
+from vestis.train.heads import EmbeddingHead
+from vestis.train.trainer import load_checkpoint
+from vestis.train.transfer import load_transfer_sets
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    label, _, overrides = text.partition(":")
+    return label.strip(), [o.strip() for o in overrides.split(";") if o.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="Config override key=value.")
+    ap.add_argument("--variant", action="append", required=True, help="label:key=value;key=value")
+    ap.add_argument("--weights", default="0", help="Backbone weights w to score each trained head with.")
+    ap.add_argument("--out", type=Path, default=Path("runs/transfer-variants"))
+    args = ap.parse_args()
+    weights = [float(w) for w in args.weights.split(",")]
+
+    results: list[dict] = []
+    for text in args.variant:
+        label, overrides = parse_variant(text)
+        slug = "".join(c if c.isalnum() else "-" for c in label).strip("-")
+        cfg = load_config(args.config, [*args.overrides, *overrides, f"output={args.out / slug}",
+                                        "export.onnx=false"])
+        summary = run(cfg)
+        task = prepare(cfg)
+        state = load_checkpoint(cfg.run_dir / "best.pt")["model"]
+        train_features = torch.from_numpy(task.items.vectors[task.rows(*cfg.train.train_splits)])
+        kind = HeadModel()
+        sets = load_transfer_sets(cfg.transfer, task.items.encoder_version)
+        for w in weights:
+            task.head = task.model = EmbeddingHead(task.head.in_dim, task.head.dim, w)
+            task.head.load_state_dict({k: v for k, v in state.items() if k != "centre"}, strict=not w)
+            if w:
+                task.head.set_centre(train_features)
+            test = kind.evaluate(cfg, task)
+            transfer = measure_transfer(cfg, task, kind, *sets)
+            row = {"variant": label, "overrides": overrides, "backbone_weight": w,
+                   "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
+                   "test": test["test"], "test_baseline": test["test_baseline"],
+                   "transfer": transfer.get("transfer", {}), "transfer_skipped": transfer.get("transfer_skipped", [])}
+            results.append(row)
+            print(json.dumps({k: row[k] for k in ("variant", "backbone_weight")} | {
+                "in_domain": round(row["test"]["mAP@10"], 4),
+                **{n: round(r["model"]["mAP@10"], 4) for n, r in row["transfer"].items()}}), flush=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
+
+    sets = list(results[0]["transfer"])
+    base = results[0]["test_baseline"]["mAP@10"]
+    print("\n| variant | w | best epoch | in-domain mAP@10 | " + " | ".join(f"{s} mAP@10" for s in sets) + " |")
+    print("|---|---|---|---|" + "---|" * len(sets))
+    print("| untrained backbone | – | – | " + f"{base:.4f} | "
+          + " | ".join(f"{results[0]['transfer'][s]['backbone']['mAP@10']:.4f}" for s in sets) + " |")
+    for r in results:
+        cells = [f"{r['transfer'][s]['model']['mAP@10']:.4f} ({r['transfer'][s]['mAP@10_change']:+.0%})" for s in sets]
+        print(f"| {r['variant']} | {r['backbone_weight']:g} | {r['best_epoch']} | "
+              f"{r['test']['mAP@10']:.4f} ({r['test']['mAP@10'] / base - 1:+.0%}) | " + " | ".join(cells) + " |")
+    print(f"\nruns and results.json in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Several writers on one collection: every open handle searches exactly what SQLite holds.
+
+Two ``Collection`` objects on one directory have their own SQLite connections, as two processes
+do (a server and ``vestis index`` / ``vestis remove``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.store.test_collection import CDIM, make, new_items
+from vestis.store.collection import Collection
+
+
+def stored_vids(path) -> list[int]:
+    with Collection.open(path) as c:
+        return sorted(it.vid for it in c.iter_items())
+
+
+def table_vids(c: Collection) -> list[int]:
+    return sorted(c.table().view[0].tolist())
+
+
+@pytest.mark.parametrize("spec", ["exact", "hnsw"])
+def test_stale_reader_saving_at_exit_does_not_hide_newer_items(tmp_path, spec):
+    """The server loads the collection, the CLI removes one item and adds two, then the server
+    saves its derived files at shutdown: a fresh open must still find the CLI's items."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c"
+    first = make(tmp_path, spec)
+    first.upsert(new_items(rng, [f"i{n}" for n in range(20)]))
+    first.persist()
+    first.close()
+
+    server = Collection.open(path)
+    server.table()
+    if server.uses_ann:
+        server.index()
+    cli = Collection.open(path)
+    cli.remove(["i3"])
+    cli.persist()
+    new = new_items(rng, ["newA", "newB"])
+    cli.upsert(new)
+    cli.persist()
+    cli.close()
+
+    server.persist()  # what `vestis serve` does on SIGTERM
+    server.close()
+
+    fresh = Collection.open(path)
+    assert table_vids(fresh) == stored_vids(path)
+    for item in new:
+        vid = fresh.get(item.id).vid
+        if fresh.uses_ann:
+            _, found = fresh.index().search(item.vector[None, :], 1)
+            assert found[0][0] == vid
+        assert vid in table_vids(fresh)
+    assert "i3" not in fresh
+
+
+def test_open_reader_sees_other_writers(tmp_path):
+    """A reader that loaded the collection searches the items another handle adds and removes."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "c"
+    writer = make(tmp_path, "hnsw")
+    writer.upsert(new_items(rng, ["a", "b", "c"]))
+    reader = Collection.open(path)
+    assert table_vids(reader) == stored_vids(path)
+    reader.index()
+    writer.upsert(new_items(rng, ["d"]))
+    writer.remove(["a"])
+    assert table_vids(reader) == stored_vids(path)
+    d = writer.get("d")
+    _, found = reader.index().search(writer.vector_of("d")[0][None, :], 4)
+    assert d.vid in found[0].tolist() and writer.get("b").vid in found[0].tolist()
+    assert len(reader.index()) == 3
+    # and the reader's own write on top of the others' keeps both
+    reader.upsert(new_items(rng, ["e"]))
+    assert table_vids(reader) == stored_vids(path) == table_vids(writer)
+
+
+def test_truncated_vector_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    c = make(tmp_path)
+    c.upsert(new_items(rng, ["a", "b", "c"]))
+    c.persist()
+    c.close()
+    cache = next((tmp_path / "c" / "cache").glob("vectors-*.npz"))
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        reopened = Collection.open(tmp_path / "c")
+        assert table_vids(reopened) == stored_vids(tmp_path / "c")
+    assert any("rebuilt" in r.getMessage() for r in caplog.records)
+    assert reopened.table().view[2].shape[1] == CDIM
+
+
+def test_orphan_temporary_files_are_removed_on_the_next_write(tmp_path):
+    rng = np.random.default_rng(3)
+    c = make(tmp_path, "hnsw")
+    c.upsert(new_items(rng, ["a", "b"]))
+    c.persist()
+    orphans = [tmp_path / "c" / "cache" / ".vectors-9.npz.x1.tmp", tmp_path / "c" / ".index.json.x2.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"torn")
+    (tmp_path / "c" / ".index-9.tmp").mkdir()
+    c.upsert(new_items(rng, ["c"]))
+    c.persist()
+    assert not any(p.exists() for p in orphans)
+    assert not (tmp_path / "c" / ".index-9.tmp").exists()

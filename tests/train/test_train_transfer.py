@@ -1,0 +1,193 @@
+"""Transfer sets: `vestis train` scores the trained model and the untrained backbone on other
+collections (leave-one-out, relevant = the same label), reports them in metrics.json, report.md
+and the console, and warns when the model is worse; the variants that keep the backbone's
+knowledge (a fused retrieval embedding, similarity distillation) do what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import garment_image
+from vestis.errors import VestisError
+from vestis.eval.protocols import leave_one_out
+from vestis.train.command import prepare, run
+from vestis.train.config import DataConfig, load_config
+from vestis.train.features import load_items
+from vestis.train.heads import EmbeddingHead, SimilarityDistillation
+from vestis.train.trainer import Trainer, load_checkpoint
+from vestis.train.transfer import warnings_for
+
+COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
+
+
+def _collection(root: Path, encoder_version: str | None = None) -> Path:
+    """Garments drawn at another size and with other seeds than the training ones, labelled by
+    shape only (``category``): 3 shapes x 3 colours x 3 seeds."""
+    from vestis.encoders import get_encoder
+    from vestis.store.collection import Collection, NewItem
+
+    encoder = get_encoder("efficientnet-lite0")
+    items = []
+    for shape in ("shirt", "trousers", "dress"):
+        for name, colour in COLOURS.items():
+            for seed in range(10, 13):
+                path = root / "images" / f"{shape}-{name}-{seed}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                garment_image(colour, shape, size=(150, 150), seed=seed).save(path)
+                items.append((path, {"category": shape, "colour": name}))
+    vectors = encoder.embed_images([garment_image(COLOURS[p.stem.split("-")[1]], p.stem.split("-")[0],
+                                                  size=(150, 150), seed=int(p.stem.split("-")[2])) for p, _ in items])
+    collection = root / "collection"
+    with Collection.create(collection, encoder_name=encoder.name, encoder_version=encoder_version or encoder.version,
+                           dim=encoder.dim, colour_dim=0) as coll:
+        coll.upsert([NewItem(p.stem, str(p), p.stem, v, None, m) for (p, m), v in zip(items, vectors)])
+    return collection
+
+
+@pytest.fixture(scope="module")
+def transfer_collection(tmp_path_factory) -> Path:
+    return _collection(tmp_path_factory.mktemp("transfer-garments"))
+
+
+def _with_transfer(config: Path, sets: list[dict]) -> Path:
+    raw = yaml.safe_load(config.read_text())
+    raw["transfer"] = sets
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def test_run_reports_each_transfer_set_for_model_and_backbone(garment_config, transfer_collection, tmp_path):
+    config = _with_transfer(garment_config, [
+        {"collection": str(transfer_collection), "label": "category", "name": "other-garments"},
+        {"collection": str(tmp_path / "not-built"), "label": "label", "name": "absent"}])
+    summary = run(load_config(config, ["train.epochs=3"]))
+    assert set(summary["transfer"]) == {"other-garments"}
+    result = summary["transfer"]["other-garments"]
+    assert result["label"] == "category" and result["items"] == 27
+
+    items = load_items(DataConfig(collection=str(transfer_collection)), tmp_path)
+    labels = items.groups(["category"])
+    backbone = leave_one_out(items.vectors, labels, (1, 10))
+    ckpt = load_checkpoint(Path(summary["run_dir"]) / "best.pt")
+    head = EmbeddingHead(ckpt["in_dim"], 32)
+    head.load_state_dict(ckpt["model"])
+    with torch.no_grad():
+        model = leave_one_out(head.eval().embed(torch.from_numpy(items.vectors)).numpy(), labels, (1, 10))
+    for metric in ("mAP@10", "P@10", "R@1"):
+        assert result["backbone"][metric] == pytest.approx(backbone[metric])
+        assert result["model"][metric] == pytest.approx(model[metric])
+        assert 0 < result["model"][metric] <= 1
+    assert result["model"]["n_queries"] == result["backbone"]["n_queries"] == 27
+    assert result["worse"] == (result["model"]["mAP@10"] < result["backbone"]["mAP@10"])
+    assert result["mAP@10_change"] == pytest.approx(result["model"]["mAP@10"] / result["backbone"]["mAP@10"] - 1)
+    assert len(summary["transfer_warnings"]) == int(result["worse"])
+    (note,) = summary["transfer_skipped"]
+    assert "absent" in note and "no collection" in note
+
+    on_disk = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())
+    assert on_disk["transfer"]["other-garments"]["model"] == result["model"]
+    report = Path(summary["report"]).read_text()
+    assert "| other-garments | category | " + f"{result['model']['mAP@10']:.4f}" in report
+    assert "| in domain (test split) | articleType, baseColour | " + f"{summary['test']['mAP@10']:.4f}" in report
+    assert "absent" in report
+
+
+def test_the_warning_names_each_set_the_model_made_worse():
+    def entry(model: float, backbone: float) -> dict:
+        return {"label": "category", "model": {"mAP@10": model}, "backbone": {"mAP@10": backbone},
+                "mAP@10_change": model / backbone - 1, "worse": model < backbone}
+
+    (warning,) = warnings_for({"a": entry(0.184, 0.286), "b": entry(0.30, 0.286)})
+    assert "WORSE" in warning and " a " in warning and "0.1840 vs 0.2860 (-35.7%)" in warning
+
+
+def test_cli_prints_the_transfer_table_and_notes(garment_config, transfer_collection, tmp_path):
+    from vestis.cli import app
+
+    config = _with_transfer(garment_config, [
+        {"collection": str(transfer_collection), "label": "category", "name": "other-garments"},
+        {"collection": str(tmp_path / "not-built"), "label": "label", "name": "absent"}])
+    res = CliRunner().invoke(app, ["train", "--config", str(config), "--set", "train.epochs=2"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[:res.stdout.rindex("}") + 1])
+    assert "other-garments" in summary["transfer"]
+    assert "trained model vs untrained backbone" in res.output and "note:" in res.output
+    assert ("WARNING" in res.output) == summary["transfer"]["other-garments"]["worse"]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("required", "no collection at"),
+    ("label", "no item has the label column"),
+    ("encoder", "re-index it with the training backbone"),
+])
+def test_a_transfer_set_that_cannot_be_measured_fails_before_training(garment_config, transfer_collection,
+                                                                       tmp_path, problem, message):
+    tset = {"collection": str(transfer_collection), "label": "category"}
+    if problem == "required":
+        tset = {"collection": str(tmp_path / "not-built"), "label": "category", "required": True}
+    elif problem == "label":
+        tset["label"] = "sleeve"
+    else:
+        tset["collection"] = str(_collection(tmp_path / "other-encoder", encoder_version="another/1"))
+    config = _with_transfer(garment_config, [tset])
+    with pytest.raises(VestisError, match=message):
+        run(load_config(config))
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_fused_embedding_mixes_centred_backbone_and_head_similarities(garment_config, tmp_path):
+    cfg = load_config(garment_config, ["train.epochs=2", "head.backbone_weight=0.4"])
+    task = prepare(cfg)
+    Trainer(cfg, task, cfg.run_dir).fit()
+    features = torch.from_numpy(task.items.vectors)
+    with torch.no_grad():
+        fused = task.head.eval().embed(features).numpy()
+        head = torch.nn.functional.normalize(task.head(features), dim=1).numpy()
+    unit = task.items.vectors / np.linalg.norm(task.items.vectors, axis=1, keepdims=True)
+    centred = unit - unit[task.rows("train")].mean(axis=0)  # the mean training feature
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    assert fused.shape == (len(features), 1280 + 32) == (len(features), task.head.out_dim)
+    np.testing.assert_allclose(fused @ fused.T, 0.4 * centred @ centred.T + 0.6 * head @ head.T, atol=1e-5)
+
+    from vestis.train.export import export_head
+
+    assert export_head(task.head, tmp_path / "fused.onnx") <= 1e-4
+
+
+def test_distillation_is_part_of_the_training_loss(garment_config):
+    """With head.distill the loss the trainer minimises is the head's loss plus the distillation
+    term on the batch's backbone features; without it, the head's loss alone."""
+    with_term = prepare(load_config(garment_config, ["head.distill=10"]))
+    without = prepare(load_config(garment_config))
+    inputs = torch.from_numpy(with_term.items.vectors[:24])
+    labels = torch.from_numpy(np.maximum(with_term.labels[:24], 0))
+    for task in (with_term, without):
+        task.model.eval()
+        task.criterion.eval()
+    with torch.no_grad():
+        embeddings = with_term.model(inputs)
+        expected = with_term.criterion(embeddings, labels)[0] + SimilarityDistillation(10.0)(inputs, embeddings)
+        assert float(with_term.loss(inputs, labels)) == pytest.approx(float(expected), rel=1e-5)
+        assert float(without.loss(inputs, labels)) == pytest.approx(
+            float(without.criterion(without.model(inputs), labels)[0]), rel=1e-5)
+    assert without.regulariser is None
+
+
+def test_distillation_term_is_zero_for_the_backbones_order_of_neighbours():
+    features = torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
+    term = SimilarityDistillation(3.0)
+    assert float(term(features, 2.5 * features)) == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    b = torch.nn.functional.normalize(features, dim=1)
+    h = torch.nn.functional.normalize(other, dim=1)
+    off = ~torch.eye(16, dtype=torch.bool)
+    correlations = [np.corrcoef((b @ b.T)[off].reshape(16, 15)[i], (h @ h.T)[off].reshape(16, 15)[i])[0, 1]
+                    for i in range(16)]
+    assert float(term(features, other)) == pytest.approx(3.0 * (1 - np.mean(correlations)), rel=1e-4)

@@ -1,0 +1,62 @@
+"""A training run's report: ``report.md`` in the run folder and the console table of
+``vestis train``: the in-domain test figures of the trained model beside the untrained backbone's,
+and the transfer sets (:mod:`vestis.train.transfer`) with a warning for each one the model made worse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from vestis.eval.report import markdown_table
+from vestis.train.transfer import JUDGED_BY, METRICS
+
+
+def rows(summary: dict[str, Any]) -> list[list[Any]]:
+    """(where, judged by, model, metric values..., backbone values..., change of mAP@10) per line:
+    the in-domain test first (stage-1 runs, which have a backbone baseline), then each transfer set."""
+    out = []
+    test, base = summary.get("test", {}), summary.get("test_baseline")
+    if base and JUDGED_BY in test:
+        out.append(["in domain (test split)", ", ".join(summary.get("eval_labels") or summary.get("labels", [])),
+                    *[test[m] for m in METRICS], *[base[m] for m in METRICS], test[JUDGED_BY] / base[JUDGED_BY] - 1])
+    for name, r in summary.get("transfer", {}).items():
+        out.append([name, r["label"], *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
+                    r[f"{JUDGED_BY}_change"]])
+    return out
+
+
+HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbone {m}" for m in METRICS],
+          f"{JUDGED_BY} change"]
+
+
+def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``report.md`` (what was trained, in-domain and transfer figures, warnings)."""
+    md = [f"# Training run {summary['name']}", ""]
+    lines = rows(summary)
+    if lines:
+        md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "
+               "domain. Backbone: the untrained backbone's features.", ""]
+        md += markdown_table(HEADER, [[*r[:-1], f"{r[-1]:+.1%}"] for r in lines])
+    for note in summary.get("transfer_skipped", []):
+        md += [f"- {note}"]
+    for warning in summary.get("transfer_warnings", []):
+        md += [f"- **WARNING**: {warning}"]
+    path = Path(run_dir) / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+def console_table(summary: dict[str, Any]) -> Table | None:
+    """The same figures for the terminal (None when the run has none)."""
+    lines = rows(summary)
+    if not lines:
+        return None
+    table = Table(title=f"{summary['name']}: trained model vs untrained backbone")
+    for column in HEADER:
+        table.add_column(column, justify="left" if column in HEADER[:2] else "right")
+    for r in lines:
+        change = f"[{'red' if r[-1] < 0 else 'green'}]{r[-1]:+.1%}[/]"
+        table.add_row(*[str(v) for v in r[:2]], *[f"{v:.4f}" for v in r[2:-1]], change)
+    return table
