@@ -53,7 +53,7 @@ def test_full_export_is_a_working_encoder(garment_config, make_garment):
 
     task.head.load_state_dict(load_checkpoint(cfg.run_dir / "best.pt")["model"])
     image = make_garment((200, 30, 30), "shirt", seed=3)
-    builtin = get_encoder()
+    builtin = get_encoder("efficientnet-lite0")
     with torch.no_grad():
         expected = task.head.eval().embed(torch.from_numpy(builtin.embed_images([image]))).numpy()
     np.testing.assert_allclose(encoder.embed_images([image]), expected, atol=1e-4)

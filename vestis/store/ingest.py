@@ -3,8 +3,9 @@
 Only new or changed images are embedded (by change stamp, then content hash): an image whose
 bytes the collection already holds under any id (a renamed item, a moved or touched file) takes
 the stored vectors instead of going through the encoder. Items that left the catalogue are
-removed; each batch is committed on its own, so a killed run loses at most the batch in flight and
-re-running finishes the job. Unreadable images are reported and skipped.
+removed; each batch is committed on its own, so a killed run loses at most the batches in flight
+(being embedded or written) and re-running finishes the job. Unreadable images are reported and
+skipped.
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 import Stemmer
 
+from vestis.lazy import lazy_import
 from vestis.store.atomic import fsync_tree
 from vestis.store.collection import Collection
+
+bm25s = lazy_import("bm25s")  # imported on first use (it brings SciPy): an image search never needs it
 
 log = logging.getLogger(__name__)
 
