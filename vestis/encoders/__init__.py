@@ -76,5 +76,10 @@ def get_encoder(name_or_path: str = DEFAULT_ENCODER, *, cache_dir: Path | None =
                           "or the path of an .onnx model")
     spec = preprocess or BUILTIN_PREPROCESSING[name]
     session = open_session(builtin_model_path(name, cache_dir), threads, reuse_optimized=True)
-    version = f"{name}/{spec.tag}/{REVISION}" + (f"/{RECIPE}" if backbone_of(name) else "")
-    return OnnxEncoder(session, name=name, version=version, preprocess=spec)
+    return OnnxEncoder(session, name=name, version=get_encoder_version(name, spec), preprocess=spec)
+
+
+def get_encoder_version(name: str, preprocess: PreprocessSpec | None = None) -> str:
+    """The version string a built-in encoder records in collections (no model is loaded)."""
+    spec = preprocess or BUILTIN_PREPROCESSING[name]
+    return f"{name}/{spec.tag}/{REVISION}" + (f"/{RECIPE}" if backbone_of(name) else "")
