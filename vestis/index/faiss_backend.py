@@ -223,7 +223,9 @@ class FaissIndex(StructuredIndex):
 
     # -- structure
     def _build(self) -> None:
-        vectors = self._store.vectors
+        # Plain ndarrays, not memory maps: FAISS's wrappers (torch_utils, once anything imports it)
+        # take an ndarray subclass for a torch tensor.
+        vectors = np.asarray(self._store.vectors)
         index = self._construct(len(vectors))
         self._configure(index)
         if not index.is_trained:
@@ -240,13 +242,13 @@ class FaissIndex(StructuredIndex):
         self._index, self._factory_used = index, self._factory(len(vectors))
 
     def _extend(self, start: int) -> None:
-        self._index.add(self._store.vectors[start:])
+        self._index.add(np.asarray(self._store.vectors[start:]))
 
     def _drop(self) -> None:
         self._index = self._factory_used = None
 
     def _candidates(self, queries: np.ndarray, k: int) -> np.ndarray:
-        return self._index.search(queries, k)[1]
+        return self._index.search(np.asarray(queries), k)[1]
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "factory": self._factory_used, "trainable": self.trainable}
