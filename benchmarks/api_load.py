@@ -1,14 +1,16 @@
-"""HTTP API figures: start-up to first answer, then upload latency and throughput under load.
+"""HTTP API figures: start-up to first answer, then upload latency and throughput under load, for
+the unbatched server and servers that batch concurrent uploads (``vestis serve --batch N``).
 
     .venv/bin/python benchmarks/api_load.py --collection DIR [--source CATALOGUE] [--duration 30]
-                                            [--clients 1 8] [--workers N] [--json out.json]
+                                            [--clients 1 8 32] [--batch 1 8] [--workers N] [--json out.json]
 
 Starts the server (``vestis.api.serve``) in a subprocess on 127.0.0.1 at a free port; all traffic
 goes to 127.0.0.1 only. When DIR holds no collection it is built first from ``--source`` (default:
 Fashion Product Images small, 44k items). Each client uploads real 225x300 catalogue JPEGs
 (``--queries``, default the 225x300 subset) to ``POST /search`` in a loop, one request at a time, for
 ``--duration`` seconds per client count; every phase is bounded in time and the server is stopped
-at the end.
+at the end. With several ``--batch`` values every server is started first, then each client count
+runs against each server in turn, so the servers are compared side by side in the same minutes.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ def search(client: httpx.Client, base: str, image: bytes) -> tuple[int, float]:
     return r.status_code, time.perf_counter() - started
 
 
-def start_server(collection: Path, port: int, workers: int | None, query: bytes) -> tuple[subprocess.Popen, float]:
+def start_server(collection: Path, port: int, workers: int | None, query: bytes, batch: int = 1,
+                 batch_wait_ms: float = 4.0) -> tuple[subprocess.Popen, float]:
     """Start the server and wait for its first answer to a real query; returns (process, seconds)."""
     code = (f"from vestis.api import serve; serve({str(collection)!r}, host='127.0.0.1', port={port}, "
-            f"workers={workers!r}, log_level='warning')")
+            f"workers={workers!r}, log_level='warning', batch={batch}, batch_wait_ms={batch_wait_ms})")
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     base = f"http://127.0.0.1:{port}"
@@ -122,7 +125,9 @@ def main() -> None:
     ap.add_argument("--queries", type=Path, default=DATASETS / "fashion-product-images-300.zip")
     ap.add_argument("--query-count", type=int, default=300)
     ap.add_argument("--duration", type=float, default=30.0, help="Seconds of load per client count.")
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1], help="Servers to compare: 1 is unbatched.")
+    ap.add_argument("--batch-wait-ms", type=float, default=4.0)
     ap.add_argument("--workers", type=int, default=None, help="Inference workers (default: the server's).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON.")
     args = ap.parse_args()
@@ -134,29 +139,47 @@ def main() -> None:
     with Collection.open(args.collection) as coll:
         items = len(coll)
     queries = load_queries(args.queries, args.query_count)
-    port = free_port()
-    proc, startup_s = start_server(args.collection, port, args.workers, queries[0])
+    load_average = os.getloadavg()
+    servers: dict[int, tuple[subprocess.Popen, str]] = {}
+    startups: dict[int, float] = {}
+    runs = []
     try:
-        base = f"http://127.0.0.1:{port}"
-        load(base, queries, 1, min(3.0, args.duration))  # warm-up, not reported
-        runs = [load(base, queries, clients, args.duration) for clients in args.clients]
+        for batch in args.batch:
+            port = free_port()
+            proc, startups[batch] = start_server(args.collection, port, args.workers, queries[0], batch,
+                                                 args.batch_wait_ms)
+            servers[batch] = proc, f"http://127.0.0.1:{port}"
+            load(servers[batch][1], queries, 1, min(3.0, args.duration))  # warm-up, not reported
+        for clients in args.clients:
+            for batch, (_, base) in servers.items():
+                runs.append({"batch": batch, **load(base, queries, clients, args.duration)})
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     print(f"\ncollection: {items:,} items; queries: {len(queries)} JPEGs from {args.queries.name}; "
-          f"{os.cpu_count()} cores; {args.duration:.0f} s per run")
-    print(f"start-up to first answer: {startup_s:.2f} s\n")
-    print("| clients | requests | queries/s | p50 ms | p99 ms | errors |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          f"{os.cpu_count()} cores; {args.duration:.0f} s per run; load average at the start {load_average[0]:.1f}")
+    print("start-up to first answer: " + ", ".join(f"{_server(b)} {s:.2f} s" for b, s in startups.items()) + "\n")
+    unbatched = {r["clients"]: r for r in runs if r["batch"] == 1}
+    print("| server | clients | requests | queries/s | p50 ms | p99 ms | errors | queries/s vs unbatched |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
-        print(f"| {r['clients']} | {r['requests']} | {r['throughput_qps']} | {r['p50_ms']} | {r['p99_ms']} "
-              f"| {r['errors']} |")
+        ref = unbatched.get(r["clients"])
+        ratio = f"{r['throughput_qps'] / ref['throughput_qps']:.2f}x" if ref and ref["throughput_qps"] else "–"
+        print(f"| {_server(r['batch'])} | {r['clients']} | {r['requests']} | {r['throughput_qps']} | {r['p50_ms']} "
+              f"| {r['p99_ms']} | {r['errors']} | {ratio} |")
     if args.json:
-        args.json.write_text(json.dumps({"items": items, "startup_s": round(startup_s, 2), "runs": runs}, indent=2))
+        args.json.write_text(json.dumps({"items": items, "startup_s": startups, "runs": runs,
+                                         "load_average": load_average, "batch_wait_ms": args.batch_wait_ms},
+                                        indent=2))
+
+
+def _server(batch: int) -> str:
+    return "unbatched" if batch <= 1 else f"batch <= {batch}"
 
 
 if __name__ == "__main__":

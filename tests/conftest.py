@@ -67,14 +67,15 @@ def clothing_attributes_zip(shared_datasets) -> Path:
 
 @pytest.fixture(scope="session")
 def fpi300_collection(tmp_path_factory):
-    """A collection of fashion-product-images-300 built once per test session with the default encoder."""
+    """A collection of fashion-product-images-300 built once per test session with the float32
+    EfficientNet-Lite0 (the encoder of the reference figures)."""
     if not (SHARED / "fashion-product-images-300.zip").exists():
         pytest.skip("../shared/datasets/fashion-product-images-300.zip is not present")
     from vestis.data import open_catalogue
     from vestis.encoders import get_encoder
     from vestis.store.ingest import index_catalogue, open_or_create
 
-    encoder = get_encoder()
+    encoder = get_encoder("efficientnet-lite0")
     collection = open_or_create(tmp_path_factory.mktemp("fpi300") / "collection", encoder, None)
     catalogue = open_catalogue(SHARED / "fashion-product-images-300.zip")
     index_catalogue(collection, catalogue, encoder, progress=False)

@@ -26,7 +26,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help=(
+    "Collection: a directory, milvus://HOST:PORT/NAME (credentials from MILVUS_TOKEN or MILVUS_USER/"
+    "MILVUS_PASSWORD) or milvus-lite:FILE.db."))]
 
 
 def _fail(message: str) -> None:
@@ -74,6 +76,10 @@ def index_cmd(
     no_wait: Annotated[bool, typer.Option(
         "--no-wait", help="Fail at once when another `vestis index` is writing the collection (default: wait).")
     ] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help=(
+        "Embed on a Ray cluster: 'auto' (the cluster this machine belongs to, else a local one) or its "
+        "address; the catalogue must be readable at the same path on every node."))] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Encoder actors on Ray (default: one per CPU).")] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images.
 
@@ -83,17 +89,24 @@ def index_cmd(
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
     from vestis.search.engine import Engine
     from vestis.search.opening import open_collection_encoder
-    from vestis.store.collection import Collection
+    from vestis.store.factory import collection_exists, open_collection
     from vestis.store.guards import disk_full_errors, indexing_lock
     from vestis.store.ingest import open_or_create
+    from vestis.store.location import parse_location
 
     options = {"limit": limit} if limit else {}
     if metadata is not None:
         options["metadata"] = metadata
     catalogue = open_catalogue(source, format, **options)
-    with indexing_lock(collection, wait=not no_wait, notify=console.print), disk_full_errors(collection):
-        if encoder is None and Collection.exists(collection):
-            with Collection.open(collection) as existing:
+    embed = None
+    if ray is not None:
+        from vestis.store.ray_ingest import RayEmbedder
+
+        embed = RayEmbedder(address=ray, actors=ray_actors)
+    local_files = parse_location(collection).files  # the folder (a Milvus collection's side files)
+    with indexing_lock(local_files, wait=not no_wait, notify=console.print), disk_full_errors(local_files):
+        if encoder is None and collection_exists(collection):
+            with open_collection(collection) as existing:
                 enc = open_collection_encoder(existing)
         else:
             enc = get_encoder(encoder or DEFAULT_ENCODER)
@@ -101,7 +114,7 @@ def index_cmd(
                       f"into {collection}")
         with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
             report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
-                                              progress=not as_json, attribute_model=attribute_model)
+                                              progress=not as_json, attribute_model=attribute_model, embed=embed)
             total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
@@ -126,7 +139,15 @@ def index_cmd(
 def search_cmd(
     collection: CollectionOpt,
     image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
-    item_id: Annotated[str | None, typer.Option("--id", help="Search with an indexed item (more like this).")] = None,
+    item_ids: Annotated[list[str] | None, typer.Option(
+        "--id", help="Search with an indexed item (more like this); repeat for several, WEIGHT:ID to weigh.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search in words (alone, or with an image or --id).")] = None,
+    negatives: Annotated[list[str] | None, typer.Option(
+        "--not", help="Less like this: an item id or image file (repeatable, WEIGHT: prefix allowed).")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="Text search: keyword, vector or hybrid (default: hybrid with a joint model, else keyword).")] = None,
+    text_weight: Annotated[float | None, typer.Option(
+        help="Share of the text in a query that combines text with images or items (0..1).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")] = None,
@@ -138,18 +159,33 @@ def search_cmd(
         "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
     )] = None,
 ) -> None:
-    """Find the items most similar to a query image or an indexed item (in the given attributes)."""
+    """Find the items most similar to a query image or an indexed item (in the given attributes), or
+    search in words, alone or combined with images and items (more like these, less like those)."""
     from vestis.search.engine import Engine
 
-    if (image is None) == (item_id is None):
-        _fail("give either a query IMAGE or --id ITEM")
+    item_ids = item_ids or []
+    text_query = text is not None or bool(negatives) or len(item_ids) > 1 or bool(mode) or text_weight is not None
+    item_id = item_ids[0] if item_ids else None
+    if not text_query and (image is None) == (item_id is None):
+        _fail("give either a query IMAGE or --id ITEM (or --text)")
+    if text_query and attrs:
+        _fail("--attrs cannot be combined with --text, --not or several --id")
     if image is not None and not image.is_file():
         _fail(f"no such image file: {image}")
     started = time.perf_counter()
     with Engine.open(collection) as engine:
         timings = engine.load(model=image is not None)
         filters = engine.check_filters(_parse_filters(filter or []))
-        query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
+        if text_query:
+            from vestis.search.text import parse_weighted
+
+            negative_files = [(w, Path(v)) for w, v in map(parse_weighted, negatives or []) if Path(v).is_file()]
+            negative_items = [n for n in negatives or [] if not Path(parse_weighted(n)[1]).is_file()]
+            query = engine.text_query(text, images=[(1.0, image)] if image is not None else [], items=item_ids,
+                                      negative_images=negative_files, negatives=negative_items, mode=mode,
+                                      text_weight=text_weight, timings=timings)
+        else:
+            query = engine.query(image=image, item_id=item_id, attributes=bool(attrs), timings=timings)
         response = engine.search(query, k=k, offset=offset, filters=filters, attrs=attrs,
                                  colour_weight=color_weight, timings=timings)
         timings["total"] = (time.perf_counter() - started) * 1000
@@ -185,9 +221,9 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a collection: size, encoder, index, metadata columns."""
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    info = Collection.open(collection).info()
+    info = open_collection(collection).info()
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -197,7 +233,7 @@ def info_cmd(
             value = "; ".join(f"{c['catalogue']} ({c['items']})" for c in value)
         elif key == "metadata_columns":
             value = ", ".join(value)
-        elif key == "disk_bytes":
+        elif key == "disk_bytes" and value is not None:  # None: a Milvus server's storage
             value = f"{value / 1e6:.1f} MB"
         table.add_row(key, str(value))
     Console().print(table)
@@ -240,10 +276,23 @@ def eval_cmd(
     ] = False,
     report: Annotated[Path | None, typer.Option(help="Write report.md, metrics.json and plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Text-query protocols (needs a joint text-image model): "
+                                       "title retrieval, label queries, composed queries, latency.")] = False,
+    transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
 ) -> None:
-    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy."""
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries."""
     from vestis.eval.run import EvalConfig, run_eval
 
+    if text:
+        from vestis.eval.text import TextEvalConfig, run_text_eval
+
+        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer)
+        if group:
+            text_cfg.group = [c.strip() for c in group.split(",") if c.strip()]
+        metrics = run_text_eval(collection, text_cfg, report_dir=report, command="vestis " + " ".join(sys.argv[1:]),
+                                progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+        print(json.dumps(metrics, indent=2, default=str))
+        return
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
@@ -287,13 +336,16 @@ def serve_cmd(
         str | None, typer.Option(envvar="VESTIS_API_KEY", help="Key required for POST/DELETE /items.")
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 20.0,
+    batch: Annotated[int, typer.Option(
+        help="Uploads that arrive together share one encoder run of up to this many images (1: off).")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, in ms.")] = 4.0,
 ) -> None:
     """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
     from vestis.api.server import serve
 
     serve(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), batch=batch, batch_wait_ms=batch_wait_ms,
     )
 
 
@@ -379,9 +431,9 @@ def attributes_build_cmd(
     """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
     from vestis.store.attribute_index import build_attribute_index
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         report = build_attribute_index(coll, AttributeEncoder(model), rebuild=rebuild, batch_size=batch_size,
                                        progress=not as_json)
         total = len(coll)
@@ -402,9 +454,9 @@ def attributes_info_cmd(
 ) -> None:
     """The attribute model of a collection, its attributes and how many items it has embedded."""
     from vestis.store.attribute_index import AttributeIndex
-    from vestis.store.collection import Collection
+    from vestis.store.factory import open_collection
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         index = AttributeIndex.open(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")
@@ -415,6 +467,57 @@ def attributes_info_cmd(
     table = Table(show_header=False, title=f"{collection}: attributes")
     for key, value in info.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+# ----------------------------------------------------------------- text search
+text_app = typer.Typer(help="Search in words: a collection's joint text-image vectors.", no_args_is_help=True)
+app.add_typer(text_app, name="text")
+
+
+@text_app.command("build")
+def text_build_cmd(
+    collection: CollectionOpt,
+    model: Annotated[Path, typer.Option("--model", help="Joint model from `vestis train` (its run folder or "
+                                        "joint.json).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop another model's vectors and embed again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Project every item into MODEL's joint text-image space (only items not embedded yet), for `search --text`."""
+    from vestis.encoders.joint import JointModel
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import build_joint_index
+
+    with Collection.open(collection) as coll:
+        report = build_joint_index(coll, JointModel(model), rebuild=rebuild)
+        total = len(coll)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    console.print(f"[green]done[/] in {report.seconds:.1f}s: {report.embedded} item(s) embedded; "
+                  f"collection holds {total} items")
+
+
+@text_app.command("info")
+def text_info_cmd(
+    collection: CollectionOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The joint text-image model of a collection and how many items it has embedded."""
+    from vestis.store.collection import Collection
+    from vestis.store.joint_index import JointIndex
+
+    with Collection.open(collection) as coll:
+        index = JointIndex.open(coll)
+        if index is None:
+            _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
+        info = index.info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=f"{collection}: text search")
+    for key, value in info.items():
+        table.add_row(key, str(value))
     Console().print(table)
 
 

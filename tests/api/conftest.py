@@ -24,7 +24,7 @@ COPIES = 2
 
 @pytest.fixture(scope="session")
 def api_encoder():
-    return get_encoder()
+    return get_encoder("efficientnet-lite0")
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,35 @@ def test_concurrent_adds_and_searches(collection_copy, api_encoder):
     with Collection.open(collection_copy) as reopened:  # all of it committed, caches saved at shutdown
         assert len(reopened) == total and all(item_id in reopened for item_id in images)
         assert reopened.table().n_alive == total
+
+
+def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collection_copy, api_encoder):
+    queries = [jpeg_bytes(garment_image((60 + 20 * s, 90, 160 - 15 * s), SHAPES[s % 3], seed=50 + s))
+               for s in range(8)]
+
+    def answers(client: TestClient) -> list[list[tuple[str, float]]]:
+        out: list[list[tuple[str, float]]] = [[] for _ in queries]
+
+        def ask(i: int) -> None:
+            r = client.post("/search", files={"file": ("q.jpg", queries[i], "image/jpeg")}, data={"k": "5"})
+            assert r.status_code == 200, r.text
+            out[i] = [(h["id"], h["score"]) for h in r.json()["results"]]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(queries))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        return out
+
+    with TestClient(create_app(collection_copy, encoder=api_encoder, workers=2)) as client:
+        plain = answers(client)
+    app = create_app(collection_copy, encoder=api_encoder, batch=4, batch_wait_ms=50)
+    with TestClient(app) as client:
+        batched = answers(client)
+    encoder = app.state.service.engine.encoder
+    assert encoder.batcher.stats.items == len(queries) + 1  # every upload (and the warm-up) went through it
+    encoder.close()
+    for mine, theirs in zip(batched, plain, strict=True):
+        assert [i for i, _ in mine] == [i for i, _ in theirs]
+        assert [s for _, s in mine] == pytest.approx([s for _, s in theirs], abs=1e-5)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from vestis.api.app import create_app
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
+from schemathesis import GenerationMode  # noqa: E402 - after the importorskip
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,

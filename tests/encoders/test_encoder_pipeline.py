@@ -67,6 +67,25 @@ def test_bad_batch_size(encoder):
         next(embed_items(encoder, [], batch_size=0))
 
 
+def test_a_failing_source_reaches_the_caller_and_stopping_early_ends_the_inference_thread(encoder, catalogue):
+    import threading
+
+    good, items = catalogue
+
+    def broken_listing():
+        yield from items[:3]
+        raise OSError("catalogue listing failed")
+
+    stream = embed_items(encoder, broken_listing(), batch_size=2, progress=False)
+    with pytest.raises(OSError, match="listing failed"):
+        list(stream)
+    stream = embed_items(encoder, iter(items), batch_size=2, progress=False)
+    first = next(stream)
+    assert first.keys == ["item-0", "item-1"]
+    stream.close()  # the caller stops after one batch (e.g. its write failed)
+    assert not [t for t in threading.enumerate() if t.name == "vestis-infer"]
+
+
 def test_stored_vectors_skip_decoding_and_the_encoder(encoder, catalogue, monkeypatch):
     """Items whose bytes the lookup knows keep their place in the batch with the stored vectors; the
     others are embedded as usual, and a stored entry without colour is embedded when colour is wanted."""

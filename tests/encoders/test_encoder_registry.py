@@ -23,18 +23,19 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoders(cache_dir):
-    return {name: get_encoder(name, cache_dir=cache_dir) for name in list_encoders()}
+    return {name: get_encoder(name, cache_dir=cache_dir) for name in VERSIONS}  # the float32 backbones
 
 
 def test_registry_names():
     from vestis.encoders.torch_models import BUILDERS
 
-    assert list_encoders() == ["efficientnet-lite0", "mobilenetv2"] == sorted(BUILDERS)
-    assert DEFAULT_ENCODER == "efficientnet-lite0"
+    assert sorted(VERSIONS) == sorted(BUILDERS)
+    assert list_encoders() == ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenetv2"]
+    assert DEFAULT_ENCODER == "efficientnet-lite0-int8"
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
-    with pytest.raises(VestisError, match="efficientnet-lite0, mobilenetv2"):
+    with pytest.raises(VestisError, match="efficientnet-lite0, efficientnet-lite0-int8, mobilenetv2"):
         get_encoder("resnet50", cache_dir=tmp_path)
     with pytest.raises(VestisError, match="does not exist"):
         get_encoder(str(tmp_path / "missing.onnx"))
@@ -42,14 +43,20 @@ def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_is_cached_atomically(encoders, cache_dir):
-    files = sorted(cache_dir.iterdir())
+def test_export_is_cached_atomically(encoders, cache_dir, make_garment):
+    files = sorted(f for f in cache_dir.iterdir() if f.is_file())
     assert [f.suffix for f in files] == [".onnx", ".onnx"]  # one per backbone, no temporary left over
-    stamps = {f: f.stat().st_mtime_ns for f in files}
+    optimized = sorted((cache_dir / "optimized").iterdir())  # each one's graph as optimised for this CPU
+    assert [f.name.split("-")[0] for f in optimized] == ["efficientnet", "mobilenetv2"]
+    stamps = {f: f.stat().st_mtime_ns for f in files + optimized}
     assert builtin_model_path("mobilenetv2", cache_dir) in stamps
     padded = get_encoder("mobilenetv2", cache_dir=cache_dir, preprocess=PreprocessSpec(resize="pad"))
-    assert {f: f.stat().st_mtime_ns for f in cache_dir.iterdir()} == stamps  # reused, not re-exported
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # reused, not re-exported or re-optimised
+    assert len(list(cache_dir.rglob("*"))) == len(stamps) + 1  # + the optimized/ folder
     assert padded.version == "mobilenetv2/imagenet/pad224/v1" != encoders["mobilenetv2"].version
+    reopened = get_encoder("efficientnet-lite0", cache_dir=cache_dir)  # from the saved optimised graph
+    images = [make_garment((200, 30, 30), "shirt"), make_garment((20, 40, 120), "dress")]
+    assert np.allclose(reopened.embed_images(images), encoders["efficientnet-lite0"].embed_images(images), atol=1e-6)
 
 
 def test_cache_dir_follows_vestis_cache_dir(monkeypatch, tmp_path):
@@ -87,7 +94,7 @@ def test_output_contract(encoders, name, make_garment):
 
 @pytest.mark.slow
 def test_large_batches_are_chunked_consistently(encoders, make_garment):
-    enc = encoders[DEFAULT_ENCODER]
+    enc = encoders["efficientnet-lite0"]
     images = [make_garment((40 * i % 255, 90, 160), "dress", seed=i) for i in range(19)]
     together = enc.embed_images(images)
     alone = np.concatenate([enc.embed_images([im]) for im in images])

@@ -278,10 +278,12 @@ EXHAUSTIVE_SPECS = ["exact", "flat", "kdtree", "ivf:nprobe=100000,train_min=100"
                     "kmeans:clusters=8,probe=8,train_min=100"]
 
 
+@pytest.mark.parametrize("mmap", [False, True], ids=["in-memory", "mapped"])
 @pytest.mark.parametrize("spec", EXHAUSTIVE_SPECS)
-def test_random_edits_match_a_brute_force_model(spec, tmp_path):
+def test_random_edits_match_a_brute_force_model(spec, mmap, tmp_path):
     """Interleaved adds, re-adds, removes, searches and a save/load, with settings under which every
-    backend must answer exactly: exercises the delta, tombstone, compaction and retraining paths."""
+    backend must answer exactly: exercises the delta, tombstone, compaction and retraining paths,
+    on vectors read into memory or mapped from the saved file (which edits must leave as saved)."""
     rng = np.random.default_rng(11)
     index, model = make_index(spec, 16), {}
     for step in range(60):
@@ -295,7 +297,8 @@ def test_random_edits_match_a_brute_force_model(spec, tmp_path):
             model.pop(i, None)
         if step == 30:
             index.save(tmp_path)
-            index = load_index(tmp_path)
+            saved = (tmp_path / "vectors.npy").read_bytes()
+            index = load_index(tmp_path, mmap=mmap)
         queries = unit(rng.standard_normal((5, 16)))
         scores, found = index.search(queries, 7)
         known = np.array(list(model))
@@ -304,3 +307,4 @@ def test_random_edits_match_a_brute_force_model(spec, tmp_path):
         assert len(index) == len(model)
         np.testing.assert_array_equal(found, known[order])
         np.testing.assert_allclose(scores, np.take_along_axis(exact, order, axis=1), atol=1e-5)
+    assert (tmp_path / "vectors.npy").read_bytes() == saved

@@ -129,3 +129,22 @@ def test_api_parse_answers_422_with_the_valid_attributes():
         InvalidRequestError, match=r"not available for this collection; valid attributes: \[\]"
     ):
         parse_attrs("colour", [])
+
+
+@pytest.mark.slow
+def test_unknown_names_are_read_by_meaning_and_say_so():
+    from vestis.encoders.text import get_text_encoder
+    from vestis.search.attributes import attribute_phrase, parse_attributes_by_meaning
+
+    valid = ["sleevelength", "neckline", "colour", "pattern", "category", "collar"]
+    assert attribute_phrase("sleeve_length_labels") == "sleeve length"
+    assert attribute_phrase("baseColour") == "base colour"
+    weights, resolved = parse_attributes_by_meaning("arm length; hue:2; collar", valid, get_text_encoder)
+    assert weights == {"sleevelength": 1.0, "colour": 2.0, "collar": 1.0}
+    assert {part: name for part, (name, _s) in resolved.items()} == {"arm length": "sleevelength", "hue": "colour"}
+    assert all(s >= 0.5 for _n, s in resolved.values())
+    with pytest.raises(VestisError, match="unknown attribute.*'zebra'.*valid attributes: sleevelength"):
+        parse_attributes_by_meaning("zebra", valid, get_text_encoder)
+    calls = []
+    parse_attributes_by_meaning("colour", valid, lambda: calls.append(1))  # exact names need no encoder
+    assert calls == []

@@ -114,6 +114,7 @@ def test_ann_index_catches_up_after_reopen(tmp_path, spec):
     c2 = Collection.open(tmp_path / "c")
     index = c2.index()
     assert len(index) == 200
+    assert index._store.mapped  # its float32 vectors stay in files, out of the process's memory
     scores, vids = index.search(later[0].vector[None, :], 1)
     assert c2.items_by_vid(vids[0].tolist())[0].id == "late1"
     gone = {c2_vid for c2_vid in vids[0]}

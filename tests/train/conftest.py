@@ -35,7 +35,7 @@ def garment_collection(tmp_path_factory) -> Path:
                 images.append(image)
                 metadata.append({"articleType": shape, "baseColour": name})
                 paths.append(path)
-    encoder = get_encoder()
+    encoder = get_encoder("efficientnet-lite0")
     vectors = encoder.embed_images(images)
     collection = root / "collection"
     with Collection.create(collection, encoder_name=encoder.name, encoder_version=encoder.version,

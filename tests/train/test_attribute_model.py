@@ -174,7 +174,7 @@ def test_feature_cache_is_computed_once_in_float16(trained, garment_collection, 
     triples = [(it.id, it.hash, lambda s=it.source: Path(s).read_bytes()) for it in items]
     monkeypatch.setattr("vestis.encoders.pipeline.embed_items", lambda *a, **k: pytest.fail("recomputed"))
     cached = feature_cache.cached_features(
-        triples, get_encoder(), trained["features"], ["feature_map_14", "embedding"]
+        triples, get_encoder("efficientnet-lite0"), trained["features"], ["feature_map_14", "embedding"]
     )
     assert sorted(cached.row) == sorted(it.id for it in items)
 
@@ -184,7 +184,7 @@ def test_feature_cache_computes_only_new_or_changed_items(tmp_path):
     from vestis.encoders import get_encoder
     from vestis.store.feature_cache import cached_features
 
-    encoder = get_encoder()
+    encoder = get_encoder("efficientnet-lite0")
     images = {f"g{n}": garment_image((40 * n, 90, 200 - 30 * n), seed=n) for n in range(4)}
 
     def triples(keys):
@@ -297,7 +297,8 @@ def test_cli_index_and_search_by_attributes(trained, garment_collection, tmp_pat
     model = trained["run"] / "model.onnx"
     runner = CliRunner()
     res = runner.invoke(
-        app, ["index", str(shop), "-c", str(collection), "--attribute-model", str(model), "--json"]
+        app, ["index", str(shop), "-c", str(collection), "--encoder", "efficientnet-lite0",
+              "--attribute-model", str(model), "--json"]
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["attributes"]["embedded"] == 36

@@ -53,7 +53,7 @@ def test_full_export_is_a_working_encoder(garment_config, make_garment):
 
     task.head.load_state_dict(load_checkpoint(cfg.run_dir / "best.pt")["model"])
     image = make_garment((200, 30, 30), "shirt", seed=3)
-    builtin = get_encoder()
+    builtin = get_encoder("efficientnet-lite0")
     with torch.no_grad():
         expected = task.head.eval().embed(torch.from_numpy(builtin.embed_images([image]))).numpy()
     np.testing.assert_allclose(encoder.embed_images([image]), expected, atol=1e-4)
@@ -90,3 +90,42 @@ def test_exported_model_indexes_and_searches_through_the_cli(garment_config, gar
     res = runner.invoke(app, ["search", str(query), "-c", str(tmp_path / "trained"), "--json"])
     assert res.exit_code != 0 and "cannot open the encoder of collection" in str(res.exception)
     assert str(onnx_path.resolve()) in str(res.exception)
+
+
+@pytest.mark.slow
+def test_a_head_trained_on_int8_features_exports_on_the_float_network(garment_collection, tmp_path):
+    """Collections default to the 8-bit encoder, which has no torch twin: a stage-1 head trained on
+    its features exports on the float32 network, and the model embeds like head(int8 features)."""
+    import yaml
+    from PIL import Image
+
+    from vestis.encoders import get_encoder
+    from vestis.store.collection import Collection, NewItem
+    from vestis.train.trainer import load_checkpoint
+
+    int8 = get_encoder("efficientnet-lite0-int8")
+    paths = sorted((garment_collection.parent / "images").glob("*.png"))
+    images = [Image.open(p).convert("RGB") for p in paths]
+    with Collection.open(garment_collection) as source:
+        labels = {it.id: it.metadata for it in source.iter_items()}
+    collection = tmp_path / "int8-collection"
+    with Collection.create(collection, encoder_name=int8.name, encoder_version=int8.version,
+                           dim=int8.dim, colour_dim=0) as coll:
+        coll.upsert([NewItem(p.stem, str(p), p.stem, v, None, labels[p.stem])
+                     for p, v in zip(paths, int8.embed_images(images))])
+    config = tmp_path / "int8.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "garments-int8", "output": str(tmp_path / "run"),
+        "data": {"collection": str(collection), "labels": ["articleType", "baseColour"]},
+        "head": {"kind": "arcface", "dim": 32},
+        "train": {"epochs": 2, "batch_size": 24, "lr": 0.01, "patience": 0, "progress": False},
+        "export": {"onnx": True}}))
+    cfg = load_config(config, [])
+    run(cfg)
+    encoder = get_encoder(str(cfg.run_dir / "model.onnx"))
+    task = prepare(cfg)
+    task.head.load_state_dict(load_checkpoint(cfg.run_dir / "best.pt")["model"])
+    with torch.no_grad():
+        expected = task.head.eval().embed(torch.from_numpy(int8.embed_images(images[:6]))).numpy()
+    got = encoder.embed_images(images[:6])
+    assert np.all(np.sum(got * expected, axis=1) > 0.95)  # unit vectors: cosine of float vs 8-bit path

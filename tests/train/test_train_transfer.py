@@ -33,7 +33,7 @@ def _collection(root: Path, encoder_version: str | None = None) -> Path:
     from vestis.encoders import get_encoder
     from vestis.store.collection import Collection, NewItem
 
-    encoder = get_encoder()
+    encoder = get_encoder("efficientnet-lite0")
     items = []
     for shape in ("shirt", "trousers", "dress"):
         for name, colour in COLOURS.items():

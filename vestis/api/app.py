@@ -66,16 +66,21 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
     encoder: ImageEncoder | None = None,
+    batch: int = 1,
+    batch_wait_ms: float = 4.0,
 ) -> FastAPI:
     """The app serving the collection at ``collection_dir``.
 
     ``allow_roots``: folders ``POST /submit`` may read images from (default: the folders of the
     collection's catalogues); ``api_key``: required for writes when set; ``max_upload_bytes`` and
     ``max_pixels``: upload limits (413 and 422 above them); ``workers``: size of the inference
-    pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests).
+    pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests);
+    ``batch`` > 1: uploads arriving within ``batch_wait_ms`` of each other share one encoder run
+    of up to ``batch`` images (``vestis.encoders.batching``).
     """
     service = Service(collection_dir, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
-                      max_pixels=max_pixels, workers=workers, encoder=encoder)
+                      max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch,
+                      batch_wait_ms=batch_wait_ms)
     metrics = Metrics(service.item_count)
 
     @asynccontextmanager

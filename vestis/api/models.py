@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,6 +13,8 @@ from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET, SearchRe
 
 MAX_PAGE = 100  # items per page of GET /items
 MAX_BROWSE_OFFSET = 1_000_000_000  # past any catalogue's end, within SQLite's integers
+MAX_TEXT = 500  # characters of a text query
+MAX_EXAMPLES = 50  # positive or negative example items of one query
 
 Attrs = str | list[str] | None
 Filters = dict[str, list[str] | str]
@@ -41,7 +43,7 @@ class SearchOptions(BaseModel):
 
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
-_NUMBER_FIELDS = {"k": int, "offset": int, "color_weight": float}
+_NUMBER_FIELDS = {"k": int, "offset": int, "color_weight": float, "text_weight": float}
 
 
 def form_numbers(fields: dict[str, Any]) -> dict[str, Any]:
@@ -61,19 +63,45 @@ def form_numbers(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class SearchRequest(SearchOptions):
-    """JSON body of ``POST /search``: exactly one of ``image_base64`` and ``item_id``."""
+class TextOptions(BaseModel):
+    """Search in words, and with several examples: composed in the joint text-image space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT,
+                             description="Search in words, alone or with the image / item.")
+    positive: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="More like these item ids ('2:ID' weighs an item twice).")
+    negative: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES,
+                                description="Less like these item ids ('WEIGHT:ID' allowed).")
+    mode: Literal["keyword", "vector", "hybrid"] | None = Field(
+        None, description="Text search mode (default: hybrid when the collection has a joint model, else keyword).")
+    text_weight: float | None = Field(None, ge=0.0, le=1.0,
+                                      description="Share of the text when it is combined with images or items.")
+
+    @property
+    def is_text_query(self) -> bool:
+        return bool(self.text is not None or self.positive or self.negative or self.mode
+                    or self.text_weight is not None)
+
+
+class SearchRequest(SearchOptions, TextOptions):
+    """JSON body of ``POST /search``: an image (``image_base64``) or an item (``item_id``), and/or
+    ``text`` / ``positive`` examples (``negative`` examples refine)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}]})
+        "anyOf": [{"required": ["image_base64"]}, {"required": ["item_id"]}, {"required": ["text"]},
+                  {"required": ["positive"]}]})
 
     image_base64: str | None = Field(None, description="The query image, base64 (a data: URL is accepted).")
     item_id: str | None = Field(None, description="Search with an indexed item ('more like this').")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        if (self.image_base64 is None) == (self.item_id is None):
-            raise ValueError("give exactly one of image_base64 and item_id")
+        if self.image_base64 is not None and self.item_id is not None:
+            raise ValueError("give at most one of image_base64 and item_id")
+        if self.image_base64 is None and self.item_id is None and self.text is None and not self.positive:
+            raise ValueError("give image_base64, item_id, text or positive examples")
         return self
 
 
@@ -89,7 +117,8 @@ class SearchResults(BaseModel):
     candidates: int = Field(description="Items eligible after filters.")
     k: int
     offset: int
-    query: dict[str, str] = Field(description='{"type": "image"} or {"type": "item", "item_id": ...}.')
+    query: dict[str, str] = Field(description='{"type": "image"}, {"type": "item", "item_id": ...} or '
+                                  '{"type": "text", "mode": ...}.')
     timings_ms: dict[str, float] = Field(description="decode, embed, search, fetch_metadata, queue and total.")
 
     @classmethod

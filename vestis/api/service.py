@@ -136,15 +136,21 @@ class Service:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         workers: int | None = None,
         encoder: ImageEncoder | None = None,
+        batch: int = 1,
+        batch_wait_ms: float = 4.0,
     ) -> None:
         started = time.perf_counter()
-        self.workers = workers or default_workers()
+        # Batched, request threads mostly wait for the batcher: more of them lets batches fill.
+        self.workers = workers or (default_workers() if batch <= 1 else 2 * batch)
         if self.workers < 1:
             raise VestisError(f"workers must be at least 1 (got {workers})")
         self.api_key = api_key or None
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self.engine = Engine.open(collection_dir, encoder=encoder, threads=default_threads(self.workers))
+        # Batched, one encoder run at a time uses every core; unbatched, the workers split them.
+        threads = default_threads(self.workers if batch <= 1 else 1)
+        self.engine = Engine.open(collection_dir, encoder=encoder, threads=threads, batch=batch,
+                                  batch_wait_ms=batch_wait_ms)
         self.collection = self.engine.collection
         self.engine.load()
         if self.engine.attributes is not None:
@@ -182,7 +188,7 @@ class Service:
 
     def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
         """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
-        return parse_attrs(raw, self.attribute_names())
+        return parse_attrs(raw, self.attribute_names(), text_encoder=self.engine.attribute_text_encoder)
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
         return self.engine.metadata_columns()

@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import tempfile
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -49,20 +51,50 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vestis" / "encoders"
 
 
-def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+def open_session(path: Path, threads: int | None = None, *, reuse_optimized: bool = False) -> ort.InferenceSession:
     """An onnxruntime CPU session with full graph optimisation and ``threads`` (default: every
     core) intra-op threads that sleep rather than spin between operators: the cores are shared
     with the decoding threads (and other processes), and spinning threads took 30-40% more CPU
-    per image in our measurements on a busy 2-core machine."""
+    per image in our measurements on a busy 2-core machine.
+
+    With ``reuse_optimized`` (for models in vestis's own cache) the optimised graph is saved
+    beside the model on first use and loaded as it is afterwards, which makes opening the
+    session several times faster. The optimised graph is specific to the CPU and the onnxruntime
+    version, so both are in its file name."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    optimized = _optimized_path(path) if reuse_optimized else None
+    tmp = None
+    if optimized is not None and optimized.exists():
+        path = optimized
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    elif optimized is not None:
+        optimized.parent.mkdir(parents=True, exist_ok=True)
+        tmp = optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
+        options.optimized_model_filepath = str(tmp)
+        options.log_severity_level = 3  # not the notice that the saved graph is CPU-specific: we know
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        if tmp is not None and tmp.exists():
+            os.replace(tmp, optimized)
     except Exception as e:  # onnxruntime raises its own pybind exception types
         raise VestisError(f"cannot load ONNX model {path}: {e}") from e
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return session
+
+
+def _optimized_path(path: Path) -> Path:
+    """Where the optimised graph of cached model ``path`` goes on this CPU and onnxruntime: the
+    cache's ``optimized/`` folder."""
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else platform.processor()
+    flags = sorted({line for line in cpu.splitlines() if line.startswith(("model name", "flags"))})
+    key = hashlib.sha256("|".join([ort.__version__, platform.machine(), *flags]).encode()).hexdigest()[:12]
+    return path.parent / "optimized" / f"{path.stem}-{key}.onnx"
 
 
 class OnnxEncoder(ImageEncoder):
@@ -166,22 +198,44 @@ def _static_input_size(session: ort.InferenceSession, path: Path) -> int | None:
     return h
 
 
-def builtin_model_path(name: str, cache_dir: Path | None = None) -> Path:
-    """The cached ONNX export of built-in backbone ``name``, exporting it first when missing.
+def builtin_model_path(name: str, cache_dir: Path | None = None, *,
+                       export: Callable[[str, Path], None] | None = None, revision: str = "") -> Path:
+    """The cached ONNX model of built-in model ``name``, building it first when missing.
 
-    The file name hashes the backbone, the graph revision and the torch version. The export is
-    written to a temporary file and renamed into place, so concurrent processes never read a
-    partial model (at worst two of them export the same file).
+    ``export(name, path)`` writes the model (default: :func:`export_backbone`, the image
+    backbones); ``revision`` names anything else the export depends on (another graph revision,
+    the weights' package version). An ``-int8`` image encoder is the static quantization of its
+    backbone's export (:mod:`vestis.encoders.quantize`). The file name hashes what the model is
+    made from: the model, the graph revision, the torch version and ``revision``, plus the
+    quantization recipe and the onnxruntime version for ``-int8``. The model is written to a
+    temporary file and renamed into place, so concurrent processes never read a partial model (at
+    worst two of them build the same file).
     """
-    key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
+    from vestis.encoders.quantize import RECIPE, backbone_of, calibration_batches, quantize_model
+
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    backbone = backbone_of(name) if export is None else None
+    if backbone is None:
+        key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
+        key += f"|{revision}" if revision else ""
+        return _cached(directory, name, key, lambda out: (export or export_backbone)(name, out))
+    from vestis.encoders import BUILTIN_PREPROCESSING
+
+    source = builtin_model_path(backbone, directory)
+    key = f"{source.name}|{RECIPE}|onnxruntime{ort.__version__}"
+    return _cached(directory, name, key,
+                   lambda out: quantize_model(source, out, calibration_batches(BUILTIN_PREPROCESSING[name]), INPUT))
+
+
+def _cached(directory: Path, name: str, key: str, build: Callable[[Path], None]) -> Path:
+    """``directory/<name>-<hash of key>.onnx``, made by ``build(temporary path)`` when missing."""
     path = directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export_backbone(name, Path(tmp))
+            build(Path(tmp))
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

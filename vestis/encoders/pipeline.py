@@ -1,8 +1,9 @@
 """Batched embedding of many items: decode, preprocess and colour in threads, infer in batches.
 
-Reading, hashing, decoding, preprocessing and the colour descriptor of the next batches run in
-a thread pool (Pillow, hashlib and NumPy release the GIL) while onnxruntime embeds the current
-one. Batches come out in input order. An item that cannot be read or decoded is reported in its
+Three stages run at once: reading, hashing, decoding, preprocessing and the colour descriptor of
+the next batches in a thread pool (Pillow, hashlib and NumPy release the GIL); onnxruntime
+embedding the current batch in an inference thread; and the caller handling the previous batch.
+Batches come out in input order. An item that cannot be read or decoded is reported in its
 batch's ``failures`` and never stops the run. An item whose bytes (by sha256) already have vectors,
 as ``stored`` answers, is neither decoded nor embedded: the vectors depend on the bytes alone.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +31,7 @@ from vestis.errors import VestisError
 
 K = TypeVar("K")
 PREFETCH = 2  # batches being prepared ahead of the one being embedded
+AHEAD = 1  # embedded batches waiting for the caller
 Vectors = tuple[np.ndarray, np.ndarray | None]  # deep vector, colour descriptor
 StoredLookup = Callable[[str], Vectors | None]
 
@@ -81,7 +85,9 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
     ``workers`` threads (default: one per core) prepare images; ``progress`` shows a tqdm bar with
     images/s on a terminal; ``total`` (the number of items, when known) gives the bar an end;
     ``stored`` maps a sha256 to vectors already computed for those bytes (or None), whose items
-    skip decoding and the encoder. It is called from the worker threads.
+    skip decoding and the encoder. It is called from the worker threads. Inference runs in a thread
+    of its own, one batch ahead of the caller, so what the caller does with a batch (writing it to a
+    collection) overlaps the embedding of the next one; ``items`` is iterated in that thread.
     """
     if batch_size < 1:
         raise VestisError(f"batch_size must be at least 1, got {batch_size}")
@@ -95,25 +101,56 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
         if chunk:
             pending.append([pool.submit(_prepare, encoder, key, read, with_colour, stored) for key, read in chunk])
 
+    ready: queue.Queue[EmbeddedBatch[K] | BaseException | None] = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
+
+    def hand_over(result: EmbeddedBatch[K] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def infer() -> None:
+        try:
+            for _ in range(PREFETCH):
+                submit_next()
+            while pending and not stop.is_set():
+                prepared = [f.result() for f in pending.popleft()]
+                submit_next()
+                hand_over(_embed(encoder, prepared, with_colour))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(error)
+        else:
+            hand_over(None)
+
+    thread = threading.Thread(target=infer, name="vestis-infer", daemon=True)
+    thread.start()
     try:
-        for _ in range(PREFETCH):
-            submit_next()
-        while pending:
-            prepared = [f.result() for f in pending.popleft()]
-            submit_next()
-            fresh = [p for p in prepared if not p.error and p.stored is None]
-            if fresh:
-                for p, vector in zip(fresh, encoder.embed_batch(np.stack([p.tensor for p in fresh])), strict=True):
-                    p.stored = (vector, p.colour)
-            done = [p for p in prepared if not p.error]
-            vectors = np.stack([p.stored[0] for p in done]) if done else np.zeros((0, encoder.dim), np.float32)
-            colours = None
-            if with_colour:
-                colours = np.stack([p.stored[1] for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
-            bar.update(len(prepared))
-            yield EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
-                                [(p.key, p.error) for p in prepared if p.error],
-                                {p.key for p in done if p.tensor is None})
+        while (batch := ready.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            bar.update(len(batch.keys) + len(batch.failures))
+            yield batch
     finally:
+        stop.set()
+        thread.join()
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+
+
+def _embed(encoder: ImageEncoder, prepared: list[_Prepared[K]], with_colour: bool) -> EmbeddedBatch[K]:
+    """One batch's vectors: the encoder's for fresh items, the stored ones for the others."""
+    fresh = [p for p in prepared if not p.error and p.stored is None]
+    if fresh:
+        for p, vector in zip(fresh, encoder.embed_batch(np.stack([p.tensor for p in fresh])), strict=True):
+            p.stored = (vector, p.colour)
+    done = [p for p in prepared if not p.error]
+    vectors = np.stack([p.stored[0] for p in done]) if done else np.zeros((0, encoder.dim), np.float32)
+    colours = None
+    if with_colour:
+        colours = np.stack([p.stored[1] for p in done]) if done else np.zeros((0, COLOUR_DIM), np.float32)
+    return EmbeddedBatch([p.key for p in done], vectors, colours, [p.digest for p in done],
+                         [(p.key, p.error) for p in prepared if p.error],
+                         {p.key for p in done if p.tensor is None})

@@ -103,10 +103,12 @@ class PreprocessSpec:
 
     def normalise(self, square: Image.Image) -> np.ndarray:
         """HWC uint8 RGB -> CHW float32 ``(x / 255 - mean) / std``."""
-        mean = np.asarray(self.mean, np.float32) * 255
-        inv_std = 1 / (np.asarray(self.std, np.float32) * 255)
-        hwc = (np.asarray(square, np.float32) - mean) * inv_std
-        return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+        mean = np.asarray(self.mean, np.float32)[:, None, None] * 255
+        inv_std = 1 / (np.asarray(self.std, np.float32)[:, None, None] * 255)
+        # transposing the uint8 view costs nothing; one float32 pass writes the CHW array
+        chw = np.subtract(np.asarray(square).transpose(2, 0, 1), mean, dtype=np.float32, order="C")
+        chw *= inv_std
+        return chw
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """Preprocess one image to a CHW float32 array of shape (3, size, size)."""

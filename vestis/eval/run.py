@@ -33,6 +33,7 @@ from vestis.eval.report import write_report
 from vestis.index import make_index
 from vestis.search.grid import contact_sheet, key_labels, load_source_image
 from vestis.store.collection import Collection, Item
+from vestis.store.factory import open_collection
 
 
 @dataclass
@@ -169,7 +170,7 @@ def example_grids(context: dict[str, Any], out_dir: Path, *, n: int = 3, k: int 
 
 
 def run_eval(collection_dir: Path, cfg: EvalConfig, *, report_dir: Path | None, command: str) -> dict[str, Any]:
-    with Collection.open(collection_dir) as collection:
+    with open_collection(collection_dir) as collection:
         metrics, context = evaluate_collection(collection, cfg)
         metrics["encoder"] = collection.encoder_name
         if report_dir is not None:

@@ -74,10 +74,11 @@ def make_index(spec: str, dim: int) -> VectorIndex:
         raise IndexSpecError(f"bad index spec {spec!r}: {error}\n{describe_specs()}") from None
 
 
-def load_index(directory: Path) -> VectorIndex:
-    """The index saved in ``directory`` (by ``VectorIndex.save``)."""
+def load_index(directory: Path, mmap: bool = False) -> VectorIndex:
+    """The index saved in ``directory`` (by ``VectorIndex.save``); ``mmap``: its float32 vectors
+    stay in the file, mapped, and only the rows a query re-scores are read."""
     backend = read_meta(Path(directory)).get("backend")
     if backend not in _BY_NAME:
         raise VestisError(f"{directory} holds an index of unknown backend {backend!r} "
                           f"(known: {', '.join(_BY_NAME)})")
-    return _BY_NAME[backend].load(Path(directory))
+    return _BY_NAME[backend].load(Path(directory), mmap)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -205,17 +206,19 @@ def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int,
     return out_s, out_r
 
 
-def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, alive: np.ndarray) -> np.ndarray:
+def rescore(queries: np.ndarray, take: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
+            alive: np.ndarray) -> np.ndarray:
     """Exact inner products of each query with its candidate rows (Q, c); -inf where the row is
-    -1 (padding) or dead. Gathers in chunks of at most SCORE_BUDGET floats."""
+    -1 (padding) or dead. ``take(rows)`` gives the vectors of an array of rows (``VectorStore.take``);
+    gathers in chunks of at most SCORE_BUDGET floats."""
     out = np.full(rows.shape, -np.inf, np.float32)
     if rows.size == 0:
         return out
     safe = np.maximum(rows, 0)
     valid = (rows >= 0) & alive[safe]
-    step = max(1, SCORE_BUDGET // (rows.shape[1] * vectors.shape[1]))
+    step = max(1, SCORE_BUDGET // (rows.shape[1] * queries.shape[1]))
     for q0 in range(0, len(queries), step):
-        gathered = vectors[safe[q0:q0 + step]]  # (q, c, d)
+        gathered = take(safe[q0:q0 + step])  # (q, c, d)
         out[q0:q0 + step] = np.matmul(gathered, queries[q0:q0 + step, :, None])[..., 0]
     out[~valid] = -np.inf
     return out
@@ -408,7 +411,7 @@ class StructuredIndex(Backend):
         if built:
             want = min(built, k * self._k_factor())
             cand = self._candidates(q, min(built, want + min(self._dead_built, want)))
-            scores.append(rescore(q, st.vectors, cand, st.alive))
+            scores.append(rescore(q, st.take, cand, st.alive))
             rows.append(cand)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, st.alive[built:])
@@ -433,10 +436,10 @@ class StructuredIndex(Backend):
         write_meta(directory, {**self.info(), **extra})
 
     @classmethod
-    def load(cls, directory: Path) -> StructuredIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> StructuredIndex:
         directory = Path(directory)
         index, meta = cls._from_meta(directory)
-        index._store = VectorStore.load(directory, index.dim)
+        index._store = VectorStore.load(directory, index.dim, mmap)
         if meta["built"] and index._load_structure(directory, meta):
             index._built, index._trained_rows = int(meta["built"]), int(meta["trained_rows"])
             index._dead_built = int((~index._store.alive[:index._built]).sum())

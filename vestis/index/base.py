@@ -40,5 +40,6 @@ class VectorIndex(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path) -> VectorIndex:
-        """Read an index written by ``save``."""
+    def load(cls, directory: Path, mmap: bool = False) -> VectorIndex:
+        """Read an index written by ``save``; ``mmap``: map its float32 vectors from the file
+        instead of reading them into memory (``vestis.index.mapped``)."""

@@ -42,7 +42,7 @@ class ExactIndex(Backend):
         ids, vectors = check_vectors(ids, vectors, self.dim)
         rows = self._store.rows_of(ids)
         known = rows >= 0
-        self._store.vectors[rows[known]] = vectors[known]
+        self._store.overwrite(rows[known], vectors[known])
         self._store.append(ids[~known], vectors[~known])
 
     def remove(self, ids: np.ndarray) -> int:
@@ -59,8 +59,8 @@ class ExactIndex(Backend):
         write_meta(directory, {**self.info(), "rows": self._store.n_rows})
 
     @classmethod
-    def load(cls, directory: Path) -> ExactIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> ExactIndex:
         directory = Path(directory)
         index, _ = cls._from_meta(directory)
-        index._store = VectorStore.load(directory, index.dim)
+        index._store = VectorStore.load(directory, index.dim, mmap)
         return index

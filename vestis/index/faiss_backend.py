@@ -37,11 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import faiss
 import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.backend import AUTO, Param, Params, StructuredIndex, format_params, parse_params
+from vestis.lazy import lazy_import
+
+faiss = lazy_import("faiss")  # imported on first use: exact-search collections never need it
 
 TRAIN_MIN = 1000
 POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per centroid

@@ -10,12 +10,14 @@ tombstones (see ``StructuredIndex``). The tree is not written to disk (that woul
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from sklearn.neighbors import KDTree
 
 from vestis.index.backend import Param, StructuredIndex
+
+if TYPE_CHECKING:
+    from sklearn.neighbors import KDTree
 
 PARAMS = {"leaf_size": Param(40, 1)}
 
@@ -31,6 +33,8 @@ class KDTreeIndex(StructuredIndex):
         return PARAMS
 
     def _build(self) -> None:
+        from sklearn.neighbors import KDTree  # scikit-learn takes longer to import than a small search
+
         self._tree = KDTree(self._store.vectors, leaf_size=int(self.params["leaf_size"]))
 
     def _drop(self) -> None:

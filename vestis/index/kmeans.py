@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
 
 from vestis.index.backend import SCORE_BUDGET, Param, StructuredIndex, merge_topk, topk
 
@@ -40,6 +39,8 @@ class KMeansIndex(StructuredIndex):
         return max(int(self.params["train_min"]), int(self.params["clusters"]))
 
     def _build(self) -> None:
+        from sklearn.cluster import MiniBatchKMeans  # scikit-learn takes longer to import than a small search
+
         vectors, clusters = self._store.vectors, int(self.params["clusters"])
         rng = np.random.default_rng(int(self.params["seed"]))
         size = min(len(vectors), SAMPLE_PER_CLUSTER * clusters)

@@ -12,18 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
+from vestis.index.mapped import MappedRows
+
 
 class VectorStore:
     """Caller ids and their float32 vectors (plus an optional ``extra`` row of ``extra_dim`` floats
     per id) in contiguous rows with amortised growth.
 
     Rows are stable until ``compact`` (tombstoned rows via ``kill``) or ``swap_remove`` (the last
-    rows fill the holes), so structures built over row numbers stay valid in between.
+    rows fill the holes), so structures built over row numbers stay valid in between. A store
+    loaded with ``mmap=True`` keeps its vectors in the file (``vestis.index.mapped``): ``take``
+    reads rows from it, and the first edit moves them to a temporary file, never into memory.
     """
 
-    def __init__(self, dim: int, vectors: np.ndarray | None = None, ids: np.ndarray | None = None,
+    def __init__(self, dim: int, vectors: np.ndarray | MappedRows | None = None, ids: np.ndarray | None = None,
                  alive: np.ndarray | None = None, *, extra_dim: int = 0, extra: np.ndarray | None = None) -> None:
         self.dim, self.extra_dim = dim, extra_dim
+        self._file = vectors if isinstance(vectors, MappedRows) else None
+        if self._file is not None:
+            vectors = self._file.array
         self._vec = np.empty((0, dim), np.float32) if vectors is None else np.ascontiguousarray(vectors)
         self._ids = np.empty(0, np.int64) if ids is None else ids.astype(np.int64)
         self._alive = np.ones(len(self._ids), bool) if alive is None else alive.astype(bool)
@@ -43,6 +50,27 @@ class VectorStore:
     @property
     def ids(self) -> np.ndarray:
         return self._ids[:self.n_rows]
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the vectors live in a file rather than in memory."""
+        return self._file is not None
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (an integer array of any shape)."""
+        return self._vec[rows] if self._file is None else self._file.take(rows)
+
+    def _writable(self) -> None:
+        """Before an in-place edit: rows mapped from a saved file move to a file of our own."""
+        if self._file is not None and not self._file.owned:
+            self._file = self._file.moved(self.n_rows, len(self._vec))
+            self._vec = self._file.array
+
+    def overwrite(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the vectors of existing ``rows``."""
+        if len(rows):
+            self._writable()
+            self._vec[rows] = vectors
 
     @property
     def extra(self) -> np.ndarray:
@@ -86,15 +114,21 @@ class VectorStore:
         n, m = self.n_rows, len(ids)
         if n + m > len(self._ids):
             cap = max(n + m, int(len(self._ids) * 1.5) + 16)
-            vec = np.empty((cap, self.dim), np.float32)
-            vec[:n] = self._vec[:n]
-            self._vec = vec
+            if self._file is not None:
+                self._file = self._file.moved(n, cap)
+                self._vec = self._file.array
+            else:
+                vec = np.empty((cap, self.dim), np.float32)
+                vec[:n] = self._vec[:n]
+                self._vec = vec
             more = np.zeros((cap, self.extra_dim), np.float32)
             more[:n] = self._extra[:n]
             self._extra = more
             self._ids = np.resize(self._ids, cap)
             self._alive = np.resize(self._alive, cap)
-        self._vec[n:n + m] = vectors
+        if m:
+            self._writable()
+            self._vec[n:n + m] = vectors
         self._extra[n:n + m] = 0 if extra is None else extra
         self._ids[n:n + m] = ids
         self._alive[n:n + m] = True
@@ -119,7 +153,9 @@ class VectorStore:
         new_n = self.n_rows - len(rows)
         holes = rows[rows < new_n]
         tail = np.setdiff1d(np.arange(new_n, self.n_rows), rows, assume_unique=True)
-        self._vec[holes] = self._vec[tail]
+        if len(holes):
+            self._writable()
+            self._vec[holes] = self._vec[tail]
         self._extra[holes] = self._extra[tail]
         self._ids[holes] = self._ids[tail]
         self._row.update(zip(self._ids[holes].tolist(), holes.tolist(), strict=True))
@@ -131,6 +167,7 @@ class VectorStore:
         if self.n_dead == 0:
             return
         keep = np.flatnonzero(self.alive)
+        self._writable()
         step = 1 << 16  # in place, chunk by chunk: keep[i] >= i so sources are never overwritten early
         for a in range(0, len(keep), step):
             chunk = keep[a:a + step]
@@ -147,6 +184,8 @@ class VectorStore:
         np.save(directory / "alive.npy", self.alive)
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> VectorStore:
-        return cls(dim, np.load(directory / "vectors.npy"), np.load(directory / "ids.npy"),
-                   np.load(directory / "alive.npy"))
+    def load(cls, directory: Path, dim: int, mmap: bool = False) -> VectorStore:
+        """The store saved in ``directory``; ``mmap``: keep the vectors in the file (``vestis.index.mapped``)."""
+        path = directory / "vectors.npy"
+        vectors = MappedRows.open(path) if mmap else np.load(path)
+        return cls(dim, vectors, np.load(directory / "ids.npy"), np.load(directory / "alive.npy"))

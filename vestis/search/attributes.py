@@ -6,9 +6,12 @@ weight (``"colour:2; sleeve length"``). A part matches an attribute of the colle
 lower-cased with spaces, ``_`` and ``-`` removed (and a trailing ``labels``, as in FashionAI's
 ``sleeve_length_labels``), it equals the attribute's name, its singular, or a synonym of it
 (:data:`SYNONYMS`: "color" is colour, "neck line" is neckline, "collar design" is collar,
-"article type" and "type" are articleType or category, ...). Text that matches nothing is an error
-listing the valid attributes. Matching by text-embedding similarity is left for when vestis has a
-text encoder.
+"article type" and "type" are articleType or category, ...). With a text encoder
+(:func:`parse_attributes_by_meaning`), a part that matches nothing is read as the attribute whose
+name is nearest in meaning ("arm length" -> sleeve length, "hue" -> colour) when the cosine
+similarity of their sentence embeddings is at least :data:`NEAREST_MIN_SIMILARITY`; the caller
+is told which attribute was used. Text that matches nothing is an error listing the valid
+attributes.
 
 **Scoring.** Each attribute has its own embedding space; an item's score is the weighted sum of
 its per-attribute cosine similarities to the query, ``sum_a w_a cos(q_a, x_a)`` (weights default
@@ -27,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,12 +41,15 @@ from vestis.encoders.attribute_encoder import AttributeEncoder
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
+from vestis.encoders.text import TextEncoder
 from vestis.errors import VestisError
 from vestis.search.results import Query, SearchResponse, check_options, hits_for, top_k
 from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import Collection
 
 COLOUR_ATTRIBUTES = {"colour", "color", "basecolour", "basecolor"}  # normalised names
+NEAREST_MIN_SIMILARITY = 0.5  # chosen on a handful of phrases with and without a right answer (BENCHMARKS.md)
+SPELLED_OUT = {"sleevelength": "sleeve length", "neckline": "neck line"}  # names written as one word
 COLOUR_FUSION = 1.0  # descriptor weight beside the learned colour, chosen by measurement (BENCHMARKS.md)
 _SEPARATORS = re.compile(r"\s*(?:[;,+]|\band\b|\bwith\b)\s*", re.IGNORECASE)
 _WEIGHT = re.compile(r"^(?P<name>.*?)\s*[:=]\s*(?P<weight>[^:=]*)$")
@@ -115,11 +121,49 @@ def match_attribute(phrase: str, valid: Sequence[str]) -> str | None:
     return None
 
 
-def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str]) -> dict[str, float]:
+def attribute_phrase(name: str) -> str:
+    """An attribute name as words: "sleeve_length_labels" -> "sleeve length", "baseColour" -> "base colour"."""
+    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", name).replace("_", " ").replace("-", " ").lower().split()
+    words = words[:-1] if words[-1:] == ["labels"] else words
+    return " ".join(SPELLED_OUT.get(w, w) for w in words)
+
+
+def nearest_attribute(phrase: str, valid: Sequence[str], encoder: TextEncoder) -> tuple[str, float] | None:
+    """The attribute of ``valid`` nearest ``phrase`` in meaning and the similarity, or None when
+    none reaches :data:`NEAREST_MIN_SIMILARITY`."""
+    if not valid:
+        return None
+    vectors = encoder.embed([phrase, *(attribute_phrase(v) for v in valid)])
+    similarity = vectors[1:] @ vectors[0]
+    best = int(np.argmax(similarity))
+    return (valid[best], float(similarity[best])) if similarity[best] >= NEAREST_MIN_SIMILARITY else None
+
+
+def parse_attributes_by_meaning(raw: str | Sequence[str] | None, valid: Sequence[str],
+                                text_encoder: Callable[[], TextEncoder]
+                                ) -> tuple[dict[str, float], dict[str, tuple[str, float]]]:
+    """:func:`parse_attributes`, reading a part that names no attribute as the nearest one in
+    meaning (``text_encoder()`` is called only then); returns the weights and, for each part so
+    read, (attribute, similarity)."""
+    resolved: dict[str, tuple[str, float]] = {}
+
+    def resolve(part: str) -> str | None:
+        found = nearest_attribute(part, valid, text_encoder())
+        if found is not None:
+            resolved[part] = found
+        return found[0] if found else None
+
+    return parse_attributes(raw, valid, resolve=resolve), resolved
+
+
+def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str],
+                     resolve: Callable[[str], str | None] | None = None) -> dict[str, float]:
     """Attribute names -> weights, in the order given, from free text or a list of parts.
 
-    Raises VestisError naming the valid attributes when a part matches none, or when a weight is
-    not a positive number. A part given twice adds its weights. Empty input gives {} (global search)."""
+    ``resolve`` reads a part that matches no attribute by name or synonym (None: it matches
+    nothing). Raises VestisError naming the valid attributes when a part matches none, or when a
+    weight is not a positive number. A part given twice adds its weights. Empty input gives {}
+    (global search)."""
     texts = [raw] if isinstance(raw, str) else list(raw or [])
     parts = [p for t in texts for p in split_attribute_text(str(t))]
     if not parts:
@@ -141,6 +185,8 @@ def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str]) -> d
             if not (math.isfinite(weight) and weight > 0):
                 raise VestisError(f"the weight of {part!r} must be a positive number, got {m['weight']!r}")
         name = match_attribute(part, valid) if part else None
+        if name is None and part and resolve is not None:
+            name = resolve(part)
         if name is None:
             unknown.append(part)
             continue
@@ -262,14 +308,18 @@ class AttributeSearcher:
         t0 = time.perf_counter()
         dim = self.index.dim
         fuse = query.colour is not None and bool(self.collection.colour_dim)
+        per_attribute = {}
+        for name, weight in weights.items():
+            if fuse and normalise(name) in COLOUR_ATTRIBUTES:  # learned colour and descriptor, averaged
+                colour_weight += weight * COLOUR_FUSION / (1 + COLOUR_FUSION)
+                weight = weight / (1 + COLOUR_FUSION)
+            per_attribute[self.attributes.index(name)] = weight
+        if hasattr(self.index, "search_weighted"):  # the store ranks on its server (Milvus)
+            return self._search_in_store(query, per_attribute, colour_weight, k, offset, filters, timings, t0)
         with self.index.lock:  # a catch-up by another thread must not move rows while they are scored
             vids, vectors, _ = self.index.table().view
             scores = np.zeros(len(vids), np.float32)
-            for name, weight in weights.items():  # only the asked attributes' columns are read
-                a = self.attributes.index(name)
-                if fuse and normalise(name) in COLOUR_ATTRIBUTES:  # learned colour and descriptor, averaged
-                    colour_weight += weight * COLOUR_FUSION / (1 + COLOUR_FUSION)
-                    weight = weight / (1 + COLOUR_FUSION)
+            for a, weight in per_attribute.items():  # only the asked attributes' columns are read
                 scores += weight * (vectors[:, a * dim : (a + 1) * dim] @ query.attributes[a])
             vids = vids.copy()
         if filters:
@@ -289,8 +339,25 @@ class AttributeSearcher:
                 vids, scores, rows = vids[rows >= 0], scores[rows >= 0], rows[rows >= 0]
                 scores += colour_weight * (colours[rows] @ query.colour)
         order = top_k(scores, k + offset)[offset:]
+        return self._response(vids[order], scores[order], len(vids), timings, t0)
+
+    def _search_in_store(self, query, per_attribute, colour_weight, k, offset, filters, timings, t0):
+        """One inner-product search in the store: each asked attribute's query vector times its
+        weight, zeros for the others, then the colour descriptor times the colour weight, against
+        rows that hold the item's attribute vectors and colour descriptor side by side."""
+        dim = self.index.dim
+        vector = np.zeros(len(self.attributes) * dim + self.collection.colour_dim, np.float32)
+        for a, weight in per_attribute.items():
+            vector[a * dim : (a + 1) * dim] = weight * query.attributes[a]
+        if colour_weight:
+            vector[len(self.attributes) * dim :] = colour_weight * query.colour
+        vids, scores, candidates = self.index.search_weighted(
+            vector, k + offset, filters=filters, exclude=query.exclude)
+        return self._response(vids[offset:], scores[offset:], candidates, timings, t0)
+
+    def _response(self, vids, scores, candidates, timings, t0) -> SearchResponse:
         t1 = time.perf_counter()
-        hits = hits_for(self.collection, vids[order], scores[order])
+        hits = hits_for(self.collection, vids, scores)
         timings["search"] = (t1 - t0) * 1000
         timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
-        return SearchResponse(hits, timings, len(vids))
+        return SearchResponse(hits, timings, candidates)

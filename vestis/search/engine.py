@@ -7,7 +7,10 @@ or with the attribute searcher when attributes are named, after checking filters
 Writing: :meth:`Engine.index` brings the collection in line with a catalogue, :meth:`Engine.add`
 adds items through the same item builder (so an item added by the API is embedded exactly as
 ``vestis index`` embeds it), :meth:`Engine.remove` removes items; every write keeps the attribute
-vectors in step when the collection has an attribute model.
+vectors in step when the collection has an attribute model, and the joint text-image vectors when
+it has a joint model. A text query (:meth:`Engine.text_query`: words, images and example items
+with weights and negatives, :mod:`vestis.search.text`) is one more kind of query that
+:meth:`Engine.search` answers.
 """
 
 from __future__ import annotations
@@ -24,16 +27,21 @@ from PIL import Image
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.data.images import MAX_PIXELS, decode_image
 from vestis.encoders.base import ImageEncoder
+from vestis.encoders.batching import BatchingEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder
+from vestis.encoders.text import TextEncoder, get_text_encoder
 from vestis.errors import DuplicateItemError, ImageError, VestisError
 from vestis.search.filters import check_filters
-from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes
+from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes_by_meaning
 from vestis.search.opening import open_collection, open_collection_encoder
 from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
+from vestis.search.text import DEFAULT_TEXT_WEIGHT, TextQuery, TextSearcher
 from vestis.store.attribute_index import AttributeIndex, BuildReport, build_attribute_index, update_attributes
 from vestis.store.collection import Collection, Item, NewItem
-from vestis.store.ingest import IngestReport, build_items, index_catalogue
+from vestis.store.ingest import Embedder, IngestReport, build_items, index_catalogue
+
+from vestis.store.joint_index import update_joint
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +51,33 @@ QueryImage = Image.Image | bytes | Path
 
 class Engine:
     """A collection opened for reading and writing (see the module docstring). Thread-safe as the
-    collection is; the encoder and the attribute model are loaded on first use."""
+    collection is; the encoder and the attribute model are loaded on first use. With ``batch`` > 1,
+    one-image embeds from concurrent threads (a server's requests) arriving within
+    ``batch_wait_ms`` of each other share one encoder run (``vestis.encoders.batching``)."""
 
     def __init__(self, collection: Collection, *, encoder: ImageEncoder | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> None:
         if encoder is not None:
             collection.check_encoder(encoder.version)
         self.collection = collection
         self.threads = threads
-        self._encoder = encoder
+        self.batch, self.batch_wait_ms = batch, batch_wait_ms
+        self._encoder = self._batching(encoder) if encoder is not None else None
         self._attributes: AttributeSearcher | None = None
         self._attributes_checked = False
+        self._text: TextSearcher | None = None
         self._columns: tuple[int, dict[str, list[tuple[str, int]]]] | None = None
 
     @classmethod
     def open(cls, location: Path | str, *, encoder: ImageEncoder | None = None,
-             threads: int | None = None) -> Engine:
-        return cls(open_collection(location), encoder=encoder, threads=threads)
+             threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> Engine:
+        return cls(open_collection(location), encoder=encoder, threads=threads, batch=batch,
+                   batch_wait_ms=batch_wait_ms)
+
+    def _batching(self, encoder: ImageEncoder) -> ImageEncoder:
+        if self.batch <= 1:
+            return encoder
+        return BatchingEncoder(encoder, max_batch=self.batch, max_wait_s=self.batch_wait_ms / 1000)
 
     def close(self) -> None:
         self.collection.close()
@@ -74,7 +92,7 @@ class Engine:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            self._encoder = open_collection_encoder(self.collection, threads=self.threads)
+            self._encoder = self._batching(open_collection_encoder(self.collection, threads=self.threads))
         return self._encoder
 
     @property
@@ -92,13 +110,40 @@ class Engine:
                     log.warning("attribute search is off: %s", error)
         return self._attributes
 
+    @property
+    def text(self) -> TextSearcher:
+        """The text searcher (keyword search always; vector and hybrid with a joint model)."""
+        if self._text is None:
+            self._text = TextSearcher.open(self.collection, threads=self.threads)
+        return self._text
+
+    def text_query(self, text: str | None = None, *, images: Sequence[tuple[float, QueryImage]] = (),
+                   negative_images: Sequence[tuple[float, QueryImage]] = (), items: Sequence[str] = (),
+                   negatives: Sequence[str] = (), mode: str | None = None, text_weight: float | None = None,
+                   timings: dict[str, float] | None = None) -> TextQuery:
+        """A query of words and/or weighted examples: query images (embedded by the collection's
+        encoder), item ids (``WEIGHT:ID``) and negatives of both kinds (default mode: see
+        :meth:`TextSearcher.query`)."""
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
+        positive_vectors = [(w, self.encoder.embed_images([_as_image(im)])[0]) for w, im in images]
+        negative_vectors = [(w, self.encoder.embed_images([_as_image(im)])[0]) for w, im in negative_images]
+        if images or negative_images:
+            timings["embed"] = (time.perf_counter() - t0) * 1000
+        query = self.text.query(text, images=positive_vectors, negative_images=negative_vectors, items=items,
+                                negative_items=negatives, mode=mode,
+                                text_weight=DEFAULT_TEXT_WEIGHT if text_weight is None else text_weight)
+        timings.update(query.timings)
+        return query
+
     def load(self, *, model: bool = True) -> dict[str, float]:
         """Load the vectors and index (and with ``model`` the encoder) now rather than on the first
         query; returns how long each took, in ms (``load_collection``, ``load_model``)."""
         t0 = time.perf_counter()
-        self.collection.table()
-        if self.collection.uses_ann:
-            self.collection.index()
+        if not getattr(self.collection, "searches_itself", False):  # Milvus keeps its vectors on its server
+            self.collection.table()
+            if self.collection.uses_ann:
+                self.collection.index()
         t1 = time.perf_counter()
         if model:
             self.encoder.embed_images([Image.new("RGB", (64, 64), "white")])  # warm up the session
@@ -110,10 +155,20 @@ class Engine:
         return self.attributes.attributes if self.attributes is not None else []
 
     def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
-        """Attribute weights from free text; an unknown name is an error listing the valid ones."""
+        """Attribute weights from free text; a name that matches no attribute is read as the nearest
+        one in meaning (logged: which attribute was used), else it is an error listing the valid ones."""
         if not raw:
             return {}
-        return parse_attributes(raw, self.attribute_names())
+        weights, resolved = parse_attributes_by_meaning(raw, self.attribute_names(), self.attribute_text_encoder)
+        for part, (name, similarity) in resolved.items():
+            log.warning("attribute %r read as %s (similarity %.2f)", part, name, similarity)
+        return weights
+
+    def attribute_text_encoder(self) -> TextEncoder:
+        """The text encoder that reads attribute names by meaning (the joint model's when there is one)."""
+        if self.text.model is not None:
+            return self.text.model.text_encoder
+        return get_text_encoder(threads=self.threads)
 
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
         """Metadata keys with their most frequent values, recomputed only after a write."""
@@ -168,6 +223,12 @@ class Engine:
                colour_weight: float = 0.0, timings: dict[str, float] | None = None) -> SearchResponse:
         """The ``k`` best items after ``offset``: by the global embedding, or by the named
         attributes (``attrs``: free text or parsed weights) when given."""
+        if isinstance(query, TextQuery):
+            if attrs or colour_weight:
+                raise VestisError("attributes and colour weight apply to image search only, not to text queries")
+            checked = self.check_filters(filters)
+            with self.collection.lock:
+                return self.text.search(query, k=k, offset=offset, filters=checked or None, timings=timings)
         weights = attrs if isinstance(attrs, dict) else self.parse_attrs(attrs)
         checked = self.check_filters(filters)
         with self.collection.lock:
@@ -184,16 +245,17 @@ class Engine:
 
     # ----------------------------------------------------------------- writing
     def index(self, catalogue: Catalogue, *, batch_size: int = 32, remove_missing: bool = True,
-              progress: bool = True, attribute_model: Path | None = None
+              progress: bool = True, attribute_model: Path | None = None, embed: Embedder | None = None
               ) -> tuple[IngestReport, BuildReport | None]:
         """Bring the collection in line with ``catalogue`` (only new or changed images embedded),
         then embed the new items' attribute vectors (with ``attribute_model``, which becomes the
         collection's, or with the collection's own)."""
         report = index_catalogue(self.collection, catalogue, self.encoder, batch_size=batch_size,
-                                 remove_missing=remove_missing, progress=progress)
+                                 remove_missing=remove_missing, progress=progress, embed=embed)
         attributes = update_attributes(self.collection, attribute_model, progress=progress)
         if attributes is not None:
             self._attributes_checked = False  # a new model may have been installed
+        update_joint(self.collection)
         return report, attributes
 
     def add(self, items: Sequence[CatalogueItem], *, catalogue: str) -> list[Item]:
@@ -214,6 +276,7 @@ class Engine:
             added = [self.collection.get(it.id) for it in built]
         if self.attributes is not None:
             build_attribute_index(self.collection, self.attributes.model, progress=False)
+        update_joint(self.collection)  # searchable in words at once
         return added
 
     def remove(self, item_ids: Sequence[str]) -> int:
@@ -225,6 +288,8 @@ class Engine:
         self.collection.persist()
         if self.attributes is not None:
             self.attributes.index.save()
+        if self._text is not None and self._text.index is not None:
+            self._text.index.save()
 
     def info(self) -> dict[str, Any]:
         return self.collection.info()
@@ -233,3 +298,12 @@ class Engine:
 def default_threads(workers: int) -> int:
     """Inference threads per worker, splitting the cores so concurrent queries do not oversubscribe."""
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _as_image(image: QueryImage) -> Image.Image:
+    """A query image given as PIL, encoded bytes or a file path, decoded."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, Path):
+        return decode_image(image.read_bytes(), source=str(image))
+    return decode_image(bytes(image), max_pixels=MAX_PIXELS, source="query")

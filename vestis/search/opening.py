@@ -7,12 +7,13 @@ from pathlib import Path
 from vestis.encoders import get_encoder
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
+from vestis.store import factory
 from vestis.store.collection import Collection
 
 
 def open_collection(location: Path | str) -> Collection:
-    """The collection at ``location`` (a directory)."""
-    return Collection.open(location)
+    """The collection at ``location``: a directory, or a Milvus location (see vestis.store.location)."""
+    return factory.open_collection(location)
 
 
 def open_collection_encoder(collection: Collection, threads: int | None = None) -> ImageEncoder:

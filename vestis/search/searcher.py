@@ -76,11 +76,14 @@ class Searcher:
         t0 = time.perf_counter()
         coll = self.collection
         with coll.lock:
-            table = coll.table()
-            if filters or not coll.uses_ann:
-                vids, scores, candidates = self._score_table(query, table, filters, colour_weight, want)
+            if getattr(coll, "searches_itself", False):  # a store that ranks on its server (Milvus)
+                vids, scores, candidates = coll.search_vectors(
+                    query.vector, want, filters=filters, exclude=query.exclude, colour=query.colour,
+                    colour_weight=colour_weight)
+            elif filters or not coll.uses_ann:
+                vids, scores, candidates = self._score_table(query, coll.table(), filters, colour_weight, want)
             else:
-                vids, scores, candidates = self._score_ann(query, table, colour_weight, want)
+                vids, scores, candidates = self._score_ann(query, coll.table(), colour_weight, want)
         t1 = time.perf_counter()
         hits = hits_for(coll, vids[offset:want], scores[offset:want])
         t2 = time.perf_counter()

@@ -1,7 +1,9 @@
 """The lifecycle of a collection's ANN index: the automatic choice, load, catch-up, save.
 
 ``index-G/`` holds the index as of generation G and ``index.json`` points at the current one
-(``{"dir", "generation", "spec"}``). A loaded index is caught up to the vector table's generation
+(``{"dir", "generation", "spec"}``). A saved index is loaded with its float32 vectors left in its
+file (``vestis.index.mapped``: re-scoring reads the few rows it needs), so the collection's vector
+table is the only copy in memory. A loaded index is caught up to the vector table's generation
 with the removals and additions SQLite logged after G; an unreadable or stale one (another spec) is
 rebuilt from the table. Saving writes a new directory aside, then swaps the pointer.
 """
@@ -53,7 +55,8 @@ class IndexFiles:
                 state = json.loads(pointer.read_text())
                 saved = int(state["generation"])
                 if state.get("spec") == make_index(spec, self.dim).spec and saved <= table.synced:
-                    index = load_index(self.path / state["dir"])
+                    # the index's float32 vectors stay in its file: the table holds the one copy in memory
+                    index = load_index(self.path / state["dir"], mmap=True)
                     with db.snapshot():
                         changes = db.changes(saved, table.synced)
                     if changes.removed:

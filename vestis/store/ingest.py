@@ -3,8 +3,9 @@
 Only new or changed images are embedded (by change stamp, then content hash): an image whose
 bytes the collection already holds under any id (a renamed item, a moved or touched file) takes
 the stored vectors instead of going through the encoder. Items that left the catalogue are
-removed; each batch is committed on its own, so a killed run loses at most the batch in flight and
-re-running finishes the job. Unreadable images are reported and skipped.
+removed; each batch is committed on its own, so a killed run loses at most the batches in flight
+(being embedded or written) and re-running finishes the job. Unreadable images are reported and
+skipped.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
-from vestis.encoders.pipeline import embed_items
+from vestis.encoders.pipeline import EmbeddedBatch, StoredLookup, embed_items
 from vestis.store.collection import Collection, NewItem
+from vestis.store.factory import collection_exists, create_collection, open_collection
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,31 @@ class IngestReport:
         }
 
 
-def open_or_create(path: Path, encoder: ImageEncoder, index_spec: str | None) -> Collection:
-    """Open the collection at ``path`` (checking the encoder) or create it for ``encoder``."""
-    if Collection.exists(path):
-        collection = Collection.open(path)
+class Embedder(Protocol):
+    """Embeds catalogue items into batches keyed by item id (vectors, colours, content hashes,
+    failures); ``stored`` may give vectors already held for the same bytes."""
+
+    def __call__(self, encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+                 stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]: ...
+
+
+def embed_locally(encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+                  stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]:
+    """Embed in this process: reading and decoding in threads, inference in batches."""
+    return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
+                       with_colour=True, progress=progress, total=len(items), stored=stored)
+
+
+def open_or_create(path: Path | str, encoder: ImageEncoder, index_spec: str | None) -> Collection:
+    """Open the collection at ``path`` (a directory or a Milvus location; checking the encoder) or
+    create it for ``encoder``."""
+    if collection_exists(path):
+        collection = open_collection(path)
         collection.check_encoder(encoder.version)
         if index_spec and index_spec != collection.index_spec:
             collection.set_index_spec(index_spec)
         return collection
-    return Collection.create(
+    return create_collection(
         path,
         encoder_name=encoder.name,
         encoder_version=encoder.version,
@@ -85,8 +104,10 @@ def index_catalogue(
     batch_size: int = 32,
     remove_missing: bool = True,
     progress: bool = True,
+    embed: Embedder | None = None,
 ) -> IngestReport:
-    """Bring ``collection`` in line with ``catalogue``; see the module docstring."""
+    """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``embed`` does the
+    embedding (default :func:`embed_locally`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray)."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -123,7 +144,7 @@ def index_catalogue(
 
     for fresh, same_content, failures, reused in build_items(
         encoder, list(todo.values()), known, catalogue_key, batch_size=batch_size, progress=progress,
-        stored=stored,
+        stored=stored, embed=embed,
     ):
         for item_id, source, reason in failures:
             log.warning("skipped %s (%s): %s", item_id, source, reason)
@@ -157,6 +178,7 @@ def build_items(
     batch_size: int = 32,
     progress: bool = True,
     stored: Callable[[str], tuple[np.ndarray, np.ndarray | None] | None] | None = None,
+    embed: Embedder | None = None,
 ) -> Iterator[tuple[list[NewItem], list[tuple[str, str]], list[tuple[str, str, str]], int]]:
     """The item builder: embed catalogue items batch by batch into :class:`NewItem` rows (vector,
     colour, content hash, labels, stamp). ``stored(hash)`` gives vectors already held for the same
@@ -164,15 +186,7 @@ def build_items(
     content did not change, (id, source, reason) of items that could not be read, how many items
     took stored vectors)."""
     by_id = {item.id: item for item in items}
-    stream = embed_items(
-        encoder,
-        ((item.id, item.read) for item in items),
-        batch_size=batch_size,
-        with_colour=True,
-        progress=progress,
-        total=len(items),
-        stored=stored,
-    )
+    stream = (embed or embed_locally)(encoder, items, batch_size=batch_size, progress=progress, stored=stored)
     for batch in stream:
         failures = [(key, by_id[key].source, reason) for key, reason in batch.failures]
         fresh, same_content = [], []

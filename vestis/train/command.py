@@ -47,7 +47,12 @@ log = logging.getLogger(__name__)
 def train_from_config(config_path: str | Path, overrides: list[str] | None = None, *,
                       find_lr: bool = False) -> dict[str, Any]:
     """Load the config, apply ``key=value`` overrides, then train (or, with ``find_lr``, only run
-    the LR range test). Returns the run summary (also written to ``metrics.json``)."""
+    the LR range test). A config with a ``text`` section trains a joint text-image space
+    (:mod:`vestis.train.joint`). Returns the run summary (also written to ``metrics.json``)."""
+    from vestis.train.joint import is_joint_config, train_joint_from_config
+
+    if is_joint_config(config_path):
+        return train_joint_from_config(config_path, overrides, find_lr=find_lr)
     return run(load_config(config_path, overrides), find_lr=find_lr)
 
 

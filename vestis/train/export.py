@@ -103,17 +103,20 @@ def export_encoder(backbone: nn.Module, head: EmbeddingHead, path: str | Path, *
 def export_checkpoint(checkpoint: str | Path, path: str | Path | None = None, *, name: str | None = None,
                       version: str = "1", example: torch.Tensor | None = None) -> Path:
     """Export a training checkpoint (``best.pt``) to ``path`` (default: ``model.onnx`` beside it)."""
-    from vestis.encoders import BUILTIN_PREPROCESSING, REVISION
+    from vestis.encoders import BUILTIN_PREPROCESSING, get_encoder_version
+    from vestis.encoders.quantize import backbone_of
     from vestis.encoders.torch_models import BUILDERS
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    backbone_name = ckpt["backbone"]
+    # A head trained on an 8-bit encoder's features is exported on its float32 network: the
+    # quantized graph has no torch twin, and its features match the float ones closely.
+    backbone_name = backbone_of(ckpt["backbone"]) or ckpt["backbone"]
     if backbone_name not in BUILDERS:
         raise VestisError(f"the features of {checkpoint} come from encoder {backbone_name!r}, which is not a "
                           f"built-in backbone ({', '.join(BUILDERS)}): export the head alone with export_head")
     spec = BUILTIN_PREPROCESSING[backbone_name]
-    expected = f"{backbone_name}/{spec.tag}/{REVISION}"
+    expected = get_encoder_version(ckpt["backbone"])
     if ckpt["stage"] == 1 and ckpt["encoder_version"] != expected:
         raise VestisError(f"{checkpoint} was trained on features of {ckpt['encoder_version']}, but the built-in "
                           f"backbone is now {expected}: re-index the data and train again")

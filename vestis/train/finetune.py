@@ -128,9 +128,11 @@ class BackboneHead(nn.Module):
 
 def backbone_name(cfg: RunConfig, items: Items) -> str:
     """The built-in backbone to fine-tune: ``finetune.backbone``, else the encoder of the data."""
+    from vestis.encoders.quantize import backbone_of
     from vestis.encoders.torch_models import BUILDERS
 
     name = cfg.finetune.backbone or items.encoder_name
+    name = backbone_of(name) or name  # an 8-bit encoder is fine-tuned as its float32 network
     if name not in BUILDERS:
         raise VestisError(f"cannot fine-tune {name!r}: stage 2 needs a built-in backbone "
                           f"({', '.join(BUILDERS)}); set finetune.backbone")

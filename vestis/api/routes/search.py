@@ -19,6 +19,7 @@ from vestis.api.models import (
     SearchResults,
     SubmitRequest,
     SubmitResponse,
+    TextOptions,
     form_numbers,
 )
 from vestis.api.service import Service
@@ -49,6 +50,11 @@ _FORM_SCHEMA = {
         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
         "offset": {"type": "integer", "minimum": 0, "default": 0},
         "color_weight": {"type": "number", "minimum": 0, "default": 0},
+        "text": {"type": "string", "description": "Words combined with the image (composed query)."},
+        "mode": {"type": "string", "enum": ["keyword", "vector", "hybrid"]},
+        "text_weight": {"type": "number", "minimum": 0, "maximum": 1},
+        "positive": {"type": "string", "description": 'More like these item ids, as JSON: ["15970"].'},
+        "negative": {"type": "string", "description": 'Less like these item ids, as JSON: ["15970"].'},
     },
 }
 _SEARCH_BODY = {
@@ -92,8 +98,9 @@ def _decode_base64(text: str) -> bytes:
         raise InvalidRequestError("image_base64 is not valid base64") from None
 
 
-def _form_options(fields: list[tuple[str, str]]) -> SearchOptions:
-    """Search options from multipart text fields (each at most once; filters as JSON)."""
+def _form_options(fields: list[tuple[str, str]]) -> tuple[SearchOptions, TextOptions]:
+    """Search and text options from multipart text fields (each at most once; filters, positive
+    and negative as JSON)."""
     data: dict[str, Any] = {}
     for key, value in fields:
         if key in data:
@@ -101,11 +108,44 @@ def _form_options(fields: list[tuple[str, str]]) -> SearchOptions:
         data[key] = value
     if "filters" in data:
         data["filters"] = json_field(data["filters"] or "{}", "filters", '{"baseColour": ["Blue"]}')
-    return validate(SearchOptions, form_numbers(data))
+    for key in ("positive", "negative"):
+        if key in data:
+            data[key] = json_field(data[key] or "[]", key, '["15970"]')
+    data = form_numbers(data)
+    text = {key: data.pop(key) for key in list(data) if key in TextOptions.model_fields}
+    return validate(SearchOptions, data), validate(TextOptions, text)
+
+
+async def run_text_search(service: Service, options: SearchOptions, text: TextOptions, *, image: bytes | None,
+                          item_id: str | None) -> SearchResults:
+    """Words and/or several examples, composed and answered by the engine (a text query)."""
+    started = time.perf_counter()
+    engine = service.engine
+    if options.attrs:
+        raise InvalidRequestError("attrs cannot be combined with text, positive or negative")
+    if options.color_weight:
+        raise InvalidRequestError("color_weight applies to image search only, not to text queries")
+    if image is not None:
+        service.check_size(len(image), "the image")
+
+    def work() -> tuple[SearchResponse, dict[str, float], str]:
+        timings = {"queue": (time.perf_counter() - started) * 1000}
+        filters = engine.check_filters(options.filters)
+        query = engine.text_query(text.text, images=[(1.0, image)] if image is not None else [],
+                                  items=([item_id] if item_id is not None else []) + list(text.positive),
+                                  negatives=text.negative, mode=text.mode, text_weight=text.text_weight,
+                                  timings=timings)
+        response = engine.search(query, k=options.k, offset=options.offset, filters=filters, timings=timings)
+        return response, timings, query.mode
+
+    response, timings, mode = await service.run(work)
+    timings["total"] = (time.perf_counter() - started) * 1000
+    info = {"type": "text", "mode": mode, **({"text": text.text} if text.text is not None else {})}
+    return SearchResults.build(response, k=options.k, offset=options.offset, query=info, timings_ms=timings)
 
 
 @router.post("/search", response_model=SearchResults, responses=ERRORS, openapi_extra=_SEARCH_BODY,
-             summary="Search by an uploaded image (multipart), a base64 image or an item id (JSON)")
+             summary="Search by an uploaded image (multipart), a base64 image, an item id, words or examples")
 async def search(request: Request, service: ServiceDep) -> SearchResults:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
@@ -115,12 +155,18 @@ async def search(request: Request, service: ServiceDep) -> SearchResults:
                 raise InvalidRequestError("a multipart search needs the query image in the 'file' field")
             data = await read_upload(upload, service)
             name = upload.filename or "upload"
-            options = _form_options([(key, value) for key, value in form.multi_items() if isinstance(value, str)])
+            options, text = _form_options([(key, value) for key, value in form.multi_items()
+                                           if isinstance(value, str)])
+        if text.is_text_query:
+            return await run_text_search(service, options, text, image=data, item_id=None)
         return await run_search(service, lambda t, a: service.query_from_bytes(data, t, attributes=a, source=name),
                                 options, {"type": "image"})
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaTypeError(f"send JSON or multipart/form-data, not {content_type!r}")
     body = validate(SearchRequest, await request.body())
+    if body.is_text_query:
+        image = _decode_base64(body.image_base64) if body.image_base64 is not None else None
+        return await run_text_search(service, body, body, image=image, item_id=body.item_id)
     if body.item_id is not None:
         item_id = body.item_id
         return await run_search(service, lambda _t, a: service.query_from_item(item_id, attributes=a), body,

@@ -1,4 +1,5 @@
-// vestis web page: browse the catalogue, search it by a photo (drop, paste, pick) or by any item.
+// vestis web page: browse the catalogue, search it in words, by a photo (drop, paste, pick), by both, or
+// by any item; results marked "more like this" (+) and "less like this" (−) refine the query.
 // Plain JavaScript, no build step, no network beyond this server.
 "use strict";
 
@@ -7,6 +8,9 @@ const TITLE_KEYS = ["productDisplayName", "name", "title", "description"];
 const state = {
   info: null,
   query: null, // {kind: "image", file, url} or {kind: "item", id}
+  text: "", // words of the query ("" when none)
+  positive: new Set(), // ids marked "more like this"
+  negative: new Set(), // ids marked "less like this"
   attrs: new Set(),
   shown: 0, // results (or browsed items) on screen: the offset of the next page
   seq: 0, // number of the latest request: answers to older ones are dropped
@@ -140,7 +144,53 @@ function showQuery(src, caption) {
   $("query-caption").hidden = false;
 }
 
+function isTextQuery() {
+  return Boolean(state.text || state.positive.size || state.negative.size);
+}
+
+function textFields() {
+  const fields = {};
+  if (state.text) fields.text = state.text;
+  if (state.positive.size) fields.positive = [...state.positive];
+  if (state.negative.size) fields.negative = [...state.negative];
+  return fields;
+}
+
+function textRequestFor(offset) {
+  const options = { k: Number($("k").value), offset, filters: currentFilters() };
+  if (state.query && state.query.kind === "image") {
+    const form = new FormData();
+    form.append("file", state.query.file, state.query.file.name || "query.jpg");
+    for (const [key, value] of Object.entries({ ...options, ...textFields() })) {
+      form.append(key, typeof value === "string" || typeof value === "number" ? String(value) : JSON.stringify(value));
+    }
+    return { method: "POST", body: form };
+  }
+  const body = { ...options, ...textFields() };
+  if (state.query && state.query.kind === "item") body.item_id = state.query.id;
+  return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+}
+
+function showRefinement() {
+  const parts = [];
+  if (state.positive.size) parts.push(`more like ${state.positive.size}`);
+  if (state.negative.size) parts.push(`less like ${state.negative.size}`);
+  $("refine-text").textContent = parts.length ? `Refined: ${parts.join(" · ")}` : "";
+  $("refine").hidden = parts.length === 0;
+}
+
+function mark(id, positive) {
+  const add = positive ? state.positive : state.negative;
+  const other = positive ? state.negative : state.positive;
+  other.delete(id);
+  if (add.has(id)) add.delete(id);
+  else add.add(id);
+  showRefinement();
+  search();
+}
+
 function requestFor(offset) {
+  if (isTextQuery()) return textRequestFor(offset);
   const options = {
     k: Number($("k").value),
     offset,
@@ -166,7 +216,7 @@ function requestFor(offset) {
 }
 
 async function search(append = false) {
-  if (!state.query) return;
+  if (!state.query && !isTextQuery()) return;
   const seq = ++state.seq;
   const offset = append ? state.shown : 0;
   showError("");
@@ -214,7 +264,24 @@ function cardFor(hit, rank) {
   labelLine.className = "labels";
   labelLine.textContent = labels.slice(0, 4).join(" · ");
   caption.append(score, name, labelLine);
-  figure.append(img, caption);
+  const marks = document.createElement("span");
+  marks.className = "marks";
+  for (const [positive, symbol, label] of [[true, "+", "more like this"], [false, "−", "less like this"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `mark ${positive ? "plus" : "minus"}`;
+    button.textContent = symbol;
+    button.title = label;
+    button.setAttribute("aria-label", `${label}: ${title}`);
+    button.setAttribute("aria-pressed", String((positive ? state.positive : state.negative).has(hit.id)));
+    button.addEventListener("click", (e) => {
+      e.stopPropagation();
+      mark(hit.id, positive);
+    });
+    button.addEventListener("keydown", (e) => e.stopPropagation());
+    marks.appendChild(button);
+  }
+  figure.append(img, caption, marks);
   const open = () => setItemQuery(hit.id);
   figure.addEventListener("click", open);
   figure.addEventListener("keydown", (e) => {
@@ -299,8 +366,21 @@ function wire() {
   });
   $("colour").addEventListener("input", () => { $("colour-out").value = $("colour").value; });
   $("colour").addEventListener("change", () => search());
-  $("k").addEventListener("change", () => (state.query ? search() : browse()));
-  $("more").addEventListener("click", () => (state.query ? search(true) : browse(true)));
+  $("k").addEventListener("change", () => (state.query || isTextQuery() ? search() : browse()));
+  $("more").addEventListener("click", () => (state.query || isTextQuery() ? search(true) : browse(true)));
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.text = $("text").value.trim();
+    if (state.query || isTextQuery()) search();
+    else browse();
+  });
+  $("clear-examples").addEventListener("click", () => {
+    state.positive.clear();
+    state.negative.clear();
+    showRefinement();
+    if (state.query || isTextQuery()) search();
+    else browse();
+  });
   $("clear-filters").addEventListener("click", () => {
     for (const select of document.querySelectorAll("#filters select")) select.value = "";
     search();

