@@ -206,11 +206,12 @@ def measure_transfer(cfg: RunConfig, task: TrainingTask, kind: ModelKind, sets: 
     :func:`load_transfer_sets`), the notes of the sets ``skipped``, and a warning for each set the
     model made worse (logged too)."""
     start = time.perf_counter()
-    if sets and kind.embed_transfer(cfg, task, sets[0]) is None:
+    vectors = {tset.title: kind.embed_transfer(cfg, task, tset) for tset in sets}
+    if any(v is None for v in vectors.values()):
         note = "transfer sets are not measured for this kind of model"
         log.warning(note)
         return {"transfer_skipped": [*skipped, note]}
-    results = measure(sets, lambda tset: kind.embed_transfer(cfg, task, tset))
+    results = measure(sets, lambda tset: vectors[tset.title])
     warnings = warnings_for(results)
     for warning in warnings:
         log.warning("%s", warning)

@@ -157,7 +157,7 @@ def finetune_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTa
         if init["classes"] != classes or init["stage"] != 1 or init["backbone"] != name:
             raise VestisError(f"finetune.init {cfg.finetune.init} is not a stage-1 checkpoint of backbone {name} "
                               "with the same classes (same data, labels and split)")
-        head.load_state_dict(init["model"])
+        head.load_state_dict({k: v for k, v in init["model"].items() if k != "centre"})  # stage 2 keeps no backbone part
         criterion.load_state_dict(init["criterion"])
     model = BackboneHead(backbone, head, cfg.finetune.freeze_bn)
     spec = BUILTIN_PREPROCESSING[name]
