@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from vestis.errors import EncoderMismatchError, VestisError
+from vestis.errors import VestisError
 from vestis.index import make_index
 from vestis.index.auto import EXACT_SPEC, concrete_spec, describe_choice, is_auto
 from vestis.index.base import VectorIndex
 from vestis.index.vectors import VectorStore
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
 from vestis.store.db import DB_NAME, Item, ItemDB, NewItem
+from vestis.store.settings import StoreSettings
 from vestis.store.table import SyncedTable
 
 __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
@@ -47,7 +48,7 @@ __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
 LOCK_NAME = ".derived.lock"  # held while derived files (vector cache, index) are written
 
 
-class Collection:
+class Collection(StoreSettings):
     """A persistent, incrementally updatable collection of embedded catalogue items.
 
     Thread-safe: one lock serialises writes and in-memory updates; searches read the in-memory
@@ -111,46 +112,17 @@ class Collection:
         """True when ``path`` holds a complete collection (its settings were committed)."""
         return ItemDB.exists(Path(path))
 
+    @property
+    def location(self) -> Path:
+        return self.path
+
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> Collection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ----------------------------------------------------------------- settings
-    @property
-    def encoder_name(self) -> str:
-        return self.settings["encoder_name"]
-
-    @property
-    def encoder_source(self) -> str:
-        """What :func:`vestis.encoders.get_encoder` opens this collection's encoder from: a
-        built-in name or the path of the ONNX model the collection was indexed with."""
-        return self.settings.get("encoder_source") or self.encoder_name
-
-    @property
-    def encoder_version(self) -> str:
-        return self.settings["encoder_version"]
-
-    @property
-    def index_spec(self) -> str:
-        return self.settings["index_spec"]
-
     @property
     def generation(self) -> int:
         return self.db.generation()
-
-    def check_encoder(self, version: str) -> None:
-        """Refuse vectors from an encoder other than the one that built this collection."""
-        if version != self.encoder_version:
-            raise EncoderMismatchError(
-                f"collection {self.path} was built with encoder {self.encoder_name!r} "
-                f"(version {self.encoder_version}); vectors from version {version} are not comparable. "
-                f"Use --encoder {self.encoder_source}, or build a new collection for this encoder."
-            )
 
     def set_setting(self, key: str, value: str) -> None:
         self.db.set_settings({key: value})

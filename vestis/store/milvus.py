@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index, exact_limit, i
 from vestis.index.vectors import VectorStore
 from vestis.store.db import Item, NewItem, metadata_json
 from vestis.store.location import Location, milvus_credentials, parse_location
+from vestis.store.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,7 +127,7 @@ def _auto_to_milvus(local_spec: str) -> str:
     return {EXACT_SPEC: "exact", ANN_SPEC: "hnsw"}[local_spec]
 
 
-class MilvusCollection:
+class MilvusCollection(StoreSettings):
     """A vestis collection stored in Milvus (see the module docstring). Thread-safe."""
 
     searches_itself = True  # ranking runs in Milvus: callers pass queries to search_vectors
@@ -287,29 +288,7 @@ class MilvusCollection:
         with self._lock:
             self._client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ----------------------------------------------------------------- settings
-    @property
-    def encoder_name(self) -> str:
-        return self.settings["encoder_name"]
-
-    @property
-    def encoder_source(self) -> str:
-        return self.settings.get("encoder_source") or self.encoder_name
-
-    @property
-    def encoder_version(self) -> str:
-        return self.settings["encoder_version"]
-
-    @property
-    def index_spec(self) -> str:
-        return self.settings["index_spec"]
-
     @property
     def active_index_spec(self) -> str:
         return self.settings.get("index_active", "exact")
@@ -321,14 +300,6 @@ class MilvusCollection:
     @property
     def lock(self) -> threading.RLock:
         return self._lock
-
-    def check_encoder(self, version: str) -> None:
-        if version != self.encoder_version:
-            raise EncoderMismatchError(
-                f"collection {self.location} was built with encoder {self.encoder_name!r} "
-                f"(version {self.encoder_version}); vectors from version {version} are not comparable. "
-                f"Use --encoder {self.encoder_source}, or build a new collection for this encoder."
-            )
 
     def set_setting(self, key: str, value: str) -> None:
         self.set_settings({key: value})

@@ -1,0 +1,51 @@
+"""What every store (the local collection, Milvus) derives from its settings: the encoder that
+built it and the index spec it was given; and closing as a context manager."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from vestis.errors import EncoderMismatchError
+
+
+class StoreSettings:
+    """Mixed into a store that has ``settings`` (str -> str), ``close()`` and a printable ``location``."""
+
+    settings: dict[str, str]
+    location: Any
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def encoder_name(self) -> str:
+        return self.settings["encoder_name"]
+
+    @property
+    def encoder_source(self) -> str:
+        """What :func:`vestis.encoders.get_encoder` opens this collection's encoder from: a
+        built-in name or the path of the ONNX model the collection was indexed with."""
+        return self.settings.get("encoder_source") or self.encoder_name
+
+    @property
+    def encoder_version(self) -> str:
+        return self.settings["encoder_version"]
+
+    @property
+    def index_spec(self) -> str:
+        return self.settings["index_spec"]
+
+    def check_encoder(self, version: str) -> None:
+        """Refuse vectors from an encoder other than the one that built this collection."""
+        if version != self.encoder_version:
+            raise EncoderMismatchError(
+                f"collection {self.location} was built with encoder {self.encoder_name!r} "
+                f"(version {self.encoder_version}); vectors from version {version} are not comparable. "
+                f"Use --encoder {self.encoder_source}, or build a new collection for this encoder."
+            )
