@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import garment_image, jpeg_bytes
-from tests.store.test_store_contract import ROOT, _location, write_catalogue
+from tests.store.test_store_contract import INDEX_DRIVER, ROOT, _location, write_catalogue
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
 from vestis.store.factory import open_collection
@@ -69,27 +68,7 @@ def test_ray_ingest_matches_single_process(cluster, encoder, tmp_path):
         assert (again.added, again.updated, again.unchanged, again.embedded) == (0, 1, 13, 1)
 
 
-_DRIVER = textwrap.dedent("""
-    import sys
-    from vestis.data import open_catalogue
-    from vestis.encoders import get_encoder
-    from vestis.store.ingest import index_catalogue, open_or_create
-    from vestis.store.ray_ingest import RayEmbedder
 
-    encoder = get_encoder()
-    coll = open_or_create(sys.argv[2], encoder, None)
-    upsert = coll.upsert
-
-    def reporting_upsert(items):  # tells the test how many items are committed
-        vids = upsert(items)
-        print("committed", len(items), flush=True)
-        return vids
-
-    coll.upsert = reporting_upsert
-    index_catalogue(coll, open_catalogue(sys.argv[1]), encoder, batch_size=4, progress=False,
-                    embed=RayEmbedder(address=sys.argv[3], actors=2))
-    print("finished", flush=True)
-""")
 
 
 def test_killing_the_ray_driver_loses_nothing(cluster, encoder, tmp_path):
@@ -97,7 +76,7 @@ def test_killing_the_ray_driver_loses_nothing(cluster, encoder, tmp_path):
     write_catalogue(folder, 48)
     location = str(tmp_path / "c")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(folder), location, cluster], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", INDEX_DRIVER, str(folder), location, cluster], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     committed, deadline = 0, time.time() + 300
     while committed < 8 and time.time() < deadline:

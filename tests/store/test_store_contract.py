@@ -246,7 +246,7 @@ def test_incremental_reindex(kind, tmp_path, encoder):
     coll.close()
 
 
-_PROGRESS_SCRIPT = textwrap.dedent("""
+INDEX_DRIVER = textwrap.dedent("""
     import sys
     from vestis.data import open_catalogue
     from vestis.encoders import get_encoder
@@ -262,7 +262,12 @@ _PROGRESS_SCRIPT = textwrap.dedent("""
         return vids
 
     coll.upsert = reporting_upsert
-    index_catalogue(coll, open_catalogue(sys.argv[1]), encoder, batch_size=4, progress=False)
+    embed = {}
+    if len(sys.argv) > 3:  # a Ray cluster address: embed there
+        from vestis.store.ray_ingest import RayEmbedder
+
+        embed = {"embed": RayEmbedder(address=sys.argv[3], actors=2)}
+    index_catalogue(coll, open_catalogue(sys.argv[1]), encoder, batch_size=4, progress=False, **embed)
     print("finished", flush=True)
 """)
 
@@ -276,7 +281,7 @@ def test_kill_mid_index_and_resume(kind, tmp_path):
     folder = tmp_path / "many"
     write_catalogue(folder, 60)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", _PROGRESS_SCRIPT, str(folder), location], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", INDEX_DRIVER, str(folder), location], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     committed, deadline = 0, time.time() + 300
     while committed < 12 and time.time() < deadline:

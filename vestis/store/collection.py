@@ -26,7 +26,6 @@ import fcntl
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from vestis.index.base import VectorIndex
 from vestis.index.vectors import VectorStore
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
 from vestis.store.db import DB_NAME, Item, ItemDB, NewItem
-from vestis.store.settings import StoreSettings
+from vestis.store.settings import StoreSettings, new_settings
 from vestis.store.table import SyncedTable
 
 __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
@@ -88,16 +87,9 @@ class Collection(StoreSettings):
         if cls.exists(path):
             raise VestisError(f"{path} already holds a collection")
         make_index(concrete_spec(index_spec, 0, dim), dim)  # validate the spec before writing anything
-        db = ItemDB.create(path, {
-            "encoder_name": encoder_name,
-            "encoder_version": encoder_version,
-            "encoder_source": encoder_source or encoder_name,
-            "dim": str(dim),
-            "colour_dim": str(colour_dim),
-            "colour_version": colour_version,
-            "index_spec": index_spec,
-            "created_at": str(time.time()),
-        })
+        db = ItemDB.create(path, new_settings(
+            encoder_name=encoder_name, encoder_version=encoder_version, encoder_source=encoder_source, dim=dim,
+            colour_dim=colour_dim, colour_version=colour_version, index_spec=index_spec))
         return cls(path, db)
 
     @classmethod

@@ -32,7 +32,6 @@ import json
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +43,7 @@ from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index, exact_limit, i
 from vestis.index.vectors import VectorStore
 from vestis.store.db import Item, NewItem, metadata_json
 from vestis.store.location import Location, milvus_credentials, parse_location
-from vestis.store.settings import StoreSettings
+from vestis.store.settings import StoreSettings, new_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -265,18 +264,9 @@ class MilvusCollection(StoreSettings):
             call("create the items collection", client.create_collection, location.name, schema=schema,
                  index_params=index, consistency_level="Strong")
             _create_key_value(client, location.name + SETTINGS, call)
-            settings = {
-                "schema_version": SCHEMA_VERSION,
-                "encoder_name": encoder_name,
-                "encoder_version": encoder_version,
-                "encoder_source": encoder_source or encoder_name,
-                "dim": str(dim),
-                "colour_dim": str(colour_dim),
-                "colour_version": colour_version,
-                "index_spec": index_spec,
-                "index_active": "exact",
-                "created_at": str(time.time()),
-            }
+            settings = {"schema_version": SCHEMA_VERSION, "index_active": "exact", **new_settings(
+                encoder_name=encoder_name, encoder_version=encoder_version, encoder_source=encoder_source, dim=dim,
+                colour_dim=colour_dim, colour_version=colour_version, index_spec=index_spec)}
             call("write the settings", client.upsert, location.name + SETTINGS,
                  [{"key": k, "value": v, "v": [0.0, 0.0]} for k, v in settings.items()])
             return cls(location, client)

@@ -3,6 +3,7 @@ built it and the index spec it was given; and closing as a context manager."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Self
 
 from vestis.errors import EncoderMismatchError
@@ -49,3 +50,18 @@ class StoreSettings:
                 f"(version {self.encoder_version}); vectors from version {version} are not comparable. "
                 f"Use --encoder {self.encoder_source}, or build a new collection for this encoder."
             )
+
+
+def new_settings(*, encoder_name: str, encoder_version: str, encoder_source: str | None, dim: int,
+                 colour_dim: int, colour_version: str, index_spec: str) -> dict[str, str]:
+    """The settings a new collection starts with, in any store (as strings)."""
+    return {
+        "encoder_name": encoder_name,
+        "encoder_version": encoder_version,
+        "encoder_source": encoder_source or encoder_name,
+        "dim": str(dim),
+        "colour_dim": str(colour_dim),
+        "colour_version": colour_version,
+        "index_spec": index_spec,
+        "created_at": str(time.time()),
+    }
