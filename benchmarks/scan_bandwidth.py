@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from vestis.index._common import exact_search, topk  # noqa: E402
+from vestis.index.backend import exact_search, topk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

@@ -85,7 +85,7 @@ def test_truncated_vector_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
     c.upsert(new_items(rng, ["a", "b", "c"]))
     c.persist()
     c.close()
-    cache = next((tmp_path / "c" / "cache").glob("vectors-*.npz"))
+    cache = next((tmp_path / "c" / "cache").glob("vectors-*")) / "vectors.npy"
     cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
     with caplog.at_level("WARNING"):
         reopened = Collection.open(tmp_path / "c")
@@ -99,7 +99,7 @@ def test_orphan_temporary_files_are_removed_on_the_next_write(tmp_path):
     c = make(tmp_path, "hnsw")
     c.upsert(new_items(rng, ["a", "b"]))
     c.persist()
-    orphans = [tmp_path / "c" / "cache" / ".vectors-9.npz.x1.tmp", tmp_path / "c" / ".index.json.x2.tmp"]
+    orphans = [tmp_path / "c" / "cache" / ".vectors-9.x1.tmp", tmp_path / "c" / ".index.json.x2.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"torn")
     (tmp_path / "c" / ".index-9.tmp").mkdir()
@@ -107,3 +107,43 @@ def test_orphan_temporary_files_are_removed_on_the_next_write(tmp_path):
     c.persist()
     assert not any(p.exists() for p in orphans)
     assert not (tmp_path / "c" / ".index-9.tmp").exists()
+
+
+def test_reopened_table_leaves_its_vectors_in_the_cache_file(tmp_path):
+    """A reopened collection reads its vectors from ``cache/vectors-G/vectors.npy`` without copying
+    them into memory; edits never write that file, and the next save writes a new generation."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "c"
+    c = make(tmp_path)
+    items = new_items(rng, [f"i{n}" for n in range(30)])
+    c.upsert(items)
+    c.persist()
+    c.close()
+    saved = next((path / "cache").glob("vectors-*")) / "vectors.npy"
+    before = saved.read_bytes()
+
+    reopened = Collection.open(path)
+    table = reopened.table()
+    assert table.mapped
+    query = items[7].vector
+    vids, vectors, _ = table.view
+    expected = vids[np.argsort(-(np.stack([it.vector for it in items]) @ query), kind="stable")][:5]
+    assert np.array_equal(vids[np.argsort(-(vectors @ query), kind="stable")][:5], expected)
+    rows = table.rows_of(np.array([reopened.get("i7").vid, reopened.get("i2").vid]))
+    assert np.array_equal(table.take(rows), np.stack([items[7].vector, items[2].vector]))
+
+    added = new_items(rng, ["new"])
+    reopened.upsert(added)
+    reopened.remove(["i3"])
+    assert saved.read_bytes() == before  # the saved generation is never written in place
+    assert table_vids(reopened) == stored_vids(path)
+    reopened.persist()
+    reopened.close()
+    assert not saved.exists()
+
+    again = Collection.open(path)
+    assert again.table().mapped
+    assert table_vids(again) == stored_vids(path)
+    row = again.table().rows_of(np.array([again.get("new").vid]))
+    assert np.array_equal(again.table().take(row)[0], added[0].vector)
+    again.close()

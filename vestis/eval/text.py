@@ -30,7 +30,7 @@ import numpy as np
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
-from vestis.eval.report import _table, write_report
+from vestis.eval.report import markdown_table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
 from vestis.search.text import DEFAULT_FUSION, DEFAULT_KEYWORD_WEIGHT, MODES, TextQuery, TextSearcher, compose
 from vestis.store.collection import Collection, Item
@@ -324,33 +324,33 @@ def write_text_report(out_dir: Path, metrics: dict[str, Any], command: str) -> P
     md = [path.read_text()]
     fusion = metrics["fusion"]
     md += ["## Hybrid fusion (chosen on the validation split, mean P@10 of label queries)", ""]
-    md += _table(["fusion", "P@10"], list(metrics["fusion (validation mean P@10)"].items()))
+    md += markdown_table(["fusion", "P@10"], list(metrics["fusion (validation mean P@10)"].items()))
     md += [f"Chosen: {fusion['kind']}" + (f", keyword weight {fusion['keyword_weight']}"
                                           if fusion["kind"] == "weighted" else ""), ""]
     if "title retrieval" in metrics:
         t = metrics["title retrieval"]
         md += [f"## Title retrieval ({t['n_queries']} distinct test titles)", ""]
-        md += _table(["mode", "R@1", "R@10"], [[m, t[m]["R@1"], t[m]["R@10"]] for m in MODES])
+        md += markdown_table(["mode", "R@1", "R@10"], [[m, t[m]["R@1"], t[m]["R@10"]] for m in MODES])
     md += ["## Label queries (mAP@10 / P@10)", ""]
     rows = []
     for name, r in metrics["label queries"].items():
         rows.append([name, r["n_queries"], "; ".join(r["examples"])]
                     + [f"{r[m]['mAP@10']:.3f} / {r[m]['P@10']:.3f}" for m in MODES])
-    md += _table(["queries", "n", "examples", *MODES], rows)
+    md += markdown_table(["queries", "n", "examples", *MODES], rows)
     c = metrics["composed"]
     md += [f"## Composed queries (P@10, {c.get('n_queries', 0)} test queries, text weight {c['text weight']} "
            "chosen on validation)", ""]
-    md += _table(["query", "P@10"], [[k, v] for k, v in c.items() if isinstance(v, float)])
+    md += markdown_table(["query", "P@10"], [[k, v] for k, v in c.items() if isinstance(v, float)])
     if "transfer" in metrics:
         tr = metrics["transfer"]
         md += [f"## Transfer to {tr['n_items']} photos of another collection (P@10 per label value)", ""]
         for column in ("category", "colour"):
             if column in tr:
                 md += [f"### {column} (mean P@10 {tr[column]['mean P@10']:.3f})", ""]
-                md += _table(["value", "query", "P@10", "label rate"],
+                md += markdown_table(["value", "query", "P@10", "label rate"],
                              [[v, r["query"], r["P@10"], r["label rate"]] for v, r in tr[column]["values"].items()])
     lat = metrics["latency"]
-    md += ["## Latency", ""] + _table(["measure", "value"], list(lat.items()))
+    md += ["## Latency", ""] + markdown_table(["measure", "value"], list(lat.items()))
     path.write_text("\n".join(md))
     return path
 

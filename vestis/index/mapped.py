@@ -25,6 +25,7 @@ import numpy as np
 from vestis.errors import VestisError
 
 COPY_ROWS = 1 << 14  # rows copied at once when the rows move into a temporary file
+PREAD_MAX_ROWS = 4096  # above this, one system call per row costs more than gathering through the mapping
 
 
 class MappedRows:
@@ -56,8 +57,11 @@ class MappedRows:
         return out
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """``array[rows]`` for an integer array of any shape, read with ``pread``."""
+        """``array[rows]`` for an integer array of any shape: a few rows (a query's candidates) read
+        with ``pread``, many (a filtered scan) gathered through the mapping in one pass."""
         flat = np.asarray(rows, np.int64).reshape(-1)
+        if len(flat) > PREAD_MAX_ROWS:
+            return self.array[np.asarray(rows, np.int64)]
         out = np.empty((len(flat), self.array.shape[1]), np.float32)
         fd, size, base = self.file.fileno(), self.row_bytes, self.offset
         for i, row in enumerate(flat.tolist()):

@@ -96,15 +96,14 @@ class Searcher:
         if filters:
             allowed = self.collection.filter_vids(filters)
             rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
-            vids, vectors, colours = all_vids[rows], vectors[rows], colours[rows]
-        else:
-            vids = all_vids
-        if query.exclude:
-            keep = ~np.isin(vids, np.array(query.exclude, np.int64))
-            vids, vectors, colours = vids[keep], vectors[keep], colours[keep]
-        scores = vectors @ query.vector
+            vids, scores, colours = all_vids[rows], table.take(rows) @ query.vector, colours[rows]
+        else:  # one pass over the table, which may stream from its file: nothing is gathered first
+            vids, scores = all_vids, vectors @ query.vector
         if colour_weight:
             scores = scores + colour_weight * (colours @ query.colour)
+        if query.exclude:
+            keep = ~np.isin(vids, np.array(query.exclude, np.int64))
+            vids, scores = vids[keep], scores[keep]
         order = top_k(scores, want)
         return vids[order], scores[order], len(vids)
 
@@ -119,7 +118,7 @@ class Searcher:
         scores, vids = scores[keep], vids[keep]
         if colour_weight and len(vids):
             rows = table.rows_of(vids)
-            scores = (table.vectors[rows] @ query.vector) + colour_weight * (table.extra[rows] @ query.colour)
+            scores = (table.take(rows) @ query.vector) + colour_weight * (table.extra[rows] @ query.colour)
             order = top_k(scores, want)
             scores, vids = scores[order], vids[order]
         return vids[:want], scores[:want], len(table) - len(query.exclude)

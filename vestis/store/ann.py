@@ -20,7 +20,7 @@ from vestis.errors import VestisError
 from vestis.index import load_index, make_index
 from vestis.index.auto import EXACT_SPEC, choose_index, is_auto
 from vestis.index.base import VectorIndex
-from vestis.store.atomic import atomic_write_bytes, fsync_tree
+from vestis.store.atomic import atomic_write_bytes, atomic_write_dir
 from vestis.store.db import ItemDB
 from vestis.store.table import SyncedTable
 
@@ -77,14 +77,7 @@ class IndexFiles:
     def save(self, index: VectorIndex, gen: int) -> None:
         """Write ``index`` as of generation ``gen`` aside, then swap the pointer to it."""
         name = f"index-{gen}"
-        tmp = self.path / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        index.save(tmp)
-        fsync_tree(tmp)
-        final = self.path / name
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        atomic_write_dir(self.path / name, index.save)
         state = {"dir": name, "generation": gen, "spec": index.spec}
         atomic_write_bytes(self.path / POINTER, json.dumps(state).encode())
         for old in self.path.glob("index-*"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +47,17 @@ def fsync_tree(directory: Path) -> None:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(Path(root))
+
+
+def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_dir)`` on an empty folder beside ``path``, fsync it, then rename it to
+    ``path`` (replacing an older one). A crash leaves the old folder or a ``.NAME.tmp`` orphan."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    fsync_tree(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    fsync_dir(path.parent)

@@ -4,13 +4,13 @@ Layout of a collection directory::
 
     collection.sqlite     items (id, source, stamp, hash, metadata JSON, encoder version,
                           vector and colour BLOBs), removed vector ids, settings; WAL mode
-    cache/vectors-G.npz   the vectors of generation G, for a fast open (vestis.store.table)
+    cache/vectors-G/      the vectors of generation G, for a fast open, left in their file (vestis.store.table)
     index-G/              the ANN index as of generation G; ``index.json`` points at the current one
                           (vestis.store.ann)
 
 :class:`Collection` composes the three parts: :class:`~vestis.store.db.ItemDB` (one connection,
 every write one transaction that bumps the *generation*), :class:`~vestis.store.table.SyncedTable`
-(vectors and colours in memory) and :class:`~vestis.store.ann.IndexFiles` (the ANN index). The
+(vectors left in their cache file, colours in memory) and :class:`~vestis.store.ann.IndexFiles` (the ANN index). The
 table and index record the generation they reflect and catch up from SQLite before every search
 and every write, so a process (a server) never searches or saves anything other than what SQLite
 holds while other processes (``vestis index``, ``vestis remove``) write too. Derived files are
@@ -265,8 +265,8 @@ class Collection(StoreSettings):
         return self._lock
 
     def table(self) -> VectorStore:
-        """All vectors (colours as the extra columns) in memory, up to date with what any process
-        committed."""
+        """All vectors (colours as the extra columns; the vectors may stay in their cache file), up
+        to date with what any process committed."""
         with self._lock:
             if self._table is None:
                 self._table = SyncedTable(self.db, self.dim, self.colour_dim)

@@ -1,27 +1,34 @@
-"""A collection's vectors in memory, the generation they reflect, and their cache file.
+"""A collection's vector table, the generation it reflects, and its cache folder.
 
 The table is a :class:`vestis.index.vectors.VectorStore` (vectors, with the colour descriptors as
-its extra columns) keyed by vid. ``cache/vectors-G.npz`` holds the table as of generation G, so an
-open reads one file instead of every SQLite row; it is derived, named by the generation its
-content reflects, and a damaged one is deleted and rebuilt from SQLite with a warning.
+its extra columns) keyed by vid. ``cache/vectors-G/`` holds the table as of generation G
+(``vectors.npy``, ``vids.npy``, ``colours.npy``), so an open reads no SQLite row. The float32
+vectors are left in ``vectors.npy`` (:mod:`vestis.index.mapped`): exact search streams them from
+the OS file cache, re-scoring and "more like this" read the rows they need, and the process holds
+only the vids and colours, so a million-item collection does not cost 5 GB of memory. The folder is
+derived, named by the generation its content reflects, written aside and renamed into place; a
+damaged one is deleted and rebuilt from SQLite with a warning.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from vestis.errors import VestisError
+from vestis.index.mapped import MappedRows
 from vestis.index.vectors import VectorStore
-from vestis.store.atomic import atomic_write
+from vestis.store.atomic import atomic_write_dir
 from vestis.store.db import DB_NAME, Changes, ItemDB
 
 log = logging.getLogger(__name__)
 CACHE_DIR = "cache"
-_CACHE_NAME = re.compile(r"vectors-(\d+)\.npz")
+_CACHE_NAME = re.compile(r"vectors-(\d+)")
 
 
 def new_table(dim: int, colour_dim: int) -> VectorStore:
@@ -50,25 +57,32 @@ class SyncedTable:
         self.cache_dir = db.path / CACHE_DIR
         self.store, self.synced = self._load()
 
-    def _cache_file(self, gen: int) -> Path:
-        return self.cache_dir / f"vectors-{gen}.npz"
+    def _cache_folder(self, gen: int) -> Path:
+        return self.cache_dir / f"vectors-{gen}"
+
+    def _read(self, folder: Path) -> VectorStore:
+        """The table saved in ``folder``, its vectors left in the file."""
+        vectors = MappedRows.open(folder / "vectors.npy")
+        vids = np.load(folder / "vids.npy")
+        n, dim = vectors.array.shape
+        colours = np.load(folder / "colours.npy") if self.colour_dim else None
+        if dim != self.dim or vids.shape != (n,) or (colours is not None and colours.shape != (n, self.colour_dim)):
+            raise VestisError(f"shapes do not agree: vectors {vectors.array.shape}, vids {vids.shape}")
+        return VectorStore(self.dim, vectors, vids, extra_dim=self.colour_dim, extra=colours)
 
     def _cached(self) -> tuple[VectorStore, int] | None:
-        """The newest cache file that is not ahead of SQLite, or None (a damaged one is deleted)."""
+        """The newest cache folder that is not ahead of SQLite, or None (a damaged one is deleted)."""
         now = self.db.generation()
-        found = [(int(m.group(1)), f) for f in self.cache_dir.glob("vectors-*.npz")
-                 if (m := _CACHE_NAME.fullmatch(f.name)) and int(m.group(1)) <= now]
+        found = [(int(m.group(1)), f) for f in self.cache_dir.glob("vectors-*")
+                 if (m := _CACHE_NAME.fullmatch(f.name)) and f.is_dir() and int(m.group(1)) <= now]
         if not found:
             return None
         gen, cached = max(found)
-        table = new_table(self.dim, self.colour_dim)
         try:
-            with np.load(cached) as z:
-                table.append(z["vids"], z["vectors"], z["colours"] if self.colour_dim else None)
-            return table, gen
-        except Exception as error:  # any damage (truncated zip, bad header): rebuild from SQLite
+            return self._read(cached), gen
+        except Exception as error:  # any damage (truncated file, bad header, lost file): rebuild from SQLite
             log.warning("vector cache %s is damaged (%s): rebuilt from %s", cached, error, DB_NAME)
-            cached.unlink(missing_ok=True)
+            shutil.rmtree(cached, ignore_errors=True)
             return None
 
     def _load(self) -> tuple[VectorStore, int]:
@@ -102,16 +116,20 @@ class SyncedTable:
         self.store.swap_remove(np.array(vids, np.int64))
 
     def save(self) -> None:
-        """Write the cache file of generation ``synced`` (atomic) and drop older ones."""
+        """Write the cache folder of generation ``synced`` (atomic) and drop older ones (and
+        the single-file caches of earlier versions)."""
         self.cache_dir.mkdir(exist_ok=True)
         vids, vectors, colours = self.store.view
-        target = self._cache_file(self.synced)
+        target = self._cache_folder(self.synced)
 
-        def write(p: Path) -> None:
-            with open(p, "wb") as f:
-                np.savez(f, vids=vids, vectors=vectors, colours=colours)
+        def write(folder: Path) -> None:
+            np.save(folder / "vectors.npy", vectors)
+            np.save(folder / "vids.npy", vids)
+            if self.colour_dim:
+                np.save(folder / "colours.npy", colours)
 
-        atomic_write(target, write)
-        for old in self.cache_dir.glob("vectors-*.npz"):
+        if not target.is_dir():  # a folder of generation G holds G's table: never rewrite the one mapped
+            atomic_write_dir(target, write)
+        for old in self.cache_dir.glob("vectors-*"):
             if old.name != target.name:
-                old.unlink(missing_ok=True)
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
