@@ -132,3 +132,25 @@ def test_cache_is_ignored_when_stale(tmp_path):
     c.close()
     c2 = Collection.open(tmp_path / "c")
     assert c2.table().n_alive == 3
+
+
+def test_catching_up_reads_only_the_new_generations(tmp_path):
+    """Catch-up queries use the generation indexes (no scan of every stored vector), and a
+    collection made before those indexes existed gets them when it is opened."""
+    import sqlite3
+
+    rng = np.random.default_rng(5)
+    c = make(tmp_path)
+    c.upsert(new_items(rng, ["a", "b"]))
+    c.close()
+    db = tmp_path / "c" / "collection.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP INDEX items_by_gen")
+        conn.execute("DROP INDEX removed_by_gen")
+    reopened = Collection.open(tmp_path / "c")
+    plan = " ".join(str(r) for r in reopened.db.read(
+        "EXPLAIN QUERY PLAN SELECT vid, vector, colour FROM items WHERE gen > ? AND gen <= ? ORDER BY vid", (0, 1)))
+    assert "items_by_gen" in plan
+    assert reopened.db.changes(5, 5).added == []
+    assert [r[0] for r in reopened.db.changes(0).added] == [reopened.get("a").vid, reopened.get("b").vid]
+    reopened.close()

@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS items(
     colour BLOB
 );
 CREATE TABLE IF NOT EXISTS removed(vid INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
-"""
+""" + "".join(f"CREATE INDEX IF NOT EXISTS {table}_by_gen ON {table}(gen);\n" for table in ("items", "removed"))
+# catching up with other writers reads the rows of a few generations: without these indexes every
+# catch-up would scan the whole items table, vectors included
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ class ItemDB:
         if version is None or int(version[0]) > SCHEMA_VERSION:
             db.close()
             raise VestisError(f"{path}: unsupported collection schema {version}")
+        indexes = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        if not {"items_by_gen", "removed_by_gen"} <= indexes:
+            try:  # a collection made before the generation indexes gets them once (a read-only one goes without)
+                db.conn.executescript(_SCHEMA)
+            except sqlite3.OperationalError:
+                pass
         return db
 
     @staticmethod
@@ -211,6 +219,8 @@ class ItemDB:
         """Removals and additions of generations ``since`` < g <= ``until`` (default: now). Call it
         inside a snapshot or write transaction so the generation matches the rows."""
         now = self.generation() if until is None else until
+        if since >= now:
+            return Changes(now, [], [])
         removed = [r[0] for r in self.read("SELECT vid FROM removed WHERE gen > ? AND gen <= ?", (since, now))]
         added = self.read(
             "SELECT vid, vector, colour FROM items WHERE gen > ? AND gen <= ? ORDER BY vid", (since, now)

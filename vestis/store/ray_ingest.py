@@ -85,8 +85,9 @@ class EmbedActor:
             vectors[i], colours[i], hashes[i] = done.vectors[row], done.colours[row], done.hashes[row]
         for i, reason in done.failures:
             errors[i] = reason
-        return {"key": np.array(keys, dtype=object), "hash": np.array(hashes, dtype=object),
-                "error": np.array(errors, dtype=object), "vector": vectors, "colour": colours}
+        # plain string arrays become Arrow string columns; object arrays would be pickled per block
+        return {"key": np.array(keys, dtype=str), "hash": np.array(hashes, dtype=str),
+                "error": np.array(errors, dtype=str), "vector": vectors, "colour": colours}
 
 
 @dataclass
@@ -134,7 +135,8 @@ class RayEmbedder:
         bar = tqdm(total=len(items), unit="img", desc=f"embedding on Ray ({actors} actors, {encoder.name})",
                    disable=None if progress else True)
         try:
-            for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+            # blocks as the actors made them (no re-batching on the driver): each is committed at once
+            for batch in embedded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
                 ok = batch["error"] == ""
                 keys = [str(k) for k in batch["key"]]
                 bar.update(len(keys))
