@@ -129,7 +129,7 @@ class RayEmbedder:
             EmbedActor,
             fn_constructor_kwargs={"encoder_source": encoder.source, "encoder_version": encoder.version,
                                    "threads": max(1, int(self.cpus_per_actor))},
-            batch_size=batch_size, batch_format="numpy", concurrency=actors,
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor or None,
         )
         bar = tqdm(total=len(items), unit="img", desc=f"embedding on Ray ({actors} actors, {encoder.name})",
