@@ -243,27 +243,33 @@ class TextSearcher:
         return TextQuery(text, vector, tuple(exclude), timings, mode, self.understand(text, timings=timings))
 
     # ----------------------------------------------------------------- ranking
-    def _scored(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(vids, cosine with ``vector``) of every embedded item."""
+    def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,
+                       exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given):
+        through the ANN index when the joint index keeps one and nothing is filtered, else exactly
+        (scoring only the allowed rows when they are few)."""
+        exclude = np.array(exclude, np.int64)
         with self.index.lock:
+            ann = self.index.ann() if allowed is None else None
+            if ann is not None:
+                scores, vids = ann.search(vector[None, :], want + len(exclude))
+                keep = (vids[0] >= 0) & ~np.isin(vids[0], exclude)
+                return vids[0][keep][:want], scores[0][keep][:want]
             vids, vectors = self.index.vectors()
-            return vids.copy(), vectors @ vector  # scoring every row beats copying the allowed rows out first
-
-    @staticmethod
-    def _top(vids: np.ndarray, scores: np.ndarray, want: int, allowed: np.ndarray | None,
-             exclude: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is not None or exclude:
-            keep = np.ones(len(vids), bool) if allowed is None else np.isin(vids, allowed)
-            if exclude:
-                keep &= ~np.isin(vids, np.array(exclude, np.int64))
+            if allowed is not None and 4 * len(allowed) < len(vids):  # few rows: gather them, not scan all
+                rows = self.index.table().rows_of(allowed)
+                rows = rows[rows >= 0]
+                vids, scores = vids[rows], vectors[rows] @ vector
+            else:
+                vids, scores = vids.copy(), vectors @ vector
+                if allowed is not None:
+                    keep = np.isin(vids, allowed)
+                    vids, scores = vids[keep], scores[keep]
+        if len(exclude):
+            keep = ~np.isin(vids, exclude)
             vids, scores = vids[keep], scores[keep]
         order = top_k(scores, want)
         return vids[order], scores[order]
-
-    def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,
-                       exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given)."""
-        return self._top(*self._scored(vector), want, allowed, exclude)
 
     def keyword_ranking(self, text: str, want: int, allowed: np.ndarray | None = None,
                         exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -279,15 +285,14 @@ class TextSearcher:
         if query.text is None:
             return self.vector_ranking(query.vector, want, allowed, query.exclude)
         depth = max(CANDIDATES, want)
-        scored = self._scored(query.vector)
-        vector = self._top(*scored, depth, allowed, query.exclude)
+        vector = self.vector_ranking(query.vector, depth, allowed, query.exclude)
         keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
         labelled = None
         if query.labels:  # the nearest of the items having every label read: a third candidate list
             having = self.collection.filter_vids(query.labels.filters)
             if allowed is not None:
                 having = np.intersect1d(having, allowed)
-            labelled = self._top(*scored, depth, having, query.exclude)
+            labelled = self.vector_ranking(query.vector, depth, having, query.exclude)
         if fusion.kind == "rrf":
             vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]] + ([labelled[0]] if labelled is not None else []))
             return vids[:want], scores[:want]
