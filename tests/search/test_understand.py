@@ -75,10 +75,10 @@ def test_label_values_are_read_exactly_and_by_meaning(catalogue, encoder):
     exact = labels.understand("navy blue shirt for men", 0.6, 0.0)
     assert exact.filters == {"articleType": ["Shirts"], "baseColour": ["Navy Blue"], "gender": ["Men"]}
     assert all(m.similarity == 1.0 for m in exact.matches)  # "blue" alone is part of "navy blue"
-    meaning = labels.understand("a rucksack for ladies", 0.6, 0.0)
-    assert meaning.filters == {"articleType": ["Backpacks"], "gender": ["Women"]}
+    meaning = labels.understand("a wristwatch for ladies", 0.6, 0.0)
+    assert meaning.filters == {"articleType": ["Watches"], "gender": ["Women"]}
     assert all(0.6 <= m.similarity < 1.0 for m in meaning.matches)
-    assert [m.words for m in meaning.matches] == ["rucksack", "ladies"]
+    assert [m.words for m in meaning.matches] == ["wristwatch", "ladies"]
     assert not labels.understand("zebra", 0.6, 0.0)
     catalogue.upsert(items([("Nike Men White Sneakers", "Sports Shoes", "White", "Men")], start=len(ROWS)))
     catalogue.upsert(items([("Adidas Women White Sneakers", "Sports Shoes", "White", "Women")], start=len(ROWS) + 1))
@@ -89,13 +89,15 @@ def test_label_values_are_read_exactly_and_by_meaning(catalogue, encoder):
 def test_hybrid_search_ranks_the_items_with_the_read_labels_first(catalogue, tmp_path):
     build_joint_index(catalogue, joint_model(tmp_path))  # untrained heads: the vector side is noise
     searcher = TextSearcher.open(catalogue)
-    query = searcher.query("a rucksack for ladies")
-    assert query.labels.filters == {"articleType": ["Backpacks"], "gender": ["Women"]}
+    query = searcher.query("a wristwatch for ladies")
+    assert query.labels.filters == {"articleType": ["Watches"], "gender": ["Women"]}
     assert "understand" in query.timings
     # a bonus of 2 outweighs any cosine difference (half of it counts): both labels first, then one of them
-    hits = searcher.search(query, k=3, fusion=Fusion("weighted", 0.5, 2.0)).hits
-    assert hits[0].id == "7"  # the only women's backpack; no title has "rucksack" or "ladies"
-    assert all(h.metadata["articleType"] == "Backpacks" or h.metadata["gender"] == "Women" for h in hits[1:])
-    assert not searcher.query("a rucksack for ladies", mode="vector").labels  # read in hybrid mode only
+    hits = searcher.search(query, k=4, fusion=Fusion("weighted", 0.5, 2.0)).hits
+    assert {h.id for h in hits[:2]} == {"3", "5"}  # the women's watches; no title says "wristwatch" or "ladies"
+    assert all(h.metadata["articleType"] == "Watches" or h.metadata["gender"] == "Women" for h in hits[2:])
+    joint = searcher.understand("a wristwatch for ladies", 0.0, 0.0, space="joint")  # through the joint head
+    assert {m.column for m in joint.matches} == {"articleType", "baseColour", "gender"}  # one per column at 0
+    assert not searcher.query("a wristwatch for ladies", mode="vector").labels  # read in hybrid mode only
     filtered = searcher.search(query, k=3, filters={"gender": ["Men"]}).hits
     assert {h.metadata["gender"] for h in filtered} == {"Men"}  # a filter still binds the label candidates

@@ -32,7 +32,7 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.eval.report import markdown_table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
-from vestis.search.text import MODES, Fusion, TextQuery, TextSearcher, compose
+from vestis.search.text import LABEL_SPACES, MODES, Fusion, TextQuery, TextSearcher, compose
 from vestis.search.understand import Understanding, singular
 from vestis.store.collection import Collection, Item
 
@@ -71,7 +71,8 @@ class TextEvalConfig:
     text_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7])
     # reading label values in the query: least similarity, margin, bonus weight (grid on validation)
-    label_similarities: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8])
+    label_similarities: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9])
+    label_spaces: list[str] = field(default_factory=lambda: list(LABEL_SPACES))
     label_margins: list[float] = field(default_factory=lambda: [0.0, 0.05])
     label_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
     transfer: Path | None = None
@@ -121,8 +122,8 @@ class Gallery:
                              ks, include_queries_without_relevant=True)
 
 
-Reading = tuple[float, float]  # (least similarity, margin) of reading label values in a query
-NO_READING: Reading = (2.0, 0.0)  # a similarity nothing reaches: no label values read
+Reading = tuple[float, float, str]  # (least similarity, margin, space) of reading label values in a query
+NO_READING: Reading = (2.0, 0.0, "text")  # a similarity nothing reaches: no label values read
 
 
 def _queries(searcher: TextSearcher, texts: list[str], mode: str, reading: Reading = NO_READING
@@ -139,7 +140,7 @@ def _queries(searcher: TextSearcher, texts: list[str], mode: str, reading: Readi
 
 def _narrowed(queries: list[TextQuery], reading: Reading) -> list[TextQuery]:
     """The queries with what a narrower ``reading`` would have read (see Understanding.narrowed)."""
-    return [replace(q, labels=q.labels.narrowed(*reading)) for q in queries]
+    return [replace(q, labels=q.labels.narrowed(*reading[:2])) for q in queries]
 
 
 def _rankings(searcher: TextSearcher, queries: list[TextQuery], gallery: Gallery, depth: int,
@@ -216,7 +217,7 @@ def _mean_p10(searcher: TextSearcher, gallery: Gallery, query_sets: list[tuple[l
 
 def choose_fusion(searcher: TextSearcher, gallery: Gallery, sets: dict, cfg: TextEvalConfig
                   ) -> tuple[Fusion, Reading, dict[str, float]]:
-    """The hybrid fusion, then the label reading (least similarity, margin) and its bonus weight,
+    """The hybrid fusion, then the label reading (space, least similarity, margin) and its bonus weight,
     each with the best mean P@10 over the label query sets of ``gallery`` (the validation split)."""
     results: dict[str, float] = {}
     plain = [(_queries(searcher, texts, "hybrid"), q, g) for texts, q, g in sets.values()]
@@ -224,18 +225,19 @@ def choose_fusion(searcher: TextSearcher, gallery: Gallery, sets: dict, cfg: Tex
     for fusion in candidates:
         results[fusion.describe()] = _mean_p10(searcher, gallery, plain, fusion)
     fusion = max(candidates, key=lambda f: results[f.describe()])
-    widest = (min(cfg.label_similarities), max(cfg.label_margins))
-    read = [(_queries(searcher, texts, "hybrid", widest), q, g) for texts, q, g in sets.values()]
     best: tuple[float, Fusion, Reading] = (results[fusion.describe()], fusion, NO_READING)
-    for similarity in cfg.label_similarities:
-        for margin in cfg.label_margins:
-            narrowed = [(_narrowed(queries, (similarity, margin)), q, g) for queries, q, g in read]
-            for weight in ([0.0] if fusion.kind == "rrf" else cfg.label_weights):
-                candidate = replace(fusion, label_weight=weight)
-                score = _mean_p10(searcher, gallery, narrowed, candidate)
-                results[f"{candidate.describe()} read>={similarity} margin {margin}"] = score
-                if score > best[0]:
-                    best = (score, candidate, (similarity, margin))
+    for space in cfg.label_spaces:
+        widest = (min(cfg.label_similarities), max(cfg.label_margins), space)
+        read = [(_queries(searcher, texts, "hybrid", widest), q, g) for texts, q, g in sets.values()]
+        for similarity in cfg.label_similarities:
+            for margin in cfg.label_margins:
+                narrowed = [(_narrowed(queries, (similarity, margin, space)), q, g) for queries, q, g in read]
+                for weight in ([0.0] if fusion.kind == "rrf" else cfg.label_weights):
+                    candidate = replace(fusion, label_weight=weight)
+                    score = _mean_p10(searcher, gallery, narrowed, candidate)
+                    results[f"{candidate.describe()} read in {space} >= {similarity} margin {margin}"] = score
+                    if score > best[0]:
+                        best = (score, candidate, (similarity, margin, space))
     return best[1], best[2], results
 
 
@@ -346,7 +348,8 @@ def run_text_eval(collection_dir: Path, cfg: TextEvalConfig, *, report_dir: Path
         metrics["fusion"] = {"kind": fusion.kind, "keyword_weight": fusion.keyword_weight,
                              "label_weight": fusion.label_weight,
                              "label_similarity": reading[0] if reading != NO_READING else None,
-                             "label_margin": reading[1] if reading != NO_READING else None}
+                             "label_margin": reading[1] if reading != NO_READING else None,
+                             "label_space": reading[2] if reading != NO_READING else None}
         if column:
             progress("title retrieval")
             metrics["title retrieval"] = title_retrieval(searcher, test, column, fusion, reading)
@@ -389,7 +392,8 @@ def write_text_report(out_dir: Path, metrics: dict[str, Any], command: str) -> P
     md += [f"Chosen: {fusion['kind']}" + (f", keyword weight {fusion['keyword_weight']}, label weight "
                                           f"{fusion['label_weight']}" if fusion["kind"] == "weighted" else "")
            + (f"; label values read at similarity >= {fusion['label_similarity']}, margin {fusion['label_margin']}"
-              if fusion["label_similarity"] is not None else "; no label reading"), ""]
+              + f" in the {fusion['label_space']} space" if fusion["label_similarity"] is not None
+              else "; no label reading"), ""]
     if "title retrieval" in metrics:
         t = metrics["title retrieval"]
         md += [f"## Title retrieval ({t['n_queries']} distinct test titles)", ""]

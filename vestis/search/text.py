@@ -43,6 +43,8 @@ DEFAULT_KEYWORD_WEIGHT = 0.5  # share of the BM25 score in weighted fusion
 DEFAULT_LABEL_WEIGHT = 0.2  # bonus for having the label values read in the query (weighted fusion)
 DEFAULT_LABEL_SIMILARITY = 0.6  # least similarity of query words and a label value to read it
 DEFAULT_LABEL_MARGIN = 0.05  # other values of a column read when this close to its best
+LABEL_SPACES = ("text", "joint")  # where query words and label values are compared
+DEFAULT_LABEL_SPACE = "text"
 CANDIDATES = 200  # items each ranking contributes to a fusion (at least; more for deep pages)
 _WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.*)$")
 
@@ -148,7 +150,7 @@ class TextSearcher:
     def __init__(self, collection: Collection, index: JointIndex | None, model: JointModel | None):
         self.collection, self.index, self.model = collection, index, model
         self.keywords = KeywordIndex(collection)
-        self._labels: LabelVocabulary | None = None
+        self._labels: dict[str, LabelVocabulary] = {}
 
     @classmethod
     def open(cls, collection: Collection, *, threads: int | None = None) -> TextSearcher:
@@ -166,20 +168,24 @@ class TextSearcher:
                               f"--collection {self.collection.path} --model RUN_DIR`")
         return self.model
 
-    @property
-    def labels(self) -> LabelVocabulary:
-        """The collection's label values, read in hybrid queries (the joint model's title column left out)."""
-        if self._labels is None:
+    def labels(self, space: str = DEFAULT_LABEL_SPACE) -> LabelVocabulary:
+        """The collection's label values (the joint model's title column left out), compared with
+        query words in the text encoder's space (``text``) or after the joint text head (``joint``)."""
+        if space not in LABEL_SPACES:
+            raise VestisError(f"the label space must be one of {', '.join(LABEL_SPACES)} (got {space!r})")
+        if space not in self._labels:
             model = self._need_model("reading label values in a query")
-            self._labels = LabelVocabulary(self.collection, model.text_encoder,
-                                           skip_columns=[c for c in [model.meta.get("text", {}).get("column")] if c])
-        return self._labels
+            self._labels[space] = LabelVocabulary(
+                self.collection, model.text_encoder, skip_columns=[c for c in [model.meta.get("text", {}).get("column")] if c],
+                project=model.embed_text_features if space == "joint" else None)
+        return self._labels[space]
 
     def understand(self, text: str, min_similarity: float = DEFAULT_LABEL_SIMILARITY,
-                   margin: float = DEFAULT_LABEL_MARGIN, timings: dict[str, float] | None = None) -> Understanding:
+                   margin: float = DEFAULT_LABEL_MARGIN, space: str = DEFAULT_LABEL_SPACE,
+                   timings: dict[str, float] | None = None) -> Understanding:
         """The label values ``text`` names (:mod:`vestis.search.understand`)."""
         t0 = time.perf_counter()
-        understood = self.labels.understand(text, min_similarity, margin)
+        understood = self.labels(space).understand(text, min_similarity, margin)
         if timings is not None:
             timings["understand"] = (time.perf_counter() - t0) * 1000
         return understood
@@ -302,7 +308,7 @@ class TextSearcher:
             vector = (merged, np.concatenate([vector[1], labelled[1]])[first])
         vids, scores = weighted_fusion(vector, keyword, fusion.keyword_weight)
         if query.labels and fusion.label_weight:
-            scores = scores + fusion.label_weight * self.labels.match_share(query.labels, vids)
+            scores = scores + fusion.label_weight * self.labels().match_share(query.labels, vids)
             order = top_k(scores, len(scores))
             vids, scores = vids[order], scores[order]
         return vids[:want], scores[:want]

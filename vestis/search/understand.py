@@ -6,7 +6,9 @@ model's text column), ids, numbers and yes/no flags are left out. Every run of o
 of the query (runs made only of stop words left out) is compared with every value: exactly (case,
 punctuation and a plural "s" aside: "t-shirt" is "Tshirts") or by meaning, the cosine similarity
 of their sentence vectors (the text encoder of the joint model: "rucksack" is near "Backpacks",
-"ladies" near "Women"). Per column, the best value at or above ``min_similarity`` is read, and
+"ladies" near "Women"), in the text encoder's own space or, with ``project``, after the joint
+model's text head (where words sit near the catalogue's photos of them). Per column, the best
+value at or above ``min_similarity`` is read, and
 with it any other value within ``margin`` of it (a word can mean two close labels). The value
 vectors are embedded once and cached with the collection (:func:`vestis.encoders.text.embed_texts`).
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +112,9 @@ class LabelVocabulary:
     """The label columns of a collection, their values and the values' sentence vectors, kept in
     step with the collection (recomputed after a write). Thread-safe."""
 
-    def __init__(self, collection: Collection, encoder: TextEncoder, skip_columns: Sequence[str] = ()):
-        self.collection, self.encoder = collection, encoder
+    def __init__(self, collection: Collection, encoder: TextEncoder, skip_columns: Sequence[str] = (),
+                 project: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.collection, self.encoder, self.project = collection, encoder, project
         self.skip = set(skip_columns)
         self._lock = threading.Lock()
         self._generation = -1
@@ -144,8 +147,11 @@ class LabelVocabulary:
         for j, value in enumerate(self._values):
             for key in {_key(value), _key(singular(value))}:
                 self._by_key.setdefault(key, []).append(j)
-        self._vectors = embed_texts(self._values, self.encoder, self.collection.path / "cache")[0]
+        self._vectors = self._space(embed_texts(self._values, self.encoder, self.collection.path / "cache")[0])
         self._generation = generation
+
+    def _space(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors if self.project is None or not len(vectors) else self.project(vectors)
 
     def understand(self, text: str, min_similarity: float, margin: float) -> Understanding:
         """The label values ``text`` names (see the module docstring)."""
@@ -154,7 +160,7 @@ class LabelVocabulary:
             self._sync()
             if not runs or not self._values:
                 return Understanding()
-            similarity = self.encoder.embed(runs) @ self._vectors.T  # runs x values
+            similarity = self._space(self.encoder.embed(runs)) @ self._vectors.T  # runs x values
             exact = [run for run in runs if _key(run) in self._by_key]
             for run in exact:
                 similarity[runs.index(run), self._by_key[_key(run)]] = EXACT
