@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from tests.store.test_joint_index import DIM, VERSION, joint_model
+from vestis.cli import app
 from vestis.encoders.text import get_text_encoder
 from vestis.search.text import Fusion, TextSearcher
 from vestis.search.understand import LabelMatch, LabelVocabulary, Understanding, spans
@@ -101,3 +105,10 @@ def test_hybrid_search_ranks_the_items_with_the_read_labels_first(catalogue, tmp
     assert not searcher.query("a wristwatch for ladies", mode="vector").labels  # read in hybrid mode only
     filtered = searcher.search(query, k=3, filters={"gender": ["Men"]}).hits
     assert {h.metadata["gender"] for h in filtered} == {"Men"}  # a filter still binds the label candidates
+    result = CliRunner().invoke(app, ["search", "--collection", str(catalogue.path), "--text", "watch for women",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    understood = json.loads(result.stdout)["understood"]  # the CLI says what it read, as the searcher reads it
+    assert understood == [m.as_dict() for m in searcher.query("watch for women").labels.matches]
+    read = [(m["column"], m["value"], m["words"], m["similarity"]) for m in understood]
+    assert {("articleType", "Watches", "watch", 1.0), ("gender", "Women", "women", 1.0)} <= set(read)
