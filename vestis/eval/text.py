@@ -69,12 +69,12 @@ class TextEvalConfig:
     min_items: int = 5
     composed_queries: int = 300
     text_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7])
+    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
     # reading label values in the query: least similarity, margin, bonus weight (grid on validation)
-    label_similarities: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9])
+    label_similarities: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7])
     label_spaces: list[str] = field(default_factory=lambda: list(LABEL_SPACES))
-    label_margins: list[float] = field(default_factory=lambda: [0.0, 0.05])
-    label_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
+    label_margins: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1])
+    label_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 1.0])
     transfer: Path | None = None
     latency_queries: int = 50
     seed: int = 0
