@@ -295,7 +295,7 @@ class TextSearcher:
         keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
         labelled = None
         if query.labels:  # the nearest of the items having every label read: a third candidate list
-            having = self.collection.filter_vids(query.labels.filters)
+            having = self.labels().having(query.labels)
             if allowed is not None:
                 having = np.intersect1d(having, allowed)
             labelled = self.vector_ranking(query.vector, depth, having, query.exclude)

@@ -122,6 +122,7 @@ class LabelVocabulary:
         self._order: dict[str, int] = {}
         self._values: list[str] = []
         self._by_key: dict[str, list[int]] = {}  # exact form -> value positions
+        self._members: dict[tuple[str, str], np.ndarray] = {}  # (column, value) -> its items' vids, sorted
         self._vectors = np.zeros((0, encoder.dim), np.float32)
 
     def label_columns(self) -> dict[str, list[str]]:
@@ -148,6 +149,7 @@ class LabelVocabulary:
             for key in {_key(value), _key(singular(value))}:
                 self._by_key.setdefault(key, []).append(j)
         self._vectors = self._space(embed_texts(self._values, self.encoder, self.collection.path / "cache")[0])
+        self._members = {(c, v): self.collection.filter_vids({c: [v]}) for c, v in pairs}  # sorted vids
         self._generation = generation
 
     def _space(self, vectors: np.ndarray) -> np.ndarray:
@@ -174,10 +176,39 @@ class LabelVocabulary:
         found.sort(key=lambda m: (self._order[m.column], -m.similarity))
         return Understanding(tuple(found)).narrowed(min_similarity, margin)
 
+    def _has(self, column: str, values: Sequence[str], vids: np.ndarray) -> np.ndarray:
+        """Whether each of ``vids`` has one of ``values`` in ``column`` (binary search in the sorted
+        members of each value: no set operation over a large column)."""
+        found = np.zeros(len(vids), bool)
+        for value in values:
+            members = self._members.get((column, value))
+            if members is not None and len(members):
+                at = np.minimum(np.searchsorted(members, vids), len(members) - 1)
+                found |= members[at] == vids
+        return found
+
     def match_share(self, understanding: Understanding, vids: np.ndarray) -> np.ndarray:
         """For each of ``vids``: the share of the columns read in ``understanding`` whose value it has."""
         filters = understanding.filters
-        share = np.zeros(len(vids), np.float32)
-        for column, values in filters.items():
-            share += np.isin(vids, self.collection.filter_vids({column: values}))
+        with self._lock:
+            self._sync()
+            share = np.zeros(len(vids), np.float32)
+            for column, values in filters.items():
+                share += self._has(column, values, vids)
         return share / max(1, len(filters))
+
+    def having(self, understanding: Understanding) -> np.ndarray:
+        """The vids (sorted) of the items that have a value read in every column read."""
+        filters = understanding.filters
+        with self._lock:
+            self._sync()
+            sizes = {c: sum(len(self._members.get((c, v), ())) for v in values) for c, values in filters.items()}
+            if not sizes:
+                return np.zeros(0, np.int64)
+            first = min(sizes, key=sizes.get)  # start from the smallest column, filter by the others
+            vids = np.unique(np.concatenate([self._members.get((first, v), np.zeros(0, np.int64))
+                                             for v in filters[first]]))
+            for column, values in filters.items():
+                if column != first:
+                    vids = vids[self._has(column, values, vids)]
+        return vids
