@@ -38,7 +38,7 @@ def main() -> None:
         if searcher.model is None:
             raise SystemExit(f"{args.collection} has no joint model: run `vestis text build` first")
         texts = [TEXTS[i % len(TEXTS)] for i in range(args.queries)]
-        searcher.ranking(searcher.query(texts[0]), 10)  # warm up (loads the vectors, BM25 and the labels)
+        searcher.ranking(searcher.query("warm up"), 10)  # loads the vectors, BM25, the labels and the ANN index
         keys = ("embed", "read labels", "keyword", "vector", "vector (exact scan)", "hybrid without labels", "hybrid")
         times: dict[str, list[float]] = {k: [] for k in keys}
         for text in texts:
@@ -68,6 +68,8 @@ def main() -> None:
             images.search(Query(row), k=10)
             image_ms.append((time.perf_counter() - t0) * 1000)
         result = {f"{k} p50 ms": round(float(np.median(v)), 2) for k, v in times.items()}
+        # the first round reads words never seen before; later rounds find their vectors cached
+        result["read labels, first round p50 ms"] = round(float(np.median(times["read labels"][:len(TEXTS)])), 2)
         result["image search (same run) p50 ms"] = round(float(np.median(image_ms)), 2)
         ann = searcher.index.ann()
         result.update(items=len(coll), queries=len(texts), index=coll.active_index_spec,

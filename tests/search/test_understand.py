@@ -84,6 +84,8 @@ def test_label_values_are_read_exactly_and_by_meaning(catalogue, encoder):
     assert all(0.6 <= m.similarity < 1.0 for m in meaning.matches)
     assert [m.words for m in meaning.matches] == ["wristwatch", "ladies"]
     assert not labels.understand("zebra", 0.6, 0.0)
+    again = labels.understand("a wristwatch for ladies", 0.6, 0.0)  # its runs' vectors come from the cache
+    assert again == meaning and "wristwatch" in labels._runs
     catalogue.upsert(items([("Nike Men White Sneakers", "Sports Shoes", "White", "Men")], start=len(ROWS)))
     catalogue.upsert(items([("Adidas Women White Sneakers", "Sports Shoes", "White", "Women")], start=len(ROWS) + 1))
     assert labels.understand("white trainers", 0.5, 0.0).filters["baseColour"] == ["White"]  # follows writes

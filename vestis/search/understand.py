@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ stopwords = lazy_import("bm25s.stopwords")
 
 MAX_VALUES = 300  # a column with more distinct values is not a label column (titles, ids)
 MAX_SPAN = 3  # words per run compared with the values
+RUN_CACHE = 20_000  # vectors of recent runs of words kept (queries repeat their words: "black", "for men")
 EXACT = 1.0  # the similarity given to an exact match
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
@@ -123,6 +125,7 @@ class LabelVocabulary:
         self._values: list[str] = []
         self._by_key: dict[str, list[int]] = {}  # exact form -> value positions
         self._members: dict[tuple[str, str], np.ndarray] = {}  # (column, value) -> its items' vids, sorted
+        self._runs: OrderedDict[str, np.ndarray] = OrderedDict()  # run of words -> its vector, least recent first
         self._vectors = np.zeros((0, encoder.dim), np.float32)
 
     def label_columns(self) -> dict[str, list[str]]:
@@ -155,6 +158,17 @@ class LabelVocabulary:
     def _space(self, vectors: np.ndarray) -> np.ndarray:
         return vectors if self.project is None or not len(vectors) else self.project(vectors)
 
+    def _run_vectors(self, runs: list[str]) -> np.ndarray:
+        """The vectors of runs of words (only those not seen recently are embedded, in one batch)."""
+        new = [r for r in runs if r not in self._runs]
+        if new:
+            self._runs.update(zip(new, self._space(self.encoder.embed(new))))
+        for run in runs:
+            self._runs.move_to_end(run)
+        while len(self._runs) > RUN_CACHE:
+            self._runs.popitem(last=False)
+        return np.stack([self._runs[r] for r in runs])
+
     def understand(self, text: str, min_similarity: float, margin: float) -> Understanding:
         """The label values ``text`` names (see the module docstring)."""
         runs = spans(text)
@@ -162,7 +176,7 @@ class LabelVocabulary:
             self._sync()
             if not runs or not self._values:
                 return Understanding()
-            similarity = self._space(self.encoder.embed(runs)) @ self._vectors.T  # runs x values
+            similarity = self._run_vectors(runs) @ self._vectors.T  # runs x values
             exact = [run for run in runs if _key(run) in self._by_key]
             for run in exact:
                 similarity[runs.index(run), self._by_key[_key(run)]] = EXACT
