@@ -38,9 +38,10 @@ FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 # defaults chosen on the validation split by `vestis eval --text` (BENCHMARKS.md, "Text search")
 DEFAULT_FUSION = "weighted"
-DEFAULT_TEXT_WEIGHT = 0.6  # text vs. images/examples in a composed query
+DEFAULT_TEXT_WEIGHT = 0.6  # text vs. images/examples in a composed query, vector mode
+DEFAULT_HYBRID_TEXT_WEIGHT = 0.2  # the same in hybrid mode (the keyword side and the labels add the words)
 DEFAULT_KEYWORD_WEIGHT = 0.5  # share of the BM25 score in weighted fusion
-DEFAULT_LABEL_WEIGHT = 0.2  # bonus for having the label values read in the query (weighted fusion)
+DEFAULT_LABEL_WEIGHT = 1.0  # bonus for having the label values read in the query (weighted fusion)
 DEFAULT_LABEL_SIMILARITY = 0.6  # least similarity of query words and a label value to read it
 DEFAULT_LABEL_MARGIN = 0.05  # other values of a column read when this close to its best
 LABEL_SPACES = ("text", "joint")  # where query words and label values are compared
@@ -214,7 +215,7 @@ class TextSearcher:
 
     def query(self, text: str | None = None, *, images: Sequence[tuple[float, np.ndarray]] = (),
               negative_images: Sequence[tuple[float, np.ndarray]] = (), items: Sequence[str] = (),
-              negative_items: Sequence[str] = (), text_weight: float = DEFAULT_TEXT_WEIGHT,
+              negative_items: Sequence[str] = (), text_weight: float | None = None,
               mode: str | None = None) -> TextQuery:
         """Build a query: ``text``, image-encoder vectors of query images (weighted), example item ids
         (``WEIGHT:ID`` allowed) and negatives of both kinds. The default mode is :attr:`default_mode`
@@ -243,6 +244,8 @@ class TextSearcher:
                 vid, vector = self.item_vector(item_id)
                 out.append((weight, vector))
                 exclude.append(vid)
+        if text_weight is None:
+            text_weight = DEFAULT_HYBRID_TEXT_WEIGHT if mode == "hybrid" else DEFAULT_TEXT_WEIGHT
         vector = compose(t, positives, negatives, text_weight)
         if mode != "hybrid" or text is None:
             return TextQuery(None, vector, tuple(exclude), timings, mode)
