@@ -47,6 +47,8 @@ def test_text_alone_in_each_mode(client):
     assert r.json()["query"] == {"type": "text", "mode": "keyword", "text": "red shirt"}
     hybrid = client.post("/search", json={"text": "red shirt", "k": 24})
     assert hybrid.json()["query"]["mode"] == "hybrid"  # the default with a joint model
+    understood = hybrid.json()["query"]["understood"]  # the label values read in the words
+    assert 'colour=red ("red")' in understood and 'kind=shirt ("shirt")' in understood
     assert set(ids(hybrid)[:2]) == {"red-shirt-0", "red-shirt-1"}  # first in the keyword ranking
     assert {"embed_text", "search", "total"} <= set(hybrid.json()["timings_ms"])
     vector = client.post("/search", json={"text": "red shirt", "mode": "vector", "k": 24})

@@ -131,3 +131,26 @@ def test_keyword_search_ranks_by_words_and_follows_the_collection(collection):
     assert len(cached) == 1  # one generation cached, older ones dropped
     fresh = KeywordIndex(collection)  # reads the cache
     assert [collection.items_by_vid([v])[0].id for v in fresh.search("running", 10)[0]] == ["e"]
+
+
+def test_too_many_joint_vectors_for_a_scan_go_behind_the_ann_index(collection, tmp_path, monkeypatch):
+    from vestis.store import joint_index
+
+    model = joint_model(tmp_path)
+    build_joint_index(collection, model)
+    index = JointIndex.open(collection)
+    assert index.ann() is None  # four vectors: an exact scan
+    monkeypatch.setattr(joint_index, "EXACT_MAX_BYTES", 4 * JOINT_DIM * 2)  # an exact scan of 2 vectors at most
+    ann = index.ann()
+    assert ann is not None and len(ann) == 4
+    assert (collection.path / "cache" / joint_index.ANN_DIR / "joint.json").is_file()
+    vids, vectors = index.vectors()
+    query = vectors[0]
+    scores, found = ann.search(query[None, :], 4)
+    assert found[0].tolist() == vids[np.argsort(-(vectors @ query), kind="stable")].tolist()  # exact on 4
+    collection.upsert(new_items({"e": "Nike Men Blue T-shirt"}, seed=1))
+    collection.remove(["c"])
+    update_joint(collection)
+    assert sorted(index.ann().search(query[None, :], 10)[1][0][:4].tolist()) == sorted(index.vectors()[0].tolist())
+    reopened = JointIndex.open(collection).ann()  # the saved index, caught up
+    assert len(reopened) == 4 and collection.get("e").vid in reopened.search(query[None, :], 4)[1][0].tolist()

@@ -118,7 +118,7 @@ class SearchResults(BaseModel):
     k: int
     offset: int
     query: dict[str, str] = Field(description='{"type": "image"}, {"type": "item", "item_id": ...} or '
-                                  '{"type": "text", "mode": ...}.')
+                                  '{"type": "text", "mode": ..., "understood": the label values read in the words}.')
     timings_ms: dict[str, float] = Field(description="decode, embed, search, fetch_metadata, queue and total.")
 
     @classmethod

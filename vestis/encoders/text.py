@@ -9,6 +9,8 @@ the graph, so a query is tokenised by the Rust tokenizer and embedded by onnxrun
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import warnings
 from collections.abc import Sequence
 from importlib import metadata
@@ -19,6 +21,8 @@ from tokenizers import Tokenizer
 
 from vestis.encoders.onnx_encoder import EMBEDDING, OPSET, builtin_model_path, open_session
 from vestis.errors import VestisError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
 TEXT_REVISION = "v1"  # bump when the exported graph or the tokenisation changes
@@ -96,6 +100,38 @@ def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, cache_dir: Path | None
     version = text_encoder_version(name)
     path = builtin_model_path(name, cache_dir, export=export_text_model, revision=version)
     return TextEncoder(name, version, path, folder / "tokenizer.json", BUILTIN_TEXT_MODELS[name][2], threads)
+
+
+def embed_texts(texts: Sequence[str], encoder: TextEncoder | str, cache_dir: Path, *, progress: bool = False
+                ) -> tuple[np.ndarray, str]:
+    """Sentence vectors of ``texts`` (one row per text, in order) and the encoder's version. Every
+    text embedded once is kept in ``<cache_dir>/texts-<encoder>-<version hash>.npz``, so a later
+    call embeds only the texts it has not seen (new titles, another template, new label values).
+    A cache folder that cannot be written only costs the embedding again next time."""
+    from tqdm import tqdm
+
+    encoder = get_text_encoder(encoder) if isinstance(encoder, str) else encoder
+    key = hashlib.sha256(encoder.version.encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"texts-{encoder.name}-{key}.npz"
+    known: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            known = dict(zip(z["texts"].tolist(), z["vectors"]))
+    todo = [t for t in dict.fromkeys(texts) if t not in known]
+    step = 512
+    for start in tqdm(range(0, len(todo), step), desc="embedding texts", unit="chunk",
+                      disable=None if progress else True):
+        known.update(zip(todo[start:start + step], encoder.embed(todo[start:start + step])))
+    if todo:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, texts=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("text vectors not cached: %s", e)
+    out = np.stack([known[t] for t in texts]) if len(texts) else np.zeros((0, encoder.dim), np.float32)
+    return out.astype(np.float32), encoder.version
 
 
 def text_encoder_version(name: str) -> str:

@@ -22,7 +22,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.eval.report import markdown_table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
-from vestis.search.text import DEFAULT_FUSION, DEFAULT_KEYWORD_WEIGHT, MODES, TextQuery, TextSearcher, compose
+from vestis.search.text import LABEL_SPACES, MODES, Fusion, TextQuery, TextSearcher, compose
+from vestis.search.understand import Understanding, singular
 from vestis.store.collection import Collection, Item
 
 # words for the paraphrased label queries: types, colours and genders as a shopper might say them
@@ -68,17 +69,15 @@ class TextEvalConfig:
     min_items: int = 5
     composed_queries: int = 300
     text_weights: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7])
+    keyword_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+    # reading label values in the query: least similarity, margin, bonus weight (grid on validation)
+    label_similarities: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7])
+    label_spaces: list[str] = field(default_factory=lambda: list(LABEL_SPACES))
+    label_margins: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1])
+    label_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 1.0])
     transfer: Path | None = None
     latency_queries: int = 50
     seed: int = 0
-
-
-def singular(word: str) -> str:
-    """A label's singular as titles write it ("Watches" -> "Watch", "Tshirts" -> "Tshirt")."""
-    if word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
 
 
 def own_word(article_type: str, titles: Sequence[str]) -> str:
@@ -123,20 +122,33 @@ class Gallery:
                              ks, include_queries_without_relevant=True)
 
 
-def _queries(searcher: TextSearcher, texts: list[str], mode: str) -> list[TextQuery]:
-    """Text queries of one mode, the texts embedded in one batch."""
+Reading = tuple[float, float, str]  # (least similarity, margin, space) of reading label values in a query
+NO_READING: Reading = (2.0, 0.0, "text")  # a similarity nothing reaches: no label values read
+
+
+def _queries(searcher: TextSearcher, texts: list[str], mode: str, reading: Reading = NO_READING
+             ) -> list[TextQuery]:
+    """Text queries of one mode, the texts embedded in one batch; hybrid ones read with ``reading``."""
     if mode == "keyword":
         return [TextQuery(t) for t in texts]
     vectors = searcher.model.embed_text(texts)
-    return [TextQuery(t if mode == "hybrid" else None, v) for t, v in zip(texts, vectors)]
+    if mode != "hybrid":
+        return [TextQuery(None, v) for v in vectors]
+    return [TextQuery(t, v, labels=searcher.understand(t, *reading) if reading != NO_READING else Understanding())
+            for t, v in zip(texts, vectors)]
+
+
+def _narrowed(queries: list[TextQuery], reading: Reading) -> list[TextQuery]:
+    """The queries with what a narrower ``reading`` would have read (see Understanding.narrowed)."""
+    return [replace(q, labels=q.labels.narrowed(*reading[:2])) for q in queries]
 
 
 def _rankings(searcher: TextSearcher, queries: list[TextQuery], gallery: Gallery, depth: int,
-              fusion: str = DEFAULT_FUSION, keyword_weight: float = DEFAULT_KEYWORD_WEIGHT) -> list[np.ndarray]:
-    return [searcher.ranking(q, depth, gallery.vids, fusion, keyword_weight)[0] for q in queries]
+              fusion: Fusion = Fusion()) -> list[np.ndarray]:
+    return [searcher.ranking(q, depth, gallery.vids, fusion)[0] for q in queries]
 
 
-def title_retrieval(searcher: TextSearcher, gallery: Gallery, column: str, fusion: tuple[str, float]
+def title_retrieval(searcher: TextSearcher, gallery: Gallery, column: str, fusion: Fusion, reading: Reading
                     ) -> dict[str, Any]:
     titles = [it.metadata.get(column) for it in gallery.items]
     queries = sorted({t for t in titles if t})
@@ -144,7 +156,7 @@ def title_retrieval(searcher: TextSearcher, gallery: Gallery, column: str, fusio
         raise VestisError(f"no test item has a {column!r} title")
     out: dict[str, Any] = {"n_queries": len(queries)}
     for mode in MODES:
-        rankings = _rankings(searcher, _queries(searcher, queries, mode), gallery, 10, *fusion)
+        rankings = _rankings(searcher, _queries(searcher, queries, mode, reading), gallery, 10, fusion)
         scores = gallery.score(rankings, queries, titles, [1, 10])
         out[mode] = {"R@1": scores["R@1"], "R@10": scores["R@10"]}
     return out
@@ -175,34 +187,66 @@ def label_query_sets(gallery: Gallery, min_items: int) -> dict[str, tuple[list[s
     return sets
 
 
-def label_queries(searcher: TextSearcher, gallery: Gallery, sets: dict, fusion: tuple[str, float],
+def label_queries(searcher: TextSearcher, gallery: Gallery, sets: dict, fusion: Fusion, reading: Reading,
                   modes: Sequence[str] = MODES) -> dict[str, Any]:
+    """mAP@10 and P@10 per query set and mode; ``hybrid, no label reading`` beside it when ``reading``
+    reads labels."""
     out: dict[str, Any] = {}
     for name, (texts, query_labels, gallery_labels) in sets.items():
         out[name] = {"n_queries": len(texts), "examples": texts[:3]}
-        for mode in modes:
-            rankings = _rankings(searcher, _queries(searcher, texts, mode), gallery, 10, *fusion)
+        if not texts:
+            continue
+        runs = [(m, _queries(searcher, texts, m, reading)) for m in modes]
+        if reading != NO_READING and "hybrid" in modes:
+            runs.append(("hybrid, no label reading", _queries(searcher, texts, "hybrid")))
+        for mode, queries in runs:
+            rankings = _rankings(searcher, queries, gallery, 10, fusion)
             scores = gallery.score(rankings, query_labels, gallery_labels, [10])
             out[name][mode] = {"mAP@10": scores["mAP@10"], "P@10": scores["P@10"]}
+        if reading != NO_READING and "hybrid" in modes:
+            out[name]["read"] = [f"{q.text}: {q.labels.describe() or '-'}" for q in runs[modes.index("hybrid")][1][:3]]
     return out
 
 
-def choose_fusion(searcher: TextSearcher, gallery: Gallery, sets: dict, keyword_weights: Sequence[float]
-                  ) -> tuple[tuple[str, float], dict[str, float]]:
-    """The hybrid fusion with the best mean P@10 over the label query sets of ``gallery``."""
-    candidates = [("rrf", 0.0)] + [("weighted", w) for w in keyword_weights]
-    results = {}
+def _mean_p10(searcher: TextSearcher, gallery: Gallery, query_sets: list[tuple[list[TextQuery], list, list]],
+              fusion: Fusion) -> float:
+    return float(np.mean([gallery.score(_rankings(searcher, queries, gallery, 10, fusion), query_labels,
+                                        gallery_labels, [10])["P@10"]
+                          for queries, query_labels, gallery_labels in query_sets if queries]))
+
+
+def choose_fusion(searcher: TextSearcher, gallery: Gallery, sets: dict, cfg: TextEvalConfig
+                  ) -> tuple[Fusion, Reading, dict[str, float]]:
+    """The hybrid fusion, then the label reading (space, least similarity, margin) and its bonus weight,
+    each with the best mean P@10 over the label query sets of ``gallery`` (the validation split)."""
+    results: dict[str, float] = {}
+    plain = [(_queries(searcher, texts, "hybrid"), q, g) for texts, q, g in sets.values()]
+    candidates = [Fusion("rrf")] + [Fusion("weighted", w, 0.0) for w in cfg.keyword_weights]
     for fusion in candidates:
-        scores = label_queries(searcher, gallery, sets, fusion, modes=("hybrid",))
-        results[f"{fusion[0]}" + (f" w={fusion[1]}" if fusion[0] == "weighted" else "")] = float(
-            np.mean([s["hybrid"]["P@10"] for s in scores.values() if s["n_queries"]]))
-    best = max(range(len(candidates)), key=lambda i: list(results.values())[i])
-    return candidates[best], results
+        results[fusion.describe()] = _mean_p10(searcher, gallery, plain, fusion)
+    fusion = max(candidates, key=lambda f: results[f.describe()])
+    best: tuple[float, Fusion, Reading] = (results[fusion.describe()], fusion, NO_READING)
+    for space in cfg.label_spaces:
+        widest = (min(cfg.label_similarities), max(cfg.label_margins), space)
+        read = [(_queries(searcher, texts, "hybrid", widest), q, g) for texts, q, g in sets.values()]
+        for similarity in cfg.label_similarities:
+            for margin in cfg.label_margins:
+                narrowed = [(_narrowed(queries, (similarity, margin, space)), q, g) for queries, q, g in read]
+                for weight in ([0.0] if fusion.kind == "rrf" else cfg.label_weights):
+                    candidate = replace(fusion, label_weight=weight)
+                    score = _mean_p10(searcher, gallery, narrowed, candidate)
+                    results[f"{candidate.describe()} read in {space} >= {similarity} margin {margin}"] = score
+                    if score > best[0]:
+                        best = (score, candidate, (similarity, margin, space))
+    return best[1], best[2], results
 
 
 def composed_queries(searcher: TextSearcher, gallery: Gallery, n: int, weights: Sequence[float], seed: int,
-                     min_items: int) -> dict[str, Any]:
-    """P@10 of image only, text only and image + text for each text weight (see the module doc)."""
+                     min_items: int, fusion: Fusion, reading: Reading, hybrid_weights: Sequence[float] = ()
+                     ) -> dict[str, Any]:
+    """P@10 of image only, text only and image + text for each text weight (see the module doc):
+    vector search over the composed vector (``weights``), and hybrid search (``hybrid_weights``:
+    the composed vector, the words on the keyword side and the label values read in them)."""
     meta = [it.metadata for it in gallery.items]
     pair = [(m.get("articleType"), m.get("baseColour")) for m in meta]
     counts = Counter(p for p in pair if all(p))
@@ -223,12 +267,16 @@ def composed_queries(searcher: TextSearcher, gallery: Gallery, n: int, weights: 
     gallery_labels = [f"{a}|{c}" if a and c else None for a, c in pair]
     out: dict[str, Any] = {"n_queries": len(chosen), "examples": [
         f"{meta[i].get('productDisplayName')} + '{t}'" for i, t in zip(chosen[:3], texts[:3])]}
-    for weight in [0.0, *weights, 1.0]:
-        rankings = [searcher.ranking(TextQuery(None, compose(t, [(1.0, v)], text_weight=weight),
-                                               exclude=(gallery.items[i].vid,)), 10, gallery.vids)[0]
-                    for t, v, i in zip(text_vecs, image_vecs, chosen)]
+    read = [searcher.understand(t, *reading) if reading != NO_READING else Understanding() for t in texts]
+    runs = [(w, None) for w in [0.0, *weights, 1.0]] + [(w, "hybrid") for w in hybrid_weights]
+    for weight, mode in runs:
+        rankings = [searcher.ranking(TextQuery(t if mode else None, compose(tv, [(1.0, v)], text_weight=weight),
+                                               exclude=(gallery.items[i].vid,), labels=r if mode else Understanding()),
+                                     10, gallery.vids, fusion)[0]
+                    for t, tv, v, i, r in zip(texts, text_vecs, image_vecs, chosen, read)]
         label = {0.0: "image only", 1.0: "text only"}.get(weight, f"text weight {weight}")
-        out[label] = gallery.score(rankings, query_labels, gallery_labels, [10])["P@10"]
+        out[f"hybrid, {label}" if mode else label] = gallery.score(rankings, query_labels, gallery_labels,
+                                                                   [10])["P@10"]
     return out
 
 
@@ -256,19 +304,22 @@ def transfer(searcher: TextSearcher, path: Path) -> dict[str, Any]:
     return out
 
 
-def latency(searcher: TextSearcher, texts: list[str], fusion: tuple[str, float]) -> dict[str, float]:
-    """p50 of embedding a text query and of a hybrid search over the whole collection (ms)."""
-    embed, search = [], []
+def latency(searcher: TextSearcher, texts: list[str], fusion: Fusion, reading: Reading) -> dict[str, float]:
+    """p50 of embedding a text query, reading its label values and a hybrid search over the whole
+    collection (ms)."""
+    times: dict[str, list[float]] = {"embed": [], "read labels": [], "hybrid search": []}
     searcher.ranking(TextQuery(texts[0], searcher.model.embed_text(texts[0])[0]), 10)  # warm caches
     for text in texts:
         t0 = time.perf_counter()
         vector = searcher.model.embed_text(text)[0]
         t1 = time.perf_counter()
-        searcher.ranking(TextQuery(text, vector), 10, None, *fusion)
+        labels = searcher.understand(text, *reading) if reading != NO_READING else Understanding()
         t2 = time.perf_counter()
-        embed.append((t1 - t0) * 1000)
-        search.append((t2 - t1) * 1000)
-    return {"embed p50 ms": float(np.median(embed)), "hybrid search p50 ms": float(np.median(search)),
+        searcher.ranking(TextQuery(text, vector, labels=labels), 10, None, fusion)
+        t3 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key].append(seconds * 1000)
+    return {**{f"{k} p50 ms": float(np.median(v)) for k, v in times.items()},
             "queries": len(texts), "items": len(searcher.collection)}
 
 
@@ -288,28 +339,41 @@ def run_text_eval(collection_dir: Path, cfg: TextEvalConfig, *, report_dir: Path
         column = cfg.title_column or searcher.model.meta.get("text", {}).get("column")
         metrics: dict[str, Any] = {"collection": str(collection_dir), "joint_model": searcher.model.version,
                                    "n_test": len(test.items), "n_val": len(val.items)}
-        progress("choosing the hybrid fusion on the validation split")
-        fusion, metrics["fusion (validation mean P@10)"] = choose_fusion(
-            searcher, val, label_query_sets(val, cfg.min_items), cfg.keyword_weights)
-        metrics["fusion"] = {"kind": fusion[0], "keyword_weight": fusion[1]}
+        val_sets = label_query_sets(val, cfg.min_items)
+        if not any(texts for texts, _q, _g in val_sets.values()):
+            raise VestisError(f"no label pair has {cfg.min_items} validation items: nothing to choose the hybrid "
+                              "fusion on (lower --min-items)")
+        progress("choosing the hybrid fusion and the label reading on the validation split")
+        fusion, reading, metrics["fusion (validation mean P@10)"] = choose_fusion(searcher, val, val_sets, cfg)
+        metrics["fusion"] = {"kind": fusion.kind, "keyword_weight": fusion.keyword_weight,
+                             "label_weight": fusion.label_weight,
+                             "label_similarity": reading[0] if reading != NO_READING else None,
+                             "label_margin": reading[1] if reading != NO_READING else None,
+                             "label_space": reading[2] if reading != NO_READING else None}
         if column:
             progress("title retrieval")
-            metrics["title retrieval"] = title_retrieval(searcher, test, column, fusion)
+            metrics["title retrieval"] = title_retrieval(searcher, test, column, fusion, reading)
         progress("label queries")
         sets = label_query_sets(test, cfg.min_items)
-        metrics["label queries"] = label_queries(searcher, test, sets, fusion)
-        progress("composed queries (text weight chosen on validation)")
-        on_val = composed_queries(searcher, val, cfg.composed_queries, cfg.text_weights, cfg.seed, cfg.min_items)
+        metrics["label queries"] = label_queries(searcher, test, sets, fusion, reading)
+        progress("composed queries (mode and text weight chosen on validation)")
+        composed = (cfg.composed_queries, cfg.seed, cfg.min_items, fusion, reading)
+        on_val = composed_queries(searcher, val, cfg.composed_queries, cfg.text_weights, cfg.seed, cfg.min_items,
+                                  fusion, reading, cfg.text_weights)
         best = max(cfg.text_weights, key=lambda w: on_val.get(f"text weight {w}", -1))
+        best_hybrid = max(cfg.text_weights, key=lambda w: on_val.get(f"hybrid, text weight {w}", -1))
         metrics["composed (validation)"] = on_val
-        metrics["composed"] = {"text weight": best, **composed_queries(
-            searcher, test, cfg.composed_queries, [best], cfg.seed, cfg.min_items)}
+        metrics["composed"] = {
+            "text weight": best, "hybrid text weight": best_hybrid,
+            "mode chosen on validation": "hybrid" if on_val.get(f"hybrid, text weight {best_hybrid}", -1) > on_val.get(
+                f"text weight {best}", -1) else "vector",
+            **composed_queries(searcher, test, composed[0], [best], *composed[1:], [best_hybrid])}
         if cfg.transfer is not None:
             progress("transfer")
             metrics["transfer"] = transfer(searcher, cfg.transfer)
         progress("latency")
-        texts = [t for texts, _q, _g in sets.values() for t in texts][: cfg.latency_queries]
-        metrics["latency"] = latency(searcher, texts, fusion)
+        texts = [t for texts, _q, _g in (*sets.values(), *val_sets.values()) for t in texts][: cfg.latency_queries]
+        metrics["latency"] = latency(searcher, texts, fusion, reading)
     if report_dir is not None:
         write_text_report(report_dir, metrics, command)
     return metrics
@@ -325,22 +389,31 @@ def write_text_report(out_dir: Path, metrics: dict[str, Any], command: str) -> P
     fusion = metrics["fusion"]
     md += ["## Hybrid fusion (chosen on the validation split, mean P@10 of label queries)", ""]
     md += markdown_table(["fusion", "P@10"], list(metrics["fusion (validation mean P@10)"].items()))
-    md += [f"Chosen: {fusion['kind']}" + (f", keyword weight {fusion['keyword_weight']}"
-                                          if fusion["kind"] == "weighted" else ""), ""]
+    md += [f"Chosen: {fusion['kind']}" + (f", keyword weight {fusion['keyword_weight']}, label weight "
+                                          f"{fusion['label_weight']}" if fusion["kind"] == "weighted" else "")
+           + (f"; label values read at similarity >= {fusion['label_similarity']}, margin {fusion['label_margin']}"
+              + f" in the {fusion['label_space']} space" if fusion["label_similarity"] is not None
+              else "; no label reading"), ""]
     if "title retrieval" in metrics:
         t = metrics["title retrieval"]
         md += [f"## Title retrieval ({t['n_queries']} distinct test titles)", ""]
         md += markdown_table(["mode", "R@1", "R@10"], [[m, t[m]["R@1"], t[m]["R@10"]] for m in MODES])
     md += ["## Label queries (mAP@10 / P@10)", ""]
-    rows = []
+    rows, read = [], []
+    modes = [m for m in (*MODES, "hybrid, no label reading") if any(m in r for r in metrics["label queries"].values())]
     for name, r in metrics["label queries"].items():
         rows.append([name, r["n_queries"], "; ".join(r["examples"])]
-                    + [f"{r[m]['mAP@10']:.3f} / {r[m]['P@10']:.3f}" for m in MODES])
-    md += markdown_table(["queries", "n", "examples", *MODES], rows)
+                    + [f"{r[m]['mAP@10']:.3f} / {r[m]['P@10']:.3f}" if m in r else "-" for m in modes])
+        read += [f"- {line}" for line in r.get("read", [])]
+    md += markdown_table(["queries", "n", "examples", *modes], rows)
+    if read:
+        md += ["Label values read (first queries of each set):", "", *read, ""]
     c = metrics["composed"]
-    md += [f"## Composed queries (P@10, {c.get('n_queries', 0)} test queries, text weight {c['text weight']} "
+    md += [f"## Composed queries (P@10, {c.get('n_queries', 0)} test queries; text weights {c['text weight']} "
+           f"(vector) and {c['hybrid text weight']} (hybrid) and the mode ({c['mode chosen on validation']}) "
            "chosen on validation)", ""]
-    md += markdown_table(["query", "P@10"], [[k, v] for k, v in c.items() if isinstance(v, float)])
+    md += markdown_table(["query", "P@10"], [[k, v] for k, v in c.items()
+                                             if isinstance(v, float) and not k.endswith("text weight")])
     if "transfer" in metrics:
         tr = metrics["transfer"]
         md += [f"## Transfer to {tr['n_items']} photos of another collection (P@10 per label value)", ""]

@@ -36,7 +36,7 @@ from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_at
 from vestis.search.opening import open_collection, open_collection_encoder
 from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
-from vestis.search.text import DEFAULT_TEXT_WEIGHT, TextQuery, TextSearcher
+from vestis.search.text import TextQuery, TextSearcher
 from vestis.store.attribute_index import AttributeIndex, BuildReport, build_attribute_index, update_attributes
 from vestis.store.collection import Collection, Item, NewItem
 from vestis.store.ingest import Embedder, IngestReport, build_items, index_catalogue
@@ -132,7 +132,7 @@ class Engine:
             timings["embed"] = (time.perf_counter() - t0) * 1000
         query = self.text.query(text, images=positive_vectors, negative_images=negative_vectors, items=items,
                                 negative_items=negatives, mode=mode,
-                                text_weight=DEFAULT_TEXT_WEIGHT if text_weight is None else text_weight)
+                                text_weight=text_weight)
         timings.update(query.timings)
         return query
 

@@ -10,8 +10,10 @@ with ``text_weight``: ``q = normalise(a t + (1 - a) normalise(sum w_i e_i - sum 
 **Hybrid.** The keyword ranking (BM25 over the items' words, :mod:`vestis.store.keyword_index`)
 and the vector ranking are fused by reciprocal rank fusion, ``sum 1 / (60 + rank)`` (Cormack et
 al. 2009), or by a weighted sum of the cosine and the BM25 score divided by the best BM25 score
-of the query (``fusion="weighted"``). The defaults are the ones measured best by ``vestis eval
---text`` (BENCHMARKS.md).
+of the query (``fusion="weighted"``). A hybrid query is also read for the label values it names
+(:mod:`vestis.search.understand`): the items having them are a third candidate list, and in the
+weighted fusion an item gains ``label_weight`` times the share of the named labels it has. The
+defaults are the ones measured best on the validation split by ``vestis eval --text`` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from vestis.encoders.joint import JointModel
 from vestis.errors import VestisError
 from vestis.search.results import SearchResponse, check_options, hits_for, top_k
+from vestis.search.understand import LabelVocabulary, Understanding
 from vestis.store.collection import Collection
 from vestis.store.joint_index import JointIndex
 from vestis.store.keyword_index import KeywordIndex
@@ -35,8 +38,14 @@ FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 # defaults chosen on the validation split by `vestis eval --text` (BENCHMARKS.md, "Text search")
 DEFAULT_FUSION = "weighted"
-DEFAULT_TEXT_WEIGHT = 0.6  # text vs. images/examples in a composed query
+DEFAULT_TEXT_WEIGHT = 0.6  # text vs. images/examples in a composed query, vector mode
+DEFAULT_HYBRID_TEXT_WEIGHT = 0.2  # the same in hybrid mode (the keyword side and the labels add the words)
 DEFAULT_KEYWORD_WEIGHT = 0.5  # share of the BM25 score in weighted fusion
+DEFAULT_LABEL_WEIGHT = 1.0  # bonus for having the label values read in the query (weighted fusion)
+DEFAULT_LABEL_SIMILARITY = 0.6  # least similarity of query words and a label value to read it
+DEFAULT_LABEL_MARGIN = 0.05  # other values of a column read when this close to its best
+LABEL_SPACES = ("text", "joint")  # where query words and label values are compared
+DEFAULT_LABEL_SPACE = "text"
 CANDIDATES = 200  # items each ranking contributes to a fusion (at least; more for deep pages)
 _WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.*)$")
 
@@ -104,16 +113,35 @@ def weighted_fusion(vector: tuple[np.ndarray, np.ndarray], keyword: tuple[np.nda
     return vids[order], values[order]
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid query's rankings are fused: ``kind`` (rrf or weighted), the BM25 share and the
+    label bonus of the weighted fusion."""
+
+    kind: str = DEFAULT_FUSION
+    keyword_weight: float = DEFAULT_KEYWORD_WEIGHT
+    label_weight: float = DEFAULT_LABEL_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.kind not in FUSIONS:
+            raise VestisError(f"fusion must be one of {', '.join(FUSIONS)} (got {self.kind!r})")
+
+    def describe(self) -> str:
+        return "rrf" if self.kind == "rrf" else f"weighted w={self.keyword_weight} labels={self.label_weight}"
+
+
 @dataclass
 class TextQuery:
     """A query in words and/or examples: ``text`` (for the keyword side), ``vector`` (the composed
-    joint-space vector, None when there is no joint model) and vids to leave out (the examples)."""
+    joint-space vector, None when there is no joint model), vids to leave out (the examples) and,
+    in hybrid mode, the label values read in the text."""
 
     text: str | None = None
     vector: np.ndarray | None = None
     exclude: tuple[int, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     mode: str = "hybrid"  # the mode it was built for
+    labels: Understanding = Understanding()
 
 
 class TextSearcher:
@@ -123,6 +151,7 @@ class TextSearcher:
     def __init__(self, collection: Collection, index: JointIndex | None, model: JointModel | None):
         self.collection, self.index, self.model = collection, index, model
         self.keywords = KeywordIndex(collection)
+        self._labels: dict[str, LabelVocabulary] = {}
 
     @classmethod
     def open(cls, collection: Collection, *, threads: int | None = None) -> TextSearcher:
@@ -139,6 +168,28 @@ class TextSearcher:
                               f"configs/fashion-product-text.yaml) and add it with `vestis text build "
                               f"--collection {self.collection.path} --model RUN_DIR`")
         return self.model
+
+    def labels(self, space: str = DEFAULT_LABEL_SPACE) -> LabelVocabulary:
+        """The collection's label values (the joint model's title column left out), compared with
+        query words in the text encoder's space (``text``) or after the joint text head (``joint``)."""
+        if space not in LABEL_SPACES:
+            raise VestisError(f"the label space must be one of {', '.join(LABEL_SPACES)} (got {space!r})")
+        if space not in self._labels:
+            model = self._need_model("reading label values in a query")
+            self._labels[space] = LabelVocabulary(
+                self.collection, model.text_encoder, skip_columns=[c for c in [model.meta.get("text", {}).get("column")] if c],
+                project=model.embed_text_features if space == "joint" else None)
+        return self._labels[space]
+
+    def understand(self, text: str, min_similarity: float = DEFAULT_LABEL_SIMILARITY,
+                   margin: float = DEFAULT_LABEL_MARGIN, space: str = DEFAULT_LABEL_SPACE,
+                   timings: dict[str, float] | None = None) -> Understanding:
+        """The label values ``text`` names (:mod:`vestis.search.understand`)."""
+        t0 = time.perf_counter()
+        understood = self.labels(space).understand(text, min_similarity, margin)
+        if timings is not None:
+            timings["understand"] = (time.perf_counter() - t0) * 1000
+        return understood
 
     # ----------------------------------------------------------------- query parts
     def embed_text(self, text: str, timings: dict[str, float] | None = None) -> np.ndarray:
@@ -164,7 +215,7 @@ class TextSearcher:
 
     def query(self, text: str | None = None, *, images: Sequence[tuple[float, np.ndarray]] = (),
               negative_images: Sequence[tuple[float, np.ndarray]] = (), items: Sequence[str] = (),
-              negative_items: Sequence[str] = (), text_weight: float = DEFAULT_TEXT_WEIGHT,
+              negative_items: Sequence[str] = (), text_weight: float | None = None,
               mode: str | None = None) -> TextQuery:
         """Build a query: ``text``, image-encoder vectors of query images (weighted), example item ids
         (``WEIGHT:ID`` allowed) and negatives of both kinds. The default mode is :attr:`default_mode`
@@ -193,21 +244,38 @@ class TextSearcher:
                 vid, vector = self.item_vector(item_id)
                 out.append((weight, vector))
                 exclude.append(vid)
+        if text_weight is None:
+            text_weight = DEFAULT_HYBRID_TEXT_WEIGHT if mode == "hybrid" else DEFAULT_TEXT_WEIGHT
         vector = compose(t, positives, negatives, text_weight)
-        return TextQuery(text if mode == "hybrid" else None, vector, tuple(exclude), timings, mode)
+        if mode != "hybrid" or text is None:
+            return TextQuery(None, vector, tuple(exclude), timings, mode)
+        return TextQuery(text, vector, tuple(exclude), timings, mode, self.understand(text, timings=timings))
 
     # ----------------------------------------------------------------- ranking
     def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,
                        exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given)."""
+        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given):
+        through the ANN index when the joint index keeps one and nothing is filtered, else exactly
+        (scoring only the allowed rows when they are few)."""
+        exclude = np.array(exclude, np.int64)
         with self.index.lock:
+            ann = self.index.ann() if allowed is None else None
+            if ann is not None:
+                scores, vids = ann.search(vector[None, :], want + len(exclude))
+                keep = (vids[0] >= 0) & ~np.isin(vids[0], exclude)
+                return vids[0][keep][:want], scores[0][keep][:want]
             vids, vectors = self.index.vectors()
-            scores = vectors @ vector  # scoring every row beats copying the allowed rows out first
-            vids = vids.copy()
-        if allowed is not None or exclude:
-            keep = np.ones(len(vids), bool) if allowed is None else np.isin(vids, allowed)
-            if exclude:
-                keep &= ~np.isin(vids, np.array(exclude, np.int64))
+            if allowed is not None and 4 * len(allowed) < len(vids):  # few rows: gather them, not scan all
+                rows = self.index.table().rows_of(allowed)
+                rows = rows[rows >= 0]
+                vids, scores = vids[rows], vectors[rows] @ vector
+            else:
+                vids, scores = vids.copy(), vectors @ vector
+                if allowed is not None:
+                    keep = np.isin(vids, allowed)
+                    vids, scores = vids[keep], scores[keep]
+        if len(exclude):
+            keep = ~np.isin(vids, exclude)
             vids, scores = vids[keep], scores[keep]
         order = top_k(scores, want)
         return vids[order], scores[order]
@@ -218,12 +286,9 @@ class TextSearcher:
         return self.keywords.search(text, want, allowed, exclude)
 
     def ranking(self, query: TextQuery, want: int, allowed: np.ndarray | None = None,
-                fusion: str = DEFAULT_FUSION, keyword_weight: float = DEFAULT_KEYWORD_WEIGHT
-                ) -> tuple[np.ndarray, np.ndarray]:
+                fusion: Fusion = Fusion()) -> tuple[np.ndarray, np.ndarray]:
         """(vids, scores) of the best ``want`` items: keyword when the query has only text, vector
         when it has only a vector, hybrid (``fusion``) when it has both."""
-        if fusion not in FUSIONS:
-            raise VestisError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
         if query.vector is None:
             return self.keyword_ranking(query.text, want, allowed, query.exclude)
         if query.text is None:
@@ -231,15 +296,28 @@ class TextSearcher:
         depth = max(CANDIDATES, want)
         vector = self.vector_ranking(query.vector, depth, allowed, query.exclude)
         keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
-        if fusion == "rrf":
-            vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]])
-        else:
-            vids, scores = weighted_fusion(vector, keyword, keyword_weight)
+        labelled = None
+        if query.labels:  # the nearest of the items having every label read: a third candidate list
+            having = self.labels().having(query.labels)
+            if allowed is not None:
+                having = np.intersect1d(having, allowed)
+            labelled = self.vector_ranking(query.vector, depth, having, query.exclude)
+        if fusion.kind == "rrf":
+            vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]] + ([labelled[0]] if labelled is not None else []))
+            return vids[:want], scores[:want]
+        if labelled is not None:
+            merged = np.concatenate([vector[0], labelled[0]])
+            merged, first = np.unique(merged, return_index=True)
+            vector = (merged, np.concatenate([vector[1], labelled[1]])[first])
+        vids, scores = weighted_fusion(vector, keyword, fusion.keyword_weight)
+        if query.labels and fusion.label_weight:
+            scores = scores + fusion.label_weight * self.labels().match_share(query.labels, vids)
+            order = top_k(scores, len(scores))
+            vids, scores = vids[order], scores[order]
         return vids[:want], scores[:want]
 
     def search(self, query: TextQuery, *, k: int = 10, offset: int = 0,
-               filters: dict[str, list[str]] | None = None, fusion: str = DEFAULT_FUSION,
-               keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
+               filters: dict[str, list[str]] | None = None, fusion: Fusion = Fusion(),
                timings: dict[str, float] | None = None) -> SearchResponse:
         """The top ``k`` items after ``offset`` for a query from :meth:`query`: keyword when it has
         only text, vector when it has only a vector, hybrid (``fusion``) when it has both."""
@@ -249,7 +327,7 @@ class TextSearcher:
         want = k + offset
         t0 = time.perf_counter()
         allowed = self.collection.filter_vids(filters) if filters else None
-        vids, scores = self.ranking(query, want, allowed, fusion, keyword_weight)
+        vids, scores = self.ranking(query, want, allowed, fusion)
         vids, scores = vids[offset:want], scores[offset:want]
         t1 = time.perf_counter()
         hits = hits_for(self.collection, vids, scores)

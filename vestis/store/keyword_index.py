@@ -34,10 +34,15 @@ PREFIX = "keywords-"
 _NOT_WORDS = re.compile(r"^(yes|no|true|false|[\d.,:/ -]+)$", re.IGNORECASE)
 
 
+def is_word_value(value: str) -> bool:
+    """Whether a metadata value is words a person would type (not empty, a number or a yes/no flag)."""
+    return bool(value.strip()) and not _NOT_WORDS.match(value)
+
+
 def item_document(metadata: Mapping[str, Any]) -> str:
     """The words of an item: its text metadata values, without numbers and yes/no flags."""
     values = [" ".join(str(v).split()) for v in metadata.values() if isinstance(v, str)]
-    return " ".join(v for v in values if v and not _NOT_WORDS.match(v))
+    return " ".join(v for v in values if is_word_value(v))
 
 
 class KeywordIndex:

@@ -16,7 +16,6 @@ validation text-to-image mAP@10, checkpoints, curves) and writes ``image_head.on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -34,7 +33,7 @@ from torch.nn import functional as F
 from vestis.data.captions import item_texts, template_fields
 from vestis.encoders.joint import IMAGE_INPUT, MODEL_KIND, SIDECAR, TEXT_INPUT
 from vestis.encoders.onnx_encoder import EMBEDDING
-from vestis.encoders.text import DEFAULT_TEXT_ENCODER, get_text_encoder
+from vestis.encoders.text import DEFAULT_TEXT_ENCODER, embed_texts
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.train.attribute_model import PairIndices
@@ -179,34 +178,6 @@ class JointData:
     pair_item: np.ndarray  # pair -> item row
     pair_text: np.ndarray  # pair -> text row
     text_encoder_version: str
-
-
-def embed_texts(texts: list[str], encoder_name: str, cache_dir: Path, *, progress: bool = True
-                ) -> tuple[np.ndarray, str]:
-    """Sentence vectors of ``texts``. Every text embedded once is kept in
-    ``<cache_dir>/texts-<encoder>.npz`` (texts and vectors, per encoder version), so a later run
-    embeds only the texts it has not seen (new or changed titles, another template)."""
-    from tqdm import tqdm
-
-    encoder = get_text_encoder(encoder_name)
-    key = hashlib.sha256(encoder.version.encode()).hexdigest()[:12]
-    path = cache_dir / f"texts-{encoder_name}-{key}.npz"
-    known: dict[str, np.ndarray] = {}
-    if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            known = dict(zip(z["texts"].tolist(), z["vectors"]))
-    todo = [t for t in dict.fromkeys(texts) if t not in known]
-    step = 512
-    for start in tqdm(range(0, len(todo), step), desc="embedding texts", unit="chunk",
-                      disable=None if progress else True):
-        known.update(zip(todo[start:start + step], encoder.embed(todo[start:start + step])))
-    if todo:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, texts=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
-        tmp.replace(path)
-    out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
-    return out.astype(np.float32), encoder.version
 
 
 def load_joint_data(cfg: JointRunConfig) -> JointData:

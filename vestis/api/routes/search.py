@@ -25,6 +25,7 @@ from vestis.api.models import (
 from vestis.api.service import Service
 from vestis.search.results import MAX_K, SearchResponse
 from vestis.search.results import Query as EmbeddedQuery
+from vestis.search.text import TextQuery
 
 router = APIRouter(tags=["search"])
 
@@ -128,7 +129,7 @@ async def run_text_search(service: Service, options: SearchOptions, text: TextOp
     if image is not None:
         service.check_size(len(image), "the image")
 
-    def work() -> tuple[SearchResponse, dict[str, float], str]:
+    def work() -> tuple[SearchResponse, dict[str, float], TextQuery]:
         timings = {"queue": (time.perf_counter() - started) * 1000}
         filters = engine.check_filters(options.filters)
         query = engine.text_query(text.text, images=[(1.0, image)] if image is not None else [],
@@ -136,11 +137,12 @@ async def run_text_search(service: Service, options: SearchOptions, text: TextOp
                                   negatives=text.negative, mode=text.mode, text_weight=text.text_weight,
                                   timings=timings)
         response = engine.search(query, k=options.k, offset=options.offset, filters=filters, timings=timings)
-        return response, timings, query.mode
+        return response, timings, query
 
-    response, timings, mode = await service.run(work)
+    response, timings, query = await service.run(work)
     timings["total"] = (time.perf_counter() - started) * 1000
-    info = {"type": "text", "mode": mode, **({"text": text.text} if text.text is not None else {})}
+    info = {"type": "text", "mode": query.mode, **({"text": text.text} if text.text is not None else {}),
+            **({"understood": query.labels.describe()} if query.labels else {})}
     return SearchResults.build(response, k=options.k, offset=options.offset, query=info, timings_ms=timings)
 
 

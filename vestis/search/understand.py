@@ -1,0 +1,228 @@
+"""Query understanding: which values of the collection's label columns a text query names.
+
+A *label column* is a metadata column with few distinct word values (articleType, baseColour,
+gender, ...): found from the collection itself, so it works on any catalogue; titles (the joint
+model's text column), ids, numbers and yes/no flags are left out. Every run of one to three words
+of the query (runs made only of stop words left out) is compared with every value: exactly (case,
+punctuation and a plural "s" aside: "t-shirt" is "Tshirts") or by meaning, the cosine similarity
+of their sentence vectors (the text encoder of the joint model: "rucksack" is near "Backpacks",
+"ladies" near "Women"), in the text encoder's own space or, with ``project``, after the joint
+model's text head (where words sit near the catalogue's photos of them). Per column, the best
+value at or above ``min_similarity`` is read, and
+with it any other value within ``margin`` of it (a word can mean two close labels). The value
+vectors are embedded once and cached with the collection (:func:`vestis.encoders.text.embed_texts`).
+
+The hybrid ranking of :mod:`vestis.search.text` uses what was read: the items having the values
+are a third candidate list beside the vector and keyword ones, and an item's score gains
+``label_weight`` times the share of the read columns whose value it has.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vestis.encoders.text import TextEncoder, embed_texts
+from vestis.lazy import lazy_import
+from vestis.store.collection import Collection
+from vestis.store.keyword_index import is_word_value
+
+stopwords = lazy_import("bm25s.stopwords")
+
+MAX_VALUES = 300  # a column with more distinct values is not a label column (titles, ids)
+MAX_SPAN = 3  # words per run compared with the values
+RUN_CACHE = 20_000  # vectors of recent runs of words kept (queries repeat their words: "black", "for men")
+EXACT = 1.0  # the similarity given to an exact match
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def singular(word: str) -> str:
+    """A label's singular as titles write it ("Watches" -> "Watch", "Tshirts" -> "Tshirt")."""
+    if word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def spans(text: str, longest: int = MAX_SPAN) -> list[str]:
+    """The runs of 1 to ``longest`` words of ``text`` (lower case) that neither start nor end with a
+    stop word ("a tee" adds nothing to "tee"; "t-shirt for men" is kept)."""
+    words = _WORD.findall(text.lower())
+    stop = set(stopwords.STOPWORDS_EN)
+    out = [" ".join(words[start:start + n]) for n in range(1, longest + 1) for start in range(len(words) - n + 1)
+           if words[start] not in stop and words[start + n - 1] not in stop]
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class LabelMatch:
+    """A value of a label column read in the query's ``words``, with the similarity (1: exact)."""
+
+    column: str
+    value: str
+    words: str
+    similarity: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"column": self.column, "value": self.value, "words": self.words,
+                "similarity": round(self.similarity, 3)}
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """The label values read in a query (possibly none)."""
+
+    matches: tuple[LabelMatch, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.matches)
+
+    @property
+    def filters(self) -> dict[str, list[str]]:
+        """column -> the values read in it (an item has the column's label when it has one of them)."""
+        out: dict[str, list[str]] = {}
+        for m in self.matches:
+            out.setdefault(m.column, []).append(m.value)
+        return out
+
+    def narrowed(self, min_similarity: float, margin: float) -> Understanding:
+        """Per column, the values at or above ``min_similarity`` and within ``margin`` of the column's
+        best (what :meth:`LabelVocabulary.understand` reads with these settings, when this was read
+        with a lower or equal ``min_similarity`` and a wider or equal ``margin``)."""
+        top: dict[str, float] = {}
+        for m in self.matches:
+            top[m.column] = max(top.get(m.column, 0.0), m.similarity)
+        return Understanding(tuple(m for m in self.matches
+                                   if m.similarity >= max(min_similarity, top[m.column] - margin)))
+
+    def describe(self) -> str:
+        """One line for people: ``articleType=Backpacks ("rucksack" 0.91), baseColour=Black ("black")``."""
+        return ", ".join(f'{m.column}={m.value} ("{m.words}"' + ("" if m.similarity >= EXACT else
+                                                                  f" {m.similarity:.2f}") + ")"
+                         for m in self.matches)
+
+
+class LabelVocabulary:
+    """The label columns of a collection, their values and the values' sentence vectors, kept in
+    step with the collection (recomputed after a write). Thread-safe."""
+
+    def __init__(self, collection: Collection, encoder: TextEncoder, skip_columns: Sequence[str] = (),
+                 project: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.collection, self.encoder, self.project = collection, encoder, project
+        self.skip = set(skip_columns)
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._columns: list[str] = []
+        self._order: dict[str, int] = {}
+        self._values: list[str] = []
+        self._by_key: dict[str, list[int]] = {}  # exact form -> value positions
+        self._members: dict[tuple[str, str], np.ndarray] = {}  # (column, value) -> its items' vids, sorted
+        self._runs: OrderedDict[str, np.ndarray] = OrderedDict()  # run of words -> its vector, least recent first
+        self._vectors = np.zeros((0, encoder.dim), np.float32)
+
+    def label_columns(self) -> dict[str, list[str]]:
+        """Each label column with its word values (see the module docstring)."""
+        n_items = len(self.collection)
+        out = {}
+        for column, counts in self.collection.metadata_columns(max_values=MAX_VALUES + 1).items():
+            words = [v for v, _ in counts if is_word_value(v)]
+            # a label repeats: fewer distinct values than half the items, and no more than MAX_VALUES
+            if column in self.skip or len(counts) > MAX_VALUES or len(words) < 2 or 2 * len(counts) > n_items:
+                continue
+            out[column] = sorted(words)
+        return out
+
+    def _sync(self) -> None:
+        generation = self.collection.generation
+        if generation == self._generation:
+            return
+        pairs = [(c, v) for c, values in self.label_columns().items() for v in values]
+        self._columns, self._values = [c for c, _ in pairs], [v for _, v in pairs]
+        self._order = {c: i for i, c in enumerate(dict.fromkeys(self._columns))}
+        self._by_key = {}
+        for j, value in enumerate(self._values):
+            for key in {_key(value), _key(singular(value))}:
+                self._by_key.setdefault(key, []).append(j)
+        self._vectors = self._space(embed_texts(self._values, self.encoder, self.collection.path / "cache")[0])
+        self._members = {(c, v): self.collection.filter_vids({c: [v]}) for c, v in pairs}  # sorted vids
+        self._generation = generation
+
+    def _space(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors if self.project is None or not len(vectors) else self.project(vectors)
+
+    def _run_vectors(self, runs: list[str]) -> np.ndarray:
+        """The vectors of runs of words (only those not seen recently are embedded, in one batch)."""
+        new = [r for r in runs if r not in self._runs]
+        if new:
+            self._runs.update(zip(new, self._space(self.encoder.embed(new))))
+        for run in runs:
+            self._runs.move_to_end(run)
+        while len(self._runs) > RUN_CACHE:
+            self._runs.popitem(last=False)
+        return np.stack([self._runs[r] for r in runs])
+
+    def understand(self, text: str, min_similarity: float, margin: float) -> Understanding:
+        """The label values ``text`` names (see the module docstring)."""
+        runs = spans(text)
+        with self._lock:
+            self._sync()
+            if not runs or not self._values:
+                return Understanding()
+            similarity = self._run_vectors(runs) @ self._vectors.T  # runs x values
+            exact = [run for run in runs if _key(run) in self._by_key]
+            for run in exact:
+                similarity[runs.index(run), self._by_key[_key(run)]] = EXACT
+            for i, run in enumerate(runs):  # a run inside an exact one is part of it ("blue" in "navy blue")
+                if any(f" {run} " in f" {other} " for other in exact if other != run):
+                    similarity[i] = -1.0
+            best_run = similarity.argmax(0)
+            best = similarity[best_run, np.arange(len(self._values))]
+            found = [LabelMatch(self._columns[j], self._values[j], runs[best_run[j]], float(best[j]))
+                     for j in np.flatnonzero(best >= min_similarity)]
+        found.sort(key=lambda m: (self._order[m.column], -m.similarity))
+        return Understanding(tuple(found)).narrowed(min_similarity, margin)
+
+    def _has(self, column: str, values: Sequence[str], vids: np.ndarray) -> np.ndarray:
+        """Whether each of ``vids`` has one of ``values`` in ``column`` (binary search in the sorted
+        members of each value: no set operation over a large column)."""
+        found = np.zeros(len(vids), bool)
+        for value in values:
+            members = self._members.get((column, value))
+            if members is not None and len(members):
+                at = np.minimum(np.searchsorted(members, vids), len(members) - 1)
+                found |= members[at] == vids
+        return found
+
+    def match_share(self, understanding: Understanding, vids: np.ndarray) -> np.ndarray:
+        """For each of ``vids``: the share of the columns read in ``understanding`` whose value it has."""
+        filters = understanding.filters
+        with self._lock:
+            self._sync()
+            share = np.zeros(len(vids), np.float32)
+            for column, values in filters.items():
+                share += self._has(column, values, vids)
+        return share / max(1, len(filters))
+
+    def having(self, understanding: Understanding) -> np.ndarray:
+        """The vids (sorted) of the items that have a value read in every column read."""
+        filters = understanding.filters
+        with self._lock:
+            self._sync()
+            sizes = {c: sum(len(self._members.get((c, v), ())) for v in values) for c, values in filters.items()}
+            if not sizes:
+                return np.zeros(0, np.int64)
+            first = min(sizes, key=sizes.get)  # start from the smallest column, filter by the others
+            vids = np.unique(np.concatenate([self._members.get((first, v), np.zeros(0, np.int64))
+                                             for v in filters[first]]))
+            for column, values in filters.items():
+                if column != first:
+                    vids = vids[self._has(column, values, vids)]
+        return vids
