@@ -47,6 +47,7 @@ def test_text_box_marks_and_a_photo_with_words(server_url, browser, tmp_path):  
     page.fill("#text", "red shirt")
     page.press("#text", "Enter")
     sync_api.expect(page.locator("#status")).to_contain_text("round trip")
+    sync_api.expect(page.locator("#status")).to_contain_text('understood: colour=red ("red")')
     ids = _card_ids(page)
     assert len(ids) == 24 and set(ids[:2]) == {"red-shirt-0", "red-shirt-1"}
     page.screenshot(path=str(ARTIFACTS / "10-text.png"), full_page=True)

@@ -303,7 +303,9 @@ function render(answer, append, roundTripMs) {
   if (t.embed !== undefined) parts.push(`embed ${t.embed.toFixed(0)} ms`);
   if (t.search !== undefined) parts.push(`search ${t.search.toFixed(1)} ms`);
   const found = state.shown ? `${state.shown} of ${answer.candidates.toLocaleString()} items` : "No matching items";
-  setStatus(`${found} · ${parts.join(", ")} · round trip ${roundTripMs.toFixed(0)} ms`, false);
+  // label values the server read in the words (hybrid text queries), so a person sees how it was understood
+  const understood = answer.query && answer.query.understood ? ` · understood: ${answer.query.understood}` : "";
+  setStatus(`${found}${understood} · ${parts.join(", ")} · round trip ${roundTripMs.toFixed(0)} ms`, false);
   $("more").hidden = answer.results.length < answer.k || state.shown >= answer.candidates;
 }
 
