@@ -96,7 +96,7 @@ class TrainingTask:
     backbone: str
     partition: np.ndarray | None = None
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
-    regulariser: nn.Module | None = None
+    regulariser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.split.astype(str), splits))
