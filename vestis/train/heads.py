@@ -187,8 +187,10 @@ class HeadLoss(nn.Module):
         if not isinstance(self.margin_loss, losses.ArcFaceLoss | losses.CosFaceLoss):
             raise VestisError(f"class weights start at class means for arcface and cosface heads, not {self.kind}")
         sums = torch.zeros(self.num_classes, embeddings.shape[1]).index_add_(0, labels, F.normalize(embeddings, dim=1))
-        empty = sums.norm(dim=1) == 0  # classes without items keep their random start
-        self.margin_loss.W[:, ~empty] = F.normalize(sums[~empty], dim=1).T.to(self.margin_loss.W)
+        # a class of one item would sit exactly on its weight, where ArcFace's arccos has no gradient:
+        # such classes (and empty ones) keep their random start
+        many = torch.bincount(labels, minlength=self.num_classes) >= 2
+        self.margin_loss.W[:, many] = F.normalize(sums[many], dim=1).T.to(self.margin_loss.W)
 
     @property
     def needs_m_per_class(self) -> bool:
