@@ -128,3 +128,12 @@ def test_class_weights_can_start_at_the_class_means(garment_config, residual):
 def test_residual_settings_that_cannot_work_are_refused(garment_config, overrides, message):
     with pytest.raises(VestisError, match=message):
         load_config(garment_config, overrides)
+
+
+def test_stage2_refuses_to_start_from_a_residual_head(garment_config):
+    stage1 = run(load_config(garment_config, ["head.residual=true", "head.dim=16", "train.epochs=1"]))
+    cfg = load_config(garment_config, ["stage=2", "train.epochs=1", f"finetune.init={stage1['checkpoint']}",
+                                       f"data.split_file={stage1['run_dir']}/split.csv",
+                                       f"output={stage1['run_dir']}-stage2"])
+    with pytest.raises(VestisError, match="residual head"):
+        prepare(cfg)
