@@ -63,9 +63,10 @@ def test_resume_continues_at_the_right_epoch(garment_config, monkeypatch):
         torch.testing.assert_close(task.head.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_resume_refuses_another_head(garment_config):
+@pytest.mark.parametrize("change, key", [("head.kind=cosface", "head.kind"), ("head.residual=true", "head.residual")])
+def test_resume_refuses_another_head(garment_config, change, key):
     cfg = load_config(garment_config, ["train.epochs=1"])
     Trainer(cfg, prepare(cfg), cfg.run_dir).fit()
-    other = load_config(garment_config, ["head.kind=cosface", f"train.resume={cfg.run_dir / 'last.pt'}"])
-    with pytest.raises(VestisError, match="head.kind"):
+    other = load_config(garment_config, [change, f"train.resume={cfg.run_dir / 'last.pt'}"])
+    with pytest.raises(VestisError, match=key):
         Trainer(other, prepare(other), other.run_dir).fit()

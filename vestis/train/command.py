@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import knn_accuracy
 from vestis.train.config import AttributeRunConfig, RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
-from vestis.train.heads import EmbeddingHead, HeadLoss, SimilarityDistillation
+from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor, SimilarityDistillation
 from vestis.train.report import write_run_report
 from vestis.train.trainer import (
     ArrayDataset,
@@ -62,10 +63,15 @@ def feature_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTas
         raise VestisError("stage 1 needs the items' features")
     groups = items.groups(cfg.data.labels)
     classes, labels = class_labels(groups, split, cfg.train.train_splits)
-    head = EmbeddingHead(items.vectors.shape[1], cfg.head.dim, cfg.head.backbone_weight)
-    if cfg.head.backbone_weight:
+    head = EmbeddingHead.from_config(items.vectors.shape[1], cfg.head)
+    if head.needs_centre:
         head.set_centre(torch.from_numpy(items.vectors[np.isin(split.astype(str), cfg.train.train_splits)]))
-    criterion = HeadLoss(cfg.head, len(classes))
+    criterion = HeadLoss(cfg.head, len(classes), head.dim)
+    if cfg.head.class_init == "means":
+        rows = np.flatnonzero(np.isin(split.astype(str), cfg.train.train_splits) & (labels >= 0))
+        with torch.no_grad():
+            embeddings = head.eval()(torch.from_numpy(np.ascontiguousarray(items.vectors[rows], np.float32)))
+        criterion.init_class_weights(embeddings, torch.from_numpy(labels[rows]))
     vectors = items.vectors
 
     def inputs(rows: np.ndarray, augment: bool) -> ArrayDataset:
@@ -73,8 +79,16 @@ def feature_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTas
 
     params = [{"params": [*head.parameters(), *criterion.parameters()], "lr": cfg.train.lr}]
     return TrainingTask(1, head, head, criterion, params, inputs, items, groups, split, classes, labels,
-                        items.encoder_name,
-                        regulariser=SimilarityDistillation(cfg.head.distill) if cfg.head.distill else None)
+                        items.encoder_name, regulariser=regulariser(cfg, head))
+
+
+def regulariser(cfg: RunConfig, head: EmbeddingHead) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The sum of the configured terms that keep the head near its backbone (None: none)."""
+    terms = [*([SimilarityDistillation(cfg.head.distill)] if cfg.head.distill else []),
+             *([IdentityAnchor(head, cfg.head.anchor)] if cfg.head.anchor else [])]
+    if not terms:
+        return None
+    return lambda features, embeddings: sum(term(features, embeddings) for term in terms)
 
 
 def prepare(cfg: RunConfig) -> TrainingTask:

@@ -23,6 +23,7 @@ from vestis.encoders.onnx_encoder import FEATURE_MAPS
 from vestis.errors import VestisError
 
 HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
+CLASS_INITS = ("random", "means")
 MINERS = ("batch-hard", "semi-hard", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
 SPLIT_NAMES = ("train", "val", "test")
@@ -69,6 +70,14 @@ class HeadConfig:
     # [sqrt(w) backbone, sqrt(1 - w) head], so its cosine similarity is w x the backbone's + (1 - w) x the head's.
     distill: float = 0.0
     backbone_weight: float = 0.0
+    # ``residual``: the head is the centred backbone feature plus a learned correction of rank
+    # ``dim`` that starts at zero (the output keeps the backbone's size); ``anchor`` weighs a
+    # penalty on the correction's squared norm (pulls the head towards the identity);
+    # ``interpolate`` a scales the correction in the retrieval embedding, W = I + a A (1: as trained).
+    residual: bool = False
+    anchor: float = 0.0
+    interpolate: float = 1.0
+    class_init: str = "random"  # means: margin-softmax class weights start at the class means of the head's output
     sub_centers: int = 3
     triplet_margin: float = 0.2
     triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
@@ -187,14 +196,25 @@ class RunConfig:
             raise VestisError("data.labels: name at least one metadata column to learn")
         _choice("head.kind", self.head.kind, HEAD_KINDS)
         _choice("head.miner", self.head.miner, MINERS)
+        _choice("head.class_init", self.head.class_init, CLASS_INITS)
+        if self.head.class_init == "means" and self.head.kind not in ("arcface", "cosface"):
+            raise VestisError(f"head.class_init=means starts the class weights of arcface and cosface heads; "
+                              f"head.kind is {self.head.kind}")
         _choice("train.schedule", self.train.schedule, SCHEDULES)
         _choice("eval.gallery", self.eval.gallery, GALLERIES)
         if self.head.dim < 2 or self.head.m_per_class < 2 or self.head.sub_centers < 1:
             raise VestisError("head.dim and head.m_per_class must be at least 2, head.sub_centers at least 1")
         if not 0 <= self.head.backbone_weight < 1 or self.head.distill < 0:
             raise VestisError("head.backbone_weight must be in [0, 1) and head.distill >= 0")
-        if self.stage == 2 and (self.head.backbone_weight or self.head.distill):
-            raise VestisError("head.backbone_weight and head.distill keep the frozen backbone's features: stage 1 only")
+        if self.stage == 2 and (self.head.backbone_weight or self.head.distill or self.head.residual
+                                or self.head.class_init != "random"):
+            raise VestisError("head.backbone_weight, head.distill, head.residual and head.class_init work on the "
+                              "frozen backbone's features: stage 1 only")
+        if self.head.anchor < 0 or not 0 <= self.head.interpolate <= 1:
+            raise VestisError("head.anchor must be >= 0 and head.interpolate in [0, 1]")
+        if not self.head.residual and (self.head.anchor or self.head.interpolate != 1):
+            raise VestisError("head.anchor and head.interpolate pull a residual head towards the identity: "
+                              "set head.residual=true (a projection head has no identity to keep)")
         if self.eval.labels is not None and not self.eval.labels:
             raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self

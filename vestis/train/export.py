@@ -22,6 +22,7 @@ from torch import nn
 
 from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS, INPUT, OPSET, open_session
 from vestis.errors import VestisError
+from vestis.train.config import HeadConfig
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint
 
@@ -121,7 +122,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path | None = None, *,
         raise VestisError(f"{checkpoint} was trained on features of {ckpt['encoder_version']}, but the built-in "
                           f"backbone is now {expected}: re-index the data and train again")
     cfg = ckpt["config"]
-    head = EmbeddingHead(ckpt["in_dim"], cfg["head"]["dim"], cfg["head"].get("backbone_weight", 0.0))
+    head = EmbeddingHead.from_config(ckpt["in_dim"], HeadConfig(**cfg["head"]))
     backbone = BUILDERS[backbone_name]()
     if ckpt["stage"] == 1:
         head.load_state_dict(ckpt["model"])

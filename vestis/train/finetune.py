@@ -157,6 +157,9 @@ def finetune_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTa
         if init["classes"] != classes or init["stage"] != 1 or init["backbone"] != name:
             raise VestisError(f"finetune.init {cfg.finetune.init} is not a stage-1 checkpoint of backbone {name} "
                               "with the same classes (same data, labels and split)")
+        if init["config"]["head"].get("residual"):
+            raise VestisError(f"finetune.init {cfg.finetune.init} is a residual head, which works on frozen "
+                              "features only: train its stage 1 with --set head.residual=false --set head.anchor=0")
         head.load_state_dict({k: v for k, v in init["model"].items() if k != "centre"})  # stage 2 keeps no backbone part
         criterion.load_state_dict(init["criterion"])
     model = BackboneHead(backbone, head, cfg.finetune.freeze_bn)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
-from vestis.train.config import RunConfig, TrainConfig, check_split_usage
+from vestis.train.config import HeadConfig, RunConfig, TrainConfig, check_split_usage
 from vestis.train.features import Items
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class TrainingTask:
     backbone: str
     partition: np.ndarray | None = None
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
-    regulariser: nn.Module | None = None
+    regulariser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.split.astype(str), splits))
@@ -266,9 +266,10 @@ class Trainer:
         if ckpt["classes"] != list(self.task.classes) or ckpt["stage"] != self.task.stage:
             raise VestisError(f"checkpoint {path} was trained on other classes or another stage; "
                               "resume needs the same data, labels and split")
-        for key in ("kind", "dim"):
-            if ckpt["config"]["head"][key] != getattr(self.cfg.head, key):
-                raise VestisError(f"checkpoint {path} has head.{key}={ckpt['config']['head'][key]!r}, "
+        for key in ("kind", "dim", "residual"):
+            saved = ckpt["config"]["head"].get(key, getattr(HeadConfig(), key))  # older checkpoints: the default
+            if saved != getattr(self.cfg.head, key):
+                raise VestisError(f"checkpoint {path} has head.{key}={saved!r}, "
                                   f"the config says {getattr(self.cfg.head, key)!r}")
         self.task.model.load_state_dict(ckpt["model"])
         self.task.criterion.load_state_dict(ckpt["criterion"])
