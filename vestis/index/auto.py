@@ -24,12 +24,12 @@ def is_auto(spec: str | None) -> bool:
     return str(spec).strip().lower() == AUTO_SPEC
 
 
-def exact_limit(dim: int, max_bytes: int = EXACT_MAX_BYTES) -> int:
+def exact_limit(dim: int, max_bytes: int | None = None) -> int:
     """The largest collection (items) that ``auto`` searches exactly at dimension ``dim``."""
-    return max(1, max_bytes // (4 * dim))
+    return max(1, (EXACT_MAX_BYTES if max_bytes is None else max_bytes) // (4 * dim))
 
 
-def choose_index(n: int, dim: int, current: str | None = None, max_bytes: int = EXACT_MAX_BYTES) -> str:
+def choose_index(n: int, dim: int, current: str | None = None, max_bytes: int | None = None) -> str:
     """The spec ``auto`` uses for ``n`` vectors of dimension ``dim``; ``current`` is the spec in use,
     kept when ``n`` is between half the threshold and the threshold (hysteresis). ``max_bytes``:
     the scan an exact query may afford (less where a query does more than one search)."""
