@@ -19,6 +19,7 @@ are a third candidate list beside the vector and keyword ones, and an item's sco
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -28,11 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from vestis.encoders.text import TextEncoder, embed_texts
-from vestis.lazy import lazy_import
 from vestis.store.collection import Collection
 from vestis.store.keyword_index import is_word_value
 
-stopwords = lazy_import("bm25s.stopwords")
 
 MAX_VALUES = 300  # a column with more distinct values is not a label column (titles, ids)
 MAX_SPAN = 3  # words per run compared with the values
@@ -52,11 +51,20 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+@functools.cache
+def _stop_words() -> frozenset[str]:
+    """bm25s's English stop words (the keyword index drops the same ones); imported on first use,
+    since bm25s brings SciPy and an image search needs neither."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
 def spans(text: str, longest: int = MAX_SPAN) -> list[str]:
     """The runs of 1 to ``longest`` words of ``text`` (lower case) that neither start nor end with a
     stop word ("a tee" adds nothing to "tee"; "t-shirt for men" is kept)."""
     words = _WORD.findall(text.lower())
-    stop = set(stopwords.STOPWORDS_EN)
+    stop = _stop_words()
     out = [" ".join(words[start:start + n]) for n in range(1, longest + 1) for start in range(len(words) - n + 1)
            if words[start] not in stop and words[start + n - 1] not in stop]
     return list(dict.fromkeys(out))
