@@ -5,6 +5,8 @@ do (a server and ``vestis index`` / ``vestis remove``)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,29 @@ def test_reopened_table_leaves_its_vectors_in_the_cache_file(tmp_path):
     row = again.table().rows_of(np.array([again.get("new").vid]))
     assert np.array_equal(again.table().take(row)[0], added[0].vector)
     again.close()
+
+
+def test_a_cache_file_of_earlier_versions_is_read_then_replaced(tmp_path, monkeypatch):
+    """Collections written before the cache became a folder open from their ``vectors-G.npz``
+    (not from every SQLite row), and the next save replaces it with the folder."""
+    rng = np.random.default_rng(6)
+    path = tmp_path / "c"
+    c = make(tmp_path)
+    c.upsert(new_items(rng, ["a", "b", "c"]))
+    c.persist()
+    c.close()
+    folder = next((path / "cache").glob("vectors-*"))
+    vids, vectors = np.load(folder / "vids.npy"), np.load(folder / "vectors.npy")
+    colours = np.load(folder / "colours.npy")
+    np.savez(path / "cache" / f"{folder.name}.npz", vids=vids, vectors=vectors, colours=colours)
+    shutil.rmtree(folder)
+
+    from vestis.store.db import ItemDB
+
+    monkeypatch.setattr(ItemDB, "rows", lambda self: pytest.fail("the table was rebuilt from SQLite"))
+    reopened = Collection.open(path)
+    assert not reopened.table().mapped and table_vids(reopened) == sorted(vids.tolist())
+    reopened.persist()
+    reopened.close()
+    assert [p.name for p in (path / "cache").glob("vectors-*")] == [folder.name]
+    assert Collection.open(path).table().mapped

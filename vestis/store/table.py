@@ -28,7 +28,7 @@ from vestis.store.db import DB_NAME, Changes, ItemDB
 
 log = logging.getLogger(__name__)
 CACHE_DIR = "cache"
-_CACHE_NAME = re.compile(r"vectors-(\d+)")
+_CACHE_NAME = re.compile(r"vectors-(\d+)(\.npz)?")  # a folder; .npz: the single file of earlier versions
 
 
 def new_table(dim: int, colour_dim: int) -> VectorStore:
@@ -60,29 +60,36 @@ class SyncedTable:
     def _cache_folder(self, gen: int) -> Path:
         return self.cache_dir / f"vectors-{gen}"
 
-    def _read(self, folder: Path) -> VectorStore:
-        """The table saved in ``folder``, its vectors left in the file."""
-        vectors = MappedRows.open(folder / "vectors.npy")
-        vids = np.load(folder / "vids.npy")
+    def _read(self, cached: Path) -> VectorStore:
+        """The table saved in the folder ``cached``, its vectors left in the file (or, from the
+        single ``.npz`` file earlier versions wrote, read into memory until the next save)."""
+        if cached.suffix == ".npz":
+            table = new_table(self.dim, self.colour_dim)
+            with np.load(cached) as z:
+                table.append(z["vids"], z["vectors"], z["colours"] if self.colour_dim else None)
+            return table
+        vectors = MappedRows.open(cached / "vectors.npy")
+        vids = np.load(cached / "vids.npy")
         n, dim = vectors.array.shape
-        colours = np.load(folder / "colours.npy") if self.colour_dim else None
+        colours = np.load(cached / "colours.npy") if self.colour_dim else None
         if dim != self.dim or vids.shape != (n,) or (colours is not None and colours.shape != (n, self.colour_dim)):
             raise VestisError(f"shapes do not agree: vectors {vectors.array.shape}, vids {vids.shape}")
         return VectorStore(self.dim, vectors, vids, extra_dim=self.colour_dim, extra=colours)
 
     def _cached(self) -> tuple[VectorStore, int] | None:
-        """The newest cache folder that is not ahead of SQLite, or None (a damaged one is deleted)."""
+        """The newest cache that is not ahead of SQLite, or None (a damaged one is deleted)."""
         now = self.db.generation()
-        found = [(int(m.group(1)), f) for f in self.cache_dir.glob("vectors-*")
-                 if (m := _CACHE_NAME.fullmatch(f.name)) and f.is_dir() and int(m.group(1)) <= now]
+        found = [(int(m.group(1)), f.is_dir(), f) for f in self.cache_dir.glob("vectors-*")
+                 if (m := _CACHE_NAME.fullmatch(f.name)) and f.is_dir() != bool(m.group(2))
+                 and int(m.group(1)) <= now]
         if not found:
             return None
-        gen, cached = max(found)
+        gen, _folder, cached = max(found)  # of one generation, the folder is preferred
         try:
             return self._read(cached), gen
         except Exception as error:  # any damage (truncated file, bad header, lost file): rebuild from SQLite
             log.warning("vector cache %s is damaged (%s): rebuilt from %s", cached, error, DB_NAME)
-            shutil.rmtree(cached, ignore_errors=True)
+            shutil.rmtree(cached) if cached.is_dir() else cached.unlink(missing_ok=True)
             return None
 
     def _load(self) -> tuple[VectorStore, int]:
