@@ -197,6 +197,14 @@ def run_child(*args: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def write_results(out: Path, results: dict[str, Any], markdown: str) -> None:
+    """``results.json`` (the figures and the table) and ``results.md`` in ``out``; the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({**results, "markdown": markdown}, indent=2) + "\n")
+    (out / "results.md").write_text(markdown)
+    print(markdown)
+
+
 def gib(value: int) -> str:
     return f"{value / 2**30:.2f}"
 
@@ -275,13 +283,8 @@ def main() -> None:
         lines += ["", f"Build (once, in its own process, {args.build_threads} threads, load average "
                       f"{build['load_average'][0]:.1f} at its start): {build['build_s']:.0f} s, peak "
                       f"{gib(build['memory']['VmHWM'])} GiB."]
-    markdown = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"dataset": dataset.meta, "build": build, "files": files,
-                                                       "layouts": layouts, "load_average": load,
-                                                       "markdown": markdown}, indent=2) + "\n")
-    (args.out / "results.md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, {"dataset": dataset.meta, "build": build, "files": files, "layouts": layouts,
+                             "load_average": load}, "\n".join(lines) + "\n")
 
 
 def measure_collection(args: argparse.Namespace, dataset: Any, load: tuple[float, float, float]) -> None:
@@ -320,12 +323,8 @@ def measure_collection(args: argparse.Namespace, dataset: Any, load: tuple[float
         f"Build (once, its own process, {args.build_threads} threads, load average {build['load_average'][0]:.1f}): "
         f"items written in {build['write_s']:.0f} s, everything in {build['build_s']:.0f} s, peak "
         f"{gib(build['memory']['VmHWM'])} GiB."]) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"dataset": dataset.meta, "build": build, "files": files,
-                                                       "collection": r, "load_average": load,
-                                                       "markdown": markdown}, indent=2) + "\n")
-    (args.out / "results.md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, {"dataset": dataset.meta, "build": build, "files": files, "collection": r,
+                             "load_average": load}, markdown)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,12 @@ vectors as the single-process path; killing the driver loses nothing committed; 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import garment_image, jpeg_bytes
-from tests.store.test_store_contract import INDEX_DRIVER, ROOT, _location, write_catalogue
+from tests.store.test_store_contract import _location, kill_while_indexing, write_catalogue
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
 from vestis.store.factory import open_collection
@@ -75,18 +70,7 @@ def test_killing_the_ray_driver_loses_nothing(cluster, encoder, tmp_path):
     folder = tmp_path / "many"
     write_catalogue(folder, 48)
     location = str(tmp_path / "c")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", INDEX_DRIVER, str(folder), location, cluster], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    committed, deadline = 0, time.time() + 300
-    while committed < 8 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line or line.startswith("finished"):
-            break
-        committed += int(line.split()[1])
-    assert proc.poll() is None, "indexing finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    committed = kill_while_indexing(folder, location, 8, cluster)
     with open_collection(location) as coll:
         survived = len(coll)
         assert survived >= committed and len(coll.table()) == survived

@@ -272,6 +272,24 @@ INDEX_DRIVER = textwrap.dedent("""
 """)
 
 
+def kill_while_indexing(folder: Path, location: str, after: int, *driver_args: str) -> int:
+    """Run INDEX_DRIVER on ``folder`` into ``location`` in a child process and SIGKILL it once at
+    least ``after`` items are committed; returns how many were committed before the kill."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", INDEX_DRIVER, str(folder), location, *driver_args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    committed, deadline = 0, time.time() + 300
+    while committed < after and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line or line.startswith("finished"):
+            break
+        committed += int(line.split()[1])
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return committed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["local", "milvus-lite"])
 def test_kill_mid_index_and_resume(kind, tmp_path):
@@ -280,18 +298,7 @@ def test_kill_mid_index_and_resume(kind, tmp_path):
     location = _location(kind, tmp_path)
     folder = tmp_path / "many"
     write_catalogue(folder, 60)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", INDEX_DRIVER, str(folder), location], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    committed, deadline = 0, time.time() + 300
-    while committed < 12 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line or line.startswith("finished"):
-            break
-        committed += int(line.split()[1])
-    assert proc.poll() is None, "indexing finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    committed = kill_while_indexing(folder, location, 12)
     with open_collection(location) as coll:
         survived = len(coll)
         assert survived >= committed
