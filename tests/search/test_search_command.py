@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -79,3 +81,28 @@ def test_a_truncated_database_is_reported_as_damaged(collection, tmp_path):
     with pytest.raises(CollectionDamagedError):
         Collection.exists(copy)
     assert not Collection.exists(tmp_path / "nothing-here")
+
+
+# what an image query in a fresh process must not import: each of these made the cold start slower
+# (pydantic through typer 0.29's parameter validators; the rest are only needed by other commands)
+NOT_FOR_AN_IMAGE_QUERY = ("pydantic", "torch", "sklearn", "scipy", "faiss", "bm25s", "tokenizers", "Stemmer",
+                          "tqdm", "numpy.ma", "yaml")
+
+
+def test_an_image_query_in_a_fresh_process_imports_only_what_it_needs(collection, tmp_path):
+    photo = tmp_path / "query.jpg"
+    photo.write_bytes(jpeg_bytes(garment_image((200, 30, 30), "shirt", seed=7)))
+    loaded = tmp_path / "modules.txt"
+    script = ("import atexit, runpy, sys\n"
+              # modules made by vestis.lazy and never touched are not loaded: left out
+              f"atexit.register(lambda: open({str(loaded)!r}, 'w').write('\\n'.join(sorted(\n"
+              "    name for name, m in sys.modules.items() if type(m).__name__ != '_LazyModule'))))\n"
+              f"sys.argv = ['vestis', 'search', '-c', {str(collection)!r}, {str(photo)!r}, '--json']\n"
+              "runpy.run_module('vestis', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["results"][0]["id"] == "red-shirt"
+    modules = set(loaded.read_text().split())
+    assert "onnxruntime" in modules and "vestis.search.engine" in modules
+    assert sorted(m for m in modules if m.split(".")[0] in NOT_FOR_AN_IMAGE_QUERY or m == "numpy.ma"
+                  or m.startswith("numpy.ma.")) == []

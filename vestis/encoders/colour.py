@@ -56,7 +56,9 @@ def colour_descriptor(image: Image.Image) -> np.ndarray:
     rgb = np.asarray(small, np.float32).reshape(-1, 3)
     h, s, v = (np.asarray(small.convert("HSV"), np.float32).reshape(-1, 3) / 255.0).T
 
-    border = np.median(rgb[_BORDER], axis=0)
+    # the border's median colour, by sorting: np.median would import numpy.ma on a cold start
+    edge = np.sort(rgb[_BORDER], axis=0)
+    border = (edge[(len(edge) - 1) // 2] + edge[len(edge) // 2]) / np.float32(2)
     diff = (rgb - border) / np.float32(_FG_SCALE)
     weight = _CENTRE * (np.float32(1 + _BACKGROUND_WEIGHT) - np.exp(-np.einsum("ij,ij->i", diff, diff)))
     chroma = np.clip((s - _MIN_SAT) / _RAMP_SAT, 0, 1) * np.clip((v - _MIN_VAL) / _RAMP_VAL, 0, 1)

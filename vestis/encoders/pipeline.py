@@ -22,7 +22,6 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from vestis.data.images import decode_image
 from vestis.encoders.base import ImageEncoder
@@ -92,6 +91,8 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
     if batch_size < 1:
         raise VestisError(f"batch_size must be at least 1, got {batch_size}")
     source = iter(items)
+    from tqdm import tqdm  # imported here: a single query never shows a bar
+
     bar = tqdm(total=total, unit="img", desc=f"embedding ({encoder.name})", disable=None if progress else True)
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="vestis-embed")
     pending: deque[list[Future[_Prepared[K]]]] = deque()

@@ -17,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from vestis.encoders.onnx_encoder import EMBEDDING, OPSET, builtin_model_path, open_session
 from vestis.errors import VestisError
@@ -58,6 +57,8 @@ class TextEncoder:
     def __init__(self, name: str, version: str, model_path: Path, tokenizer_path: Path, max_tokens: int,
                  threads: int | None = None):
         self.name, self.version, self.max_tokens = name, version, max_tokens
+        from tokenizers import Tokenizer  # imported here: image-only commands never load it
+
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.no_padding()  # padded per batch to its longest sentence, below

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import Stemmer
 
 from vestis.lazy import lazy_import
 from vestis.store.atomic import fsync_tree
@@ -50,6 +49,8 @@ class KeywordIndex:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+        import Stemmer  # imported here: opening a collection for image search never needs it
+
         self._stemmer = Stemmer.Stemmer("english")
         self._lock = threading.Lock()
         self._generation = -1
