@@ -95,3 +95,5 @@ def test_the_8_bit_encoder_is_close_to_float32_and_ranks_alike(encoder, int8):
     # ("a tee in navy" finds the navy shirt before the grey T-shirt in both: MiniLM ranks colour first)
     assert best(a).tolist() == best(b).tolist() == [0, 0, 1, 2, 3]
     assert int8.dim == encoder.dim == 384
+    # one sentence per call: its vector does not depend on the sentences embedded with it
+    assert np.array_equal(np.stack([int8.embed(t)[0] for t in queries + items]), a)

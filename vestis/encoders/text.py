@@ -68,6 +68,9 @@ class TextEncoder:
     def __init__(self, name: str, version: str, model_path: Path, tokenizer_path: Path, max_tokens: int,
                  threads: int | None = None):
         self.name, self.version, self.max_tokens = name, version, max_tokens
+        # dynamic quantization scales each call's activations by the range of the whole batch, so an
+        # 8-bit model embeds one sentence per call: a sentence's vector must not depend on its batch-mates
+        self.batch = 1 if name.endswith(INT8) else BATCH
         from tokenizers import Tokenizer  # imported here: image-only commands never load it
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -96,8 +99,8 @@ class TextEncoder:
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
         out = np.zeros((len(texts), self.dim), np.float32)
-        for start in range(0, len(texts), BATCH):
-            rows = order[start:start + BATCH]
+        for start in range(0, len(texts), self.batch):
+            rows = order[start:start + self.batch]
             ids, mask = self.tokenize([texts[i] for i in rows])
             out[rows] = self._session.run([EMBEDDING], {"input_ids": ids, "attention_mask": mask})[0]
         return out
