@@ -71,6 +71,8 @@ class TextEncoder:
         # dynamic quantization scales each call's activations by the range of the whole batch, so an
         # 8-bit model embeds one sentence per call: a sentence's vector must not depend on its batch-mates
         self.batch = 1 if name.endswith(INT8) else BATCH
+        # one short sentence is too little work to share: one thread is faster than two (BENCHMARKS.md)
+        threads = 1 if self.batch == 1 else threads
         from tokenizers import Tokenizer  # imported here: image-only commands never load it
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
