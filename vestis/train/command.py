@@ -40,7 +40,7 @@ from vestis.train.trainer import (
     resolve_device,
     retrieval_scores,
 )
-from vestis.train.transfer import TransferSet, load_transfer_sets, measure, warnings_for
+from vestis.train.transfer import TransferSet, load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
         summary["eval_labels"] = cfg.eval.labels
     summary["test_seconds"] = time.perf_counter() - start
     if cfg.transfer:
-        summary.update(measure_transfer(cfg, task, kind, *transfer_sets))
+        summary.update(measure_transfer(*transfer_sets, lambda tset: kind.embed_transfer(cfg, task, tset)))
     if cfg.export.onnx:
         try:
             summary["onnx"] = str(kind.export(run_dir / "best.pt", run_dir / "model.onnx", cfg.export.version))
@@ -212,25 +212,6 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     summary["report"] = str(write_run_report(run_dir, summary))
     return summary
-
-
-def measure_transfer(cfg: RunConfig, task: TrainingTask, kind: ModelKind, sets: list[TransferSet],
-                     skipped: list[str]) -> dict[str, Any]:
-    """The ``transfer`` figures of the trained model and its backbone on ``sets`` (from
-    :func:`load_transfer_sets`), the notes of the sets ``skipped``, and a warning for each set the
-    model made worse (logged too)."""
-    start = time.perf_counter()
-    vectors = {tset.title: kind.embed_transfer(cfg, task, tset) for tset in sets}
-    if any(v is None for v in vectors.values()):
-        note = "transfer sets are not measured for this kind of model"
-        log.warning(note)
-        return {"transfer_skipped": [*skipped, note]}
-    results = measure(sets, lambda tset: vectors[tset.title])
-    warnings = warnings_for(results)
-    for warning in warnings:
-        log.warning("%s", warning)
-    return {"transfer": results, "transfer_skipped": skipped, "transfer_warnings": warnings,
-            "transfer_seconds": time.perf_counter() - start}
 
 
 def evaluate(task: TrainingTask, cfg: RunConfig, vectors: np.ndarray | None = None) -> dict[str, Any]:

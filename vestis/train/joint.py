@@ -41,6 +41,7 @@ from vestis.train.config import RunConfig, _build, apply_override, check_split_u
 from vestis.train.export import export_module
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.trainer import VAL_METRIC, Trainer, TrainingTask, load_checkpoint
+from vestis.train.transfer import load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start = time.perf_counter()
     data = load_joint_data(cfg)
+    transfer_sets = load_transfer_sets(cfg.transfer, data.items.encoder_version)  # bad sets fail before training
     item_split, _ = resolve_split(data.items, cfg.data, run_dir)
     torch.manual_seed(cfg.train.seed)
     task = joint_task(cfg, data, item_split)
@@ -297,6 +299,8 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     summary.update(JointTrainer(cfg, task, run_dir, data).fit())
     test = np.flatnonzero(item_split.astype(str) == "test")
     summary["test_text_to_image"] = text_to_image_scores(data, task.model.image, task.model.text, test)
+    if cfg.transfer:  # the joint space's image side against the backbone, as for the image heads
+        summary.update(measure_transfer(*transfer_sets, lambda tset: project(task.model.image, tset.items.vectors)))
     summary["logit_scale"] = float(task.criterion.logit_scale.detach().exp())
     if cfg.export.onnx:
         summary["onnx"] = str(export_joint(run_dir / "best.pt", run_dir))

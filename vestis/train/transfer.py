@@ -13,6 +13,7 @@ is flagged (``worse``) and warned about.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +98,23 @@ def warnings_for(results: dict[str, dict[str, Any]]) -> list[str]:
     return [f"the trained model is WORSE than the untrained backbone out of domain on {name} "
             f"({r['label']}): {JUDGED_BY} {r['model'][JUDGED_BY]:.4f} vs {r['backbone'][JUDGED_BY]:.4f} "
             f"({r[f'{JUDGED_BY}_change']:+.1%})" for name, r in results.items() if r["worse"]]
+
+
+def measure_transfer(sets: list[TransferSet], skipped: list[str],
+                     embed: Callable[[TransferSet], np.ndarray | None]) -> dict[str, Any]:
+    """The ``transfer`` summary of a run: the trained model's (``embed`` gives its vectors of a set's
+    items; None when that kind of model is not measured) and the backbone's figures on ``sets``
+    (from :func:`load_transfer_sets`), the notes of the sets ``skipped``, and a warning for each set
+    the model made worse (logged too)."""
+    start = time.perf_counter()
+    vectors = {tset.title: embed(tset) for tset in sets}
+    if any(v is None for v in vectors.values()):
+        note = "transfer sets are not measured for this kind of model"
+        log.warning(note)
+        return {"transfer_skipped": [*skipped, note]}
+    results = measure(sets, lambda tset: vectors[tset.title])
+    warnings = warnings_for(results)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return {"transfer": results, "transfer_skipped": skipped, "transfer_warnings": warnings,
+            "transfer_seconds": time.perf_counter() - start}
