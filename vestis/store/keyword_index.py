@@ -26,6 +26,7 @@ from vestis.store.atomic import fsync_tree
 from vestis.store.collection import Collection
 
 bm25s = lazy_import("bm25s")  # imported on first use (it brings SciPy): an image search never needs it
+Stemmer = lazy_import("Stemmer")  # likewise: opening a collection for image search never needs it
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ class KeywordIndex:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        import Stemmer  # imported here: opening a collection for image search never needs it
-
         self._stemmer = Stemmer.Stemmer("english")
         self._lock = threading.Lock()
         self._generation = -1
