@@ -44,6 +44,38 @@ def garment_collection(tmp_path_factory) -> Path:
     return collection
 
 
+def other_garments(root: Path, encoder_version: str | None = None) -> Path:
+    """A collection of garments drawn at another size and with other seeds than the training ones,
+    labelled ``category`` (shape) and ``colour``: 3 shapes x 3 colours x 3 seeds."""
+    from tests.conftest import garment_image
+    from vestis.encoders import get_encoder
+    from vestis.store.collection import Collection, NewItem
+
+    encoder = get_encoder("efficientnet-lite0")
+    paths, images, metadata = [], [], []
+    for shape in SHAPES:
+        for name, colour in COLOURS.items():
+            for seed in range(10, 13):
+                path = root / "images" / f"{shape}-{name}-{seed}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                images.append(garment_image(colour, shape, size=(150, 150), seed=seed))
+                images[-1].save(path)
+                paths.append(path)
+                metadata.append({"category": shape, "colour": name})
+    collection = root / "collection"
+    with Collection.create(collection, encoder_name=encoder.name, encoder_version=encoder_version or encoder.version,
+                           dim=encoder.dim, colour_dim=0) as coll:
+        coll.upsert([NewItem(p.stem, str(p), p.stem, v, None, m)
+                     for p, v, m in zip(paths, encoder.embed_images(images), metadata)])
+    return collection
+
+
+@pytest.fixture(scope="session")
+def transfer_collection(tmp_path_factory) -> Path:
+    """:func:`other_garments`, shared by the tests that judge a trained model out of its domain."""
+    return other_garments(tmp_path_factory.mktemp("transfer-garments"))
+
+
 @pytest.fixture
 def garment_config(garment_collection, tmp_path) -> Path:
     """A small stage-1 config over the garment collection, writing into tmp_path/run."""

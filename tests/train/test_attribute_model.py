@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import garment_image
+from tests.train.conftest import other_garments
 from vestis.cli import app
 from vestis.errors import VestisError
 from vestis.train.attribute_model import (
@@ -152,6 +154,70 @@ def test_training_writes_the_run_and_beats_global_features(trained):
     assert test["model"]["attributes"]["articleType"]["n_queries"] >= 10
     assert test["model"]["attribute_mAP"] > 0.9
     assert test["model"]["attribute_mAP"] > test["global_features"]["attribute_mAP"]
+
+
+@pytest.mark.slow
+def test_each_transfer_set_is_scored_in_the_space_of_its_attribute(attribute_config, transfer_collection, tmp_path):
+    """Other garments judged by shape in the articleType space and by colour in the baseColour
+    space (and, as a control, by colour in the articleType space); the figures are leave-one-out of
+    the exported model on the images, and the sets' feature maps are cached with their collection."""
+    from vestis.encoders.attribute_encoder import AttributeEncoder
+    from vestis.eval.protocols import leave_one_out
+    from vestis.train.config import DataConfig
+    from vestis.train.features import load_items
+
+    sets = [{"collection": str(transfer_collection), "label": "category", "attribute": "articleType",
+             "name": "shape"},
+            {"collection": str(transfer_collection), "label": "colour", "attribute": "baseColour", "name": "colour"},
+            {"collection": str(transfer_collection), "label": "colour", "attribute": "articleType",
+             "name": "colour-in-shape-space"}]
+    summary = train_attribute_from_config(attribute_config, [f"output={tmp_path / 'run'}",
+                                                             f"transfer={json.dumps(sets)}"])
+    results = summary["transfer"]
+    assert list(results) == ["shape", "colour", "colour-in-shape-space"]
+    assert [r["attribute"] for r in results.values()] == ["articleType", "baseColour", "articleType"]
+    assert list((transfer_collection / "features").glob("features-*.json"))
+
+    items = load_items(DataConfig(collection=str(transfer_collection)), tmp_path)
+    encoder = AttributeEncoder(tmp_path / "run" / "model.onnx")
+    embedded = encoder.embed_images([Image.open(source) for source in items.sources])
+    for name, r in results.items():
+        labels = items.groups([r["label"]])
+        exported = leave_one_out(embedded[:, encoder.attributes.index(r["attribute"])], labels, (1, 10))
+        backbone = leave_one_out(items.vectors, labels, (1, 10))
+        for metric in ("mAP@10", "P@10", "R@1"):
+            assert r["model"][metric] == pytest.approx(exported[metric], abs=0.02), (name, metric)
+            assert r["backbone"][metric] == pytest.approx(backbone[metric]), (name, metric)
+        assert r["model"]["n_queries"] == r["items"] == 27
+    # the colour space finds the same colour on other garments, far better than the backbone and
+    # than the shape space does
+    colour, control = results["colour"]["model"]["mAP@10"], results["colour-in-shape-space"]["model"]["mAP@10"]
+    assert colour > 0.9 and colour > results["colour"]["backbone"]["mAP@10"] + 0.3 and colour > control + 0.2
+    worse = [name for name, r in results.items() if r["worse"]]
+    assert [w.split(" on ")[1].split(" (")[0] for w in summary["transfer_warnings"]] == worse
+    assert "| shape | category (articleType space) | " in Path(summary["report"]).read_text()
+
+
+@pytest.mark.slow
+def test_a_transfer_image_that_cannot_be_read_is_left_out_of_model_and_backbone(attribute_config, tmp_path, caplog):
+    other = other_garments(tmp_path / "other")
+    (tmp_path / "other" / "images" / "dress-red-10.png").write_bytes(b"not a png")  # broken since indexing
+    sets = [{"collection": str(other), "label": "category", "attribute": "articleType"}]
+    summary = train_attribute_from_config(attribute_config, [f"output={tmp_path / 'run'}", "train.epochs=1",
+                                                             f"transfer={json.dumps(sets)}"])
+    (result,) = summary["transfer"].values()
+    assert result["items"] == result["model"]["n_queries"] == result["backbone"]["n_queries"] == 26
+    assert "1 of its 27 items are left out" in caplog.text
+
+
+def test_a_transfer_set_names_an_attribute_of_the_model(attribute_config, garment_config):
+    by_label, by_attribute = ("transfer=[{collection: elsewhere, label: category}]",
+                              "transfer=[{collection: elsewhere, label: category, attribute: articleType}]")
+    with pytest.raises(VestisError, match=r"'category' is not one of model.attributes \(articleType, baseColour\)"):
+        load_attribute_config(attribute_config, [by_label])
+    assert load_attribute_config(attribute_config, [by_attribute]).transfer[0].space == "articleType"
+    with pytest.raises(VestisError, match="attribute-aware model"):
+        load_attribute_config(garment_config, [by_attribute])
 
 
 @pytest.mark.slow

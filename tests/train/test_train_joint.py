@@ -115,26 +115,24 @@ def test_joint_model_errors_are_clear(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_joint_run_scores_its_image_side_on_the_transfer_sets(garment_collection, tmp_path):
+def test_a_joint_run_scores_its_image_side_on_the_transfer_sets(garment_collection, transfer_collection, tmp_path):
     """As for the image heads: the joint space's image vectors of another collection, leave-one-out
     by its label, beside the backbone's; figures equal to the exported head's."""
-    from tests.train.test_train_transfer import _collection
     from vestis.encoders.joint import JointModel
     from vestis.eval.protocols import leave_one_out
     from vestis.train import train_from_config
     from vestis.train.config import DataConfig
     from vestis.train.features import load_items
 
-    other = _collection(tmp_path / "other")
     config = _config(tmp_path, garment_collection)
     raw = yaml.safe_load(config.read_text())
     raw["train"]["epochs"] = 5
-    raw["transfer"] = [{"collection": str(other), "label": "category", "name": "other-garments"},
+    raw["transfer"] = [{"collection": str(transfer_collection), "label": "category", "name": "other-garments"},
                        {"collection": str(tmp_path / "absent"), "label": "x", "name": "absent"}]
     config.write_text(yaml.safe_dump(raw))
     summary = train_from_config(config)
     result = summary["transfer"]["other-garments"]
-    items = load_items(DataConfig(collection=str(other)), tmp_path)
+    items = load_items(DataConfig(collection=str(transfer_collection)), tmp_path)
     labels = items.groups(["category"])
     joint = JointModel(tmp_path / "run").embed_image_features(items.vectors)
     for scores, vectors in ((result["model"], joint), (result["backbone"], items.vectors)):

@@ -14,7 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import garment_image
+from tests.train.conftest import other_garments
 from vestis.errors import VestisError
 from vestis.eval.protocols import leave_one_out
 from vestis.train.command import prepare, run
@@ -23,38 +23,6 @@ from vestis.train.features import load_items
 from vestis.train.heads import EmbeddingHead, SimilarityDistillation
 from vestis.train.trainer import Trainer, load_checkpoint
 from vestis.train.transfer import warnings_for
-
-COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
-
-
-def _collection(root: Path, encoder_version: str | None = None) -> Path:
-    """Garments drawn at another size and with other seeds than the training ones, labelled by
-    shape only (``category``): 3 shapes x 3 colours x 3 seeds."""
-    from vestis.encoders import get_encoder
-    from vestis.store.collection import Collection, NewItem
-
-    encoder = get_encoder("efficientnet-lite0")
-    items = []
-    for shape in ("shirt", "trousers", "dress"):
-        for name, colour in COLOURS.items():
-            for seed in range(10, 13):
-                path = root / "images" / f"{shape}-{name}-{seed}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                garment_image(colour, shape, size=(150, 150), seed=seed).save(path)
-                items.append((path, {"category": shape, "colour": name}))
-    vectors = encoder.embed_images([garment_image(COLOURS[p.stem.split("-")[1]], p.stem.split("-")[0],
-                                                  size=(150, 150), seed=int(p.stem.split("-")[2])) for p, _ in items])
-    collection = root / "collection"
-    with Collection.create(collection, encoder_name=encoder.name, encoder_version=encoder_version or encoder.version,
-                           dim=encoder.dim, colour_dim=0) as coll:
-        coll.upsert([NewItem(p.stem, str(p), p.stem, v, None, m) for (p, m), v in zip(items, vectors)])
-    return collection
-
-
-@pytest.fixture(scope="module")
-def transfer_collection(tmp_path_factory) -> Path:
-    return _collection(tmp_path_factory.mktemp("transfer-garments"))
-
 
 def _with_transfer(config: Path, sets: list[dict]) -> Path:
     raw = yaml.safe_load(config.read_text())
@@ -135,7 +103,7 @@ def test_a_transfer_set_that_cannot_be_measured_fails_before_training(garment_co
     elif problem == "label":
         tset["label"] = "sleeve"
     else:
-        tset["collection"] = str(_collection(tmp_path / "other-encoder", encoder_version="another/1"))
+        tset["collection"] = str(other_garments(tmp_path / "other-encoder", encoder_version="another/1"))
     config = _with_transfer(garment_config, [tset])
     with pytest.raises(VestisError, match=message):
         run(load_config(config))

@@ -58,10 +58,12 @@ from torch.nn import functional as F
 from vestis.encoders.onnx_encoder import EMBEDDING, FEATURE_MAPS
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map
-from vestis.train.config import AttributeRunConfig, config_from_dict
+from vestis.store.feature_cache import CachedFeatures, cached_features
+from vestis.train.config import AttributeRunConfig, DataConfig, config_from_dict
 from vestis.train.export import export_module
 from vestis.train.features import Items, resolve_split
 from vestis.train.trainer import TrainingTask, class_labels, load_checkpoint
+from vestis.train.transfer import TransferSet
 
 log = logging.getLogger(__name__)
 
@@ -302,32 +304,37 @@ def feature_sources(data_cfg: Any, runs_dir: Path) -> tuple[list[tuple[str, str,
     return triples, items, directory
 
 
-def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
-    """Items, their cached backbone features (computed on first use) and the labelled pairs."""
+def item_features(data_cfg: Any, runs_dir: Path, map_name: str, *, progress: bool = True) -> tuple[Items, CachedFeatures]:
+    """The items of a collection or catalogue whose image could be read, and their cached feature
+    maps ``map_name`` and global embeddings (computed on first use, see :func:`feature_sources`)."""
     from vestis.encoders import get_encoder
-    from vestis.store.feature_cache import cached_features
 
-    triples, items, directory = feature_sources(cfg.data, cfg.run_dir.parent)
+    triples, items, directory = feature_sources(data_cfg, runs_dir)
     encoder = get_encoder(items.encoder_name)
     if encoder.version != items.encoder_version:
         raise VestisError(
             f"the collection was built with {items.encoder_version}, but {items.encoder_name} is now "
             f"{encoder.version}: re-index it first"
         )
-    map_name = FEATURE_MAPS[cfg.model.feature_map]
     cache = cached_features(triples, encoder, directory, [map_name, EMBEDDING], progress=progress)
     keep = [i for i, item_id in enumerate(items.ids) if item_id in cache.row]
     if len(keep) < len(items):
-        log.warning("%d items have no features (unreadable images) and are left out", len(items) - len(keep))
-    items = Items(
-        [items.ids[i] for i in keep],
-        [items.sources[i] for i in keep],
-        [items.metadata[i] for i in keep],
-        items.encoder_name,
-        items.encoder_version,
-    )
-    rows = cache.rows(items.ids)
-    maps, global_vecs = RowView(cache.arrays[map_name], rows), RowView(cache.arrays[EMBEDDING], rows)
+        log.warning("%s: %d items have no features (unreadable images) and are left out",
+                    data_cfg.collection or data_cfg.source, len(items) - len(keep))
+    return items.subset(keep), cache
+
+
+def feature_views(cache: CachedFeatures, ids: list[str], map_name: str) -> tuple[RowView, RowView]:
+    """The cached feature maps and global embeddings of ``ids``, in that order."""
+    rows = cache.rows(ids)
+    return RowView(cache.arrays[map_name], rows), RowView(cache.arrays[EMBEDDING], rows)
+
+
+def load_attribute_data(cfg: AttributeRunConfig, *, progress: bool = True) -> AttributeData:
+    """Items, their cached backbone features (computed on first use) and the labelled pairs."""
+    map_name = FEATURE_MAPS[cfg.model.feature_map]
+    items, cache = item_features(cfg.data, cfg.run_dir.parent, map_name, progress=progress)
+    maps, global_vecs = feature_views(cache, items.ids, map_name)
     missing = [a for a in cfg.model.attributes if not any(a in m for m in items.metadata)]
     if missing:
         known = sorted({k for m in items.metadata[:1000] for k in m})
@@ -429,6 +436,7 @@ class AttributeModel:
     def __init__(self) -> None:
         self.data: AttributeData | None = None
         self.item_split = np.zeros(0, dtype=object)
+        self.transfer_features: dict[str, tuple[RowView, RowView]] = {}
 
     def prepare(self, cfg: AttributeRunConfig) -> TrainingTask:
         self.data = load_attribute_data(cfg, progress=cfg.train.progress)
@@ -448,8 +456,27 @@ class AttributeModel:
     def evaluate(self, cfg: AttributeRunConfig, task: TrainingTask) -> dict[str, Any]:
         return {"test": evaluate_attribute_map(self.data, self.item_split, task.head, cfg.model.global_branch)}
 
-    def embed_transfer(self, cfg: AttributeRunConfig, task: TrainingTask, tset: Any) -> None:
-        return None  # transfer sets would need their feature maps and a shared attribute: not measured
+    def prepare_transfer(self, cfg: AttributeRunConfig, sets: list[TransferSet]) -> list[TransferSet]:
+        """The sets' feature maps, cached in each collection's ``features/`` folder (computed on
+        first use, before training); items whose image can no longer be read are left out of the set."""
+        map_name = FEATURE_MAPS[cfg.model.feature_map]
+        out = []
+        for tset in sets:
+            collection = tset.config.collection
+            items, cache = item_features(DataConfig(collection=collection), Path(collection).parent, map_name,
+                                         progress=cfg.train.progress)
+            if len(items) < len(tset.items):
+                tset = tset.subset([i for i, item_id in enumerate(tset.items.ids) if item_id in cache.row])
+            self.transfer_features[tset.title] = feature_views(cache, tset.items.ids, map_name)
+            out.append(tset)
+        return out
+
+    def embed_transfer(self, cfg: AttributeRunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray:
+        """The set's items in the space of its attribute (``space``)."""
+        maps, global_vecs = self.transfer_features[tset.title]
+        attribute = self.data.attributes.index(tset.config.space)
+        rows = np.arange(len(tset.items))
+        return embed_items(task.head, maps, global_vecs if cfg.model.global_branch else None, rows)[:, attribute]
 
     def export(self, checkpoint: Path, path: Path, version: str) -> Path:
         return export_attribute_model(checkpoint, path, version=version)

@@ -116,9 +116,12 @@ class ModelKind(Protocol):
     def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
         """Test figures of the trained model (and its baseline), as top-level summary keys."""
 
-    def embed_transfer(self, cfg: RunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray | None:
-        """The trained model's retrieval vectors of a transfer set's items (None: not measured
-        for this kind of model)."""
+    def prepare_transfer(self, cfg: RunConfig, sets: list[TransferSet]) -> list[TransferSet]:
+        """What the transfer sets need besides their stored vectors, read before training (a set
+        that cannot be measured fails here); the sets to measure."""
+
+    def embed_transfer(self, cfg: RunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray:
+        """The trained model's retrieval vectors of a transfer set's items."""
 
     def export(self, checkpoint: Path, path: Path, version: str) -> Path:
         """Export the best checkpoint to ONNX (with its sidecar JSON); returns the model path."""
@@ -145,6 +148,9 @@ class HeadModel:
         device = resolve_device(cfg.train.device)
         return {"test": evaluate(task, cfg, embed_features(task.head, task.items.vectors, device)),
                 "test_baseline": evaluate(task, cfg, task.items.vectors)}
+
+    def prepare_transfer(self, cfg: RunConfig, sets: list[TransferSet]) -> list[TransferSet]:
+        return sets  # stage 1 reads the stored vectors, stage 2 the images after training
 
     def embed_transfer(self, cfg: RunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray:
         device = resolve_device(cfg.train.device)
@@ -187,13 +193,14 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     kind = model_kind(cfg)
     task = kind.prepare(cfg)
-    transfer_sets = load_transfer_sets(cfg.transfer, task.items.encoder_version)  # bad sets fail before training
+    transfer_sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version)  # bad sets fail before training
     if find_lr:
         from vestis.train.lr_finder import lr_range_test
 
         result = lr_range_test(task, cfg, run_dir / "lr_finder.png")
         (run_dir / "lr_finder.json").write_text(json.dumps(result, indent=2))
         return {"run_dir": str(run_dir), "suggested_lr": result["suggested_lr"], "plot": result["plot"]}
+    transfer_sets = kind.prepare_transfer(cfg, transfer_sets)
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), **kind.describe(cfg, task)}
     summary.update(Trainer(cfg, task, run_dir).fit())
     start = time.perf_counter()
@@ -202,7 +209,8 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
         summary["eval_labels"] = cfg.eval.labels
     summary["test_seconds"] = time.perf_counter() - start
     if cfg.transfer:
-        summary.update(measure_transfer(*transfer_sets, lambda tset: kind.embed_transfer(cfg, task, tset)))
+        summary.update(measure_transfer(transfer_sets, skipped, lambda tset: kind.embed_transfer(cfg, task, tset),
+                                        attribute_spaces=isinstance(cfg, AttributeRunConfig)))
     if cfg.export.onnx:
         try:
             summary["onnx"] = str(kind.export(run_dir / "best.pt", run_dir / "model.onnx", cfg.export.version))

@@ -147,16 +147,24 @@ class TransferSetConfig:
     """Another collection to judge the trained model on, out of its training domain: every item
     with a ``label`` queries all the others (leave-one-out), relevant = the same label; the
     untrained backbone's stored vectors are the reference. A missing collection is skipped with a
-    note unless ``required``."""
+    note unless ``required``. An attribute-aware model has one embedding space per attribute:
+    ``attribute`` names the one that judges the set (default: ``label``, when the model has an
+    attribute of that name)."""
 
     collection: str = ""
     label: str = ""
     name: str | None = None  # default: the collection folder's name
     required: bool = False
+    attribute: str | None = None
 
     @property
     def title(self) -> str:
         return self.name or Path(self.collection).name
+
+    @property
+    def space(self) -> str:
+        """The attribute whose embedding an attribute-aware model scores the set with."""
+        return self.attribute or self.label
 
 
 @dataclass
@@ -219,8 +227,9 @@ class RunConfig:
             raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self
 
-    def _validate_data_and_training(self) -> None:
-        """The checks every kind of run shares: one data source, a sane loop, a held-out test split."""
+    def _validate_data_and_training(self, attributes: list[str] | None = None) -> None:
+        """The checks every kind of run shares: one data source, a sane loop, a held-out test split,
+        transfer sets that can be scored (in one of ``attributes``' spaces for an attribute-aware model)."""
         if (self.data.collection is None) == (self.data.source is None):
             raise VestisError("data: give exactly one of `collection` (a vestis collection directory) "
                               "or `source` (a catalogue folder, zip or dataset name)")
@@ -231,6 +240,13 @@ class RunConfig:
             if not tset.collection or not tset.label:
                 raise VestisError(f"transfer[{i}]: a transfer set names a `collection` and the `label` column "
                                   "to judge by")
+            if attributes is None and tset.attribute is not None:
+                raise VestisError(f"transfer[{i}].attribute chooses the embedding space of an attribute-aware model "
+                                  "(a config with a `model` section); this run trains one embedding for everything")
+            if attributes is not None and tset.space not in attributes:
+                raise VestisError(f"transfer[{i}]: an attribute-aware model scores a set in one attribute's space, and "
+                                  f"{tset.space!r} is not one of model.attributes ({', '.join(attributes)}): "
+                                  "name one with `attribute`")
         titles = [t.title for t in self.transfer]
         if len(set(titles)) != len(titles):
             raise VestisError(f"transfer: two sets are called the same ({', '.join(titles)}): give them `name`s")
@@ -265,11 +281,11 @@ class AttributeRunConfig(RunConfig):
     def validate(self) -> AttributeRunConfig:
         if self.stage != 1:
             raise VestisError("the attribute model trains on cached backbone features: stage must be 1")
-        self._validate_data_and_training()
         if not self.model.attributes:
             raise VestisError("model.attributes: name the label columns to learn one embedding space for")
         if len(set(self.model.attributes)) != len(self.model.attributes):
             raise VestisError(f"model.attributes lists an attribute twice: {self.model.attributes}")
+        self._validate_data_and_training(self.model.attributes)
         _choice("model.feature_map", self.model.feature_map, tuple(FEATURE_MAPS))
         _choice("head.miner", self.head.miner, ("batch-hard", "none"))
         if min(self.head.dim, self.model.attribute_dim, self.model.hidden) < 2 or self.head.m_per_class < 2:

@@ -49,6 +49,11 @@ class Items:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, rows: list[int] | np.ndarray) -> Items:
+        """The items at ``rows``, in that order."""
+        return Items([self.ids[i] for i in rows], [self.sources[i] for i in rows], [self.metadata[i] for i in rows],
+                     self.encoder_name, self.encoder_version, None if self.vectors is None else self.vectors[rows])
+
     def groups(self, columns: list[str]) -> np.ndarray:
         """The label group of each item (values of ``columns`` joined by "|"; None when any is missing)."""
         missing = [c for c in columns if not any(c in m for m in self.metadata)]

@@ -37,7 +37,7 @@ from vestis.encoders.text import DEFAULT_TEXT_ENCODER, embed_texts
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.train.attribute_model import PairIndices
-from vestis.train.config import RunConfig, _build, apply_override, check_split_usage
+from vestis.train.config import RunConfig, _build, apply_override
 from vestis.train.export import export_module
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.trainer import VAL_METRIC, Trainer, TrainingTask, load_checkpoint
@@ -68,18 +68,13 @@ class JointRunConfig(RunConfig):
     def validate(self) -> JointRunConfig:
         if self.stage != 1:
             raise VestisError("a joint text-image run trains on frozen image vectors: stage must be 1")
-        if (self.data.collection is None) == (self.data.source is None):
-            raise VestisError("data: give exactly one of `collection` (a vestis collection directory) "
-                              "or `source` (a catalogue folder, zip or dataset name)")
+        self._validate_data_and_training()
         if self.text.column is None and not self.text.templates:
             raise VestisError("text: give a title `column` or caption `templates` (or both)")
         for template in self.text.templates:
             template_fields(template)
         if self.head.dim < 2 or self.text.hidden < 0 or not 0 < self.text.temperature < 1:
             raise VestisError("head.dim must be >= 2, text.hidden >= 0 and 0 < text.temperature < 1")
-        if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
-            raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
-        check_split_usage(self.train)
         return self
 
 

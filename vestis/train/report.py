@@ -22,7 +22,8 @@ def rows(summary: dict[str, Any]) -> list[list[Any]]:
         out.append(["in domain (test split)", ", ".join(summary.get("eval_labels") or summary.get("labels", [])),
                     *[test[m] for m in METRICS], *[base[m] for m in METRICS], test[JUDGED_BY] / base[JUDGED_BY] - 1])
     for name, r in summary.get("transfer", {}).items():
-        out.append([name, r["label"], *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
+        judged_by = f"{r['label']} ({r['attribute']} space)" if "attribute" in r else r["label"]
+        out.append([name, judged_by, *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
                     r[f"{JUDGED_BY}_change"]])
     return out
 

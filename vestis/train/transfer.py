@@ -45,6 +45,12 @@ class TransferSet:
     def title(self) -> str:
         return self.config.title
 
+    def subset(self, rows: list[int]) -> TransferSet:
+        """The set without the items not at ``rows`` (e.g. images that can no longer be read)."""
+        log.warning("transfer set %s: %d of its %d items are left out", self.title, len(self.items) - len(rows),
+                    len(self.items))
+        return TransferSet(self.config, self.items.subset(rows), self.labels[rows])
+
 
 def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -> tuple[list[TransferSet], list[str]]:
     """The configured sets that can be measured, and a note for each one skipped: a missing
@@ -76,9 +82,11 @@ def scores(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
     return {**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])}
 
 
-def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray]) -> dict[str, dict[str, Any]]:
+def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray],
+            attribute_spaces: bool = False) -> dict[str, dict[str, Any]]:
     """Per set: the trained model's scores (``embed`` gives its vectors of the set's items), the
-    untrained backbone's, the relative change of mAP@10 and whether the model is worse."""
+    untrained backbone's, the relative change of mAP@10 and whether the model is worse; with
+    ``attribute_spaces``, the attribute whose space scored the set."""
     results = {}
     for tset in sets:
         backbone = scores(tset.items.vectors, tset.labels)
@@ -86,6 +94,7 @@ def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray])
         base = backbone[JUDGED_BY]
         results[tset.title] = {
             "collection": tset.config.collection, "label": tset.config.label, "items": len(tset.items),
+            **({"attribute": tset.config.space} if attribute_spaces else {}),
             "model": model, "backbone": backbone,
             f"{JUDGED_BY}_change": (model[JUDGED_BY] / base - 1) if base else float("nan"),
             "worse": model[JUDGED_BY] < base,
@@ -100,19 +109,14 @@ def warnings_for(results: dict[str, dict[str, Any]]) -> list[str]:
             f"({r[f'{JUDGED_BY}_change']:+.1%})" for name, r in results.items() if r["worse"]]
 
 
-def measure_transfer(sets: list[TransferSet], skipped: list[str],
-                     embed: Callable[[TransferSet], np.ndarray | None]) -> dict[str, Any]:
+def measure_transfer(sets: list[TransferSet], skipped: list[str], embed: Callable[[TransferSet], np.ndarray],
+                     attribute_spaces: bool = False) -> dict[str, Any]:
     """The ``transfer`` summary of a run: the trained model's (``embed`` gives its vectors of a set's
-    items; None when that kind of model is not measured) and the backbone's figures on ``sets``
-    (from :func:`load_transfer_sets`), the notes of the sets ``skipped``, and a warning for each set
-    the model made worse (logged too)."""
+    items) and the backbone's figures on ``sets`` (from :func:`load_transfer_sets`), the notes of
+    the sets ``skipped``, and a warning for each set the model made worse (logged too);
+    ``attribute_spaces`` as in :func:`measure`."""
     start = time.perf_counter()
-    vectors = {tset.title: embed(tset) for tset in sets}
-    if any(v is None for v in vectors.values()):
-        note = "transfer sets are not measured for this kind of model"
-        log.warning(note)
-        return {"transfer_skipped": [*skipped, note]}
-    results = measure(sets, lambda tset: vectors[tset.title])
+    results = measure(sets, embed, attribute_spaces)
     warnings = warnings_for(results)
     for warning in warnings:
         log.warning("%s", warning)
