@@ -195,7 +195,10 @@ def test_each_transfer_set_is_scored_in_the_space_of_its_attribute(attribute_con
     assert colour > 0.9 and colour > results["colour"]["backbone"]["mAP@10"] + 0.3 and colour > control + 0.2
     worse = [name for name, r in results.items() if r["worse"]]
     assert [w.split(" on ")[1].split(" (")[0] for w in summary["transfer_warnings"]] == worse
-    assert "| shape | category (articleType space) | " in Path(summary["report"]).read_text()
+    report = Path(summary["report"]).read_text()
+    assert "| shape | category (articleType space) | " in report
+    assert (f"In domain (test split): attribute MAP {summary['test']['model']['attribute_mAP']:.4f} against "
+            f"{summary['test']['global_features']['attribute_mAP']:.4f}") in report
 
 
 @pytest.mark.slow

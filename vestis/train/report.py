@@ -28,6 +28,17 @@ def rows(summary: dict[str, Any]) -> list[list[Any]]:
     return out
 
 
+def attribute_line(summary: dict[str, Any]) -> str | None:
+    """An attribute-aware run's in-domain figure (attribute MAP of the test split, which the table's
+    metrics do not measure) against the backbone's global features; None for other runs."""
+    test = summary.get("test", {})
+    if "attribute_mAP" not in test.get("model", {}):
+        return None
+    model, base = test["model"]["attribute_mAP"], test["global_features"]["attribute_mAP"]
+    return (f"In domain (test split): attribute MAP {model:.4f} against {base:.4f} for the backbone's global "
+            f"features ({model / base - 1:+.1%}).")
+
+
 HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbone {m}" for m in METRICS],
           f"{JUDGED_BY} change"]
 
@@ -35,6 +46,8 @@ HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbon
 def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``report.md`` (what was trained, in-domain and transfer figures, warnings)."""
     md = [f"# Training run {summary['name']}", ""]
+    if attribute_line(summary):
+        md += [attribute_line(summary), ""]
     lines = rows(summary)
     if lines:
         md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "
@@ -54,7 +67,7 @@ def console_table(summary: dict[str, Any]) -> Table | None:
     lines = rows(summary)
     if not lines:
         return None
-    table = Table(title=f"{summary['name']}: trained model vs untrained backbone")
+    table = Table(title=f"{summary['name']}: trained model vs untrained backbone", caption=attribute_line(summary))
     for column in HEADER:
         table.add_column(column, justify="left" if column in HEADER[:2] else "right")
     for r in lines:
