@@ -7,7 +7,8 @@ indexed with the training backbone, and the label column to judge by. Each is sc
 leave-one-out (every labelled item queries all the others, relevant = the same label,
 :func:`vestis.eval.protocols.leave_one_out`) twice: with the trained model's embedding of the
 items and with the untrained backbone's stored vectors. A model worse than its backbone on a set
-is flagged (``worse``) and warned about.
+is flagged (``worse``) and warned about. An attribute-aware model has one space per attribute:
+it scores each set in the space its config names (``attribute``), from the set's feature maps.
 """
 
 from __future__ import annotations
