@@ -43,6 +43,7 @@ serves the global search and every attribute (see :mod:`vestis.encoders.attribut
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -457,8 +458,9 @@ class AttributeModel:
         return {"test": evaluate_attribute_map(self.data, self.item_split, task.head, cfg.model.global_branch)}
 
     def prepare_transfer(self, cfg: AttributeRunConfig, sets: list[TransferSet]) -> list[TransferSet]:
-        """The sets' feature maps, cached in each collection's ``features/`` folder (computed on
-        first use, before training); items whose image can no longer be read are left out of the set."""
+        """The sets, each with the attribute whose space scores it, and their feature maps, cached in
+        each collection's ``features/`` folder (computed on first use, before training); items whose
+        image can no longer be read are left out of the set."""
         map_name = FEATURE_MAPS[cfg.model.feature_map]
         out = []
         for tset in sets:
@@ -468,13 +470,13 @@ class AttributeModel:
             if len(items) < len(tset.items):
                 tset = tset.subset([i for i, item_id in enumerate(tset.items.ids) if item_id in cache.row])
             self.transfer_features[tset.title] = feature_views(cache, tset.items.ids, map_name)
-            out.append(tset)
+            out.append(dataclasses.replace(tset, space=tset.config.space))
         return out
 
     def embed_transfer(self, cfg: AttributeRunConfig, task: TrainingTask, tset: TransferSet) -> np.ndarray:
         """The set's items in the space of its attribute (``space``)."""
         maps, global_vecs = self.transfer_features[tset.title]
-        attribute = self.data.attributes.index(tset.config.space)
+        attribute = self.data.attributes.index(tset.space)
         rows = np.arange(len(tset.items))
         return embed_items(task.head, maps, global_vecs if cfg.model.global_branch else None, rows)[:, attribute]
 

@@ -209,8 +209,7 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
         summary["eval_labels"] = cfg.eval.labels
     summary["test_seconds"] = time.perf_counter() - start
     if cfg.transfer:
-        summary.update(measure_transfer(transfer_sets, skipped, lambda tset: kind.embed_transfer(cfg, task, tset),
-                                        attribute_spaces=isinstance(cfg, AttributeRunConfig)))
+        summary.update(measure_transfer(transfer_sets, skipped, lambda tset: kind.embed_transfer(cfg, task, tset)))
     if cfg.export.onnx:
         try:
             summary["onnx"] = str(kind.export(run_dir / "best.pt", run_dir / "model.onnx", cfg.export.version))

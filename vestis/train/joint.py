@@ -281,7 +281,7 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start = time.perf_counter()
     data = load_joint_data(cfg)
-    transfer_sets = load_transfer_sets(cfg.transfer, data.items.encoder_version)  # bad sets fail before training
+    transfer_sets, skipped = load_transfer_sets(cfg.transfer, data.items.encoder_version)  # bad sets fail before training
     item_split, _ = resolve_split(data.items, cfg.data, run_dir)
     torch.manual_seed(cfg.train.seed)
     task = joint_task(cfg, data, item_split)
@@ -295,7 +295,7 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     test = np.flatnonzero(item_split.astype(str) == "test")
     summary["test_text_to_image"] = text_to_image_scores(data, task.model.image, task.model.text, test)
     if cfg.transfer:  # the joint space's image side against the backbone, as for the image heads
-        summary.update(measure_transfer(*transfer_sets, lambda tset: project(task.model.image, tset.items.vectors)))
+        summary.update(measure_transfer(transfer_sets, skipped, lambda tset: project(task.model.image, tset.items.vectors)))
     summary["logit_scale"] = float(task.criterion.logit_scale.detach().exp())
     if cfg.export.onnx:
         summary["onnx"] = str(export_joint(run_dir / "best.pt", run_dir))

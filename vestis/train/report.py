@@ -46,8 +46,9 @@ HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbon
 def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``report.md`` (what was trained, in-domain and transfer figures, warnings)."""
     md = [f"# Training run {summary['name']}", ""]
-    if attribute_line(summary):
-        md += [attribute_line(summary), ""]
+    line = attribute_line(summary)
+    if line:
+        md += [line, ""]
     lines = rows(summary)
     if lines:
         md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "

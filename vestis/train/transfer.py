@@ -36,11 +36,13 @@ JUDGED_BY = "mAP@10"
 
 @dataclass
 class TransferSet:
-    """A transfer collection's items (with their stored backbone vectors) and label groups."""
+    """A transfer collection's items (with their stored backbone vectors) and label groups; for an
+    attribute-aware model, the attribute whose space scores it (``space``)."""
 
     config: TransferSetConfig
     items: Items
     labels: np.ndarray
+    space: str | None = None
 
     @property
     def title(self) -> str:
@@ -50,7 +52,7 @@ class TransferSet:
         """The set without the items not at ``rows`` (e.g. images that can no longer be read)."""
         log.warning("transfer set %s: %d of its %d items are left out", self.title, len(self.items) - len(rows),
                     len(self.items))
-        return TransferSet(self.config, self.items.subset(rows), self.labels[rows])
+        return TransferSet(self.config, self.items.subset(rows), self.labels[rows], self.space)
 
 
 def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -> tuple[list[TransferSet], list[str]]:
@@ -83,11 +85,10 @@ def scores(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
     return {**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])}
 
 
-def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray],
-            attribute_spaces: bool = False) -> dict[str, dict[str, Any]]:
+def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray]) -> dict[str, dict[str, Any]]:
     """Per set: the trained model's scores (``embed`` gives its vectors of the set's items), the
-    untrained backbone's, the relative change of mAP@10 and whether the model is worse; with
-    ``attribute_spaces``, the attribute whose space scored the set."""
+    untrained backbone's, the relative change of mAP@10, whether the model is worse, and the
+    attribute whose space scored the set (attribute-aware models)."""
     results = {}
     for tset in sets:
         backbone = scores(tset.items.vectors, tset.labels)
@@ -95,7 +96,7 @@ def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray],
         base = backbone[JUDGED_BY]
         results[tset.title] = {
             "collection": tset.config.collection, "label": tset.config.label, "items": len(tset.items),
-            **({"attribute": tset.config.space} if attribute_spaces else {}),
+            **({"attribute": tset.space} if tset.space else {}),
             "model": model, "backbone": backbone,
             f"{JUDGED_BY}_change": (model[JUDGED_BY] / base - 1) if base else float("nan"),
             "worse": model[JUDGED_BY] < base,
@@ -110,14 +111,13 @@ def warnings_for(results: dict[str, dict[str, Any]]) -> list[str]:
             f"({r[f'{JUDGED_BY}_change']:+.1%})" for name, r in results.items() if r["worse"]]
 
 
-def measure_transfer(sets: list[TransferSet], skipped: list[str], embed: Callable[[TransferSet], np.ndarray],
-                     attribute_spaces: bool = False) -> dict[str, Any]:
+def measure_transfer(sets: list[TransferSet], skipped: list[str],
+                     embed: Callable[[TransferSet], np.ndarray]) -> dict[str, Any]:
     """The ``transfer`` summary of a run: the trained model's (``embed`` gives its vectors of a set's
     items) and the backbone's figures on ``sets`` (from :func:`load_transfer_sets`), the notes of
-    the sets ``skipped``, and a warning for each set the model made worse (logged too);
-    ``attribute_spaces`` as in :func:`measure`."""
+    the sets ``skipped``, and a warning for each set the model made worse (logged too)."""
     start = time.perf_counter()
-    results = measure(sets, embed, attribute_spaces)
+    results = measure(sets, embed)
     warnings = warnings_for(results)
     for warning in warnings:
         log.warning("%s", warning)
