@@ -52,6 +52,31 @@ def test_attention_and_embedding_shapes():
         head.all_attributes(maps, None)
 
 
+def test_a_residual_model_starts_as_the_backbone_in_every_space():
+    torch.manual_seed(0)
+    head = AttributeEmbedder(3, channels=8, global_dim=16, dim=6, attribute_dim=4, hidden=6, residual=True).eval()
+    training = torch.randn(200, 16) * torch.linspace(3, 0.1, 16) + 2.0  # an off-centre cloud, decreasing spread
+    head.fit_start(training)
+    torch.testing.assert_close(head.basis @ head.basis.T, torch.eye(6), atol=1e-5, rtol=0)
+    assert head.correction_norm().item() == 0.0
+    # the first principal directions of the centred cloud are its widest axes
+    assert set(head.basis.abs().argmax(dim=1).tolist()) == set(range(6))
+    maps, glob = torch.rand(5, 8, 14, 14) * 6, torch.randn(5, 16) * torch.linspace(3, 0.1, 16) + 2.0
+    every = head.all_attributes(maps, glob)
+    z = torch.nn.functional.normalize(torch.nn.functional.normalize(glob, dim=1) - head.centre, dim=1)
+    start = torch.nn.functional.normalize(z @ head.basis.T, dim=1)
+    for a in range(3):  # each space is the centred backbone on its principal directions
+        torch.testing.assert_close(every[:, a], start)
+    with torch.no_grad():
+        head.project.weight.fill_(0.1)
+    assert head.correction_norm().item() == pytest.approx(0.1**2 * head.project.weight.numel())
+    assert not torch.allclose(head.all_attributes(maps, glob)[:, 0], start)
+    with pytest.raises(VestisError, match="global branch"):
+        AttributeEmbedder(3, channels=8, global_dim=0, dim=6, residual=True)
+    with pytest.raises(VestisError, match="at most its size"):
+        AttributeEmbedder(3, channels=8, global_dim=16, dim=32, residual=True)
+
+
 def test_triplet_loss_uses_negatives_of_the_same_attribute_only():
     # classes 0, 1: two values of attribute 0; class 2: a value of attribute 1
     loss_fn = AttributeTripletLoss([0, 0, 1], margin=0.2, batch_hard=True)
@@ -113,6 +138,15 @@ def trained_global(trained) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def trained_residual(trained) -> Path:
+    """One epoch of the residual model (global branch, anchored), on the same cached features."""
+    run = trained["config"].parent / "residual"
+    train_attribute_from_config(trained["config"], [
+        "model.global_branch=true", "head.residual=true", "head.anchor=0.1", "train.epochs=1", f"output={run}"])
+    return run
+
+
 def test_config_is_recognised_and_validated(attribute_config):
     root = Path(__file__).parents[2]
     assert is_attribute_config(attribute_config)
@@ -129,6 +163,8 @@ def test_config_is_recognised_and_validated(attribute_config):
         ("model.bogus=1", "unknown config key"),
         ("stage=2", "stage must be 1"),
         ("train.val_split=test", "held out"),
+        ("head.residual=true", "needs model.global_branch=true"),
+        ("head.anchor=0.1", "set head.residual=true"),
     ]:
         with pytest.raises(VestisError, match=message):
             load_attribute_config(attribute_config, [override])
@@ -199,6 +235,36 @@ def test_each_transfer_set_is_scored_in_the_space_of_its_attribute(attribute_con
     assert "| shape | category (articleType space) | " in report
     assert (f"In domain (test split): attribute MAP {summary['test']['model']['attribute_mAP']:.4f} against "
             f"{summary['test']['global_features']['attribute_mAP']:.4f}") in report
+
+
+@pytest.mark.slow
+def test_the_anchor_holds_a_residual_model_near_its_backbone_start(attribute_config, transfer_collection, tmp_path):
+    """On other garments, a strongly anchored residual model stays near its start (the centred
+    backbone on its principal directions) in every space; without the anchor the colour space
+    moves away from it and learns colour."""
+    from vestis.encoders.attribute_encoder import AttributeEncoder
+    from vestis.train.config import DataConfig
+    from vestis.train.features import load_items
+
+    sets = [{"collection": str(transfer_collection), "label": "colour", "attribute": "baseColour", "name": "colour"}]
+    items = load_items(DataConfig(collection=str(transfer_collection)), tmp_path)
+    images = [Image.open(source) for source in items.sources]
+    agreement, summaries = {}, {}
+    for name, anchor in (("held", 100), ("free", 0)):
+        summaries[name] = train_attribute_from_config(attribute_config, [
+            "model.global_branch=true", "head.residual=true", f"head.anchor={anchor}",
+            f"transfer={json.dumps(sets)}", f"output={tmp_path / name}"])
+        head, _ = load_head(tmp_path / name / "best.pt")
+        vectors = torch.nn.functional.normalize(torch.from_numpy(items.vectors), dim=1)
+        start = torch.nn.functional.normalize(torch.nn.functional.normalize(vectors - head.centre, dim=1)
+                                              @ head.basis.T, dim=1).numpy()
+        embedded = AttributeEncoder(tmp_path / name / "model.onnx").embed_images(images)
+        agreement[name] = [float((embedded[:, a] * start).sum(axis=1).mean()) for a in range(len(ATTRIBUTES))]
+    # cosine to the start, per space: about 0.8 anchored, near 0 in the free shape space
+    assert min(agreement["held"]) > 0.7 and max(agreement["free"]) < 0.5
+    held, free = (summaries[n]["transfer"]["colour"]["model"]["mAP@10"] for n in ("held", "free"))
+    assert free > 0.9 and free > held + 0.2
+    assert summaries["free"]["test"]["model"]["attribute_mAP"] > summaries["held"]["test"]["model"]["attribute_mAP"]
 
 
 @pytest.mark.slow
@@ -282,12 +348,13 @@ def _png(image) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("global_branch", [False, True])
-def test_onnx_export_matches_pytorch(trained, trained_global, global_branch):
+@pytest.mark.parametrize("kind", ["local", "global", "residual"])
+def test_onnx_export_matches_pytorch(trained, trained_global, trained_residual, kind):
     from vestis.encoders.attribute_encoder import AttributeEncoder
     from vestis.train.attribute_model import embed_items
 
-    run = trained_global if global_branch else trained["run"]
+    run = {"local": trained["run"], "global": trained_global, "residual": trained_residual}[kind]
+    global_branch = kind != "local"
     sidecar = json.loads((run / "model.json").read_text())
     assert (
         sidecar["attributes"] == ATTRIBUTES and sidecar["dim"] == 16 and sidecar["onnx_max_abs_diff"] < 1e-4
@@ -298,6 +365,10 @@ def test_onnx_export_matches_pytorch(trained, trained_global, global_branch):
         ["feature_map_14", "embedding"] if global_branch else ["feature_map_14"]
     )
     head, _ = load_head(run / "best.pt")
+    assert head.residual == (kind == "residual")
+    if head.residual:  # the start (centre and principal directions) is part of the checkpoint
+        assert float(head.centre.norm()) > 0.1
+        torch.testing.assert_close(head.basis @ head.basis.T, torch.eye(16), atol=1e-4, rtol=0)
     images = [garment_image((200, 30, 30), "dress", seed=3), garment_image((30, 50, 200), "shirt", seed=4)]
     batch = np.stack([model.backbone.preprocess(im) for im in images])
     features = model.backbone.infer(batch, ["feature_map_14", "embedding"])

@@ -13,6 +13,14 @@ of the attribute guides
 
 then ``beta * x`` is projected to ``dim`` and L2-normalised: one vector per (image, attribute).
 
+**Keeping what the backbone knew** (``head.residual``, as for the global heads): each attribute's
+embedding is the backbone's global embedding, centred on the training mean and projected on its
+first ``dim`` principal components (fitted on the training items, :meth:`AttributeEmbedder.fit_start`),
+plus the learned projection above, which starts at zero; ``head.anchor`` weighs a penalty on the
+projection's squared size (L2-SP towards the start, :class:`vestis.train.heads.IdentityAnchor`).
+Every space starts as the backbone's similarity, which transfers to other photos, instead of a
+random projection of the attended map.
+
 **Which map.** The 14 x 14 map of the stride-16 stage (112 channels for EfficientNet-Lite0,
 ``feature_map_14``) at the 224-px input: a 16-px cell is about a sleeve's width or a collar, so
 attention can single them out, where one cell of the 7 x 7 stride-32 map covers a whole shoulder
@@ -63,6 +71,7 @@ from vestis.store.feature_cache import CachedFeatures, cached_features
 from vestis.train.config import AttributeRunConfig, DataConfig, config_from_dict
 from vestis.train.export import export_module
 from vestis.train.features import Items, resolve_split
+from vestis.train.heads import IdentityAnchor
 from vestis.train.trainer import TrainingTask, class_labels, load_checkpoint
 from vestis.train.transfer import TransferSet
 
@@ -86,9 +95,14 @@ class AttributeEmbedder(nn.Module):
         attribute_dim: int = 64,
         hidden: int = 256,
         dropout: float = 0.0,
+        residual: bool = False,
     ):
         super().__init__()
+        if residual and not 0 < dim <= global_dim:
+            raise VestisError(f"a residual attribute model starts from the global embedding: it needs the global "
+                              f"branch and head.dim at most its size ({global_dim}), got {dim}")
         self.n_attributes, self.in_dim, self.global_dim, self.dim = n_attributes, channels, global_dim, dim
+        self.residual = residual
         self.attribute = nn.Embedding(n_attributes, attribute_dim)
         self.map_key = nn.Conv2d(channels, hidden, 1)
         self.attr_query = nn.Linear(attribute_dim, hidden)
@@ -101,6 +115,26 @@ class AttributeEmbedder(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(width, dim)
+        if residual:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
+            self.register_buffer("centre", torch.zeros(global_dim))
+            self.register_buffer("basis", torch.zeros(dim, global_dim))
+
+    @torch.no_grad()
+    def fit_start(self, global_vecs: torch.Tensor) -> None:
+        """The residual start: centre on the mean of the (normalised) training embeddings
+        ``global_vecs`` and keep their first ``dim`` principal directions."""
+        x = F.normalize(global_vecs.float(), dim=1)
+        self.centre.copy_(x.mean(dim=0))
+        z = F.normalize(x - self.centre, dim=1)
+        _, vectors = torch.linalg.eigh(z.T @ z)  # ascending eigenvalues
+        self.basis.copy_(vectors[:, -self.dim :].flip(1).T)
+
+    def correction_norm(self) -> torch.Tensor:
+        """The squared size of the learned projection, zero at the residual start (for
+        :class:`vestis.train.heads.IdentityAnchor`)."""
+        return self.project.weight.square().sum() + self.project.bias.square().sum()
 
     def attention(self, maps: torch.Tensor, attrs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """Spatial attention weights (N x A' x h x w) of maps (N x C x h x w) for attribute
@@ -131,7 +165,11 @@ class AttributeEmbedder(nn.Module):
             parts.append(self.global_norm(global_vec)[:, None, :].expand(-1, attrs.shape[1], -1))
         x = torch.cat(parts, dim=2)
         beta = self.channel(torch.cat([x, self.attribute(attrs)], dim=2))
-        return F.normalize(self.project(self.dropout(beta * x)), dim=2)
+        out = self.project(self.dropout(beta * x))
+        if self.residual:
+            start = F.normalize(F.normalize(global_vec, dim=1) - self.centre, dim=1) @ self.basis.T
+            out = out + start[:, None, :]
+        return F.normalize(out, dim=2)
 
     def forward(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor,
                 image: torch.Tensor | None = None) -> torch.Tensor:
@@ -372,6 +410,7 @@ def make_head(
         attribute_dim=cfg.model.attribute_dim,
         hidden=cfg.model.hidden,
         dropout=cfg.model.dropout,
+        residual=cfg.head.residual,
     )
 
 
@@ -394,6 +433,8 @@ def attribute_task(cfg: AttributeRunConfig, data: AttributeData, item_split: np.
     classes, labels = class_labels(np.where(anchors, groups, None), split, cfg.train.train_splits)
     class_attribute = [data.attributes.index(c.partition("=")[0]) for c in classes]
     head = make_head(cfg, len(data.attributes), data.maps.shape[1], data.global_vecs.shape[1])
+    if head.residual:
+        head.fit_start(torch.from_numpy(np.asarray(data.global_vecs[train_items], np.float32)))
     model = PairModel(
         head,
         data.maps,
@@ -426,6 +467,7 @@ def attribute_task(cfg: AttributeRunConfig, data: AttributeData, item_split: np.
         data.items.encoder_name,
         partition=data.pair_attribute,
         checkpoint_extra={"attribute_model": meta},
+        regulariser=IdentityAnchor(head, cfg.head.anchor) if cfg.head.anchor else None,
     )
 
 

@@ -271,7 +271,9 @@ class AttributeRunConfig(RunConfig):
     """A training run of the attribute model: the sections of :class:`RunConfig` plus ``model``
     (a config with a ``model`` section is one of these).
 
-    ``head.dim`` is the embedding size per attribute, ``head.triplet_margin`` the cosine margin,
+    ``head.dim`` is the embedding size per attribute, ``head.residual`` and ``head.anchor`` start
+    each space from the backbone's global embedding and keep it near (see
+    :mod:`vestis.train.attribute_model`), ``head.triplet_margin`` the cosine margin,
     ``head.m_per_class`` the pairs per (attribute, value) in a batch, ``head.miner`` batch-hard or
     none; ``data.labels`` only stratifies the split (use the global heads' columns to share their
     test split)."""
@@ -292,6 +294,11 @@ class AttributeRunConfig(RunConfig):
             raise VestisError("head.dim, model.attribute_dim, model.hidden and head.m_per_class must be at least 2")
         if not 0 <= self.model.dropout < 1 or self.head.triplet_margin <= 0 or self.model.max_train_items < 0:
             raise VestisError("model.dropout must be in [0, 1), head.triplet_margin > 0 and model.max_train_items >= 0")
+        if self.head.residual and not self.model.global_branch:
+            raise VestisError("head.residual starts every attribute space from the global embedding: it needs "
+                              "model.global_branch=true")
+        if self.head.anchor < 0 or (self.head.anchor and not self.head.residual):
+            raise VestisError("head.anchor (>= 0) pulls a residual model towards its start: set head.residual=true")
         return self
 
 

@@ -112,9 +112,10 @@ class EmbeddingHead(nn.Module):
 
 class IdentityAnchor:
     """``weight`` x the squared distance of a residual head from the identity (L2-SP: the
-    penalty pulls the trained weights towards their start, where the head is the backbone)."""
+    penalty pulls the trained weights towards their start, where the head is the backbone). Any
+    head with a ``correction_norm()`` (the residual attribute model too)."""
 
-    def __init__(self, head: EmbeddingHead, weight: float):
+    def __init__(self, head: nn.Module, weight: float):
         self.head, self.weight = head, weight
 
     def __call__(self, features: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
