@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from vestis.train.command import HeadModel, measure_transfer, prepare, run
+from vestis.train.command import HeadModel, prepare, run
 from vestis.train.config import load_config
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint
-from vestis.train.transfer import load_transfer_sets
+from vestis.train.transfer import load_transfer_sets, measure_transfer
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -61,7 +61,8 @@ def main() -> None:
         state = load_checkpoint(cfg.run_dir / "best.pt")["model"]
         train_features = torch.from_numpy(task.items.vectors[task.rows(*cfg.train.train_splits)])
         kind = HeadModel()
-        sets = load_transfer_sets(cfg.transfer, task.items.encoder_version)
+        sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version)
+        sets = kind.prepare_transfer(cfg, sets)
         for w in weights:
             for a in interpolations if cfg.head.residual else [1.0]:
                 task.head = task.model = EmbeddingHead.from_config(
@@ -72,7 +73,7 @@ def main() -> None:
                 if task.head.needs_centre:
                     task.head.set_centre(train_features)
                 test = kind.evaluate(cfg, task)
-                transfer = measure_transfer(cfg, task, kind, *sets)
+                transfer = measure_transfer(sets, skipped, lambda tset: kind.embed_transfer(cfg, task, tset))
                 row = {"variant": label, "overrides": overrides, "backbone_weight": w, "interpolate": a,
                        "residual": cfg.head.residual, "best_epoch": summary["best_epoch"],
                        "train_seconds": summary["train_seconds"], "test": test["test"],

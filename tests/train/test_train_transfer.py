@@ -159,3 +159,29 @@ def test_distillation_term_is_zero_for_the_backbones_order_of_neighbours():
     correlations = [np.corrcoef((b @ b.T)[off].reshape(16, 15)[i], (h @ h.T)[off].reshape(16, 15)[i])[0, 1]
                     for i in range(16)]
     assert float(term(features, other)) == pytest.approx(3.0 * (1 - np.mean(correlations)), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_transfer_variants_benchmark_scores_a_variant_as_vestis_train_does(garment_config, transfer_collection,
+                                                                              tmp_path):
+    """benchmarks/transfer_variants.py (BENCHMARKS.md "Transfer") trains each variant like `vestis
+    train` and re-scores it: its unchanged row (w 0, a 1) equals the run's own figures."""
+    import os
+    import subprocess
+    import sys
+
+    config = _with_transfer(garment_config, [{"collection": str(transfer_collection), "label": "category",
+                                              "name": "other-garments"}])
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, str(root / "benchmarks/transfer_variants.py"), "--config", str(config),
+                           "--variant", "residual:head.residual=true;head.anchor=0.001;train.epochs=2",
+                           "--interpolations", "1,0.5", "--out", str(tmp_path / "variants")],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "variants" / "results.json").read_text())
+    assert [(r["variant"], r["interpolate"]) for r in rows] == [("residual", 1.0), ("residual", 0.5)]
+    trained = json.loads((tmp_path / "variants" / "residual" / "metrics.json").read_text())
+    assert rows[0]["test"]["mAP@10"] == pytest.approx(trained["test"]["mAP@10"])
+    assert rows[0]["transfer"]["other-garments"]["model"] == pytest.approx(trained["transfer"]["other-garments"]["model"])
+    assert rows[1]["transfer"]["other-garments"]["backbone"] == trained["transfer"]["other-garments"]["backbone"]
+    assert "| residual | 0 | 0.5 |" in done.stdout
