@@ -165,6 +165,8 @@ def test_config_is_recognised_and_validated(attribute_config):
         ("train.val_split=test", "held out"),
         ("head.residual=true", "needs model.global_branch=true"),
         ("head.anchor=0.1", "set head.residual=true"),
+        ("head.interpolate=0.5", "apply to the global heads"),
+        ("head.backbone_weight=0.5", "apply to the global heads"),
     ]:
         with pytest.raises(VestisError, match=message):
             load_attribute_config(attribute_config, [override])

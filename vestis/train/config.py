@@ -299,6 +299,9 @@ class AttributeRunConfig(RunConfig):
                               "model.global_branch=true")
         if self.head.anchor < 0 or (self.head.anchor and not self.head.residual):
             raise VestisError("head.anchor (>= 0) pulls a residual model towards its start: set head.residual=true")
+        if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
+            raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the global heads, "
+                              "not to the attribute model (use head.residual and head.anchor)")
         return self
 
 
