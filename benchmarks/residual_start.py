@@ -34,26 +34,24 @@ def main() -> None:
     args = ap.parse_args()
     train = load_items(DataConfig(collection=args.train), Path(args.train).parent)
     vectors = torch.from_numpy(train.vectors).float()
-    starts = {}
-    for dim in (int(d) for d in args.dims.split(",")):
-        start = AttributeEmbedder(1, channels=1, global_dim=vectors.shape[1], dim=dim, residual=True)
-        start.fit_start(vectors)
-        starts[dim] = start
-    print("| set | backbone | " + " | ".join(f"start {d}-d" for d in starts) + " |")
-    print("|---|---|" + "---|" * len(starts))
+    dims = [int(d) for d in args.dims.split(",")]
+    # principal directions are nested: one fit at the largest size serves every smaller one
+    model = AttributeEmbedder(1, channels=1, global_dim=vectors.shape[1], dim=max(dims), residual=True)
+    model.fit_start(vectors)
+    print("| set | backbone | " + " | ".join(f"start {d}-d" for d in dims) + " |")
+    print("|---|---|" + "---|" * len(dims))
     for spec in args.transfer:
         path, _, label = spec.rpartition(":")
         items = load_items(DataConfig(collection=path), Path(path).parent)
         labels = items.groups([label])
         base = scores(items.vectors, labels)[JUDGED_BY]
+        with torch.no_grad():
+            start = model.start(torch.from_numpy(items.vectors).float())
         cells = []
-        for start in starts.values():
-            g = torch.from_numpy(items.vectors).float()
-            z = F.normalize(F.normalize(g, dim=1) - start.centre, dim=1) @ start.basis.T
-            value = scores(F.normalize(z, dim=1).numpy(), labels)[JUDGED_BY]
+        for dim in dims:
+            value = scores(F.normalize(start[:, :dim], dim=1).numpy(), labels)[JUDGED_BY]
             cells.append(f"{value:.4f} ({value / base - 1:+.1%})")
         print(f"| {Path(path).name} ({label}) | {base:.4f} | " + " | ".join(cells) + " |")
-
 
 if __name__ == "__main__":
     main()

@@ -198,6 +198,16 @@ def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str],
     return weights
 
 
+def attribute_scores(vectors: np.ndarray, dim: int, queries: np.ndarray, weights: dict[int, float]) -> np.ndarray:
+    """Every row's weighted sum of per-attribute cosine similarities: ``vectors`` holds each item's
+    attribute vectors side by side (N x attributes*dim), ``queries`` the query's (attributes x
+    dim), ``weights`` the asked attributes by index. Only the asked attributes' columns are read."""
+    scores = np.zeros(len(vectors), np.float32)
+    for a, weight in weights.items():
+        scores += weight * (vectors[:, a * dim : (a + 1) * dim] @ queries[a])
+    return scores
+
+
 @dataclass
 class AttributeQuery(Query):
     """A query that carries, besides the global embedding, every attribute's vector (attributes x
@@ -318,9 +328,7 @@ class AttributeSearcher:
             return self._search_in_store(query, per_attribute, colour_weight, k, offset, filters, timings, t0)
         with self.index.lock:  # a catch-up by another thread must not move rows while they are scored
             vids, vectors, _ = self.index.table().view
-            scores = np.zeros(len(vids), np.float32)
-            for a, weight in per_attribute.items():  # only the asked attributes' columns are read
-                scores += weight * (vectors[:, a * dim : (a + 1) * dim] @ query.attributes[a])
+            scores = attribute_scores(vectors, dim, query.attributes, per_attribute)
             vids = vids.copy()
         if filters:
             keep = np.isin(vids, self.collection.filter_vids(filters))

@@ -131,6 +131,11 @@ class AttributeEmbedder(nn.Module):
         _, vectors = torch.linalg.eigh(z.T @ z)  # ascending eigenvalues
         self.basis.copy_(vectors[:, -self.dim :].flip(1).T)
 
+    def start(self, global_vec: torch.Tensor) -> torch.Tensor:
+        """The residual start of images' global embeddings (N x dim, not normalised): centred and
+        projected on the principal directions of :meth:`fit_start`."""
+        return F.normalize(F.normalize(global_vec, dim=1) - self.centre, dim=1) @ self.basis.T
+
     def correction_norm(self) -> torch.Tensor:
         """The squared size of the learned projection, zero at the residual start (for
         :class:`vestis.train.heads.IdentityAnchor`)."""
@@ -154,9 +159,11 @@ class AttributeEmbedder(nn.Module):
         """L2-normalised embeddings N x A' x dim for attribute indices ``attrs`` (N x A'); ``image``
         as in :meth:`attention`."""
         alpha = self.attention(maps, attrs, image)
+        start = self.start(global_vec) if self.residual and global_vec is not None else None  # once per image
         if image is not None:
             maps = maps[image]
             global_vec = None if global_vec is None else global_vec[image]
+            start = None if start is None else start[image]
         local = self.local_norm(torch.einsum("nahw,nchw->nac", alpha, maps))
         parts = [local]
         if self.global_norm is not None:
@@ -166,8 +173,7 @@ class AttributeEmbedder(nn.Module):
         x = torch.cat(parts, dim=2)
         beta = self.channel(torch.cat([x, self.attribute(attrs)], dim=2))
         out = self.project(self.dropout(beta * x))
-        if self.residual:
-            start = F.normalize(F.normalize(global_vec, dim=1) - self.centre, dim=1) @ self.basis.T
+        if start is not None:
             out = out + start[:, None, :]
         return F.normalize(out, dim=2)
 

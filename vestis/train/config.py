@@ -218,11 +218,12 @@ class RunConfig:
                                 or self.head.class_init != "random"):
             raise VestisError("head.backbone_weight, head.distill, head.residual and head.class_init work on the "
                               "frozen backbone's features: stage 1 only")
-        if self.head.anchor < 0 or not 0 <= self.head.interpolate <= 1:
-            raise VestisError("head.anchor must be >= 0 and head.interpolate in [0, 1]")
-        if not self.head.residual and (self.head.anchor or self.head.interpolate != 1):
-            raise VestisError("head.anchor and head.interpolate pull a residual head towards the identity: "
-                              "set head.residual=true (a projection head has no identity to keep)")
+        check_anchor(self.head)
+        if not 0 <= self.head.interpolate <= 1:
+            raise VestisError(f"head.interpolate in [0, 1], got {self.head.interpolate}")
+        if not self.head.residual and self.head.interpolate != 1:
+            raise VestisError("head.interpolate scales a residual head's correction: set head.residual=true "
+                              "(a projection head has no identity to keep)")
         if self.eval.labels is not None and not self.eval.labels:
             raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self
@@ -297,12 +298,20 @@ class AttributeRunConfig(RunConfig):
         if self.head.residual and not self.model.global_branch:
             raise VestisError("head.residual starts every attribute space from the global embedding: it needs "
                               "model.global_branch=true")
-        if self.head.anchor < 0 or (self.head.anchor and not self.head.residual):
-            raise VestisError("head.anchor (>= 0) pulls a residual model towards its start: set head.residual=true")
+        check_anchor(self.head)
         if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
             raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the global heads, "
                               "not to the attribute model (use head.residual and head.anchor)")
         return self
+
+
+def check_anchor(head: HeadConfig) -> None:
+    """``head.anchor`` (>= 0) pulls a residual head (global or attribute) towards its start."""
+    if head.anchor < 0:
+        raise VestisError(f"head.anchor must be >= 0, got {head.anchor}")
+    if head.anchor and not head.residual:
+        raise VestisError("head.anchor pulls a residual head towards its start, the backbone feature: "
+                          "set head.residual=true (a projection head has no such start to keep)")
 
 
 def check_split_usage(train: TrainConfig) -> None:
