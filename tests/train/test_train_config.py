@@ -34,6 +34,8 @@ def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
     ("head", "key=value"),
     ("data.labels=[]", "at least one"),
     ("data.source=shop.zip", "exactly one of"),
+    ("train.average_from=5", "train.average_from is the epoch"),  # after the last of 4 epochs
+    ("train.average_from=-1", "train.average_from is the epoch"),
 ])
 def test_bad_settings_are_refused_with_the_key(garment_config, override, message):
     with pytest.raises(VestisError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -93,6 +93,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     patience: int = 5  # stop after this many epochs without a better validation mAP@10 (0: never)
+    # > 0: stochastic weight averaging. From this epoch on, the model validated, kept and exported
+    # is the uniform average of the weights at the end of every epoch since (0: the weights as trained)
+    average_from: int = 0
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
     train_splits: list[str] = field(default_factory=lambda: ["train"])
@@ -236,6 +239,9 @@ class RunConfig:
                               "or `source` (a catalogue folder, zip or dataset name)")
         if self.train.epochs < 1 or self.train.batch_size < 2 or self.train.lr <= 0:
             raise VestisError("train.epochs must be >= 1, train.batch_size >= 2 and train.lr > 0")
+        if not 0 <= self.train.average_from <= self.train.epochs:
+            raise VestisError(f"train.average_from is the epoch weight averaging starts at (1 to train.epochs = "
+                              f"{self.train.epochs}; 0: no averaging), got {self.train.average_from}")
         check_split_usage(self.train)
         for i, tset in enumerate(self.transfer):
             if not tset.collection or not tset.label:

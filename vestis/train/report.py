@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from vestis.eval.report import markdown_table
+from vestis.train.trainer import VAL_METRIC
 from vestis.train.transfer import JUDGED_BY, METRICS
 
 
@@ -39,6 +40,20 @@ def attribute_line(summary: dict[str, Any]) -> str | None:
             f"features ({model / base - 1:+.1%}).")
 
 
+def model_line(summary: dict[str, Any]) -> str | None:
+    """Which weights the run kept: the best epoch by validation mAP@10 and, with weight averaging
+    (``train.average_from``), the epochs averaged into it; None when the summary has no history."""
+    best = summary.get("best_epoch")
+    record = next((h for h in summary.get("history", []) if h["epoch"] == best), None)
+    if record is None:
+        return None
+    line = f"Model kept: epoch {best} of {summary['epochs_run']} (validation {VAL_METRIC} {record[VAL_METRIC]:.4f})"
+    averaged = record.get("averaged_epochs", 0)
+    if averaged > 1:
+        line += f", the average of the weights at the end of epochs {best - averaged + 1} to {best}"
+    return line + "."
+
+
 HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbone {m}" for m in METRICS],
           f"{JUDGED_BY} change"]
 
@@ -46,9 +61,9 @@ HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbon
 def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``report.md`` (what was trained, in-domain and transfer figures, warnings)."""
     md = [f"# Training run {summary['name']}", ""]
-    line = attribute_line(summary)
-    if line:
-        md += [line, ""]
+    for line in (model_line(summary), attribute_line(summary)):
+        if line:
+            md += [line, ""]
     lines = rows(summary)
     if lines:
         md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "
@@ -68,7 +83,8 @@ def console_table(summary: dict[str, Any]) -> Table | None:
     lines = rows(summary)
     if not lines:
         return None
-    table = Table(title=f"{summary['name']}: trained model vs untrained backbone", caption=attribute_line(summary))
+    caption = "\n".join(line for line in (model_line(summary), attribute_line(summary)) if line)
+    table = Table(title=f"{summary['name']}: trained model vs untrained backbone", caption=caption or None)
     for column in HEADER:
         table.add_column(column, justify="left" if column in HEADER[:2] else "right")
     for r in lines:

@@ -7,6 +7,12 @@ scored or even passed to the trainer.
 
 Every epoch reseeds the samplers from (seed, epoch), so a run resumed from ``last.pt`` goes on
 exactly as the uninterrupted run would have.
+
+With ``train.average_from`` the model validated, kept as best and exported is a stochastic weight
+average (Izmailov et al., 2018; :class:`torch.optim.swa_utils.AveragedModel`): the uniform average
+of the weights at the end of every epoch from that one on, which lies in a flatter region of the
+loss than any one of them. Training itself goes on from the last weights. Buffers (BatchNorm
+statistics, a residual head's centre) are those of the last weights.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -232,6 +239,7 @@ class Trainer:
         self.bad_epochs = 0
         self.epoch = 0  # epochs completed
         self._best_state: dict[str, Any] | None = None
+        self.average: AveragedModel | None = None  # the weight average, from train.average_from on
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -251,6 +259,7 @@ class Trainer:
             "history": list(self.history),
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
             **self.task.checkpoint_extra,
         }
 
@@ -271,7 +280,14 @@ class Trainer:
             if saved != getattr(self.cfg.head, key):
                 raise VestisError(f"checkpoint {path} has head.{key}={saved!r}, "
                                   f"the config says {getattr(self.cfg.head, key)!r}")
+        saved_from = ckpt["config"]["train"].get("average_from", 0)
+        if saved_from != self.cfg.train.average_from:
+            raise VestisError(f"checkpoint {path} has train.average_from={saved_from}, "
+                              f"the config says {self.cfg.train.average_from}")
         self.task.model.load_state_dict(ckpt["model"])
+        if "average" in ckpt:
+            self.average = AveragedModel(self.task.model)
+            self.average.load_state_dict(ckpt["average"])
         self.task.criterion.load_state_dict(ckpt["criterion"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -283,6 +299,20 @@ class Trainer:
             self._best_state = {"model": best["model"], "criterion": best["criterion"]}
 
     # ------------------------------------------------------------------ loop
+    def swap_in_average(self) -> dict[str, Any] | None:
+        """From epoch ``train.average_from`` on: add the weights to the average and put the average
+        in the model. Returns the trained weights, to put back before training goes on (None when
+        not averaging yet)."""
+        start = self.cfg.train.average_from
+        if not start or self.epoch < start:
+            return None
+        if self.average is None:
+            self.average = AveragedModel(self.task.model)
+        self.average.update_parameters(self.task.model)
+        trained = copy.deepcopy(self.task.model.state_dict())
+        self.task.model.load_state_dict(self.average.module.state_dict())  # its buffers follow the model's
+        return trained
+
     def validate(self) -> dict[str, float]:
         """Validation loss (rows of training classes) and mAP@10 (validation queries)."""
         raw = embed_rows(self.task, self.eval_rows, self.device, normalise=False,
@@ -357,8 +387,11 @@ class Trainer:
                     bar.set_postfix(epoch=self.epoch + 1, loss=f"{total / count:.4f}",
                                     val=f"{self.best[VAL_METRIC]:.3f}" if self.history else "-")
                 self.epoch += 1
+                trained = self.swap_in_average()
                 record = {"epoch": self.epoch, "train_loss": total / max(count, 1), **self.validate(),
                           "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+                if self.average is not None:
+                    record["averaged_epochs"] = int(self.average.n_averaged)
                 self.history.append(record)
                 if record[VAL_METRIC] > self.best[VAL_METRIC]:
                     self.best = {"epoch": self.epoch, VAL_METRIC: record[VAL_METRIC]}
@@ -369,6 +402,8 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                     stopped_early = 0 < cfg.patience <= self.bad_epochs
+                if trained is not None:
+                    task.model.load_state_dict(trained)  # training goes on from the trained weights
                 self.save(self.run_dir / "last.pt")
                 log.info("epoch %d: loss %.4f, val loss %.4f, val %s %.4f", self.epoch, record["train_loss"],
                          record["val_loss"], VAL_METRIC, record[VAL_METRIC])
@@ -412,8 +447,13 @@ def plot_curves(history: list[dict[str, float]], path: Path, best_epoch: int, *,
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     ax_map.plot(epochs, [h[VAL_METRIC] for h in history], "o-", color="tab:green")
+    averaged = [h["epoch"] for h in history if "averaged_epochs" in h]
+    if averaged:
+        ax_map.axvspan(averaged[0] - 0.5, averaged[-1] + 0.5, color="tab:green", alpha=0.1,
+                       label=f"weights averaged from epoch {averaged[0]}")
     if best_epoch:
         ax_map.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    if averaged or best_epoch:
         ax_map.legend()
     ax_map.set(xlabel="epoch", ylabel=VAL_METRIC, title=f"validation {VAL_METRIC}")
     fig.suptitle(title)
