@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
-from vestis.train.config import HeadConfig, RunConfig, TrainConfig, check_split_usage
+from vestis.train.config import RunConfig, TrainConfig, check_split_usage
 from vestis.train.features import Items
 
 log = logging.getLogger(__name__)
@@ -275,15 +275,12 @@ class Trainer:
         if ckpt["classes"] != list(self.task.classes) or ckpt["stage"] != self.task.stage:
             raise VestisError(f"checkpoint {path} was trained on other classes or another stage; "
                               "resume needs the same data, labels and split")
-        for key in ("kind", "dim", "residual"):
-            saved = ckpt["config"]["head"].get(key, getattr(HeadConfig(), key))  # older checkpoints: the default
-            if saved != getattr(self.cfg.head, key):
-                raise VestisError(f"checkpoint {path} has head.{key}={saved!r}, "
-                                  f"the config says {getattr(self.cfg.head, key)!r}")
-        saved_from = ckpt["config"]["train"].get("average_from", 0)
-        if saved_from != self.cfg.train.average_from:
-            raise VestisError(f"checkpoint {path} has train.average_from={saved_from}, "
-                              f"the config says {self.cfg.train.average_from}")
+        for section, key in (("head", "kind"), ("head", "dim"), ("head", "residual"), ("train", "average_from")):
+            current = getattr(getattr(self.cfg, section), key)
+            default = getattr(type(getattr(self.cfg, section))(), key)
+            saved = ckpt["config"][section].get(key, default)  # older checkpoints: the default
+            if saved != current:
+                raise VestisError(f"checkpoint {path} has {section}.{key}={saved!r}, the config says {current!r}")
         self.task.model.load_state_dict(ckpt["model"])
         if "average" in ckpt:
             self.average = AveragedModel(self.task.model)
