@@ -29,6 +29,7 @@ def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
     ("head.knd=arcface", "unknown config key head.knd"),
     ("trian.lr=0.1", "unknown config key trian"),
     ("head.kind=softmax", "head.kind: 'softmax' is not one of"),
+    ("head.classifier=mlp", "head.classifier: 'mlp' is not one of"),
     ("train.epochs=many", "train.epochs: expected int"),
     ("train.lr=fast", "train.lr: expected float"),
     ("head", "key=value"),

@@ -15,9 +15,10 @@ from vestis.train.heads import EmbeddingHead, HeadLoss
 from vestis.train.trainer import Trainer
 
 
-@pytest.mark.parametrize("kind", HEAD_KINDS)
-def test_head_trains_and_loss_falls(kind, garment_config):
-    cfg = load_config(garment_config, [f"head.kind={kind}"])
+@pytest.mark.parametrize("overrides", [[f"head.kind={kind}"] for kind in HEAD_KINDS]
+                         + [["head.kind=ce+triplet", "head.classifier=cosine"]])
+def test_head_trains_and_loss_falls(overrides, garment_config):
+    cfg = load_config(garment_config, overrides)
     task = prepare(cfg)
     result = Trainer(cfg, task, cfg.run_dir).fit()
     losses = [h["train_loss"] for h in result["history"]]
@@ -35,6 +36,21 @@ def test_arcface_margin_is_converted_to_degrees_for_pml():
         assert loss.margin_loss.scale == 30
     cosface = HeadLoss(HeadConfig(kind="cosface", dim=16, scale=30), num_classes=5)
     assert cosface.margin_loss.margin == pytest.approx(0.35)
+
+
+def test_cosine_classifier_is_the_normalised_softmax():
+    """``classifier: cosine``: the logits are ``scale`` x the cosine to each class weight, so the
+    loss ignores the embedding's length; the linear classifier's does not."""
+    torch.manual_seed(0)
+    embeddings, labels = torch.randn(12, 16), torch.arange(12) % 5
+    cosine = HeadLoss(HeadConfig(kind="ce", dim=16, scale=20, classifier="cosine"), num_classes=5)
+    weights = torch.nn.functional.normalize(cosine.cosine_classifier.W, dim=0)
+    expected = torch.nn.functional.cross_entropy(20 * torch.nn.functional.normalize(embeddings) @ weights, labels)
+    loss, parts = cosine(embeddings, labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and parts == {"ce": pytest.approx(expected.item())}
+    assert cosine(3 * embeddings, labels)[0].item() == pytest.approx(loss.item(), rel=1e-5)
+    linear = HeadLoss(HeadConfig(kind="ce", dim=16), num_classes=5)
+    assert linear(3 * embeddings, labels)[0].item() != pytest.approx(linear(embeddings, labels)[0].item(), rel=1e-3)
 
 
 def test_embedding_head_is_bn_neck_with_unit_outputs():

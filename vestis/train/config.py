@@ -24,6 +24,7 @@ from vestis.errors import VestisError
 
 HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
 CLASS_INITS = ("random", "means")
+CLASSIFIERS = ("linear", "cosine")
 MINERS = ("batch-hard", "semi-hard", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
 SPLIT_NAMES = ("train", "val", "test")
@@ -81,6 +82,9 @@ class HeadConfig:
     sub_centers: int = 3
     triplet_margin: float = 0.2
     triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
+    # the ce kinds' classifier: linear (a linear layer's logits) or cosine (normalised softmax:
+    # ``scale`` x the cosine between the embedding and each class weight, both unit length)
+    classifier: str = "linear"
     miner: str = "batch-hard"
     m_per_class: int = 4  # samples per class in a batch for the triplet kinds
 
@@ -208,6 +212,7 @@ class RunConfig:
         _choice("head.kind", self.head.kind, HEAD_KINDS)
         _choice("head.miner", self.head.miner, MINERS)
         _choice("head.class_init", self.head.class_init, CLASS_INITS)
+        _choice("head.classifier", self.head.classifier, CLASSIFIERS)
         if self.head.class_init == "means" and self.head.kind not in ("arcface", "cosface"):
             raise VestisError(f"head.class_init=means starts the class weights of arcface and cosface heads; "
                               f"head.kind is {self.head.kind}")

@@ -7,7 +7,9 @@ sampler come from pytorch-metric-learning (pml):
 - ``arcface`` / ``subcenter-arcface`` / ``cosface``: additive angular / cosine margin softmax over
   the training classes (pml keeps the class weights inside the loss, so they are trained too);
 - ``triplet``: triplet margin loss on mined triplets (``batch-hard`` or ``semi-hard``);
-- ``ce``: a linear classifier on the BN output with cross-entropy;
+- ``ce``: a classifier on the head's output with cross-entropy: linear, or with ``classifier:
+  cosine`` the normalised softmax (``scale`` x the cosine to each class weight; pml's
+  ``NormalizedSoftmaxLoss``), which trains the directions that cosine retrieval compares;
 - ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet.
 
 Ways to keep what the backbone knew (the head otherwise learns the training labels and can lose
@@ -160,6 +162,7 @@ class HeadLoss(nn.Module):
         margin = cfg.margin if cfg.margin is not None else DEFAULT_MARGINS.get(cfg.kind)
         self.margin_loss: nn.Module | None = None
         self.classifier: nn.Linear | None = None
+        self.cosine_classifier: nn.Module | None = None
         self.triplet: nn.Module | None = None
         self.miner: nn.Module | None = None
         if cfg.kind == "arcface":  # pml takes the angular margin in degrees
@@ -170,7 +173,9 @@ class HeadLoss(nn.Module):
                                                            sub_centers=cfg.sub_centers)
         elif cfg.kind == "cosface":
             self.margin_loss = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
-        if cfg.kind in ("ce", "ce+triplet"):
+        if cfg.kind in ("ce", "ce+triplet") and cfg.classifier == "cosine":
+            self.cosine_classifier = losses.NormalizedSoftmaxLoss(num_classes, size, temperature=1 / cfg.scale)
+        elif cfg.kind in ("ce", "ce+triplet"):
             self.classifier = nn.Linear(size, num_classes, bias=False)
         if cfg.kind in ("triplet", "ce+triplet"):
             self.triplet = losses.TripletMarginLoss(margin=cfg.triplet_margin)
@@ -204,9 +209,11 @@ class HeadLoss(nn.Module):
             parts[self.kind] = self.margin_loss(embeddings, labels)
         if self.classifier is not None:
             parts["ce"] = F.cross_entropy(self.classifier(embeddings), labels)
+        if self.cosine_classifier is not None:
+            parts["ce"] = self.cosine_classifier(embeddings, labels)
         if self.triplet is not None:
             pairs = self.miner(embeddings, labels) if self.miner is not None else None
-            weight = self.triplet_weight if self.classifier is not None else 1.0
+            weight = self.triplet_weight if "ce" in parts else 1.0
             parts["triplet"] = weight * self.triplet(embeddings, labels, pairs)
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
