@@ -48,6 +48,11 @@ def test_config_is_recognised_and_validated(tmp_path, garment_config):
         load_joint_config(path, ["text.templates=['{colour']"])
     with pytest.raises(VestisError, match="unknown config key text.colum"):
         load_joint_config(path, ["text.colum=title"])
+    with pytest.raises(VestisError, match="set head.residual=true"):
+        load_joint_config(path, ["head.anchor=0.01"])
+    with pytest.raises(VestisError, match="not to the joint space"):
+        load_joint_config(path, ["head.residual=true", "head.interpolate=0.5"])
+    assert load_joint_config(path, ["head.residual=true", "head.anchor=0.01"]).head.anchor == 0.01
 
 
 def test_clip_loss_prefers_aligned_pairs_and_treats_shared_texts_as_positives():
@@ -77,7 +82,6 @@ def trained(garment_collection, tmp_path_factory):
 @pytest.mark.slow
 def test_training_writes_the_run_and_text_finds_the_right_images(trained, garment_collection):
     from vestis.encoders.joint import JointModel
-    from vestis.store.collection import Collection
 
     summary, run = trained
     for name in ("config.yaml", "split.csv", "best.pt", "last.pt", "curves.png", "metrics.json",
@@ -87,20 +91,55 @@ def test_training_writes_the_run_and_text_finds_the_right_images(trained, garmen
     meta = json.loads((run / "joint.json").read_text())
     assert max(meta["onnx_max_abs_diff"].values()) < 1e-4
     model = JointModel(run)
-    with Collection.open(garment_collection) as coll:
-        items = list(coll.iter_items())
-        table = coll.table()
-        vectors = table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))]
+    items, vectors = _items_and_vectors(garment_collection)
     joint = model.embed_image_features(vectors)
     assert joint.shape == (len(items), 32)
+    assert _caption_precision(model, items, joint) >= 0.8
+    assert model.version.startswith("garments-text/1/sha256:")
+
+
+def _items_and_vectors(collection):
+    from vestis.store.collection import Collection
+
+    with Collection.open(collection) as coll:
+        items = list(coll.iter_items())
+        table = coll.table()
+        return items, table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))]
+
+
+def _caption_precision(model, items, joint) -> float:
+    """Mean precision@6 of every "colour shape" caption over the images (6 per pair)."""
     precisions = []
     for shape in SHAPES:
         for colour in COLOURS:
             scores = joint @ model.embed_text(f"{colour} {shape}")[0]
             top = [items[i].metadata for i in np.argsort(-scores)[:6]]
             precisions.append(np.mean([m == {"articleType": shape, "baseColour": colour} for m in top]))
-    assert np.mean(precisions) >= 0.8, precisions
-    assert model.version.startswith("garments-text/1/sha256:")
+    return float(np.mean(precisions))
+
+
+@pytest.mark.slow
+def test_a_residual_image_side_keeps_the_backbone_vector_and_learns_the_captions(garment_collection, tmp_path):
+    """``head.residual``: the image side is the centred backbone vector plus an anchored
+    correction of rank ``head.dim``, so the joint space has the backbone's size and stays near
+    it, and the text side still finds the right images."""
+    from vestis.encoders.joint import JointModel
+    from vestis.train import train_from_config
+
+    summary = train_from_config(_config(tmp_path, garment_collection), ["head.residual=true", "head.dim=8",
+                                                                        "head.anchor=1e-3"])
+    model = JointModel(tmp_path / "run")
+    items, vectors = _items_and_vectors(garment_collection)
+    joint = model.embed_image_features(vectors)
+    assert joint.shape == vectors.shape and json.loads((tmp_path / "run" / "joint.json").read_text())["dim"] == 1280
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["model"]
+    centre = ckpt["image.centre"].numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    start = (unit - centre) / np.linalg.norm(unit - centre, axis=1, keepdims=True)
+    kept = np.sum(joint * start, axis=1)  # cosine between each image's joint vector and its start
+    assert 0.9 < kept.min() and kept.max() < 0.9999, (kept.min(), kept.max())  # moved, and not far
+    assert _caption_precision(model, items, joint) >= 0.8
+    assert summary["best_epoch"] >= 1
 
 
 @pytest.mark.slow

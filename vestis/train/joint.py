@@ -2,7 +2,10 @@
 
 Both towers stay frozen: the image side is the collection's stored backbone vectors, the text
 side the sentence vectors of a text encoder (all-MiniLM-L6-v2). Two small projection heads map
-them into one ``head.dim``-d space, trained with CLIP's symmetric contrastive loss and a learned
+them into one ``head.dim``-d space (or, with ``head.residual``, the image side is the residual
+head of the image models, the centred backbone vector plus an anchored learned correction of
+rank ``head.dim``, so the space keeps the backbone's size and its image-to-image neighbours, and
+the text side maps into it), trained with CLIP's symmetric contrastive loss and a learned
 temperature on (image, text) pairs of the training split. An item's texts are its title column
 (``text.column``, e.g. ``productDisplayName``) and/or captions made from its labels by
 ``text.templates`` (e.g. ``"{gender} {baseColour} {articleType}"``); with several texts per item
@@ -37,9 +40,10 @@ from vestis.encoders.text import DEFAULT_TEXT_ENCODER, embed_texts
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.train.attribute_model import PairIndices
-from vestis.train.config import RunConfig, _build, apply_override
+from vestis.train.config import RunConfig, _build, apply_override, check_anchor
 from vestis.train.export import export_module
 from vestis.train.features import Items, load_items, resolve_split
+from vestis.train.heads import EmbeddingHead, IdentityAnchor
 from vestis.train.trainer import VAL_METRIC, Trainer, TrainingTask, load_checkpoint
 from vestis.train.transfer import load_transfer_sets, measure_transfer
 
@@ -75,6 +79,10 @@ class JointRunConfig(RunConfig):
             template_fields(template)
         if self.head.dim < 2 or self.text.hidden < 0 or not 0 < self.text.temperature < 1:
             raise VestisError("head.dim must be >= 2, text.hidden >= 0 and 0 < text.temperature < 1")
+        check_anchor(self.head)
+        if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
+            raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the image heads, "
+                              "not to the joint space (use head.residual and head.anchor)")
         return self
 
 
@@ -109,10 +117,19 @@ class Projection(nn.Module):
         return self.net(x)
 
 
+def image_side(cfg: JointRunConfig, in_dim: int) -> nn.Module:
+    """The image tower's head: a :class:`Projection` to ``head.dim``, or with ``head.residual``
+    the residual :class:`EmbeddingHead` (output the backbone's size, ``head.dim`` the rank of its
+    correction; its centre is set from the training items)."""
+    if cfg.head.residual:
+        return EmbeddingHead(in_dim, cfg.head.dim, residual=True)
+    return Projection(in_dim, cfg.head.dim, cfg.text.hidden)
+
+
 class Normalised(nn.Module):
     """A head with an L2-normalised output: what is exported."""
 
-    def __init__(self, head: Projection):
+    def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
 
@@ -123,7 +140,7 @@ class Normalised(nn.Module):
 class JointPairs(nn.Module):
     """The trainer's model: pair indices -> [image side | text side] (N x 2 dim, un-normalised)."""
 
-    def __init__(self, image: Projection, text: Projection, image_vecs: np.ndarray, text_vecs: np.ndarray,
+    def __init__(self, image: nn.Module, text: Projection, image_vecs: np.ndarray, text_vecs: np.ndarray,
                  pair_item: np.ndarray, pair_text: np.ndarray):
         super().__init__()
         self.image, self.text = image, text
@@ -200,8 +217,10 @@ def load_joint_data(cfg: JointRunConfig) -> JointData:
 def joint_task(cfg: JointRunConfig, data: JointData, item_split: np.ndarray) -> TrainingTask:
     """The trainer's task over (item, text) pairs; a pair's "class" is the pair itself (the loss
     finds the positives), and its split is its item's."""
-    image = Projection(data.items.vectors.shape[1], cfg.head.dim, cfg.text.hidden)
-    text = Projection(data.text_vecs.shape[1], cfg.head.dim, cfg.text.hidden)
+    image = image_side(cfg, data.items.vectors.shape[1])
+    if cfg.head.residual:
+        image.set_centre(torch.from_numpy(data.items.vectors[np.isin(item_split.astype(str), cfg.train.train_splits)]))
+    text = Projection(data.text_vecs.shape[1], image.dim, cfg.text.hidden)
     model = JointPairs(image, text, data.items.vectors, data.text_vecs, data.pair_item, data.pair_text)
     criterion = ClipLoss(data.pair_item, data.pair_text, cfg.text.temperature)
     split = item_split[data.pair_item]
@@ -210,7 +229,8 @@ def joint_task(cfg: JointRunConfig, data: JointData, item_split: np.ndarray) -> 
     groups = np.array([data.texts[t] for t in data.pair_text], dtype=object)
     params = [{"params": [*model.parameters(), *criterion.parameters()], "lr": cfg.train.lr}]
     return TrainingTask(1, model, model, criterion, params, lambda rows, augment: PairIndices(rows), data.items,
-                        groups, split, [str(i) for i in np.flatnonzero(train)], labels, data.items.encoder_name)
+                        groups, split, [str(i) for i in np.flatnonzero(train)], labels, data.items.encoder_name,
+                        regulariser=IdentityAnchor(image, cfg.head.anchor) if cfg.head.anchor else None)
 
 
 @torch.no_grad()
@@ -320,8 +340,8 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
     if meta is None:
         raise VestisError(f"{checkpoint} is not a joint text-image checkpoint")
     cfg = _build(JointRunConfig, ckpt["config"], "")
-    image = Projection(meta["image_dim"], cfg.head.dim, cfg.text.hidden)
-    text = Projection(meta["text_dim"], cfg.head.dim, cfg.text.hidden)
+    image = image_side(cfg, meta["image_dim"])
+    text = Projection(meta["text_dim"], image.dim, cfg.text.hidden)
     for name, head in (("image", image), ("text", text)):
         head.load_state_dict({k.removeprefix(f"{name}."): v for k, v in ckpt["model"].items()
                               if k.startswith(f"{name}.")})
@@ -334,7 +354,7 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
         checkpoint=str(checkpoint))
 
 
-def write_joint_model(image_head: Projection, text_head: Projection, out_dir: str | Path, *, name: str, version: str,
+def write_joint_model(image_head: nn.Module, text_head: Projection, out_dir: str | Path, *, name: str, version: str,
                       image_encoder: str, image_encoder_version: str, text_encoder: str,
                       text_encoder_version: str, logit_scale: float, **extra: Any) -> Path:
     """Export both heads (each checked against PyTorch) and write ``joint.json`` with the towers'
