@@ -101,11 +101,13 @@ def test_weight_averaging_keeps_the_mean_of_the_epochs_weights(garment_config, m
     assert model_line(result).endswith(f"the average of the weights at the end of epochs 2 to {epoch}.")
 
 
-@pytest.mark.parametrize("change, key", [("head.kind=cosface", "head.kind"), ("head.residual=true", "head.residual"),
-                                         ("train.average_from=1", "train.average_from")])
-def test_resume_refuses_another_head(garment_config, change, key):
-    cfg = load_config(garment_config, ["train.epochs=1"])
+@pytest.mark.parametrize("first, change, key", [
+    ([], ["head.kind=cosface"], "head.kind"), ([], ["head.residual=true"], "head.residual"),
+    ([], ["train.average_from=1"], "train.average_from"),
+    (["head.kind=ce"], ["head.kind=ce", "head.classifier=cosine"], "head.classifier")])
+def test_resume_refuses_another_head(garment_config, first, change, key):
+    cfg = load_config(garment_config, ["train.epochs=1", *first])
     Trainer(cfg, prepare(cfg), cfg.run_dir).fit()
-    other = load_config(garment_config, [change, f"train.resume={cfg.run_dir / 'last.pt'}"])
+    other = load_config(garment_config, [*change, f"train.resume={cfg.run_dir / 'last.pt'}"])
     with pytest.raises(VestisError, match=key):
         Trainer(other, prepare(other), other.run_dir).fit()

@@ -44,7 +44,7 @@ def test_cosine_classifier_is_the_normalised_softmax():
     torch.manual_seed(0)
     embeddings, labels = torch.randn(12, 16), torch.arange(12) % 5
     cosine = HeadLoss(HeadConfig(kind="ce", dim=16, scale=20, classifier="cosine"), num_classes=5)
-    weights = torch.nn.functional.normalize(cosine.cosine_classifier.W, dim=0)
+    weights = torch.nn.functional.normalize(cosine.classifier.W, dim=0)
     expected = torch.nn.functional.cross_entropy(20 * torch.nn.functional.normalize(embeddings) @ weights, labels)
     loss, parts = cosine(embeddings, labels)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and parts == {"ce": pytest.approx(expected.item())}

@@ -161,8 +161,7 @@ class HeadLoss(nn.Module):
         self.triplet_weight = cfg.triplet_weight
         margin = cfg.margin if cfg.margin is not None else DEFAULT_MARGINS.get(cfg.kind)
         self.margin_loss: nn.Module | None = None
-        self.classifier: nn.Linear | None = None
-        self.cosine_classifier: nn.Module | None = None
+        self.classifier: nn.Module | None = None  # ce kinds: nn.Linear, or pml's normalised softmax (a loss)
         self.triplet: nn.Module | None = None
         self.miner: nn.Module | None = None
         if cfg.kind == "arcface":  # pml takes the angular margin in degrees
@@ -173,10 +172,9 @@ class HeadLoss(nn.Module):
                                                            sub_centers=cfg.sub_centers)
         elif cfg.kind == "cosface":
             self.margin_loss = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
-        if cfg.kind in ("ce", "ce+triplet") and cfg.classifier == "cosine":
-            self.cosine_classifier = losses.NormalizedSoftmaxLoss(num_classes, size, temperature=1 / cfg.scale)
-        elif cfg.kind in ("ce", "ce+triplet"):
-            self.classifier = nn.Linear(size, num_classes, bias=False)
+        if cfg.kind in ("ce", "ce+triplet"):
+            self.classifier = (losses.NormalizedSoftmaxLoss(num_classes, size, temperature=1 / cfg.scale)
+                               if cfg.classifier == "cosine" else nn.Linear(size, num_classes, bias=False))
         if cfg.kind in ("triplet", "ce+triplet"):
             self.triplet = losses.TripletMarginLoss(margin=cfg.triplet_margin)
             if cfg.miner == "batch-hard":
@@ -207,13 +205,13 @@ class HeadLoss(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         if self.margin_loss is not None:
             parts[self.kind] = self.margin_loss(embeddings, labels)
-        if self.classifier is not None:
+        if isinstance(self.classifier, nn.Linear):
             parts["ce"] = F.cross_entropy(self.classifier(embeddings), labels)
-        if self.cosine_classifier is not None:
-            parts["ce"] = self.cosine_classifier(embeddings, labels)
+        elif self.classifier is not None:
+            parts["ce"] = self.classifier(embeddings, labels)
         if self.triplet is not None:
             pairs = self.miner(embeddings, labels) if self.miner is not None else None
-            weight = self.triplet_weight if "ce" in parts else 1.0
+            weight = self.triplet_weight if self.classifier is not None else 1.0
             parts["triplet"] = weight * self.triplet(embeddings, labels, pairs)
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -275,7 +275,8 @@ class Trainer:
         if ckpt["classes"] != list(self.task.classes) or ckpt["stage"] != self.task.stage:
             raise VestisError(f"checkpoint {path} was trained on other classes or another stage; "
                               "resume needs the same data, labels and split")
-        for section, key in (("head", "kind"), ("head", "dim"), ("head", "residual"), ("train", "average_from")):
+        for section, key in (("head", "kind"), ("head", "dim"), ("head", "residual"), ("head", "classifier"),
+                             ("train", "average_from")):
             current = getattr(getattr(self.cfg, section), key)
             default = getattr(type(getattr(self.cfg, section))(), key)
             saved = ckpt["config"][section].get(key, default)  # older checkpoints: the default
