@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,13 @@ def test_config_is_recognised_and_validated(tmp_path, garment_config):
     with pytest.raises(VestisError, match="not to the joint space"):
         load_joint_config(path, ["head.residual=true", "head.interpolate=0.5"])
     assert load_joint_config(path, ["head.residual=true", "head.anchor=0.01"]).head.anchor == 0.01
+
+
+def test_shipped_joint_configs_are_valid():
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    shipped = {path.stem: load_joint_config(path) for path in sorted(configs.glob("*.yaml")) if is_joint_config(path)}
+    assert set(shipped) == {"fashion-product-text", "clothing-attributes-text"}
+    assert shipped["fashion-product-text"].head.residual and shipped["fashion-product-text"].head.anchor > 0
 
 
 def test_clip_loss_prefers_aligned_pairs_and_treats_shared_texts_as_positives():

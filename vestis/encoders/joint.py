@@ -1,4 +1,4 @@
-"""A joint text-image space: two small projection heads over frozen image and text encoders.
+"""A joint text-image space: two small heads over frozen image and text encoders.
 
 ``vestis train`` with a ``text`` section (:mod:`vestis.train.joint`) writes ``joint.json`` beside
 ``image_head.onnx`` (the image encoder's pooled vector -> joint space) and ``text_head.onnx`` (the
