@@ -117,13 +117,14 @@ class Projection(nn.Module):
         return self.net(x)
 
 
-def image_side(cfg: JointRunConfig, in_dim: int) -> nn.Module:
-    """The image tower's head: a :class:`Projection` to ``head.dim``, or with ``head.residual``
-    the residual :class:`EmbeddingHead` (output the backbone's size, ``head.dim`` the rank of its
-    correction; its centre is set from the training items)."""
-    if cfg.head.residual:
-        return EmbeddingHead(in_dim, cfg.head.dim, residual=True)
-    return Projection(in_dim, cfg.head.dim, cfg.text.hidden)
+def joint_heads(cfg: JointRunConfig, image_dim: int, text_dim: int) -> tuple[nn.Module, Projection]:
+    """The two towers' heads. The image side is a :class:`Projection` to ``head.dim``, or with
+    ``head.residual`` the residual :class:`EmbeddingHead` (output the backbone's size, ``head.dim``
+    the rank of its correction; its centre is set from the training items); the text side maps
+    into the image side's space."""
+    image = (EmbeddingHead(image_dim, cfg.head.dim, residual=True) if cfg.head.residual
+             else Projection(image_dim, cfg.head.dim, cfg.text.hidden))
+    return image, Projection(text_dim, image.dim, cfg.text.hidden)
 
 
 class Normalised(nn.Module):
@@ -217,10 +218,9 @@ def load_joint_data(cfg: JointRunConfig) -> JointData:
 def joint_task(cfg: JointRunConfig, data: JointData, item_split: np.ndarray) -> TrainingTask:
     """The trainer's task over (item, text) pairs; a pair's "class" is the pair itself (the loss
     finds the positives), and its split is its item's."""
-    image = image_side(cfg, data.items.vectors.shape[1])
+    image, text = joint_heads(cfg, data.items.vectors.shape[1], data.text_vecs.shape[1])
     if cfg.head.residual:
         image.set_centre(torch.from_numpy(data.items.vectors[np.isin(item_split.astype(str), cfg.train.train_splits)]))
-    text = Projection(data.text_vecs.shape[1], image.dim, cfg.text.hidden)
     model = JointPairs(image, text, data.items.vectors, data.text_vecs, data.pair_item, data.pair_text)
     criterion = ClipLoss(data.pair_item, data.pair_text, cfg.text.temperature)
     split = item_split[data.pair_item]
@@ -340,8 +340,7 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
     if meta is None:
         raise VestisError(f"{checkpoint} is not a joint text-image checkpoint")
     cfg = _build(JointRunConfig, ckpt["config"], "")
-    image = image_side(cfg, meta["image_dim"])
-    text = Projection(meta["text_dim"], image.dim, cfg.text.hidden)
+    image, text = joint_heads(cfg, meta["image_dim"], meta["text_dim"])
     for name, head in (("image", image), ("text", text)):
         head.load_state_dict({k.removeprefix(f"{name}."): v for k, v in ckpt["model"].items()
                               if k.startswith(f"{name}.")})
