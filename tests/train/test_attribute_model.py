@@ -70,7 +70,16 @@ def test_a_residual_model_starts_as_the_backbone_in_every_space():
     with torch.no_grad():
         head.project.weight.fill_(0.1)
     assert head.correction_norm().item() == pytest.approx(0.1**2 * head.project.weight.numel())
-    assert not torch.allclose(head.all_attributes(maps, glob)[:, 0], start)
+    trained = head.all_attributes(maps, glob)[:, 0]
+    assert not torch.allclose(trained, start)
+    # head.interpolate scales the learned projection for retrieval only: 0 is the start again, 0.5
+    # lies between, and the training output (forward) keeps all of it
+    closeness = []
+    for a in (1.0, 0.5, 0.0):
+        head.interpolate = a
+        closeness.append(float((head.all_attributes(maps, glob)[:, 0] * start).sum(dim=1).mean()))
+    assert closeness[0] < closeness[1] < closeness[2] == pytest.approx(1.0)
+    torch.testing.assert_close(head(maps, glob, torch.zeros(5, dtype=torch.long)), trained)
     with pytest.raises(VestisError, match="global branch"):
         AttributeEmbedder(3, channels=8, global_dim=0, dim=6, residual=True)
     with pytest.raises(VestisError, match="at most its size"):
@@ -140,10 +149,12 @@ def trained_global(trained) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_residual(trained) -> Path:
-    """One epoch of the residual model (global branch, anchored), on the same cached features."""
+    """One epoch of the residual model (global branch, anchored, half its projection for retrieval),
+    on the same cached features."""
     run = trained["config"].parent / "residual"
     train_attribute_from_config(trained["config"], [
-        "model.global_branch=true", "head.residual=true", "head.anchor=0.1", "train.epochs=1", f"output={run}"])
+        "model.global_branch=true", "head.residual=true", "head.anchor=0.1", "head.interpolate=0.5", "train.epochs=1",
+        f"output={run}"])
     return run
 
 
@@ -165,7 +176,7 @@ def test_config_is_recognised_and_validated(attribute_config):
         ("train.val_split=test", "held out"),
         ("head.residual=true", "needs model.global_branch=true"),
         ("head.anchor=0.1", "set head.residual=true"),
-        ("head.interpolate=0.5", "apply to the global heads"),
+        ("head.interpolate=0.5", "set head.residual=true"),
         ("head.backbone_weight=0.5", "apply to the global heads"),
     ]:
         with pytest.raises(VestisError, match=message):
@@ -367,7 +378,7 @@ def test_onnx_export_matches_pytorch(trained, trained_global, trained_residual, 
         ["feature_map_14", "embedding"] if global_branch else ["feature_map_14"]
     )
     head, _ = load_head(run / "best.pt")
-    assert head.residual == (kind == "residual")
+    assert head.residual == (kind == "residual") and head.interpolate == (0.5 if head.residual else 1.0)
     if head.residual:  # the start (centre and principal directions) is part of the checkpoint
         assert float(head.centre.norm()) > 0.1
         torch.testing.assert_close(head.basis @ head.basis.T, torch.eye(16), atol=1e-4, rtol=0)

@@ -17,9 +17,10 @@ then ``beta * x`` is projected to ``dim`` and L2-normalised: one vector per (ima
 embedding is the backbone's global embedding, centred on the training mean and projected on its
 first ``dim`` principal components (fitted on the training items, :meth:`AttributeEmbedder.fit_start`),
 plus the learned projection above, which starts at zero; ``head.anchor`` weighs a penalty on the
-projection's squared size (L2-SP towards the start, :class:`vestis.train.heads.IdentityAnchor`).
-Every space starts as the backbone's similarity, which transfers to other photos, instead of a
-random projection of the attended map.
+projection's squared size (L2-SP towards the start, :class:`vestis.train.heads.IdentityAnchor`);
+``head.interpolate`` a scales the trained projection in the retrieval embedding (start + a x
+projection). Every space starts as the backbone's similarity, which transfers to other photos,
+instead of a random projection of the attended map.
 
 **Which map.** The 14 x 14 map of the stride-16 stage (112 channels for EfficientNet-Lite0,
 ``feature_map_14``) at the 224-px input: a 16-px cell is about a sleeve's width or a collar, so
@@ -96,13 +97,14 @@ class AttributeEmbedder(nn.Module):
         hidden: int = 256,
         dropout: float = 0.0,
         residual: bool = False,
+        interpolate: float = 1.0,
     ):
         super().__init__()
         if residual and not 0 < dim <= global_dim:
             raise VestisError(f"a residual attribute model starts from the global embedding: it needs the global "
                               f"branch and head.dim at most its size ({global_dim}), got {dim}")
         self.n_attributes, self.in_dim, self.global_dim, self.dim = n_attributes, channels, global_dim, dim
-        self.residual = residual
+        self.residual, self.interpolate = residual, interpolate
         self.attribute = nn.Embedding(n_attributes, attribute_dim)
         self.map_key = nn.Conv2d(channels, hidden, 1)
         self.attr_query = nn.Linear(attribute_dim, hidden)
@@ -155,9 +157,9 @@ class AttributeEmbedder(nn.Module):
         return torch.softmax(logits.reshape(n, a, h * w), dim=2).reshape(n, a, h, w)
 
     def embed(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor,
-              image: torch.Tensor | None = None) -> torch.Tensor:
+              image: torch.Tensor | None = None, correction: float = 1.0) -> torch.Tensor:
         """L2-normalised embeddings N x A' x dim for attribute indices ``attrs`` (N x A'); ``image``
-        as in :meth:`attention`."""
+        as in :meth:`attention`; ``correction`` scales a residual model's learned projection."""
         alpha = self.attention(maps, attrs, image)
         start = self.start(global_vec) if self.residual and global_vec is not None else None  # once per image
         if image is not None:
@@ -174,7 +176,7 @@ class AttributeEmbedder(nn.Module):
         beta = self.channel(torch.cat([x, self.attribute(attrs)], dim=2))
         out = self.project(self.dropout(beta * x))
         if start is not None:
-            out = out + start[:, None, :]
+            out = correction * out + start[:, None, :]
         return F.normalize(out, dim=2)
 
     def forward(self, maps: torch.Tensor, global_vec: torch.Tensor | None, attrs: torch.Tensor,
@@ -183,9 +185,10 @@ class AttributeEmbedder(nn.Module):
         return self.embed(maps, global_vec, attrs[:, None], image)[:, 0]
 
     def all_attributes(self, maps: torch.Tensor, global_vec: torch.Tensor | None) -> torch.Tensor:
-        """Every attribute for every image: N x A x dim."""
+        """Every attribute for every image, the retrieval embedding: N x A x dim. A residual model's
+        learned projection is scaled by ``interpolate`` (``head.interpolate``; training uses all of it)."""
         attrs = torch.arange(self.n_attributes, device=maps.device)[None, :].expand(maps.shape[0], -1)
-        return self.embed(maps, global_vec, attrs)
+        return self.embed(maps, global_vec, attrs, correction=self.interpolate)
 
 
 class AttributeTripletLoss(nn.Module):
@@ -417,6 +420,7 @@ def make_head(
         hidden=cfg.model.hidden,
         dropout=cfg.model.dropout,
         residual=cfg.head.residual,
+        interpolate=cfg.head.interpolate,
     )
 
 

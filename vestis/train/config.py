@@ -227,11 +227,6 @@ class RunConfig:
             raise VestisError("head.backbone_weight, head.distill, head.residual and head.class_init work on the "
                               "frozen backbone's features: stage 1 only")
         check_anchor(self.head)
-        if not 0 <= self.head.interpolate <= 1:
-            raise VestisError(f"head.interpolate in [0, 1], got {self.head.interpolate}")
-        if not self.head.residual and self.head.interpolate != 1:
-            raise VestisError("head.interpolate scales a residual head's correction: set head.residual=true "
-                              "(a projection head has no identity to keep)")
         if self.eval.labels is not None and not self.eval.labels:
             raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self
@@ -310,19 +305,25 @@ class AttributeRunConfig(RunConfig):
             raise VestisError("head.residual starts every attribute space from the global embedding: it needs "
                               "model.global_branch=true")
         check_anchor(self.head)
-        if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
-            raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the global heads, "
-                              "not to the attribute model (use head.residual and head.anchor)")
+        if self.head.backbone_weight or self.head.distill:
+            raise VestisError("head.backbone_weight and head.distill apply to the global heads, not to the "
+                              "attribute model (use head.residual, head.anchor and head.interpolate)")
         return self
 
 
 def check_anchor(head: HeadConfig) -> None:
-    """``head.anchor`` (>= 0) pulls a residual head (global or attribute) towards its start."""
+    """``head.anchor`` (>= 0) pulls a residual head (global or attribute) towards its start;
+    ``head.interpolate`` (in [0, 1]) scales its learned correction in the retrieval embedding."""
     if head.anchor < 0:
         raise VestisError(f"head.anchor must be >= 0, got {head.anchor}")
     if head.anchor and not head.residual:
         raise VestisError("head.anchor pulls a residual head towards its start, the backbone feature: "
                           "set head.residual=true (a projection head has no such start to keep)")
+    if not 0 <= head.interpolate <= 1:
+        raise VestisError(f"head.interpolate in [0, 1], got {head.interpolate}")
+    if not head.residual and head.interpolate != 1:
+        raise VestisError("head.interpolate scales a residual head's correction: set head.residual=true "
+                          "(a projection head has no identity to keep)")
 
 
 def check_split_usage(train: TrainConfig) -> None:
