@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in (
 
 def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
     cfg = load_config(garment_config, ["head.kind=ce+triplet", "train.lr=3e-4", "head.dim=128",
-                                       "data.labels=[articleType]", "head.margin=0.4", "train.resume="])
+                                       "data.labels=[articleType]", "head.margin=0.4", "train.resume=",
+                                       "head.classifier=cosine"])
     assert cfg.head.kind == "ce+triplet" and cfg.head.dim == 128 and cfg.head.margin == 0.4
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
     assert cfg.data.labels == ["articleType"] and cfg.train.resume is None
@@ -30,6 +32,9 @@ def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
     ("trian.lr=0.1", "unknown config key trian"),
     ("head.kind=softmax", "head.kind: 'softmax' is not one of"),
     ("head.classifier=mlp", "head.classifier: 'mlp' is not one of"),
+    ("head.margin=-0.1", "head.margin=-0.1"),
+    ("head.class_sampling=rare", "head.class_sampling: 'rare' is not one of"),
+    ("head.class_sampling=by-size", "only the triplet kinds use; head.kind is arcface"),
     ("train.epochs=many", "train.epochs: expected int"),
     ("train.lr=fast", "train.lr: expected float"),
     ("head", "key=value"),
@@ -41,6 +46,15 @@ def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
 def test_bad_settings_are_refused_with_the_key(garment_config, override, message):
     with pytest.raises(VestisError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(garment_config, [override])
+
+
+@pytest.mark.parametrize("kind", ["ce", "ce+triplet", "triplet"])
+def test_a_margin_no_loss_uses_is_refused(garment_config, kind):
+    """The linear classifier and the triplet loss have no class margin; a margin set there would be ignored."""
+    with pytest.raises(VestisError, match=r"head.margin=0.2: .*head.kind is " + re.escape(kind)):
+        load_config(garment_config, [f"head.kind={kind}", "head.margin=0.2"])
+    if kind != "triplet":
+        assert load_config(garment_config, [f"head.kind={kind}", "head.margin=0.2", "head.classifier=cosine"])
 
 
 def test_name_defaults_to_the_file_name(tmp_path):

@@ -12,11 +12,12 @@ import torch
 from vestis.train.command import prepare
 from vestis.train.config import HEAD_KINDS, HeadConfig, load_config
 from vestis.train.heads import EmbeddingHead, HeadLoss
-from vestis.train.trainer import Trainer
+from vestis.train.trainer import ClassesBySizeSampler, Trainer
 
 
 @pytest.mark.parametrize("overrides", [[f"head.kind={kind}"] for kind in HEAD_KINDS]
-                         + [["head.kind=ce+triplet", "head.classifier=cosine"]])
+                         + [["head.kind=ce+triplet", "head.classifier=cosine", "head.margin=0.35",
+                             "head.class_sampling=by-size"]])
 def test_head_trains_and_loss_falls(overrides, garment_config):
     cfg = load_config(garment_config, overrides)
     task = prepare(cfg)
@@ -40,7 +41,7 @@ def test_arcface_margin_is_converted_to_degrees_for_pml():
 
 def test_cosine_classifier_is_the_normalised_softmax():
     """``classifier: cosine``: the logits are ``scale`` x the cosine to each class weight, so the
-    loss ignores the embedding's length; the linear classifier's does not."""
+    loss ignores the embedding's length; the linear classifier's does not. ``margin`` makes it CosFace."""
     torch.manual_seed(0)
     embeddings, labels = torch.randn(12, 16), torch.arange(12) % 5
     cosine = HeadLoss(HeadConfig(kind="ce", dim=16, scale=20, classifier="cosine"), num_classes=5)
@@ -51,6 +52,14 @@ def test_cosine_classifier_is_the_normalised_softmax():
     assert cosine(3 * embeddings, labels)[0].item() == pytest.approx(loss.item(), rel=1e-5)
     linear = HeadLoss(HeadConfig(kind="ce", dim=16), num_classes=5)
     assert linear(3 * embeddings, labels)[0].item() != pytest.approx(linear(embeddings, labels)[0].item(), rel=1e-3)
+    # with head.margin m, m comes off the cosine to the item's own class before the scale (CosFace)
+    margin = HeadLoss(HeadConfig(kind="ce", dim=16, scale=20, classifier="cosine", margin=0.3), num_classes=5)
+    margin.classifier.W.data.copy_(cosine.classifier.W.data)
+    own = torch.nn.functional.one_hot(labels, 5)
+    expected = torch.nn.functional.cross_entropy(
+        20 * (torch.nn.functional.normalize(embeddings) @ weights - 0.3 * own), labels)
+    assert margin(embeddings, labels)[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > loss.item()
 
 
 def test_embedding_head_is_bn_neck_with_unit_outputs():
@@ -68,3 +77,26 @@ def test_triplet_kinds_sample_m_per_class(garment_config):
     for _, labels in trainer.loader:
         counts = np.bincount(labels.numpy())
         assert set(counts[counts > 0]) == {4} and len(labels) == 24
+    # by size: still whole groups of 4 (a class drawn twice holds 8), from the same training items
+    cfg = load_config(garment_config, ["head.kind=ce+triplet", "head.m_per_class=4", "train.batch_size=24",
+                                       "head.class_sampling=by-size"])
+    trainer = Trainer(cfg, prepare(cfg), cfg.run_dir)
+    assert isinstance(trainer.loader.sampler, ClassesBySizeSampler)
+    for _, labels in trainer.loader:
+        counts = np.bincount(labels.numpy())
+        assert set(counts[counts > 0] % 4) == {0} and len(labels) == 24
+
+
+def test_classes_by_size_follow_the_catalogue():
+    """Uniform M-per-class batches show a class of 4 items as often as one of 80; by size, each
+    class fills batches in proportion to its items, in groups of m items of one class."""
+    labels = np.repeat([0, 1, 2, 3], [80, 15, 4, 1])
+    torch.manual_seed(0)
+    sampler = ClassesBySizeSampler(labels, m=4, batch_size=8, length=40_000)
+    drawn = labels[np.fromiter(sampler, int)]
+    assert len(drawn) == len(sampler) == 40_000
+    np.testing.assert_allclose(np.bincount(drawn) / len(drawn), [0.80, 0.15, 0.04, 0.01], atol=0.01)
+    groups = drawn.reshape(-1, 4)
+    assert (groups == groups[:, :1]).all()
+    torch.manual_seed(0)
+    assert (labels[np.fromiter(sampler, int)] == drawn).all()  # torch's seed makes it repeatable

@@ -26,6 +26,7 @@ HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+tr
 CLASS_INITS = ("random", "means")
 CLASSIFIERS = ("linear", "cosine")
 MINERS = ("batch-hard", "semi-hard", "none")
+CLASS_SAMPLINGS = ("uniform", "by-size")
 SCHEDULES = ("cosine", "onecycle", "constant")
 SPLIT_NAMES = ("train", "val", "test")
 GALLERIES = ("outside-train", "train", "all")
@@ -58,8 +59,8 @@ class HeadConfig:
     """The embedding head (Linear -> BatchNorm1d -> L2 norm) and its loss.
 
     ``margin`` is in radians for ArcFace and sub-center ArcFace (default 0.5) and an additive
-    cosine margin for CosFace (default 0.35). ``triplet_margin`` is on L2 distances between unit
-    vectors (0..2)."""
+    cosine margin for CosFace (default 0.35) and the ce kinds' cosine classifier (default 0).
+    ``triplet_margin`` is on L2 distances between unit vectors (0..2)."""
 
     kind: str = "arcface"
     dim: int = 256
@@ -87,6 +88,9 @@ class HeadConfig:
     classifier: str = "linear"
     miner: str = "batch-hard"
     m_per_class: int = 4  # samples per class in a batch for the triplet kinds
+    # how those batches draw their classes: uniform (each class as often) or by-size (in proportion
+    # to its number of items, as the catalogue holds them)
+    class_sampling: str = "uniform"
 
 
 @dataclass
@@ -213,6 +217,15 @@ class RunConfig:
         _choice("head.miner", self.head.miner, MINERS)
         _choice("head.class_init", self.head.class_init, CLASS_INITS)
         _choice("head.classifier", self.head.classifier, CLASSIFIERS)
+        _choice("head.class_sampling", self.head.class_sampling, CLASS_SAMPLINGS)
+        if self.head.class_sampling != "uniform" and self.head.kind not in ("triplet", "ce+triplet"):
+            raise VestisError(f"head.class_sampling draws the classes of M-per-class batches, which only the "
+                              f"triplet kinds use; head.kind is {self.head.kind} (its batches are shuffled items)")
+        if self.head.margin is not None and (self.head.margin < 0 or self.head.kind == "triplet" or (
+                self.head.kind in ("ce", "ce+triplet") and self.head.classifier != "cosine")):
+            raise VestisError(f"head.margin={self.head.margin}: a margin >= 0 for the margin softmax kinds and the ce "
+                              f"kinds' cosine classifier (head.classifier=cosine); head.kind is {self.head.kind}, "
+                              f"head.classifier {self.head.classifier}")
         if self.head.class_init == "means" and self.head.kind not in ("arcface", "cosface"):
             raise VestisError(f"head.class_init=means starts the class weights of arcface and cosface heads; "
                               f"head.kind is {self.head.kind}")
@@ -297,6 +310,7 @@ class AttributeRunConfig(RunConfig):
         self._validate_data_and_training(self.model.attributes)
         _choice("model.feature_map", self.model.feature_map, tuple(FEATURE_MAPS))
         _choice("head.miner", self.head.miner, ("batch-hard", "none"))
+        _choice("head.class_sampling", self.head.class_sampling, CLASS_SAMPLINGS)
         if min(self.head.dim, self.model.attribute_dim, self.model.hidden) < 2 or self.head.m_per_class < 2:
             raise VestisError("head.dim, model.attribute_dim, model.hidden and head.m_per_class must be at least 2")
         if not 0 <= self.model.dropout < 1 or self.head.triplet_margin <= 0 or self.model.max_train_items < 0:

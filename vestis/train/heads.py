@@ -8,8 +8,9 @@ sampler come from pytorch-metric-learning (pml):
   the training classes (pml keeps the class weights inside the loss, so they are trained too);
 - ``triplet``: triplet margin loss on mined triplets (``batch-hard`` or ``semi-hard``);
 - ``ce``: a classifier on the head's output with cross-entropy: linear, or with ``classifier:
-  cosine`` the normalised softmax (``scale`` x the cosine to each class weight; pml's
-  ``NormalizedSoftmaxLoss``), which trains the directions that cosine retrieval compares;
+  cosine`` the normalised softmax (``scale`` x the cosine to each class weight), which trains the
+  directions that cosine retrieval compares; ``margin`` m subtracts m from the cosine to the
+  item's own class (CosFace's additive margin, default 0);
 - ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet.
 
 Ways to keep what the backbone knew (the head otherwise learns the training labels and can lose
@@ -173,7 +174,8 @@ class HeadLoss(nn.Module):
         elif cfg.kind == "cosface":
             self.margin_loss = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
         if cfg.kind in ("ce", "ce+triplet"):
-            self.classifier = (losses.NormalizedSoftmaxLoss(num_classes, size, temperature=1 / cfg.scale)
+            # the cosine classifier is CosFace's loss: with margin 0 (the default) the normalised softmax
+            self.classifier = (losses.CosFaceLoss(num_classes, size, margin=margin or 0.0, scale=cfg.scale)
                                if cfg.classifier == "cosine" else nn.Linear(size, num_classes, bias=False))
         if cfg.kind in ("triplet", "ce+triplet"):
             self.triplet = losses.TripletMarginLoss(margin=cfg.triplet_margin)

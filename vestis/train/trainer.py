@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from vestis.errors import VestisError
@@ -149,6 +149,33 @@ def batch_size_for(task: TrainingTask, train: TrainConfig, m: int) -> int:
     return size
 
 
+class ClassesBySizeSampler(Sampler[int]):
+    """M-per-class batches whose classes are drawn in proportion to their number of items
+    (``head.class_sampling: by-size``): ``batch_size / m`` draws of a class per batch (a frequent
+    class may be drawn twice), ``m`` items of each (with repeats when a class has fewer). pml's
+    ``MPerClassSampler`` draws the classes uniformly, so a rare group is seen as often as a
+    frequent one and the batches no longer follow the catalogue; here they do, as a shuffled
+    epoch's would. ``length`` indices per epoch; the draws follow torch's random state."""
+
+    def __init__(self, labels: np.ndarray, m: int, batch_size: int, length: int):
+        labels = np.asarray(labels)
+        self.classes, sizes = np.unique(labels, return_counts=True)
+        self.members = [np.flatnonzero(labels == c) for c in self.classes]
+        self.p = sizes / sizes.sum()
+        self.m, self.per_batch = m, batch_size // m
+        self.batches = length // batch_size
+
+    def __len__(self) -> int:
+        return self.batches * self.per_batch * self.m
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+        for _ in range(self.batches):
+            for c in rng.choice(len(self.classes), self.per_batch, p=self.p):
+                members = self.members[c]
+                yield from rng.choice(members, self.m, replace=len(members) < self.m).tolist()
+
+
 def train_loader(task: TrainingTask, cfg: RunConfig) -> DataLoader:
     """Batches of (inputs, class) over the labelled training items; M-per-class for triplet losses."""
     rows = task.rows(*cfg.train.train_splits)
@@ -157,8 +184,11 @@ def train_loader(task: TrainingTask, cfg: RunConfig) -> DataLoader:
     size = batch_size_for(task, cfg.train, cfg.head.m_per_class)
     workers = loader_workers(task, cfg)
     if task.criterion.needs_m_per_class:
-        sampler = MPerClassSampler(task.labels[rows], cfg.head.m_per_class, batch_size=size,
-                                   length_before_new_iter=max(len(rows), size))
+        length = max(len(rows), size)
+        sampler = (MPerClassSampler(task.labels[rows], cfg.head.m_per_class, batch_size=size,
+                                    length_before_new_iter=length)
+                   if cfg.head.class_sampling == "uniform"
+                   else ClassesBySizeSampler(task.labels[rows], cfg.head.m_per_class, size, length))
         return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=True, num_workers=workers)
     return DataLoader(dataset, batch_size=size, shuffle=True, drop_last=len(rows) > size, num_workers=workers,
                       generator=torch.Generator())
