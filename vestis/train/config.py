@@ -23,6 +23,8 @@ from vestis.encoders.onnx_encoder import FEATURE_MAPS
 from vestis.errors import VestisError
 
 HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
+CE_KINDS = ("ce", "ce+triplet")  # a classifier with cross-entropy
+TRIPLET_KINDS = ("triplet", "ce+triplet")  # a triplet term, trained on M-per-class batches
 CLASS_INITS = ("random", "means")
 CLASSIFIERS = ("linear", "cosine")
 MINERS = ("batch-hard", "semi-hard", "none")
@@ -218,11 +220,11 @@ class RunConfig:
         _choice("head.class_init", self.head.class_init, CLASS_INITS)
         _choice("head.classifier", self.head.classifier, CLASSIFIERS)
         _choice("head.class_sampling", self.head.class_sampling, CLASS_SAMPLINGS)
-        if self.head.class_sampling != "uniform" and self.head.kind not in ("triplet", "ce+triplet"):
+        if self.head.class_sampling != "uniform" and self.head.kind not in TRIPLET_KINDS:
             raise VestisError(f"head.class_sampling draws the classes of M-per-class batches, which only the "
                               f"triplet kinds use; head.kind is {self.head.kind} (its batches are shuffled items)")
         if self.head.margin is not None and (self.head.margin < 0 or self.head.kind == "triplet" or (
-                self.head.kind in ("ce", "ce+triplet") and self.head.classifier != "cosine")):
+                self.head.kind in CE_KINDS and self.head.classifier != "cosine")):
             raise VestisError(f"head.margin={self.head.margin}: a margin >= 0 for the margin softmax kinds and the ce "
                               f"kinds' cosine classifier (head.classifier=cosine); head.kind is {self.head.kind}, "
                               f"head.classifier {self.head.classifier}")

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vestis.errors import VestisError
-from vestis.train.config import HeadConfig
+from vestis.train.config import CE_KINDS, TRIPLET_KINDS, HeadConfig
 
 DEFAULT_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35}  # radians / cosine
 
@@ -173,11 +173,11 @@ class HeadLoss(nn.Module):
                                                            sub_centers=cfg.sub_centers)
         elif cfg.kind == "cosface":
             self.margin_loss = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
-        if cfg.kind in ("ce", "ce+triplet"):
+        if cfg.kind in CE_KINDS:
             # the cosine classifier is CosFace's loss: with margin 0 (the default) the normalised softmax
             self.classifier = (losses.CosFaceLoss(num_classes, size, margin=margin or 0.0, scale=cfg.scale)
                                if cfg.classifier == "cosine" else nn.Linear(size, num_classes, bias=False))
-        if cfg.kind in ("triplet", "ce+triplet"):
+        if cfg.kind in TRIPLET_KINDS:
             self.triplet = losses.TripletMarginLoss(margin=cfg.triplet_margin)
             if cfg.miner == "batch-hard":
                 self.miner = miners.BatchHardMiner()

@@ -158,9 +158,8 @@ class ClassesBySizeSampler(Sampler[int]):
     epoch's would. ``length`` indices per epoch; the draws follow torch's random state."""
 
     def __init__(self, labels: np.ndarray, m: int, batch_size: int, length: int):
-        labels = np.asarray(labels)
-        self.classes, sizes = np.unique(labels, return_counts=True)
-        self.members = [np.flatnonzero(labels == c) for c in self.classes]
+        _, group, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+        self.members = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])  # items of each class
         self.p = sizes / sizes.sum()
         self.m, self.per_batch = m, batch_size // m
         self.batches = length // batch_size
@@ -171,7 +170,7 @@ class ClassesBySizeSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
         for _ in range(self.batches):
-            for c in rng.choice(len(self.classes), self.per_batch, p=self.p):
+            for c in rng.choice(len(self.members), self.per_batch, p=self.p):
                 members = self.members[c]
                 yield from rng.choice(members, self.m, replace=len(members) < self.m).tolist()
 
