@@ -17,7 +17,8 @@ from vestis.train.trainer import ClassesBySizeSampler, Trainer
 
 @pytest.mark.parametrize("overrides", [[f"head.kind={kind}"] for kind in HEAD_KINDS]
                          + [["head.kind=ce+triplet", "head.classifier=cosine", "head.margin=0.35",
-                             "head.class_sampling=by-size"]])
+                             "head.class_sampling=by-size"],
+                            ["head.kind=ce+triplet", "head.classifier=subcenter-arcface", "head.class_sampling=by-size"]])
 def test_head_trains_and_loss_falls(overrides, garment_config):
     cfg = load_config(garment_config, overrides)
     task = prepare(cfg)
@@ -60,6 +61,25 @@ def test_cosine_classifier_is_the_normalised_softmax():
         20 * (torch.nn.functional.normalize(embeddings) @ weights - 0.3 * own), labels)
     assert margin(embeddings, labels)[0].item() == pytest.approx(expected.item(), rel=1e-5)
     assert expected.item() > loss.item()
+
+
+def test_subcenter_arcface_classifier_takes_the_closest_sub_center_with_an_angular_margin():
+    """``classifier: subcenter-arcface``: each class has ``sub_centers`` weights, the cosine to a
+    class is the largest of its sub-centers', and the item's own class gets ArcFace's angular margin
+    (``margin`` radians, default 0.5) before the scale."""
+    torch.manual_seed(0)
+    embeddings, labels = torch.randn(12, 16), torch.arange(12) % 5
+    loss_fn = HeadLoss(HeadConfig(kind="ce+triplet", dim=16, scale=20, classifier="subcenter-arcface",
+                                  sub_centers=3, triplet_weight=0.0), num_classes=5)
+    weights = torch.nn.functional.normalize(loss_fn.classifier.W, dim=0)
+    assert weights.shape == (16, 15)
+    cosines = (torch.nn.functional.normalize(embeddings) @ weights).view(12, 5, 3).amax(dim=2)
+    own = torch.nn.functional.one_hot(labels, 5).bool()
+    with_margin = torch.where(own, torch.cos(torch.acos(cosines.clamp(-1, 1)) + 0.5), cosines)
+    expected = torch.nn.functional.cross_entropy(20 * with_margin, labels)
+    loss, parts = loss_fn(embeddings, labels)
+    assert parts["ce"] == pytest.approx(expected.item(), rel=1e-4) and parts["triplet"] == 0.0
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_embedding_head_is_bn_neck_with_unit_outputs():

@@ -26,7 +26,7 @@ HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+tr
 CE_KINDS = ("ce", "ce+triplet")  # a classifier with cross-entropy
 TRIPLET_KINDS = ("triplet", "ce+triplet")  # a triplet term, trained on M-per-class batches
 CLASS_INITS = ("random", "means")
-CLASSIFIERS = ("linear", "cosine")
+CLASSIFIERS = ("linear", "cosine", "subcenter-arcface")
 MINERS = ("batch-hard", "semi-hard", "none")
 CLASS_SAMPLINGS = ("uniform", "by-size")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -60,8 +60,9 @@ class DataConfig:
 class HeadConfig:
     """The embedding head (Linear -> BatchNorm1d -> L2 norm) and its loss.
 
-    ``margin`` is in radians for ArcFace and sub-center ArcFace (default 0.5) and an additive
-    cosine margin for CosFace (default 0.35) and the ce kinds' cosine classifier (default 0).
+    ``margin`` is in radians for ArcFace and sub-center ArcFace and the ce kinds' sub-center
+    ArcFace classifier (default 0.5), and an additive cosine margin for CosFace (default 0.35) and
+    the ce kinds' cosine classifier (default 0).
     ``triplet_margin`` is on L2 distances between unit vectors (0..2)."""
 
     kind: str = "arcface"
@@ -85,8 +86,10 @@ class HeadConfig:
     sub_centers: int = 3
     triplet_margin: float = 0.2
     triplet_weight: float = 1.0  # weight of the triplet term in ce+triplet
-    # the ce kinds' classifier: linear (a linear layer's logits) or cosine (normalised softmax:
-    # ``scale`` x the cosine between the embedding and each class weight, both unit length)
+    # the ce kinds' classifier: linear (a linear layer's logits), cosine (normalised softmax:
+    # ``scale`` x the cosine between the embedding and each class weight, both unit length) or
+    # subcenter-arcface (``sub_centers`` class weights per class, the closest taken, with
+    # ArcFace's angular margin)
     classifier: str = "linear"
     miner: str = "batch-hard"
     m_per_class: int = 4  # samples per class in a batch for the triplet kinds
@@ -224,9 +227,9 @@ class RunConfig:
             raise VestisError(f"head.class_sampling draws the classes of M-per-class batches, which only the "
                               f"triplet kinds use; head.kind is {self.head.kind} (its batches are shuffled items)")
         if self.head.margin is not None and (self.head.margin < 0 or self.head.kind == "triplet" or (
-                self.head.kind in CE_KINDS and self.head.classifier != "cosine")):
+                self.head.kind in CE_KINDS and self.head.classifier == "linear")):
             raise VestisError(f"head.margin={self.head.margin}: a margin >= 0 for the margin softmax kinds and the ce "
-                              f"kinds' cosine classifier (head.classifier=cosine); head.kind is {self.head.kind}, "
+                              f"kinds' cosine or subcenter-arcface classifier; head.kind is {self.head.kind}, "
                               f"head.classifier {self.head.classifier}")
         if self.head.class_init == "means" and self.head.kind not in ("arcface", "cosface"):
             raise VestisError(f"head.class_init=means starts the class weights of arcface and cosface heads; "

@@ -10,7 +10,8 @@ sampler come from pytorch-metric-learning (pml):
 - ``ce``: a classifier on the head's output with cross-entropy: linear, or with ``classifier:
   cosine`` the normalised softmax (``scale`` x the cosine to each class weight), which trains the
   directions that cosine retrieval compares; ``margin`` m subtracts m from the cosine to the
-  item's own class (CosFace's additive margin, default 0);
+  item's own class (CosFace's additive margin, default 0); or with ``classifier:
+  subcenter-arcface`` sub-center ArcFace's margin softmax (``sub_centers`` weights per class);
 - ``ce+triplet``: cross-entropy + ``triplet_weight`` x triplet.
 
 Ways to keep what the backbone knew (the head otherwise learns the training labels and can lose
@@ -168,21 +169,30 @@ class HeadLoss(nn.Module):
         if cfg.kind == "arcface":  # pml takes the angular margin in degrees
             self.margin_loss = losses.ArcFaceLoss(num_classes, size, margin=math.degrees(margin), scale=cfg.scale)
         elif cfg.kind == "subcenter-arcface":
-            self.margin_loss = losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=size,
-                                                           margin=math.degrees(margin), scale=cfg.scale,
-                                                           sub_centers=cfg.sub_centers)
+            self.margin_loss = self._subcenter_arcface(cfg, num_classes, size, margin)
         elif cfg.kind == "cosface":
             self.margin_loss = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
         if cfg.kind in CE_KINDS:
-            # the cosine classifier is CosFace's loss: with margin 0 (the default) the normalised softmax
-            self.classifier = (losses.CosFaceLoss(num_classes, size, margin=margin or 0.0, scale=cfg.scale)
-                               if cfg.classifier == "cosine" else nn.Linear(size, num_classes, bias=False))
+            if cfg.classifier == "cosine":
+                # CosFace's loss: with margin 0 (the default) the normalised softmax
+                self.classifier = losses.CosFaceLoss(num_classes, size, margin=margin or 0.0, scale=cfg.scale)
+            elif cfg.classifier == "subcenter-arcface":
+                self.classifier = self._subcenter_arcface(cfg, num_classes, size, margin)
+            else:
+                self.classifier = nn.Linear(size, num_classes, bias=False)
         if cfg.kind in TRIPLET_KINDS:
             self.triplet = losses.TripletMarginLoss(margin=cfg.triplet_margin)
             if cfg.miner == "batch-hard":
                 self.miner = miners.BatchHardMiner()
             elif cfg.miner == "semi-hard":
                 self.miner = miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
+
+    @staticmethod
+    def _subcenter_arcface(cfg: HeadConfig, num_classes: int, size: int, margin: float | None) -> nn.Module:
+        """Sub-center ArcFace's margin softmax (pml takes the angular margin in degrees)."""
+        radians = margin if margin is not None else DEFAULT_MARGINS["subcenter-arcface"]
+        return losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=size, margin=math.degrees(radians),
+                                           scale=cfg.scale, sub_centers=cfg.sub_centers)
 
     @torch.no_grad()
     def init_class_weights(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
