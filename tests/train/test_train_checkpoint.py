@@ -104,7 +104,9 @@ def test_weight_averaging_keeps_the_mean_of_the_epochs_weights(garment_config, m
 @pytest.mark.parametrize("first, change, key", [
     ([], ["head.kind=cosface"], "head.kind"), ([], ["head.residual=true"], "head.residual"),
     ([], ["train.average_from=1"], "train.average_from"),
-    (["head.kind=ce"], ["head.kind=ce", "head.classifier=cosine"], "head.classifier")])
+    (["head.kind=ce"], ["head.kind=ce", "head.classifier=cosine"], "head.classifier"),
+    (["head.kind=ce", "head.classifier=subcenter-arcface"],
+     ["head.kind=ce", "head.classifier=subcenter-arcface", "head.sub_centers=2"], "head.sub_centers")])
 def test_resume_refuses_another_head(garment_config, first, change, key):
     cfg = load_config(garment_config, ["train.epochs=1", *first])
     Trainer(cfg, prepare(cfg), cfg.run_dir).fit()

@@ -305,7 +305,7 @@ class Trainer:
             raise VestisError(f"checkpoint {path} was trained on other classes or another stage; "
                               "resume needs the same data, labels and split")
         for section, key in (("head", "kind"), ("head", "dim"), ("head", "residual"), ("head", "classifier"),
-                             ("train", "average_from")):
+                             ("head", "sub_centers"), ("train", "average_from")):
             current = getattr(getattr(self.cfg, section), key)
             default = getattr(type(getattr(self.cfg, section))(), key)
             saved = ckpt["config"][section].get(key, default)  # older checkpoints: the default
