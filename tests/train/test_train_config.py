@@ -55,7 +55,8 @@ def test_a_margin_no_loss_uses_is_refused(garment_config, kind):
         load_config(garment_config, [f"head.kind={kind}", "head.margin=0.2"])
     if kind != "triplet":
         for classifier in ("cosine", "subcenter-arcface"):
-            assert load_config(garment_config, [f"head.kind={kind}", "head.margin=0.2", f"head.classifier={classifier}"])
+            assert load_config(garment_config,
+                               [f"head.kind={kind}", "head.margin=0.2", f"head.classifier={classifier}"])
 
 
 def test_name_defaults_to_the_file_name(tmp_path):

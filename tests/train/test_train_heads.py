@@ -18,7 +18,8 @@ from vestis.train.trainer import ClassesBySizeSampler, Trainer
 @pytest.mark.parametrize("overrides", [[f"head.kind={kind}"] for kind in HEAD_KINDS]
                          + [["head.kind=ce+triplet", "head.classifier=cosine", "head.margin=0.35",
                              "head.class_sampling=by-size"],
-                            ["head.kind=ce+triplet", "head.classifier=subcenter-arcface", "head.class_sampling=by-size"]])
+                            ["head.kind=ce+triplet", "head.classifier=subcenter-arcface",
+                             "head.class_sampling=by-size"]])
 def test_head_trains_and_loss_falls(overrides, garment_config):
     cfg = load_config(garment_config, overrides)
     task = prepare(cfg)

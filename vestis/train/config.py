@@ -228,9 +228,9 @@ class RunConfig:
                               f"triplet kinds use; head.kind is {self.head.kind} (its batches are shuffled items)")
         if self.head.margin is not None and (self.head.margin < 0 or self.head.kind == "triplet" or (
                 self.head.kind in CE_KINDS and self.head.classifier == "linear")):
-            raise VestisError(f"head.margin={self.head.margin}: a margin >= 0 for the margin softmax kinds and the ce "
-                              f"kinds' cosine or subcenter-arcface classifier; head.kind is {self.head.kind}, "
-                              f"head.classifier {self.head.classifier}")
+            raise VestisError(f"head.margin={self.head.margin}: a margin >= 0 for the margin softmax kinds "
+                              f"and the ce kinds' cosine or subcenter-arcface classifier; head.kind is "
+                              f"{self.head.kind}, head.classifier {self.head.classifier}")
         if self.head.class_init == "means" and self.head.kind not in ("arcface", "cosface"):
             raise VestisError(f"head.class_init=means starts the class weights of arcface and cosface heads; "
                               f"head.kind is {self.head.kind}")

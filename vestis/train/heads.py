@@ -191,8 +191,9 @@ class HeadLoss(nn.Module):
     def _subcenter_arcface(cfg: HeadConfig, num_classes: int, size: int, margin: float | None) -> nn.Module:
         """Sub-center ArcFace's margin softmax (pml takes the angular margin in degrees)."""
         radians = margin if margin is not None else DEFAULT_MARGINS["subcenter-arcface"]
-        return losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=size, margin=math.degrees(radians),
-                                           scale=cfg.scale, sub_centers=cfg.sub_centers)
+        return losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=size,
+                                           margin=math.degrees(radians), scale=cfg.scale,
+                                           sub_centers=cfg.sub_centers)
 
     @torch.no_grad()
     def init_class_weights(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
