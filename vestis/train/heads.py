@@ -34,7 +34,8 @@ from torch.nn import functional as F
 from vestis.errors import VestisError
 from vestis.train.config import CE_KINDS, TRIPLET_KINDS, HeadConfig
 
-DEFAULT_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35}  # radians / cosine
+# by head kind, or by classifier for the ce kinds: radians (ArcFace) / cosine (CosFace, cosine)
+DEFAULT_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35, "cosine": 0.0}
 
 
 class EmbeddingHead(nn.Module):
@@ -161,7 +162,8 @@ class HeadLoss(nn.Module):
         size = embedding_size or cfg.dim
         self.kind, self.num_classes = cfg.kind, num_classes
         self.triplet_weight = cfg.triplet_weight
-        margin = cfg.margin if cfg.margin is not None else DEFAULT_MARGINS.get(cfg.kind)
+        margin_of = cfg.classifier if cfg.kind in CE_KINDS else cfg.kind
+        margin = cfg.margin if cfg.margin is not None else DEFAULT_MARGINS.get(margin_of)
         self.margin_loss: nn.Module | None = None
         self.classifier: nn.Module | None = None  # ce kinds: nn.Linear, or pml's normalised softmax (a loss)
         self.triplet: nn.Module | None = None
@@ -175,7 +177,7 @@ class HeadLoss(nn.Module):
         if cfg.kind in CE_KINDS:
             if cfg.classifier == "cosine":
                 # CosFace's loss: with margin 0 (the default) the normalised softmax
-                self.classifier = losses.CosFaceLoss(num_classes, size, margin=margin or 0.0, scale=cfg.scale)
+                self.classifier = losses.CosFaceLoss(num_classes, size, margin=margin, scale=cfg.scale)
             elif cfg.classifier == "subcenter-arcface":
                 self.classifier = self._subcenter_arcface(cfg, num_classes, size, margin)
             else:
@@ -188,11 +190,10 @@ class HeadLoss(nn.Module):
                 self.miner = miners.TripletMarginMiner(margin=cfg.triplet_margin, type_of_triplets="semihard")
 
     @staticmethod
-    def _subcenter_arcface(cfg: HeadConfig, num_classes: int, size: int, margin: float | None) -> nn.Module:
+    def _subcenter_arcface(cfg: HeadConfig, num_classes: int, size: int, margin: float) -> nn.Module:
         """Sub-center ArcFace's margin softmax (pml takes the angular margin in degrees)."""
-        radians = margin if margin is not None else DEFAULT_MARGINS["subcenter-arcface"]
         return losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=size,
-                                           margin=math.degrees(radians), scale=cfg.scale,
+                                           margin=math.degrees(margin), scale=cfg.scale,
                                            sub_centers=cfg.sub_centers)
 
     @torch.no_grad()
