@@ -14,6 +14,7 @@ from vestis.eval.metrics import (
     ann_recall_at_k,
     average_precision,
     average_precision_at_k,
+    change_interval,
     confusion_matrix,
     knn_classify,
     map_at_k,
@@ -103,6 +104,33 @@ def test_retrieval_metrics_excludes_queries_without_relevant_from_every_mean():
     counted = retrieval_metrics(rel, np.array([1, 0]), ks=[1, 2], include_queries_without_relevant=True)
     assert counted["P@1"] == 0.5 and counted["mAP@2"] == 0.5 and counted["NDCG@2"] == 0.5
     assert counted["n_queries"] == 2 and counted["n_queries_without_relevant"] == 1
+
+
+def test_change_interval_is_the_paired_interval_of_the_relative_change():
+    rng = np.random.default_rng(0)
+    n = 3000
+    baseline = rng.uniform(0, 1, n)
+    model = np.clip(baseline + rng.normal(0.01, 0.1, n), 0, 1)  # per-query scores, paired
+    low, high = change_interval(model, baseline)
+    change = model.mean() / baseline.mean() - 1
+    # the delta method's standard error of a ratio of paired means
+    se = np.std(model - (change + 1) * baseline, ddof=1) / np.sqrt(n) / baseline.mean()
+    assert low < change < high
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert (low, high) == change_interval(model, baseline)  # seeded
+    # four times the queries, half the width
+    quad = change_interval(np.tile(model, 4), np.tile(baseline, 4))
+    assert (quad[1] - quad[0]) == pytest.approx((high - low) / 2, rel=0.15)
+    # a model that changes every query alike has no spread to report
+    assert change_interval(1.1 * baseline, baseline) == pytest.approx((0.1, 0.1))
+    assert change_interval(baseline, baseline) == (0.0, 0.0)
+
+
+def test_change_interval_refuses_unpaired_scores_and_has_none_for_one_query():
+    with pytest.raises(VestisError, match="paired"):
+        change_interval(np.ones(3), np.ones(4))
+    assert all(math.isnan(v) for v in change_interval(np.array([0.5]), np.array([0.4])))
+    assert all(math.isnan(v) for v in change_interval(np.array([0.5, 0.2]), np.zeros(2)))
 
 
 def test_ann_recall():

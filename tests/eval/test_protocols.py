@@ -12,6 +12,8 @@ from vestis.eval.protocols import (
     group_labels,
     knn_accuracy,
     leave_one_out,
+    leave_one_out_ranking,
+    per_query_ap,
     load_split,
     query_gallery,
     rank,
@@ -80,6 +82,29 @@ def test_leave_one_out_scores_an_external_ranking_that_contains_the_query():
     assert leave_one_out(v, labels, ks=(1, 5), ranking=with_self) == exact
     with pytest.raises(VestisError, match="search with K = 6"):
         leave_one_out(v, labels, ks=(1, 5), ranking=with_self[:, :5])
+
+
+def test_per_query_ap_gives_the_scores_behind_the_mean():
+    # the hand example above: AP@3 1/3, 1/3, 1/2, 1/2; an unlabelled item and a singleton are no queries
+    labels = np.array(["A", "A", "B", "B"])
+    v = unit(0, 90, 6, 84)
+    everyone = np.arange(4)
+    assert per_query_ap(leave_one_out_ranking(v, labels, 3), labels, labels, 3, exclude_self=everyone) \
+        == pytest.approx([1 / 3, 1 / 3, 1 / 2, 1 / 2])
+    labels = np.array(["A", None, "A", "B"], dtype=object)
+    v = unit(0, 1, 10, 80)
+    ranking = leave_one_out_ranking(v, labels, 2)
+    assert (ranking[1] == -1).all()
+    assert per_query_ap(ranking, labels, labels, 2, exclude_self=everyone) == pytest.approx([0.5, 0.5])
+    v, labels = random_unit(80, 6, seed=5), np.arange(80) % 9
+    ap = per_query_ap(leave_one_out_ranking(v, labels, 10), labels, labels, 10, exclude_self=np.arange(80))
+    assert len(ap) == 80 and ap.mean() == pytest.approx(leave_one_out(v, labels, ks=(10,))["mAP@10"])
+    # separate queries and gallery
+    q, g = random_unit(30, 6, seed=6), random_unit(50, 6, seed=7)
+    ql, gl = np.arange(30) % 4, np.arange(50) % 5  # label 4 is in the gallery only
+    ranking = rank(q, g, 10)[1]
+    ap = per_query_ap(ranking, ql, gl, 10)
+    assert len(ap) == 30 and ap.mean() == pytest.approx(query_gallery(q, ql, g, gl, ks=(10,))["mAP@10"])
 
 
 def test_leave_one_out_unlabelled_items_are_gallery_only_and_singletons_are_counted():

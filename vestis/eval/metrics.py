@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import recall_score
 
@@ -139,6 +140,32 @@ def retrieval_metrics(rel: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]
     out["n_queries"] = len(n)
     out["n_queries_without_relevant"] = int(without.sum())
     return out
+
+
+def change_interval(model: np.ndarray, baseline: np.ndarray, *, confidence: float = 0.95,
+                    resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The confidence interval of the relative change of a mean per-query score, ``model`` against
+    ``baseline`` on the same queries (mean(model) / mean(baseline) - 1): a paired percentile
+    bootstrap over the queries (``scipy.stats.bootstrap``, seeded). It tells a change a model made
+    from the sampling noise of the query set that measured it: on a few thousand queries a change of
+    a fraction of a percent can go either way. (NaN, NaN) with fewer than two queries or a zero
+    baseline."""
+    model, baseline = np.asarray(model, np.float64), np.asarray(baseline, np.float64)
+    if model.shape != baseline.shape or model.ndim != 1:
+        raise VestisError(f"paired per-query scores need two 1-d arrays of one length, got {model.shape} "
+                          f"and {baseline.shape}")
+    if len(model) < 2 or not baseline.mean():
+        return float("nan"), float("nan")
+    if np.array_equal(model, baseline):  # every resample gives 0: no interval to estimate
+        return 0.0, 0.0
+
+    def change(m: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+        return m.mean(axis=axis) / b.mean(axis=axis) - 1
+
+    result = stats.bootstrap((model, baseline), change, paired=True, vectorized=True, n_resamples=resamples,
+                             confidence_level=confidence, method="percentile", batch=200, rng=seed)
+    low, high = result.confidence_interval
+    return float(low), float(high)
 
 
 def ann_recall_at_k(approx_indices: np.ndarray, exact_indices: np.ndarray, k: int) -> float:

@@ -3,7 +3,8 @@
 Everything here works on NumPy arrays (L2-normalised vectors, label arrays); loading them from a
 collection is the caller's job. Scores are inner products (cosine similarity for unit vectors).
 
-- ``leave_one_out``: every labelled item queries all the others; it never counts as its own result.
+- ``leave_one_out``: every labelled item queries all the others; it never counts as its own result
+  (``per_query_ap``: the per-query AP@K of any ranking, for intervals over the queries).
 - ``query_gallery``: separate query and gallery sets (DeepFashion In-shop style).
 - ``attribute_map``: attribute-specific MAP (ASEN / RPF protocol), AP over the full ranking.
 - ``knn_accuracy``: classification by the majority label of the K nearest gallery items.
@@ -29,6 +30,7 @@ import numpy as np
 from vestis.errors import VestisError
 from vestis.eval.metrics import (
     average_precision,
+    average_precision_at_k,
     confusion_matrix,
     knn_classify,
     per_class_accuracy,
@@ -173,17 +175,40 @@ def leave_one_out(vectors: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (
     index over the same vectors, L >= max(ks) + 1 (it may contain the query itself). Items alone in
     their group are left out of the means unless ``include_queries_without_relevant``."""
     labels = np.asarray(labels, dtype=object)
+    if ranking is None:
+        ranking = leave_one_out_ranking(vectors, labels, max(ks), batch_size=batch_size)
+    elif len(labels) != len(vectors):
+        raise VestisError(f"{len(vectors)} vectors but {len(labels)} labels")
+    return score_ranking(ranking, labels, labels, ks, exclude_self=np.arange(len(labels)),
+                         include_queries_without_relevant=include_queries_without_relevant)
+
+
+def leave_one_out_ranking(vectors: np.ndarray, labels: np.ndarray, k: int, *,
+                          batch_size: int = 512) -> np.ndarray:
+    """The exact leave-one-out ranking: each labelled item's ``k`` nearest other items (N x k
+    positions; rows of unlabelled items are -1), for :func:`leave_one_out` and
+    :func:`per_query_ap`."""
+    labels = np.asarray(labels, dtype=object)
     if len(labels) != len(vectors):
         raise VestisError(f"{len(vectors)} vectors but {len(labels)} labels")
-    everyone = np.arange(len(labels))
-    if ranking is None:
-        (query_rows,) = np.nonzero(_encode(labels)[0] >= 0)
-        ranking = np.full((len(labels), max(ks)), -1, np.int64)
-        vectors = _as_vectors(vectors, "vectors")
-        ranking[query_rows] = rank(vectors[query_rows], vectors, max(ks), exclude_self=query_rows,
-                                   batch_size=batch_size)[1]
-    return score_ranking(ranking, labels, labels, ks, exclude_self=everyone,
-                         include_queries_without_relevant=include_queries_without_relevant)
+    (query_rows,) = np.nonzero(_encode(labels)[0] >= 0)
+    ranking = np.full((len(labels), k), -1, np.int64)
+    vectors = _as_vectors(vectors, "vectors")
+    ranking[query_rows] = rank(vectors[query_rows], vectors, k, exclude_self=query_rows,
+                               batch_size=batch_size)[1]
+    return ranking
+
+
+def per_query_ap(ranking: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray, k: int, *,
+                 exclude_self: np.ndarray | None = None) -> np.ndarray:
+    """AP@k of each query that :func:`score_ranking` averages (labelled, with a relevant item), in
+    query order: the per-query scores behind its mAP@k, for intervals over the queries
+    (:func:`vestis.eval.metrics.change_interval`). For a leave-one-out ranking pass the labels as
+    both and ``exclude_self=np.arange(N)``."""
+    rel, n_relevant, labelled = relevance(ranking, np.asarray(query_labels, dtype=object),
+                                          np.asarray(gallery_labels, dtype=object), exclude_self=exclude_self)
+    queries = labelled & (n_relevant > 0)
+    return average_precision_at_k(rel[queries], n_relevant[queries], k)
 
 
 def query_gallery(query_vecs: np.ndarray, query_labels: np.ndarray, gallery_vecs: np.ndarray,
