@@ -44,12 +44,12 @@ def main() -> None:
         path, _, label = spec.rpartition(":")
         items = load_items(DataConfig(collection=path), Path(path).parent)
         labels = items.groups([label])
-        base = scores(items.vectors, labels)[JUDGED_BY]
+        base = scores(items.vectors, labels)[0][JUDGED_BY]
         with torch.no_grad():
             start = model.start(torch.from_numpy(items.vectors).float())
         cells = []
         for dim in dims:
-            value = scores(F.normalize(start[:, :dim], dim=1).numpy(), labels)[JUDGED_BY]
+            value = scores(F.normalize(start[:, :dim], dim=1).numpy(), labels)[0][JUDGED_BY]
             cells.append(f"{value:.4f} ({value / base - 1:+.1%})")
         print(f"| {Path(path).name} ({label}) | {base:.4f} | " + " | ".join(cells) + " |")
 

@@ -77,7 +77,9 @@ def main() -> None:
                 row = {"variant": label, "overrides": overrides, "backbone_weight": w, "interpolate": a,
                        "residual": cfg.head.residual, "best_epoch": summary["best_epoch"],
                        "train_seconds": summary["train_seconds"], "test": test["test"],
-                       "test_baseline": test["test_baseline"], "transfer": transfer.get("transfer", {}),
+                       "test_baseline": test["test_baseline"],
+                       "test_mAP@10_change_ci95": test["test_mAP@10_change_ci95"],
+                       "transfer": transfer.get("transfer", {}),
                        "transfer_skipped": transfer.get("transfer_skipped", [])}
                 results.append(row)
                 print(json.dumps({k: row[k] for k in ("variant", "backbone_weight", "interpolate")} | {

@@ -22,7 +22,7 @@ from vestis.train.config import DataConfig, load_config
 from vestis.train.features import load_items
 from vestis.train.heads import EmbeddingHead, SimilarityDistillation
 from vestis.train.trainer import Trainer, load_checkpoint
-from vestis.train.transfer import warnings_for
+from vestis.train.transfer import change_text, warnings_for
 
 def _with_transfer(config: Path, sets: list[dict]) -> Path:
     raw = yaml.safe_load(config.read_text())
@@ -56,6 +56,9 @@ def test_run_reports_each_transfer_set_for_model_and_backbone(garment_config, tr
     assert result["worse"] == (result["model"]["mAP@10"] < result["backbone"]["mAP@10"])
     assert result["mAP@10_change"] == pytest.approx(result["model"]["mAP@10"] / result["backbone"]["mAP@10"] - 1)
     assert len(summary["transfer_warnings"]) == int(result["worse"])
+    low, high = result["mAP@10_change_ci95"]
+    assert low <= result["mAP@10_change"] <= high
+    assert result["worse_beyond_noise"] == (high < 0)
     (note,) = summary["transfer_skipped"]
     assert "absent" in note and "no collection" in note
 
@@ -64,16 +67,31 @@ def test_run_reports_each_transfer_set_for_model_and_backbone(garment_config, tr
     report = Path(summary["report"]).read_text()
     assert "| other-garments | category | " + f"{result['model']['mAP@10']:.4f}" in report
     assert "| in domain (test split) | articleType, baseColour | " + f"{summary['test']['mAP@10']:.4f}" in report
+    # each change with its interval over the queries, in domain and out
+    change = summary["test"]["mAP@10"] / summary["test_baseline"]["mAP@10"] - 1
+    low, high = summary["test_mAP@10_change_ci95"]
+    assert low <= change <= high and f"{change:+.1%} (95% CI {low:+.1%} to {high:+.1%}) |" in report
+    low, high = result["mAP@10_change_ci95"]
+    assert f"{result['mAP@10_change']:+.1%} (95% CI {low:+.1%} to {high:+.1%}) |" in report
     assert "absent" in report
 
 
-def test_the_warning_names_each_set_the_model_made_worse():
-    def entry(model: float, backbone: float) -> dict:
-        return {"label": "category", "model": {"mAP@10": model}, "backbone": {"mAP@10": backbone},
-                "mAP@10_change": model / backbone - 1, "worse": model < backbone}
+def test_the_warning_names_each_set_the_model_made_worse_and_whether_beyond_noise():
+    def entry(model: float, backbone: float, ci: list[float]) -> dict:
+        return {"label": "category", "model": {"mAP@10": model, "n_queries": 1104},
+                "backbone": {"mAP@10": backbone},
+                "mAP@10_change": model / backbone - 1, "mAP@10_change_ci95": ci, "worse": model < backbone,
+                "worse_beyond_noise": ci[1] < 0}
 
-    (warning,) = warnings_for({"a": entry(0.184, 0.286), "b": entry(0.30, 0.286)})
-    assert "WORSE" in warning and " a " in warning and "0.1840 vs 0.2860 (-35.7%)" in warning
+    warnings = warnings_for({"a": entry(0.184, 0.286, [-0.40, -0.31]), "b": entry(0.30, 0.286, [0.01, 0.09]),
+                             "c": entry(0.2849, 0.2856, [-0.018, 0.016])})
+    assert len(warnings) == 2
+    assert "WORSE" in warnings[0] and " a " in warnings[0]
+    assert "0.1840 vs 0.2860, -35.7% (95% CI -40.0% to -31.0%)" in warnings[0]
+    assert "beyond the sampling noise of its 1104 queries" in warnings[0]
+    assert " c " in warnings[1] and "within the sampling noise" in warnings[1]
+    # a set of one query has no interval: the change alone
+    assert change_text(-0.01, [float("nan"), float("nan")]) == "-1.0%"
 
 
 def test_cli_prints_the_transfer_table_and_notes(garment_config, transfer_collection, tmp_path):

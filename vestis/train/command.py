@@ -25,7 +25,8 @@ import yaml
 from torch.utils.data import DataLoader
 
 from vestis.errors import VestisError
-from vestis.eval.protocols import knn_accuracy
+from vestis.eval.metrics import change_interval
+from vestis.eval.protocols import knn_accuracy, per_query_ap, score_ranking
 from vestis.train.config import AttributeRunConfig, RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor, SimilarityDistillation
@@ -38,9 +39,9 @@ from vestis.train.trainer import (
     embed_rows,
     loader_workers,
     resolve_device,
-    retrieval_scores,
+    retrieval_ranking,
 )
-from vestis.train.transfer import TransferSet, load_transfer_sets, measure_transfer
+from vestis.train.transfer import JUDGED_BY, JUDGED_K, TransferSet, load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,12 @@ class HeadModel:
 
     def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
         if cfg.stage == 2:
-            return {"test": evaluate(task, cfg)}
+            return {"test": evaluate(task, cfg)[0]}
         device = resolve_device(cfg.train.device)
-        return {"test": evaluate(task, cfg, embed_features(task.head, task.items.vectors, device)),
-                "test_baseline": evaluate(task, cfg, task.items.vectors)}
+        test, test_ap = evaluate(task, cfg, embed_features(task.head, task.items.vectors, device))
+        baseline, baseline_ap = evaluate(task, cfg, task.items.vectors)
+        return {"test": test, "test_baseline": baseline,
+                f"test_{JUDGED_BY}_change_ci95": list(change_interval(test_ap, baseline_ap))}
 
     def prepare_transfer(self, cfg: RunConfig, sets: list[TransferSet]) -> list[TransferSet]:
         return sets  # stage 1 reads the stored vectors, stage 2 the images after training
@@ -221,10 +224,12 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     return summary
 
 
-def evaluate(task: TrainingTask, cfg: RunConfig, vectors: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate(task: TrainingTask, cfg: RunConfig,
+             vectors: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Test metrics: labelled test items query ``eval.gallery``; embeddings of the trained model
     unless ``vectors`` (all items, e.g. the backbone features) are given. Relevant: the same
-    ``eval.labels`` group (default: the training labels)."""
+    ``eval.labels`` group (default: the training labels). Also each scored query's AP@10, for the
+    interval of a change over the test queries."""
     train_splits = cfg.train.train_splits
     groups = task.items.groups(cfg.eval.labels) if cfg.eval.labels else task.groups
     gallery = {"outside-train": np.flatnonzero(~np.isin(task.split.astype(str), train_splits)),
@@ -237,9 +242,11 @@ def evaluate(task: TrainingTask, cfg: RunConfig, vectors: np.ndarray | None = No
     if vectors is None:
         vectors = np.zeros((len(task.split), task.head.dim), np.float32)
         vectors[rows] = embed_rows(task, rows, resolve_device(cfg.train.device), workers=loader_workers(task, cfg))
-    out = dict(retrieval_scores(vectors, groups, queries, gallery, tuple(cfg.eval.ks)))
+    ranking, exclude = retrieval_ranking(vectors, queries, gallery, max(*cfg.eval.ks, JUDGED_K))
+    out = dict(score_ranking(ranking, groups[queries], groups[gallery], tuple(cfg.eval.ks),
+                             exclude_self=exclude))
     if cfg.eval.knn_k:
         knn = knn_accuracy(vectors[queries], groups[queries].astype(str), vectors[gallery],
                            np.array([str(g) for g in groups[gallery]]), k=cfg.eval.knn_k)
         out.update({"kNN_accuracy": knn["kNN_accuracy"], "kNN_k": knn["kNN_k"]})
-    return out
+    return out, per_query_ap(ranking, groups[queries], groups[gallery], JUDGED_K, exclude_self=exclude)

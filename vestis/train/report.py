@@ -11,21 +11,23 @@ from rich.table import Table
 
 from vestis.eval.report import markdown_table
 from vestis.train.trainer import VAL_METRIC
-from vestis.train.transfer import JUDGED_BY, METRICS
+from vestis.train.transfer import JUDGED_BY, METRICS, change_text
 
 
 def rows(summary: dict[str, Any]) -> list[list[Any]]:
-    """(where, judged by, model, metric values..., backbone values..., change of mAP@10) per line:
-    the in-domain test first (stage-1 runs, which have a backbone baseline), then each transfer set."""
+    """(where, judged by, model, metric values..., backbone values..., change of mAP@10, its 95 %
+    interval or None) per line: the in-domain test first (stage-1 runs, which have a backbone
+    baseline), then each transfer set."""
     out = []
     test, base = summary.get("test", {}), summary.get("test_baseline")
     if base and JUDGED_BY in test:
         out.append(["in domain (test split)", ", ".join(summary.get("eval_labels") or summary.get("labels", [])),
-                    *[test[m] for m in METRICS], *[base[m] for m in METRICS], test[JUDGED_BY] / base[JUDGED_BY] - 1])
+                    *[test[m] for m in METRICS], *[base[m] for m in METRICS],
+                    test[JUDGED_BY] / base[JUDGED_BY] - 1, summary.get(f"test_{JUDGED_BY}_change_ci95")])
     for name, r in summary.get("transfer", {}).items():
         judged_by = f"{r['label']} ({r['attribute']} space)" if "attribute" in r else r["label"]
         out.append([name, judged_by, *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
-                    r[f"{JUDGED_BY}_change"]])
+                    r[f"{JUDGED_BY}_change"], r.get(f"{JUDGED_BY}_change_ci95")])
     return out
 
 
@@ -67,8 +69,10 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     lines = rows(summary)
     if lines:
         md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "
-               "domain. Backbone: the untrained backbone's features.", ""]
-        md += markdown_table(HEADER, [[*r[:-1], f"{r[-1]:+.1%}"] for r in lines])
+               "domain. Backbone: the untrained backbone's features. The interval of a change is a paired "
+               "bootstrap over the queries: a change inside it can be the sampling noise of too few "
+               "queries.", ""]
+        md += markdown_table(HEADER, [[*r[:-2], change_text(*r[-2:])] for r in lines])
     for note in summary.get("transfer_skipped", []):
         md += [f"- {note}"]
     for warning in summary.get("transfer_warnings", []):
@@ -88,6 +92,6 @@ def console_table(summary: dict[str, Any]) -> Table | None:
     for column in HEADER:
         table.add_column(column, justify="left" if column in HEADER[:2] else "right")
     for r in lines:
-        change = f"[{'red' if r[-1] < 0 else 'green'}]{r[-1]:+.1%}[/]"
-        table.add_row(*[str(v) for v in r[:2]], *[f"{v:.4f}" for v in r[2:-1]], change)
+        change = f"[{'red' if r[-2] < 0 else 'green'}]{change_text(*r[-2:])}[/]"
+        table.add_row(*[str(v) for v in r[:2]], *[f"{v:.4f}" for v in r[2:-2]], change)
     return table

@@ -219,12 +219,19 @@ def embed_rows(task: TrainingTask, rows: np.ndarray, device: torch.device, batch
     return (nn.functional.normalize(emb, dim=1) if normalise else emb).cpu().numpy()
 
 
-def retrieval_scores(vectors: np.ndarray, groups: np.ndarray, queries: np.ndarray, gallery: np.ndarray,
-                     ks: tuple[int, ...] = (1, 10, 50)) -> dict[str, float | int]:
-    """Queries (row positions) search the gallery rows; a query in the gallery never finds itself."""
+def retrieval_ranking(vectors: np.ndarray, queries: np.ndarray, gallery: np.ndarray,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Queries (row positions) search the gallery rows: the ranking (gallery positions) and each
+    query's own gallery position (-1 when not in it), which it never finds."""
     position = {r: i for i, r in enumerate(gallery.tolist())}
     exclude = np.array([position.get(r, -1) for r in queries.tolist()], np.int64)
-    ranking = rank(vectors[queries], vectors[gallery], min(max(ks), len(gallery)), exclude_self=exclude)[1]
+    return rank(vectors[queries], vectors[gallery], min(k, len(gallery)), exclude_self=exclude)[1], exclude
+
+
+def retrieval_scores(vectors: np.ndarray, groups: np.ndarray, queries: np.ndarray, gallery: np.ndarray,
+                     ks: tuple[int, ...] = (1, 10, 50)) -> dict[str, float | int]:
+    """The metrics of :func:`retrieval_ranking` (relevant: the same group)."""
+    ranking, exclude = retrieval_ranking(vectors, queries, gallery, max(ks))
     return score_ranking(ranking, groups[queries], groups[gallery], ks, exclude_self=exclude)
 
 

@@ -7,13 +7,17 @@ indexed with the training backbone, and the label column to judge by. Each is sc
 leave-one-out (every labelled item queries all the others, relevant = the same label,
 :func:`vestis.eval.protocols.leave_one_out`) twice: with the trained model's embedding of the
 items and with the untrained backbone's stored vectors. A model worse than its backbone on a set
-is flagged (``worse``) and warned about. An attribute-aware model has one space per attribute:
-it scores each set in the space its config names (``attribute``), from the set's feature maps.
+is flagged (``worse``) and warned about, with the 95 % interval of the change over the set's
+queries (a paired bootstrap): ``worse_beyond_noise`` when even its upper end is below zero, so a
+change within the sampling noise of a small set is told from a real loss. An attribute-aware model
+has one space per attribute: it scores each set in the space its config names (``attribute``), from
+the set's feature maps.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import VestisError
-from vestis.eval.protocols import leave_one_out
+from vestis.eval.metrics import change_interval
+from vestis.eval.protocols import leave_one_out, leave_one_out_ranking, per_query_ap
 from vestis.train.config import DataConfig, TransferSetConfig
 from vestis.train.features import Items, load_items
 
@@ -31,7 +36,8 @@ log = logging.getLogger(__name__)
 
 KS = (1, 10)
 METRICS = ("mAP@10", "P@10", "R@1")
-JUDGED_BY = "mAP@10"
+JUDGED_K = 10
+JUDGED_BY = f"mAP@{JUDGED_K}"  # the figure a model is judged by, and its change intervals
 
 
 @dataclass
@@ -79,36 +85,54 @@ def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -
     return sets, notes
 
 
-def scores(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
-    """Leave-one-out mAP@10, P@10, R@1 and the number of queries."""
-    out = leave_one_out(vectors, labels, KS)
-    return {**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])}
+def scores(vectors: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float | int], np.ndarray]:
+    """Leave-one-out mAP@10, P@10, R@1 and the number of queries; and each query's AP@10."""
+    ranking = leave_one_out_ranking(vectors, labels, max(KS))
+    out = leave_one_out(vectors, labels, KS, ranking=ranking)
+    return ({**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])},
+            per_query_ap(ranking, labels, labels, JUDGED_K, exclude_self=np.arange(len(labels))))
 
 
 def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray]) -> dict[str, dict[str, Any]]:
     """Per set: the trained model's scores (``embed`` gives its vectors of the set's items), the
-    untrained backbone's, the relative change of mAP@10, whether the model is worse, and the
-    attribute whose space scored the set (attribute-aware models)."""
+    untrained backbone's, the relative change of mAP@10 with its 95 % interval over the set's
+    queries, whether the model is worse (and beyond that noise), and the attribute whose space
+    scored the set (attribute-aware models)."""
     results = {}
     for tset in sets:
-        backbone = scores(tset.items.vectors, tset.labels)
-        model = scores(embed(tset), tset.labels)
+        backbone, backbone_ap = scores(tset.items.vectors, tset.labels)
+        model, model_ap = scores(embed(tset), tset.labels)
         base = backbone[JUDGED_BY]
+        low, high = change_interval(model_ap, backbone_ap)
         results[tset.title] = {
             "collection": tset.config.collection, "label": tset.config.label, "items": len(tset.items),
             **({"attribute": tset.space} if tset.space else {}),
             "model": model, "backbone": backbone,
             f"{JUDGED_BY}_change": (model[JUDGED_BY] / base - 1) if base else float("nan"),
+            f"{JUDGED_BY}_change_ci95": [low, high],
             "worse": model[JUDGED_BY] < base,
+            "worse_beyond_noise": high < 0,
         }
     return results
 
 
+def change_text(change: float, ci: list[float] | None) -> str:
+    """A change of mAP@10 with its 95 % interval, "+1.6% (95% CI -0.7% to +4.2%)"; the change alone
+    when there is no interval (too few queries)."""
+    if not ci or any(math.isnan(v) for v in ci):
+        return f"{change:+.1%}"
+    return f"{change:+.1%} (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})"
+
+
 def warnings_for(results: dict[str, dict[str, Any]]) -> list[str]:
-    """One line for each set where the trained model retrieves worse than its untrained backbone."""
+    """One line for each set where the trained model retrieves worse than its untrained backbone,
+    saying whether the loss is beyond the sampling noise of the set's queries."""
     return [f"the trained model is WORSE than the untrained backbone out of domain on {name} "
-            f"({r['label']}): {JUDGED_BY} {r['model'][JUDGED_BY]:.4f} vs {r['backbone'][JUDGED_BY]:.4f} "
-            f"({r[f'{JUDGED_BY}_change']:+.1%})" for name, r in results.items() if r["worse"]]
+            f"({r['label']}): {JUDGED_BY} {r['model'][JUDGED_BY]:.4f} vs {r['backbone'][JUDGED_BY]:.4f}, "
+            f"{change_text(r[f'{JUDGED_BY}_change'], r[f'{JUDGED_BY}_change_ci95'])}: "
+            + ("beyond" if r["worse_beyond_noise"] else "within")
+            + f" the sampling noise of its {r['model']['n_queries']} queries"
+            for name, r in results.items() if r["worse"]]
 
 
 def measure_transfer(sets: list[TransferSet], skipped: list[str],
