@@ -77,7 +77,7 @@ def test_a_residual_model_starts_as_the_backbone_in_every_space():
     closeness = []
     for a in (1.0, 0.5, 0.0):
         head.interpolate = a
-        closeness.append(float((head.all_attributes(maps, glob)[:, 0] * start).sum(dim=1).mean()))
+        closeness.append((head.all_attributes(maps, glob)[:, 0] * start).sum(dim=1).mean().item())
     assert closeness[0] < closeness[1] < closeness[2] == pytest.approx(1.0)
     torch.testing.assert_close(head(maps, glob, torch.zeros(5, dtype=torch.long)), trained)
     with pytest.raises(VestisError, match="global branch"):

@@ -90,8 +90,9 @@ def test_the_warning_names_each_set_the_model_made_worse_and_whether_beyond_nois
     assert "0.1840 vs 0.2860, -35.7% (95% CI -40.0% to -31.0%)" in warnings[0]
     assert "beyond the sampling noise of its 1104 queries" in warnings[0]
     assert " c " in warnings[1] and "within the sampling noise" in warnings[1]
-    # a set of one query has no interval: the change alone
+    # a set of one query has no interval: the change alone; the console's narrow column: two lines
     assert change_text(-0.01, [float("nan"), float("nan")]) == "-1.0%"
+    assert change_text(0.016, [-0.007, 0.042], compact=True) == "+1.6%\n[-0.7, +4.2]"
 
 
 def test_cli_prints_the_transfer_table_and_notes(garment_config, transfer_collection, tmp_path):

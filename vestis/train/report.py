@@ -89,9 +89,10 @@ def console_table(summary: dict[str, Any]) -> Table | None:
         return None
     caption = "\n".join(line for line in (model_line(summary), attribute_line(summary)) if line)
     table = Table(title=f"{summary['name']}: trained model vs untrained backbone", caption=caption or None)
-    for column in HEADER:
+    for column in HEADER[:-1]:
         table.add_column(column, justify="left" if column in HEADER[:2] else "right")
+    table.add_column(f"{HEADER[-1]}\n[95% CI]", justify="right", no_wrap=True)
     for r in lines:
-        change = f"[{'red' if r[-2] < 0 else 'green'}]{change_text(*r[-2:])}[/]"
+        change = f"[{'red' if r[-2] < 0 else 'green'}]{change_text(*r[-2:], compact=True)}[/]"
         table.add_row(*[str(v) for v in r[:2]], *[f"{v:.4f}" for v in r[2:-2]], change)
     return table

@@ -87,7 +87,7 @@ def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -
 
 def scores(vectors: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float | int], np.ndarray]:
     """Leave-one-out mAP@10, P@10, R@1 and the number of queries; and each query's AP@10."""
-    ranking = leave_one_out_ranking(vectors, labels, max(KS))
+    ranking = leave_one_out_ranking(vectors, labels, max(*KS, JUDGED_K))
     out = leave_one_out(vectors, labels, KS, ranking=ranking)
     return ({**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])},
             per_query_ap(ranking, labels, labels, JUDGED_K, exclude_self=np.arange(len(labels))))
@@ -116,11 +116,14 @@ def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray])
     return results
 
 
-def change_text(change: float, ci: list[float] | None) -> str:
-    """A change of mAP@10 with its 95 % interval, "+1.6% (95% CI -0.7% to +4.2%)"; the change alone
-    when there is no interval (too few queries)."""
+def change_text(change: float, ci: list[float] | None, *, compact: bool = False) -> str:
+    """A change of mAP@10 with its 95 % interval, "+1.6% (95% CI -0.7% to +4.2%)", or ``compact``
+    for a narrow table column, "+1.6%" over "[-0.7, +4.2]"; the change alone when there is no
+    interval (too few queries)."""
     if not ci or any(math.isnan(v) for v in ci):
         return f"{change:+.1%}"
+    if compact:
+        return f"{change:+.1%}\n[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
     return f"{change:+.1%} (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})"
 
 
