@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
+from vestis.errors import VestisError
 from vestis.train.config import FinetuneConfig, load_config
-from vestis.train.finetune import Augment, colour_is_target
+from vestis.train.finetune import Augment, colour_is_target, studio_backdrop
 
 
 def _garment_hue(image: Image.Image) -> float:
@@ -38,6 +39,43 @@ def test_augment_flips_crops_and_is_repeatable(make_garment):
     assert all(o.size[0] * o.size[1] <= 0.81 * image.size[0] * image.size[1] for o in outs)
     assert len({o.size for o in outs}) > 1
     assert np.array_equal(np.asarray(aug(image, np.random.default_rng(3))), np.asarray(outs[3]))
+
+
+def test_the_studio_backdrop_is_the_white_joined_to_the_border_not_a_white_garment(make_garment):
+    image = make_garment((200, 30, 30), "shirt")
+    garment = np.asarray(image).min(axis=2) < 200
+    mask = studio_backdrop(image)
+    assert not (mask & garment).any() and (mask | garment).mean() > 0.99
+    # a white shirt drawn with a dark outline: its inside is no backdrop
+    white = Image.new("RGB", (120, 160), (245, 245, 245))
+    ImageDraw.Draw(white).rectangle([30, 30, 90, 130], fill=(252, 252, 252), outline=(40, 40, 40), width=2)
+    mask = studio_backdrop(white)
+    assert not mask[35:125, 35:85].any() and mask[:25].all() and mask[:, :25].all()
+
+
+def test_background_and_blur_imitate_photos_outside_the_studio(make_garment, garment_config):
+    image = make_garment((30, 160, 60), "dress")
+    backdrop = studio_backdrop(image)
+    plain = dict(flip=False, crop_scale=(1.0, 1.0), brightness=0, contrast=0, saturation=0, hue=0)
+    swapped = [np.asarray(Augment(**plain, background=1.0)(image, np.random.default_rng(i))) for i in range(6)]
+    for out in swapped:  # the backdrop is a colour field now, the garment untouched
+        np.testing.assert_array_equal(out[~backdrop], np.asarray(image)[~backdrop])
+        assert (out[backdrop].min(axis=1) < 230).mean() > 0.5
+    assert len({tuple(out[0, 0]) for out in swapped}) > 1  # a different backdrop each draw
+    np.testing.assert_array_equal(np.asarray(Augment(**plain, background=0.0)(image, np.random.default_rng(0))),
+                                  np.asarray(image))
+
+    def sharpness(im: Image.Image) -> float:
+        return float(np.asarray(im.convert("L").filter(ImageFilter.FIND_EDGES), float).mean())
+
+    blurred = [Augment(**plain, blur=3.0)(image, np.random.default_rng(i)) for i in range(6)]
+    # each draw takes a radius in [0, 3]: most images lose about half their edge strength
+    assert np.median([sharpness(b) for b in blurred]) < 0.6 * sharpness(image)
+    assert np.array_equal(np.asarray(Augment(**plain, blur=3.0)(image, np.random.default_rng(2))),
+                          np.asarray(blurred[2]))
+    for override in ("finetune.background=1.5", "finetune.blur=-1"):
+        with pytest.raises(VestisError, match="finetune.background is a probability"):
+            load_config(garment_config, [override])
 
 
 @pytest.mark.slow

@@ -123,7 +123,10 @@ class FinetuneConfig:
 
     ``init`` is a stage-1 checkpoint whose head (and loss weights) start stage 2. Colour jitter of
     saturation and hue is disabled when ``preserve_colour`` is true; ``None`` decides from the label
-    columns (any whose name mentions colour/color)."""
+    columns (any whose name mentions colour/color). Two augmentations imitate photos taken outside a
+    studio: ``background`` is the probability of replacing an image's studio backdrop (the
+    near-white region joined to its border) with a random smooth colour field, ``blur`` the largest
+    Gaussian blur radius in pixels (each image draws one between 0 and it)."""
 
     backbone: str | None = None  # default: data.encoder
     backbone_lr: float = 1e-5
@@ -136,6 +139,8 @@ class FinetuneConfig:
     saturation: float = 0.2
     hue: float = 0.03
     preserve_colour: bool | None = None
+    background: float = 0.0
+    blur: float = 0.0
     workers: int = 0
 
 
@@ -245,6 +250,9 @@ class RunConfig:
             raise VestisError("head.backbone_weight, head.distill, head.residual and head.class_init work on the "
                               "frozen backbone's features: stage 1 only")
         check_anchor(self.head)
+        if not 0 <= self.finetune.background <= 1 or self.finetune.blur < 0:
+            raise VestisError(f"finetune.background is a probability (0..1) and finetune.blur a radius >= 0, got "
+                              f"{self.finetune.background} and {self.finetune.blur}")
         if self.eval.labels is not None and not self.eval.labels:
             raise VestisError("eval.labels: name at least one column, or leave it out to judge by data.labels")
         return self

@@ -5,9 +5,11 @@ The built-in backbone (:mod:`vestis.encoders.torch_models`) is unfrozen and trai
 statistics stay frozen by default, since CPU batches are small. The head (and the loss's class
 weights) can start from a stage-1 checkpoint (``finetune.init``), which trains on the same classes.
 
-Augmentation is light and done with Pillow + NumPy: horizontal flip, a random resized crop
-(area fraction ``crop_scale``, aspect ratio 3/4..4/3) and colour jitter. Saturation and hue jitter
-are switched off when colour is a training target, so an augmented "red" shirt stays red.
+Augmentation is done with Pillow + NumPy: horizontal flip, a random resized crop (area fraction
+``crop_scale``, aspect ratio 3/4..4/3) and colour jitter. Saturation and hue jitter are switched off
+when colour is a training target, so an augmented "red" shirt stays red. Two more imitate photos
+taken outside a studio, for a model that also has to search such photos: the studio backdrop
+replaced by a random smooth colour field (``background``), and blur (``blur``).
 Each image's random draws are seeded by (seed, epoch, index): runs are repeatable.
 """
 
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
+from scipy import ndimage
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -36,10 +39,33 @@ def colour_is_target(labels: list[str]) -> bool:
     return any("colour" in c.lower() or "color" in c.lower() for c in labels)
 
 
+STUDIO_WHITE = 230  # a backdrop pixel: every channel at least this bright
+
+
+def studio_backdrop(image: Image.Image) -> np.ndarray:
+    """The mask (H x W bool) of a catalogue photo's backdrop: the near-white pixels joined to the
+    image border, so a white garment inside its outline is not taken for it."""
+    white = np.asarray(image.convert("RGB")).min(axis=2) >= STUDIO_WHITE
+    regions, _ = ndimage.label(white)
+    border = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
+    return np.isin(regions, border[border > 0])
+
+
+def colour_field(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A random smooth backdrop: a grid of 2 to 4 random colours a side, muted towards their grey
+    (walls and streets are seldom pure colours), interpolated to ``size``."""
+    cells = int(rng.integers(2, 5))
+    grid = rng.uniform(0, 255, size=(cells, cells, 3))
+    grey = grid.mean(axis=2, keepdims=True)
+    grid = grey + rng.uniform(0.2, 0.8) * (grid - grey)
+    return Image.fromarray(grid.round().astype(np.uint8), "RGB").resize(size, Image.Resampling.BICUBIC)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Random flip, resized crop and colour jitter of a PIL image (jitter strengths are the
-    maximum relative change, e.g. brightness 0.2 draws a factor in [0.8, 1.2])."""
+    """Random flip, backdrop replacement, resized crop, blur and colour jitter of a PIL image
+    (jitter strengths are the maximum relative change, e.g. brightness 0.2 draws a factor in
+    [0.8, 1.2]; ``background`` is a probability, ``blur`` the largest radius in pixels)."""
 
     flip: bool = True
     crop_scale: tuple[float, float] = (0.7, 1.0)
@@ -47,6 +73,8 @@ class Augment:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.03
+    background: float = 0.0
+    blur: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: FinetuneConfig, labels: list[str]) -> Augment:
@@ -55,12 +83,19 @@ class Augment:
         if not 0 < lo <= hi <= 1:
             raise VestisError(f"finetune.crop_scale must be two fractions 0 < min <= max <= 1, got {cfg.crop_scale}")
         return cls(cfg.flip, (lo, hi), cfg.brightness, cfg.contrast,
-                   0.0 if preserve else cfg.saturation, 0.0 if preserve else cfg.hue)
+                   0.0 if preserve else cfg.saturation, 0.0 if preserve else cfg.hue, cfg.background, cfg.blur)
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.background > 0 and rng.random() < self.background:
+            mask = studio_backdrop(image)
+            if mask.any():
+                image = Image.composite(colour_field(image.size, rng), image.convert("RGB"),
+                                        Image.fromarray(mask.astype(np.uint8) * 255, "L"))
         image = self._crop(image, rng)
+        if self.blur > 0:
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, self.blur)))
         for enhancer, strength in ((ImageEnhance.Brightness, self.brightness), (ImageEnhance.Contrast, self.contrast),
                                    (ImageEnhance.Color, self.saturation)):
             if strength > 0:
