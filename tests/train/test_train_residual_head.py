@@ -124,17 +124,43 @@ def test_class_weights_can_start_at_the_class_means(garment_config, residual):
     (["head.interpolate=0.5"], "set head.residual=true"),
     (["head.residual=true", "head.interpolate=1.5"], "head.interpolate in"),
     (["head.residual=true", "head.anchor=-1"], "head.anchor must be >= 0"),
-    (["head.residual=true", "stage=2"], "stage 1 only"),
+    (["head.residual=true", "stage=2"], "starts from its stage-1 checkpoint"),
+    (["head.distill=1", "stage=2"], "stage 1 only"),
 ])
 def test_residual_settings_that_cannot_work_are_refused(garment_config, overrides, message):
     with pytest.raises(VestisError, match=message):
         load_config(garment_config, overrides)
 
 
-def test_stage2_refuses_to_start_from_a_residual_head(garment_config):
-    stage1 = run(load_config(garment_config, ["head.residual=true", "head.dim=16", "train.epochs=1"]))
-    cfg = load_config(garment_config, ["stage=2", "train.epochs=1", f"finetune.init={stage1['checkpoint']}",
-                                       f"data.split_file={stage1['run_dir']}/split.csv",
-                                       f"output={stage1['run_dir']}-stage2"])
-    with pytest.raises(VestisError, match="residual head"):
-        prepare(cfg)
+@pytest.mark.slow
+def test_stage2_fine_tunes_a_residual_head_from_where_stage1_left_it(garment_config):
+    """Stage 2 keeps a residual head's centre (the mean untuned feature) and its correction, so it
+    starts as the stage-1 model; the anchor keeps pulling the correction, and it exports."""
+    from vestis.train.command import embed_features
+
+    stage1 = run(load_config(garment_config, ["head.residual=true", "head.dim=16", "head.anchor=1e-3",
+                                              "train.epochs=2"]))
+    common = ["stage=2", "train.epochs=1", "train.batch_size=16", "finetune.backbone_lr=1e-4",
+              f"finetune.init={stage1['checkpoint']}", f"data.split_file={stage1['run_dir']}/split.csv",
+              f"output={stage1['run_dir']}-stage2", "export.onnx=true"]
+    with pytest.raises(VestisError, match="is a residual head of dim 16: set head.residual"):
+        prepare(load_config(garment_config, [*common, "head.dim=16"]))
+    cfg = load_config(garment_config, [*common, "head.residual=true", "head.dim=16", "head.anchor=1e-3"])
+    task = prepare(cfg)
+    first = load_checkpoint(stage1["checkpoint"])["model"]
+    for k, v in first.items():
+        torch.testing.assert_close(task.head.state_dict()[k], v)
+    assert isinstance(task.regulariser, IdentityAnchor)
+    # the stage-2 model on the images is the stage-1 model on the stored features of those images
+    stage1_task = prepare(load_config(garment_config, ["head.residual=true", "head.dim=16",
+                                                       f"data.split_file={stage1['run_dir']}/split.csv"]))
+    stage1_task.head.load_state_dict(first)
+    rows = np.arange(8)
+    expected = embed_features(stage1_task.head, stage1_task.items.vectors[rows], torch.device("cpu"))
+    task.model.eval()
+    with torch.no_grad():
+        images = torch.stack([task.inputs(rows, False)[i] for i in range(len(rows))])
+        got = task.head.embed(task.model.backbone(images)[0]).numpy()
+    assert (got * expected).sum(axis=1).min() > 0.999
+    summary = run(cfg)
+    assert summary["stage"] == 2 and summary["onnx"].endswith("model.onnx") and summary["test"]["mAP@10"] > 0

@@ -245,10 +245,12 @@ class RunConfig:
             raise VestisError("head.dim and head.m_per_class must be at least 2, head.sub_centers at least 1")
         if not 0 <= self.head.backbone_weight < 1 or self.head.distill < 0:
             raise VestisError("head.backbone_weight must be in [0, 1) and head.distill >= 0")
-        if self.stage == 2 and (self.head.backbone_weight or self.head.distill or self.head.residual
-                                or self.head.class_init != "random"):
-            raise VestisError("head.backbone_weight, head.distill, head.residual and head.class_init work on the "
-                              "frozen backbone's features: stage 1 only")
+        if self.stage == 2 and (self.head.backbone_weight or self.head.distill or self.head.class_init != "random"):
+            raise VestisError("head.backbone_weight, head.distill and head.class_init work on the frozen backbone's "
+                              "features: stage 1 only")
+        if self.stage == 2 and self.head.residual and not self.finetune.init:
+            raise VestisError("a residual head in stage 2 starts from its stage-1 checkpoint (finetune.init), "
+                              "which holds its centre, the mean of the untuned backbone's features")
         check_anchor(self.head)
         if not 0 <= self.finetune.background <= 1 or self.finetune.blur < 0:
             raise VestisError(f"finetune.background is a probability (0..1) and finetune.blur a radius >= 0, got "

@@ -30,7 +30,7 @@ from vestis.encoders.preprocess import PreprocessSpec
 from vestis.errors import VestisError
 from vestis.train.config import FinetuneConfig, RunConfig
 from vestis.train.features import Items
-from vestis.train.heads import EmbeddingHead, HeadLoss
+from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor
 from vestis.train.trainer import TrainingTask, class_labels, load_checkpoint
 
 
@@ -185,17 +185,20 @@ def finetune_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTa
     backbone = BUILDERS[name]()
     with torch.no_grad():
         in_dim = backbone(torch.zeros(1, 3, 64, 64))[0].shape[1]
-    head = EmbeddingHead(in_dim, cfg.head.dim)
-    criterion = HeadLoss(cfg.head, len(classes))
+    head = EmbeddingHead(in_dim, cfg.head.dim, residual=cfg.head.residual, interpolate=cfg.head.interpolate)
+    criterion = HeadLoss(cfg.head, len(classes), head.dim)
     if cfg.finetune.init:
         init = load_checkpoint(Path(cfg.finetune.init))
         if init["classes"] != classes or init["stage"] != 1 or init["backbone"] != name:
             raise VestisError(f"finetune.init {cfg.finetune.init} is not a stage-1 checkpoint of backbone {name} "
                               "with the same classes (same data, labels and split)")
-        if init["config"]["head"].get("residual"):
-            raise VestisError(f"finetune.init {cfg.finetune.init} is a residual head, which works on frozen "
-                              "features only: train its stage 1 with --set head.residual=false --set head.anchor=0")
-        head.load_state_dict({k: v for k, v in init["model"].items() if k != "centre"})  # stage 2 keeps no backbone part
+        started = init["config"]["head"]
+        if bool(started.get("residual")) != cfg.head.residual or started["dim"] != cfg.head.dim:
+            form = "residual" if started.get("residual") else "projection"
+            raise VestisError(f"finetune.init {cfg.finetune.init} is a {form} head of dim {started['dim']}: "
+                              "set head.residual and head.dim to match")
+        # a residual head keeps its centre, the mean of the stage-1 features: the backbone starts there
+        head.load_state_dict({k: v for k, v in init["model"].items() if k != "centre" or cfg.head.residual})
         criterion.load_state_dict(init["criterion"])
     model = BackboneHead(backbone, head, cfg.finetune.freeze_bn)
     spec = BUILTIN_PREPROCESSING[name]
@@ -206,4 +209,5 @@ def finetune_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTa
 
     groups_lr = [{"params": [*head.parameters(), *criterion.parameters()], "lr": cfg.train.lr},
                  {"params": list(backbone.parameters()), "lr": cfg.finetune.backbone_lr}]
-    return TrainingTask(2, model, head, criterion, groups_lr, inputs, items, groups, split, classes, labels, name)
+    return TrainingTask(2, model, head, criterion, groups_lr, inputs, items, groups, split, classes, labels, name,
+                        regulariser=IdentityAnchor(head, cfg.head.anchor) if cfg.head.anchor else None)
