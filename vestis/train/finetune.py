@@ -185,7 +185,7 @@ def finetune_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTa
     backbone = BUILDERS[name]()
     with torch.no_grad():
         in_dim = backbone(torch.zeros(1, 3, 64, 64))[0].shape[1]
-    head = EmbeddingHead(in_dim, cfg.head.dim, residual=cfg.head.residual, interpolate=cfg.head.interpolate)
+    head = EmbeddingHead.from_config(in_dim, cfg.head)
     criterion = HeadLoss(cfg.head, len(classes), head.dim)
     if cfg.finetune.init:
         init = load_checkpoint(Path(cfg.finetune.init))
