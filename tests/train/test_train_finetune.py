@@ -102,3 +102,9 @@ def test_stage2_finetunes_backbone_from_stage1_head(garment_config):
                and not torch.equal(trained[f"backbone.{k}"], v)]
     assert changed and all("running" not in k for k in changed)  # weights train, BN statistics stay frozen
     assert summary["onnx"].endswith("model.onnx") and summary["test"]["mAP@10"] > 0
+    # in domain beside the collection's stored (untrained backbone) vectors, as in stage 1
+    from vestis.train.command import evaluate
+
+    assert summary["test_baseline"] == evaluate(task, cfg, task.items.vectors)[0]
+    low, high = summary["test_mAP@10_change_ci95"]
+    assert low <= summary["test"]["mAP@10"] / summary["test_baseline"]["mAP@10"] - 1 <= high

@@ -95,7 +95,8 @@ def regulariser(cfg: RunConfig, head: EmbeddingHead) -> Callable[[torch.Tensor, 
 def prepare(cfg: RunConfig) -> TrainingTask:
     """Read the items, make or read the split, and build the stage's task (seeded)."""
     run_dir = cfg.run_dir
-    items = load_items(cfg.data, run_dir.parent, features=cfg.stage == 1)
+    # stage 2 reads a collection's stored vectors too, the untrained backbone's baseline in domain
+    items = load_items(cfg.data, run_dir.parent, features=cfg.stage == 1 or cfg.data.collection is not None)
     split, _ = resolve_split(items, cfg.data, run_dir)
     torch.manual_seed(cfg.train.seed)
     if cfg.stage == 1:
@@ -144,10 +145,13 @@ class HeadModel:
                 "split_sizes": {s: int((task.split == s).sum()) for s in ("train", "val", "test")}}
 
     def evaluate(self, cfg: RunConfig, task: TrainingTask) -> dict[str, Any]:
-        if cfg.stage == 2:
-            return {"test": evaluate(task, cfg)[0]}
-        device = resolve_device(cfg.train.device)
-        test, test_ap = evaluate(task, cfg, embed_features(task.head, task.items.vectors, device))
+        if cfg.stage == 2:  # the model embeds the images
+            test, test_ap = evaluate(task, cfg)
+        else:
+            device = resolve_device(cfg.train.device)
+            test, test_ap = evaluate(task, cfg, embed_features(task.head, task.items.vectors, device))
+        if task.items.vectors is None:  # a stage-2 catalogue: no stored backbone vectors to compare with
+            return {"test": test}
         baseline, baseline_ap = evaluate(task, cfg, task.items.vectors)
         return {"test": test, "test_baseline": baseline,
                 f"test_{JUDGED_BY}_change_ci95": list(change_interval(test_ap, baseline_ap))}
