@@ -72,7 +72,7 @@ def test_shipped_configs_are_valid():
         cfg = load_config(path)
         kinds.add((cfg.stage, cfg.head.kind))
         assert cfg.name == path.stem, path
-    assert {(1, "arcface"), (1, "ce+triplet"), (2, "arcface")} <= kinds
+    assert {(1, "arcface"), (1, "ce+triplet"), (2, "subcenter-arcface")} <= kinds
 
 
 def test_transfer_sets_are_parsed_from_the_file_and_overrides(garment_config):
