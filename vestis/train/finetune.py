@@ -3,7 +3,9 @@
 The built-in backbone (:mod:`vestis.encoders.torch_models`) is unfrozen and trained with
 ``finetune.backbone_lr`` (typically 10-100x below the head's ``train.lr``); its BatchNorm
 statistics stay frozen by default, since CPU batches are small. The head (and the loss's class
-weights) can start from a stage-1 checkpoint (``finetune.init``), which trains on the same classes.
+weights) can start from a stage-1 checkpoint (``finetune.init``), which trains on the same classes;
+a residual head must, since its centre (the mean untuned feature) comes from there, and then the
+model starts as the stage-1 model.
 
 Augmentation is done with Pillow + NumPy: horizontal flip, a random resized crop (area fraction
 ``crop_scale``, aspect ratio 3/4..4/3) and colour jitter. Saturation and hue jitter are switched off
