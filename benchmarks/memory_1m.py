@@ -1,8 +1,11 @@
 """Resident memory of the ``auto`` index at 1,000,000 items: float32 vectors read into memory
 (today's layout) against vectors memory-mapped from the saved file (``load_index(..., mmap=True)``).
 
-    .venv/bin/python benchmarks/memory_1m.py --like /work/data/fpi300 --index-dir /work/scratch/speed-search/auto-1m \\
-        --out benchmarks/results/memory-1m
+    .venv/bin/python benchmarks/memory_1m.py --like COLLECTION --index-dir INDEX_DIR --out benchmarks/results/memory-1m
+
+COLLECTION is a collection folder (or an ``.npy`` of embeddings), e.g. one made with ``vestis index
+../shared/datasets/fashion-product-images-300.zip -c fpi300``; INDEX_DIR a scratch folder for the built
+index (about 7 GB at 1M items), reused by later runs.
 
 The vectors are **generated** (``vestis.index.synthetic``, fitted to the embeddings of ``--like``);
 1,000 held-out generated queries with exact ground truth (``vestis bench ann``'s prepared dataset).
@@ -229,9 +232,11 @@ def main() -> None:
     from vestis.bench.ann import knn_recall, prepare_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--like", default="/work/data/fpi300")
+    ap.add_argument("--like", required=True,
+                    help="collection folder (or .npy of embeddings) the generated vectors are fitted to, e.g. one "
+                         "made by `vestis index ../shared/datasets/fashion-product-images-300.zip -c fpi300`")
     ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--index-dir", type=Path, help="where the built index is kept (reused)")
+    ap.add_argument("--index-dir", type=Path, help="scratch folder where the built index is kept (reused)")
     ap.add_argument("--collection-dir", type=Path, help="measure a whole collection kept (and reused) here instead")
     ap.add_argument("--ef", default="32,48,64")
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)

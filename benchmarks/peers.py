@@ -1,6 +1,9 @@
 """vestis against the query pipelines and ANN libraries a user would otherwise run, side by side.
 
-    .venv/bin/python benchmarks/peers.py --like /work/data/fpi-small --out benchmarks/results/peers
+    .venv/bin/python benchmarks/peers.py --like COLLECTION --out benchmarks/results/peers
+
+COLLECTION is a collection folder (or an ``.npy`` of embeddings) whose vectors the generated ones are
+fitted to, e.g. one made with ``vestis index ../shared/datasets/fashion-product-images-300.zip -c fpi300``.
 
 Everything is measured in one process, in one run, interleaved query by query (each round runs
 every contender once, in a shuffled order), so load on the machine falls on all of them alike.
@@ -50,12 +53,17 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import annoy  # noqa: E402
 import faiss  # noqa: E402
-import hnswlib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import usearch.index  # noqa: E402
+
+try:
+    import annoy
+    import hnswlib
+    import usearch.index
+except ImportError as missing:  # the peers are an optional extra
+    raise SystemExit(f"benchmarks/peers.py needs the peers' libraries ({missing.name} is missing): "
+                     "pip install -e '.[bench]'") from missing
 from PIL import Image  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
@@ -344,10 +352,13 @@ def log(message: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--like", default=str(Path("/work/data/fpi-small")),
-                    help="collection whose embeddings the generated vectors are fitted to")
+    ap.add_argument("--like", required=True,
+                    help="collection folder (or .npy of embeddings) the generated vectors are fitted to, e.g. one "
+                         "made by `vestis index ../shared/datasets/fashion-product-images-300.zip -c fpi300`")
     ap.add_argument("--n", type=int, default=139_709)
-    ap.add_argument("--images", type=Path, default=ROOT.parent / "shared/datasets/fashion-product-images-300.zip")
+    ap.add_argument("--images", type=Path, default=ROOT.parent / "shared/datasets/fashion-product-images-300.zip",
+                    help="zip of JPEGs to time the encoders on (default: ../shared/datasets/"
+                         "fashion-product-images-300.zip beside the repository)")
     ap.add_argument("--embed-runs", type=int, default=40)
     ap.add_argument("--search-runs", type=int, default=300)
     ap.add_argument("--sweep-queries", type=int, default=300)
