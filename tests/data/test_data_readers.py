@@ -125,9 +125,10 @@ def test_folder_csv_with_long_fields_reads_them_and_skips_rows_over_the_limit(tm
     assert "1 row(s) could not be read and are skipped (line 3: field larger than field limit" in caplog.text
 
 
-def test_folder_with_a_table_naming_images_by_bare_stem(tmp_path):
+def test_folder_with_a_table_naming_images_by_bare_stem(tmp_path, caplog):
     """``images/<uuid>.jpg`` with ``images.csv`` whose ``image`` column holds the uuid alone (the
-    layout of a widely used clothing photo dataset), given with ``metadata=``."""
+    layout of a widely used clothing photo dataset), given with ``metadata=``. The item id is the
+    image's path in the folder, so it stays the same when another image of that name appears."""
     uuids = ["4285fab0-751a-4b74-8e9b-43af05deee22", "ea7b6656-3f84-4eb3-9099-23e623fc1018", "00627a3f-0477"]
     for n, uuid in enumerate(uuids):
         put_image(tmp_path / "images" / f"{uuid}.jpg", (60 * n, 90, 200))
@@ -137,14 +138,68 @@ def test_folder_with_a_table_naming_images_by_bare_stem(tmp_path):
         "no-such-uuid,1,Dress,False\n")
     cat = open_catalogue(tmp_path, metadata=tmp_path / "images.csv")
     assert summary(cat) == [
-        (uuids[2], {"sender_id": "12", "label": "Shoes", "kids": "True"}),
-        (uuids[0], {"sender_id": "124", "label": "Not sure", "kids": "False"}),
-        (uuids[1], {"sender_id": "148", "label": "T-Shirt", "kids": "False"}),
+        (f"images/{uuids[2]}", {"sender_id": "12", "label": "Shoes", "kids": "True"}),
+        (f"images/{uuids[0]}", {"sender_id": "124", "label": "Not sure", "kids": "False"}),
+        (f"images/{uuids[1]}", {"sender_id": "148", "label": "T-Shirt", "kids": "False"}),
     ]
-    # A stem shared by two images matches neither: the rows stay unmatched, the images unlabelled.
+    # A stem shared by two images matches neither, and the warning says the row is ambiguous and
+    # names both images; the ids do not change.
     put_image(tmp_path / "more" / f"{uuids[1]}.jpg")
+    caplog.clear()
     cat = open_catalogue(tmp_path, metadata=tmp_path / "images.csv")
-    assert {i: m for i, m in summary(cat)}[f"images/{uuids[1]}"] == {}
+    assert summary(cat) == [
+        (f"images/{uuids[2]}", {"sender_id": "12", "label": "Shoes", "kids": "True"}),
+        (f"images/{uuids[0]}", {"sender_id": "124", "label": "Not sure", "kids": "False"}),
+        (f"images/{uuids[1]}", {}),
+        (f"more/{uuids[1]}", {}),
+    ]
+    assert (f"1 metadata rows name a file that several images share, so they are ambiguous and skipped"
+            in caplog.text)
+    assert f"{uuids[1]} (images/{uuids[1]}.jpg or more/{uuids[1]}.jpg)" in caplog.text
+    assert "name no image" not in caplog.text.replace("1 metadata rows name no image", "")
+
+
+def test_folder_ids_do_not_change_when_an_unrelated_image_appears(tmp_path, caplog):
+    """The hostile tester's case: a row ``u2.jpg,Blue`` labels ``a/u2.jpg``; adding ``b/u2.jpg``
+    must neither rename ``a/u2`` nor pass the row's label off as naming no image."""
+    put_image(tmp_path / "a" / "u2.jpg")
+    put_image(tmp_path / "c" / "other.jpg")
+    (tmp_path / "metadata.csv").write_text("file,colour\nu2.jpg,Blue\nc/other.jpg,Red\n")
+    assert summary(open_catalogue(tmp_path)) == [("a/u2", {"colour": "Blue"}), ("c/other", {"colour": "Red"})]
+    put_image(tmp_path / "b" / "u2.jpg", (10, 200, 10))
+    caplog.clear()
+    assert summary(open_catalogue(tmp_path)) == [("a/u2", {}), ("b/u2", {}), ("c/other", {"colour": "Red"})]
+    assert "ambiguous" in caplog.text and "u2.jpg (a/u2.jpg or b/u2.jpg)" in caplog.text
+    assert "name no image" not in caplog.text
+
+
+def test_folder_table_with_a_repeated_id_column_is_refused(tmp_path):
+    put_image(tmp_path / "x.jpg")
+    (tmp_path / "metadata.csv").write_text("id,colour,id\nx,Blue,y\n")
+    with pytest.raises(CatalogueError, match=r"metadata.csv: the column 'id' appears 2 times \('id', 'id'\)"):
+        open_catalogue(tmp_path)
+    (tmp_path / "metadata.csv").write_text("path,colour,Path\nx.jpg,Blue,y.jpg\n")
+    with pytest.raises(CatalogueError, match=r"the column 'path' appears 2 times \('path', 'Path'\)"):
+        open_catalogue(tmp_path)
+
+
+def test_folder_long_metadata_table_is_streamed_not_held(tmp_path):
+    """A table of many rows naming no image costs little memory: rows are matched one at a time."""
+    import tracemalloc
+
+    put_image(tmp_path / "shop" / "x1.jpg")
+    table = tmp_path / "big.csv"
+    with table.open("w") as f:
+        f.write("path,colour\nx1.jpg,Blue\n")
+        f.writelines(f"gone{n}.jpg,Red\n" for n in range(200_000))
+    tracemalloc.start()
+    try:
+        cat = open_catalogue(tmp_path / "shop", metadata=table)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary(cat) == [("x1", {"colour": "Blue"})]
+    assert peak < 20_000_000, f"reading the table peaked at {peak:,} bytes"
 
 
 def test_folder_metadata_needs_an_id_or_path_column(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,3 +166,120 @@ def test_zip_members_that_climb_out_of_the_archive_are_skipped(tmp_path, caplog)
     ids = [item.id for item in open_catalogue(archive)]
     assert ids == ["shop/ok"]
     assert "4 member(s) with an absolute path or a '..' component are skipped" in caplog.text
+
+
+def _peak_bytes(fn) -> int:
+    """Peak Python allocation (bytes, NumPy arrays included) while ``fn()`` runs; its errors pass."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_idx_gzip_bomb_is_inflated_no_further_than_its_header_declares(tmp_path):
+    """A gzipped IDX file whose header declares 2 images of 28x28 but which inflates to 64 MiB is
+    refused as corrupt after inflating about its declared size, not 64 MiB."""
+    header = bytes([0, 0, 0x08, 3]) + np.array((2, 28, 28), ">u4").tobytes()
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(header)
+        for _ in range(64):
+            f.write(bytes(1024 * 1024))
+    assert bomb.stat().st_size < 200_000
+    errors = []
+
+    def read():
+        try:
+            read_idx(bomb)
+        except CatalogueError as e:
+            errors.append(str(e))
+
+    assert _peak_bytes(read) < 8 * 1024 * 1024
+    assert errors and "truncated or corrupt" in errors[0] and "(1568 bytes)" in errors[0]
+
+
+def test_idx_header_declaring_more_than_the_limit_is_refused_unread(tmp_path):
+    header = bytes([0, 0, 0x08, 3]) + np.array((100_000, 1000, 1000), ">u4").tobytes()
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(1000)))
+    with pytest.raises(CatalogueError, match=r"declares \(100000, 1000, 1000\) values .* the limit is 268,435,456"):
+        read_idx(path)
+
+
+def test_zip_label_table_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A zip whose metadata.csv inflates more than a real label table does (here 64 MiB of one
+    line from about 64 KB) is refused with a clear message, without inflating it."""
+    from vestis.data import open_catalogue
+
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(image, format="JPEG")
+    archive = tmp_path / "shop.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.jpg", image.getvalue())
+        with zf.open("metadata.csv", "w") as member:
+            member.write(b"id,colour\nx,")
+            for _ in range(64):
+                member.write(b"a" * (1024 * 1024))
+    errors = []
+
+    def read():
+        try:
+            open_catalogue(archive)
+        except CatalogueError as e:
+            errors.append(str(e))
+
+    assert _peak_bytes(read) < 8 * 1024 * 1024
+    assert errors and re.search(r"member 'metadata.csv' inflates [0-9,]+ times .* a zip bomb, not a label table",
+                                errors[0])
+
+
+def test_zip_label_tables_that_compress_like_real_ones_are_read(tmp_path):
+    """DeepFashion's attribute list (rows of 1000 '-1'/' 1' values) deflates about 180 times: under
+    the table limit, so such a zip reads."""
+    from vestis.data.sources import Archive
+
+    rng = np.random.default_rng(0)
+    lines = ["20000", "image_name attribute_labels"]
+    for n in range(20000):
+        values = np.full(1000, "-1", dtype=object)
+        values[rng.choice(1000, 3, replace=False)] = " 1"
+        lines.append(f"img/Sheer_Blouse/img_{n:08d}.jpg" + " " * 20 + " ".join(values))
+    archive = tmp_path / "anno.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("list_attr_img.txt", "\n".join(lines))
+    info = zipfile.ZipFile(archive).getinfo("list_attr_img.txt")
+    assert info.file_size > 100 * info.compress_size
+    with Archive(archive).open_text("list_attr_img.txt") as f:
+        assert sum(1 for _ in f) == 20002
+
+
+def test_label_table_line_and_size_bounds(tmp_path, monkeypatch):
+    """A metadata table with no newline is refused at the line bound, reading no more than it."""
+    import vestis.data.sources as sources
+    from vestis.data import open_catalogue
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "x.jpg")
+    table = tmp_path / "table.csv"
+    with table.open("w") as f:
+        f.write("id,colour\nx,")
+        for _ in range(32):
+            f.write("b" * (1024 * 1024))
+    errors = []
+
+    def read():
+        try:
+            open_catalogue(tmp_path, metadata=table)
+        except CatalogueError as e:
+            errors.append(str(e))
+
+    assert _peak_bytes(read) < 3 * sources.MAX_LINE_CHARS  # the line read so far, and its parts
+    assert errors and re.search(r"table.csv, line 2: longer than 8,388,608 characters; not a label table", errors[0])
+    monkeypatch.setattr(sources, "MAX_TABLE_BYTES", 1000)
+    table.write_text("id,colour\n" + "x,Blue\n" * 200)
+    with pytest.raises(CatalogueError, match=r"table.csv: longer than 1,000 characters, the limit for a label table"):
+        open_catalogue(tmp_path, metadata=table)

@@ -5,19 +5,21 @@ The metadata table is a CSV or JSONL file with an ``id`` column and/or a path co
 without its extension, matches the one image of that name anywhere below) plus any label columns.
 It is found automatically as ``metadata.csv``, ``labels.csv`` or ``metadata.jsonl`` at the top of
 the folder, or given explicitly. Every image is an item, with or without a metadata row; rows
-naming no image are logged and skipped.
+naming no image, or a bare name that several images share, are logged and skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 from vestis.data.base import Catalogue
 from vestis.data.images import is_image_name
-from vestis.data.sources import Container, iter_items, open_container
+from vestis.data.sources import Container, iter_items, open_container, open_table
 from vestis.data.tables import csv_dicts
 from vestis.errors import CatalogueError
 
@@ -28,12 +30,24 @@ ID_COLUMN = "id"
 PATH_COLUMNS = ("path", "image", "file", "filename")
 
 
-def _read_table(f: TextIO, name: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of a CSV or JSONL (one JSON object per line) table."""
+def _table_columns(f: TextIO, name: str) -> list[str]:
+    """The columns of a CSV (its header) or JSONL table (every key of every object, in order)."""
     if not name.lower().endswith(".jsonl"):
-        header, rows = csv_dicts(f, name)
-        return header, list(rows)
-    rows, columns = [], {}
+        return csv_dicts(f, name)[0]
+    columns: dict[str, None] = {}
+    for row in _jsonl_rows(f, name):
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def _table_rows(f: TextIO, name: str) -> Iterator[dict[str, Any]]:
+    """The rows of a CSV or JSONL table, one at a time."""
+    if name.lower().endswith(".jsonl"):
+        return _jsonl_rows(f, name)
+    return csv_dicts(f, name)[1]
+
+
+def _jsonl_rows(f: TextIO, name: str) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(f, 1):
         if not line.strip():
             continue
@@ -43,9 +57,7 @@ def _read_table(f: TextIO, name: str) -> tuple[list[str], list[dict[str, Any]]]:
             raise CatalogueError(f"{name}, line {number}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise CatalogueError(f"{name}, line {number}: expected a JSON object per line")
-        columns.update(dict.fromkeys(row))
-        rows.append(row)
-    return list(columns), rows
+        yield row
 
 
 def _label(value: Any) -> str | None:
@@ -63,58 +75,79 @@ def _without_suffix(name: str) -> str:
     return str(PurePosixPath(name).with_suffix(""))
 
 
-def _match_rows(rows: list[dict[str, Any]], id_col: str | None, path_col: str | None,
+def _match_rows(rows: Iterable[dict[str, Any]], id_col: str | None, path_col: str | None,
                 images: list[str], table: str) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Map image name -> (item id, row) for rows that name an existing image."""
-    by_name = {n: n for n in images}
-    by_stem: dict[str, list[str]] = {}
-    for n in images:
-        by_name.setdefault(_without_suffix(n), n)
-        by_stem.setdefault(PurePosixPath(n).stem, []).append(n)
-        by_stem.setdefault(PurePosixPath(n).name, []).append(n)
+    """Map image name -> (item id, row) for rows that name an existing image, read one at a time
+    (rows naming no image are counted and dropped, so a long table costs no memory).
 
-    def unique(stem: str) -> str | None:
-        """The one image whose file name (with or without extension) is ``stem``, if just one."""
-        found = by_stem.get(stem, [])
-        return found[0] if len(found) == 1 else None
+    A row names an image by its path relative to the folder (with or without extension) or, with
+    no ``/``, by a file name or stem that exactly one image has; a name several images share is
+    reported as ambiguous, never guessed. The item id is the row's id, else the image's relative
+    path without extension: it does not depend on which other images the folder holds."""
+    by_path: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for n in images:
+        by_path.setdefault(n, n)
+        by_path.setdefault(_without_suffix(n), n)
+        path = PurePosixPath(n)
+        for name in dict.fromkeys((path.name, path.stem)):
+            by_name.setdefault(name, []).append(n)
 
     matched: dict[str, tuple[str, dict[str, Any]]] = {}
-    missing = []
+    missing: list[str] = []
+    ambiguous: list[str] = []
     for row in rows:
         item_id = _label(row.get(id_col)) if id_col else None
-        if path_col and _label(row.get(path_col)):
-            key = str(row[path_col]).replace("\\", "/").removeprefix("./")
-            image = by_name.get(key) or (unique(key) if "/" not in key else None)
-            item_id = item_id or _without_suffix(key)
-        elif item_id:
-            image = by_name.get(item_id) or unique(item_id)
-        else:
-            image = None
+        key = (_label(row.get(path_col)) if path_col else None) or item_id
+        if key is None:
+            missing.append("(blank row)")
+            continue
+        key = key.replace("\\", "/").removeprefix("./")
+        image = by_path.get(key)
+        if image is None and "/" not in key:
+            candidates = by_name.get(key, [])
+            if len(candidates) > 1:
+                ambiguous.append(f"{key} ({' or '.join(candidates[:3])}{' or ...' if len(candidates) > 3 else ''})")
+                continue
+            image = candidates[0] if candidates else None
         if image is None:
-            missing.append(item_id or "(blank row)")
+            missing.append(key if item_id in (None, key) else f"{item_id} ({key})")
         elif image in matched:
             log.warning("%s: image %s has several metadata rows; keeping the first", table, image)
         else:
-            matched[image] = (item_id, row)
+            matched[image] = (item_id or _without_suffix(image), row)
     if missing:
         log.warning("%s: %d metadata rows name no image in the folder and are skipped (first: %s)",
                     table, len(missing), ", ".join(missing[:5]))
+    if ambiguous:
+        log.warning("%s: %d metadata rows name a file that several images share, so they are ambiguous and "
+                    "skipped; name the image by its path in the folder instead (first: %s)",
+                    table, len(ambiguous), "; ".join(ambiguous[:5]))
     return matched
 
 
-def _metadata_table(container: Container, metadata: str | Path | None) -> tuple[str, list[str], list[dict]]:
+def _open_table(container: Container, metadata: str | Path | None) -> tuple[str, Callable[[], TextIO]] | None:
+    """(name, opener) of the metadata table given or found in the folder; None without one."""
     if metadata is not None:
         path = Path(metadata)
-        try:
-            with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-                return str(path), *_read_table(f, path.name)
-        except OSError as e:
-            raise CatalogueError(f"{path}: cannot read the metadata table ({e.strerror or e})") from None
+        return str(path), functools.partial(open_table, path)
     for name in METADATA_NAMES:
         if container.exists(name):
-            with container.open_text(name) as f:
-                return f"{container.root}/{name}", *_read_table(f, name)
-    return "", [], []
+            return f"{container.root}/{name}", functools.partial(container.open_text, name)
+    return None
+
+
+def _one_column(columns: list[str], names: Sequence[str], table: str) -> str | None:
+    """The column of ``columns`` called one of ``names`` (case-insensitive, first name first);
+    a table that has it twice is refused, since either could be meant."""
+    for name in names:
+        found = [c for c in columns if c.lower() == name]
+        if len(found) > 1:
+            raise CatalogueError(f"{table}: the column {name!r} appears {len(found)} times "
+                                 f"({', '.join(map(repr, found))}); keep one")
+        if found:
+            return found[0]
+    return None
 
 
 def read_folder(source: str | Path, *, metadata: str | Path | None = None) -> Catalogue:
@@ -125,15 +158,21 @@ def read_folder(source: str | Path, *, metadata: str | Path | None = None) -> Ca
     """
     container = open_container(source)
     images = [n for n in container.files() if is_image_name(n)]
-    table, columns, rows = _metadata_table(container, metadata)
-    lower = {c.lower(): c for c in columns}
-    id_col = lower.get(ID_COLUMN)
-    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
-    if table and id_col is None and path_col is None:
-        raise CatalogueError(f"{table}: the metadata table needs an 'id' column or a path column "
-                             f"({', '.join(PATH_COLUMNS)}); it has {', '.join(columns) or 'none'}")
-    labels = [c for c in columns if c not in (id_col, path_col)]
-    matched = _match_rows(rows, id_col, path_col, images, table)
+    labels: list[str] = []
+    matched: dict[str, tuple[str, dict[str, Any]]] = {}
+    found = _open_table(container, metadata)
+    if found is not None:
+        table, open_text = found
+        with open_text() as f:
+            columns = _table_columns(f, table)
+        id_col = _one_column(columns, [ID_COLUMN], table)
+        path_col = _one_column(columns, PATH_COLUMNS, table)
+        if id_col is None and path_col is None:
+            raise CatalogueError(f"{table}: the metadata table needs an 'id' column or a path column "
+                                 f"({', '.join(PATH_COLUMNS)}); it has {', '.join(columns) or 'none'}")
+        labels = [c for c in columns if c not in (id_col, path_col)]
+        with open_text() as f:
+            matched = _match_rows(_table_rows(f, table), id_col, path_col, images, table)
 
     entries = []
     for name in images:

@@ -25,7 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 from PIL import Image
@@ -45,6 +45,16 @@ MAX_SOURCE_BYTES = 256 * 1024 * 1024
 # unread (a zip bomb), unless it is small enough to be harmless.
 MAX_ZIP_RATIO = 100
 ZIP_RATIO_MIN_BYTES = 1024 * 1024
+# Label tables (CSV, JSONL, DeepFashion's list files) are read line by line, so memory stays small
+# whatever their size; these bounds keep a hostile table from costing unbounded time or memory.
+# DeepFashion's largest list file is about 0.9 GB and deflates about 180 times; longer lines than
+# MAX_LINE_CHARS hold no table (the longest CSV field read is 4 Mi characters).
+MAX_TABLE_BYTES = 2 * 1024 * 1024 * 1024
+MAX_TABLE_ZIP_RATIO = 500
+MAX_LINE_CHARS = 8 * 1024 * 1024
+# An IDX file holds a whole split (Fashion-MNIST's largest inflates to 47 MB); it is inflated as a
+# stream, never past the size its header declares, and refused unread when that is above this.
+MAX_IDX_BYTES = 256 * 1024 * 1024
 
 # IDX type codes (third magic byte) -> big-endian NumPy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -107,17 +117,51 @@ def zip_archive(path: str | Path) -> zipfile.ZipFile:
     return handle
 
 
-def check_zip_member(info: zipfile.ZipInfo, archive: str | Path) -> None:
+def check_zip_member(info: zipfile.ZipInfo, archive: str | Path, *, table: bool = False) -> None:
     """Refuse, before inflating a byte, a member whose declared size is over the read limit or
-    whose compression ratio only a zip bomb has."""
+    whose compression ratio only a zip bomb has (the limits of an image, or of a label ``table``)."""
     name = f"{archive}: member {info.filename!r}"
-    if info.file_size > MAX_SOURCE_BYTES:
-        raise CatalogueError(f"{name} is {info.file_size:,} bytes uncompressed; the limit for an image is "
-                             f"{MAX_SOURCE_BYTES:,} bytes (skipped unread)")
-    if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+    what, limit, ratio = ("a label table", MAX_TABLE_BYTES, MAX_TABLE_ZIP_RATIO) if table else \
+        ("an image", MAX_SOURCE_BYTES, MAX_ZIP_RATIO)
+    if info.file_size > limit:
+        raise CatalogueError(f"{name} is {info.file_size:,} bytes uncompressed; the limit for {what} is "
+                             f"{limit:,} bytes (skipped unread)")
+    if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > ratio * max(info.compress_size, 1):
         raise CatalogueError(f"{name} inflates {info.file_size / max(info.compress_size, 1):,.0f} times "
-                             f"({info.compress_size:,} to {info.file_size:,} bytes): a zip bomb, not an image "
-                             f"(skipped unread; the limit is {MAX_ZIP_RATIO} times)")
+                             f"({info.compress_size:,} to {info.file_size:,} bytes): a zip bomb, not {what} "
+                             f"(skipped unread; the limit is {ratio} times)")
+
+
+class BoundedText(io.TextIOBase):
+    """A label table opened as text, read line by line: a line longer than :data:`MAX_LINE_CHARS`
+    or a table longer than :data:`MAX_TABLE_BYTES` characters raises CatalogueError naming it,
+    so neither a file without newlines nor an endless one fills memory."""
+
+    def __init__(self, f: TextIO, name: str) -> None:
+        super().__init__()
+        self._f = f
+        self.name = name
+        self._chars = 0
+        self._lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> str:
+        line = self._f.readline(MAX_LINE_CHARS + 1)
+        self._lines += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise CatalogueError(f"{self.name}, line {self._lines}: longer than {MAX_LINE_CHARS:,} characters; "
+                                 "not a label table (one row per line)")
+        self._chars += len(line)
+        if self._chars > MAX_TABLE_BYTES:
+            raise CatalogueError(f"{self.name}: longer than {MAX_TABLE_BYTES:,} characters, the limit for a "
+                                 "label table")
+        return line
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _capped(data: bytes, what: str) -> bytes:
@@ -139,34 +183,44 @@ def _read_zip_member(archive: str, member: str) -> bytes:
         raise CatalogueError(f"{archive}: cannot read member {member!r} ({e})") from None
 
 
-def _parse_idx(raw: bytes, path: str) -> np.ndarray:
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise CatalogueError(f"{path}: corrupt gzip data ({e})") from None
-    if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in _IDX_DTYPES:
-        raise CatalogueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+def _parse_idx(f: BinaryIO, path: str) -> np.ndarray:
+    """The array of the IDX stream ``f``, reading no more than its header declares (plus one byte
+    to notice trailing data), so a gzip bomb is never inflated past :data:`MAX_IDX_BYTES`."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] or magic[1] or magic[2] not in _IDX_DTYPES:
+        raise CatalogueError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'none'})")
+    ndim = magic[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise CatalogueError(f"{path}: IDX header is truncated")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = math.prod(dims)
-    if len(raw) - header != count * dtype.itemsize:
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4", count=ndim))
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    size = math.prod(dims) * dtype.itemsize
+    if size > MAX_IDX_BYTES:
+        raise CatalogueError(f"{path}: IDX header declares {dims} values ({size:,} bytes); the limit is "
+                             f"{MAX_IDX_BYTES:,} bytes (not read)")
+    data = f.read(size + 1)
+    if len(data) != size:
+        found = f"{len(data) - 1}+" if len(data) > size else str(len(data))
         raise CatalogueError(f"{path}: IDX file is truncated or corrupt: header says {dims} values "
-                             f"({count * dtype.itemsize} bytes), file has {len(raw) - header} bytes of data")
-    return np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims)
+                             f"({size} bytes), file has {found} bytes of data")
+    return np.frombuffer(data, dtype).reshape(dims)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if not gzipped:
+                return _parse_idx(raw, path)
+            with gzip.GzipFile(fileobj=raw) as f:
+                return _parse_idx(f, path)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise CatalogueError(f"{path}: corrupt gzip data ({e})") from None
     except OSError as e:
         raise CatalogueError(f"{path}: cannot read ({e.strerror or e})") from None
-    return _parse_idx(raw, path)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -246,7 +300,7 @@ class Folder(_Container):
         return None
 
     def open_text(self, name: str) -> TextIO:
-        return open(self.root / name, encoding="utf-8-sig", errors="replace", newline="")
+        return open_table(self.root / name)
 
     def files(self) -> list[str]:
         """Every file under the root, sorted, skipping hidden files and folders."""
@@ -285,8 +339,11 @@ class Archive(_Container):
         return min(hits, key=lambda n: (n.count("/"), n), default=None)
 
     def open_text(self, name: str) -> TextIO:
-        return io.TextIOWrapper(zip_archive(self.root).open(name), encoding="utf-8-sig",
-                                errors="replace", newline="")
+        handle = zip_archive(self.root)
+        info = handle.getinfo(name)
+        check_zip_member(info, self.root, table=True)
+        return BoundedText(io.TextIOWrapper(handle.open(info), encoding="utf-8-sig", errors="replace", newline=""),
+                           f"{self.root}: member {name!r}")
 
     def files(self) -> list[str]:
         return sorted(n for n in self._infos if not n.startswith("__MACOSX/"))
@@ -294,6 +351,15 @@ class Archive(_Container):
     def _locate(self, name: str) -> tuple[str, str] | None:
         info = self._infos.get(name)
         return None if info is None else (zip_uri(self.root, name), f"{info.CRC:08x}:{info.file_size}")
+
+
+def open_table(path: str | Path) -> TextIO:
+    """A label table file opened as :class:`BoundedText` (CSV-ready: UTF-8 with or without BOM)."""
+    try:
+        f = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 - BoundedText closes it
+    except OSError as e:
+        raise CatalogueError(f"{path}: cannot read the label table ({e.strerror or e})") from None
+    return BoundedText(f, str(path))
 
 
 def _safe_member_name(name: str) -> bool:
