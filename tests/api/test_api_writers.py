@@ -77,3 +77,39 @@ def test_server_and_cli_writers_interleaved(collection_copy, tmp_path):
     assert info["items"] == 24 - 1 + 2
     assert search_ids(collection_copy, new_folder / "newA.jpg")[0] == "newA"
     assert search_ids(collection_copy, new_folder / "newB.jpg")[0] == "newB"
+
+
+def test_concurrent_adds_of_one_id_keep_the_winners_image(collection_copy, api_encoder, monkeypatch):
+    """Six uploads with the same id that pass their checks together: one is added (201), the others
+    answer 409, and the winner's image is still served (a loser must never delete it)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    import vestis.api.service as service_module
+    from vestis.api.app import create_app
+
+    uploads = 6
+    barrier = threading.Barrier(uploads, timeout=30)
+    real_decode = service_module.decode_image
+
+    def decode_together(*args, **kwargs):  # every upload reaches the write at the same moment
+        image = real_decode(*args, **kwargs)
+        if kwargs.get("source") == "upload":
+            barrier.wait()
+        return image
+
+    monkeypatch.setattr(service_module, "decode_image", decode_together)
+    image = jpeg_bytes(garment_image((240, 120, 10), "dress", seed=11))
+    app = create_app(collection_copy, encoder=api_encoder, workers=uploads)
+    with TestClient(app) as client, ThreadPoolExecutor(uploads) as pool:
+        def add(_):
+            return client.post("/items", files={"file": ("r.jpg", image, "image/jpeg")}, data={"id": "race1"})
+
+        statuses = sorted(r.status_code for r in pool.map(add, range(uploads)))
+        assert statuses == [201] + [409] * (uploads - 1)
+        assert client.get("/items/race1").status_code == 200
+        served = client.get("/images/race1")
+        assert served.status_code == 200 and served.content == image
+    assert sorted(p.name for p in (collection_copy / "uploads").iterdir()) == ["race1.jpg"]

@@ -25,6 +25,7 @@ from vestis.api.routes import items, meta, search
 from vestis.api.service import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, Service
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
+from vestis.store.guards import DiskFullError, disk_full_errors
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,16 @@ def create_app(
     """The app serving the collection at ``collection_dir``.
 
     ``allow_roots``: folders ``POST /submit`` may read images from (default: the folders of the
-    collection's catalogues); ``api_key``: required for writes when set; ``max_upload_bytes`` and
+    collection's catalogues); ``api_key``: required for writes when set (an empty key is refused,
+    never taken for none); ``max_upload_bytes`` and
     ``max_pixels``: upload limits (413 and 422 above them); ``workers``: size of the inference
     pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests);
     ``batch`` > 1: uploads arriving within ``batch_wait_ms`` of each other share one encoder run
     of up to ``batch`` images (``vestis.encoders.batching``).
     """
+    if api_key is not None and not api_key.strip():
+        raise VestisError("the API key is empty: give a non-empty key (--api-key or VESTIS_API_KEY), or none "
+                          "at all to serve without authentication")
     service = Service(collection_dir, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
                       max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch,
                       batch_wait_ms=batch_wait_ms)
@@ -86,7 +91,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        service.save()
+        service.shutdown()
 
     app = FastAPI(title="vestis", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan)

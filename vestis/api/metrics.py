@@ -1,13 +1,16 @@
 """Prometheus metrics of one server: requests by route and status, latency histograms, collection size.
 
-Each app has its own registry (several apps can live in one process, as in the tests); the
-middleware labels requests by route *template* (``/items/{item_id}``), never by raw path.
+Each app has its own registry (several apps can live in one process, as in the tests). Every
+label takes few values whatever clients send, so no request can add series without bound: the
+method is a standard one or ``other``, the route its *template* (``/items/{item_id}``, never the
+raw path) or ``unmatched``, the status a standard HTTP status or its class (``5xx``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +24,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
+def method_label(method: str) -> str:
+    """A request method as a metrics label: a standard method, else ``other``."""
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    """A response status as a metrics label: a standard status code, else its class (``5xx``)."""
+    return str(status) if status in _STATUSES else f"{min(max(status // 100, 1), 5)}xx"
 
 
 class Metrics:
@@ -65,6 +80,6 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_flight.dec()
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            method = method_label(scope["method"])
+            self.metrics.requests.labels(method, route, status_label(status)).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
