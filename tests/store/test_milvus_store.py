@@ -51,14 +51,15 @@ def test_credentials_come_from_the_environment(monkeypatch):
 def test_filter_expressions_escape_values():
     assert literal('Navy "Blue" \\ x\ny') == '"Navy \\"Blue\\" \\\\ x\\ny"'
     assert filter_expression({"colour": ["Blue", 'Na"vy'], "kind": "shirt"}, exclude=[7]) == (
-        '(labels["colour"] == "Blue" or labels["colour"] == "Na\\"vy") and (labels["kind"] == "shirt")'
-        " and vid not in [7]")
+        'labels["colour"] in ["Blue", "Na\\"vy"] and labels["kind"] in ["shirt"] and vid not in [7]')
     assert filter_expression({"colour": []}) == ""
     with pytest.raises(VestisError, match="control character"):
         literal("a\x00b")
-    assert parse_index_spec("hnsw:M=16,ef=128") == ("HNSW", {"M": 16, "efConstruction": 200, "ef": 128})
-    with pytest.raises(VestisError, match="bad"):
-        parse_index_spec("ivfpq")
+    assert parse_index_spec("hnsw:M=16,efSearch=128") == ("HNSW", {"M": 16, "efConstruction": 200, "efSearch": 128})
+    for bad, message in (("ivfpq", "use auto, exact"), ("hnsw:ef=128", "unknown parameter 'ef'"),
+                         ("ivf:nlist=0", "nlist=0")):
+        with pytest.raises(VestisError, match=message):
+            parse_index_spec(bad)
 
 
 def items(start: int, n: int) -> list[NewItem]:
@@ -72,16 +73,16 @@ def test_a_refused_write_names_the_server_and_keeps_what_was_committed(tmp_path)
     location = f"milvus-lite:{tmp_path / 'c.db'}"
     with create_collection(location, encoder_name="t", encoder_version="t/1", dim=4, colour_dim=0) as coll:
         coll.upsert(items(0, 5))
-        real_upsert = coll._client.upsert
+        real_upsert = coll.db.client.upsert
 
         def refusing_upsert(*args, **kwargs):  # what a Milvus out of its memory quota answers
             raise MilvusException(code=9, message="deny to write, reason: memory quota exceeded")
 
-        coll._client.upsert = refusing_upsert
+        coll.db.client.upsert = refusing_upsert
         with pytest.raises(VestisError, match=r"Milvus at .*c\.db could not write items: deny to write.*"
                                               r"Everything written before is kept"):
             coll.upsert(items(5, 5))
-        coll._client.upsert = real_upsert
+        coll.db.client.upsert = real_upsert
     with open_collection(location) as coll:
         assert len(coll) == 5
         coll.upsert(items(5, 5))
@@ -95,3 +96,83 @@ def test_a_server_that_is_down_gives_a_clear_error():
         port = s.getsockname()[1]
     with pytest.raises(VestisError, match=f"cannot connect to Milvus at http://127.0.0.1:{port}"):
         open_collection(f"milvus://127.0.0.1:{port}/shop")
+
+
+def titled(start: int, titles: list[str]) -> list[NewItem]:
+    return [NewItem(it.id, it.source, it.hash, it.vector, metadata={"title": title, "colour": title.split()[0]})
+            for it, title in zip(items(start, len(titles)), titles)]
+
+
+def test_every_open_sees_the_writes_of_the_others(tmp_path):
+    """Keyword search (a cache keyed by the collection's generation) sees items indexed, removed and
+    re-indexed through other opens of the collection, as other processes would."""
+    from vestis.store.keyword_index import KeywordIndex
+
+    location = f"milvus-lite:{tmp_path / 'c.db'}"
+    with create_collection(location, encoder_name="t", encoder_version="t/1", dim=4, colour_dim=0) as coll:
+        coll.upsert(titled(0, ["red dress", "blue shirt"]))
+    with open_collection(location) as reader:
+        first = reader.generation
+        assert {reader.items_by_vid(KeywordIndex(reader).search("dress", 5)[0])[0].id} == {"i0"}
+    with open_collection(location) as writer:
+        writer.remove(["i0"])
+        writer.upsert(titled(2, ["green dress"]))
+    with open_collection(location) as reader, open_collection(location) as other:
+        assert reader.generation not in (0, first)
+        found = [it.id for it in reader.items_by_vid(KeywordIndex(reader).search("dress", 5)[0])]
+        assert found == ["i2"]
+        other.upsert(titled(3, ["yellow dress"]))  # a write through another open, while this one is open
+        found = [it.id for it in reader.items_by_vid(KeywordIndex(reader).search("dress", 5)[0])]
+        assert sorted(found) == ["i2", "i3"]
+        assert reader.metadata_columns()["colour"] == [("blue", 1), ("green", 1), ("yellow", 1)]
+
+
+def test_filters_hold_only_the_values_some_item_has(tmp_path):
+    """A filter of many values becomes an expression of the values the collection holds: its cost
+    is bounded by the collection, not by the request."""
+    location = f"milvus-lite:{tmp_path / 'c.db'}"
+    with create_collection(location, encoder_name="t", encoder_version="t/1", dim=4, colour_dim=0) as coll:
+        coll.upsert(titled(0, ["red dress", "blue shirt", "red shirt"]))
+        asked = [f"colour {n}" for n in range(999)] + ["red"]
+        assert coll.expression({"colour": asked}) == '(labels["colour"] == "red")'
+        assert coll.expression({"colour": asked[:-1]}) is None
+        assert coll.filter_vids({"colour": asked[:-1]}).size == 0
+        vids, _scores, eligible = coll.search_vectors(items(0, 1)[0].vector, 5, filters={"colour": asked})
+        assert eligible == 2 and sorted(it.id for it in coll.items_by_vid(vids)) == ["i0", "i2"]
+    assert filter_expression({"colour": ["a", "b"]}, json_in=False) == '(labels["colour"] == "a" or labels["colour"] == "b")'
+
+
+def test_no_traceback_from_milvus_lite_while_indexing(tmp_path, caplog):
+    """Milvus Lite answers pymilvus's query iterator without AllocTimestamp: nothing is logged for it."""
+    with create_collection(f"milvus-lite:{tmp_path / 'c.db'}", encoder_name="t", encoder_version="t/1", dim=4,
+                           colour_dim=0) as coll:
+        coll.upsert(items(0, 3))
+        assert sorted(coll.stamps()) == ["i0", "i1", "i2"]
+    assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+HOLD = ("import sys, time; from vestis.store.factory import create_collection; "
+        "c = create_collection(sys.argv[1], encoder_name='t', encoder_version='t/1', dim=4, colour_dim=0); "
+        "print('held', flush=True); time.sleep(60)")
+
+
+def test_a_held_milvus_lite_file_names_its_holder(tmp_path, capfd):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    location = f"milvus-lite:{tmp_path / 'c.db'}"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, location], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(VestisError, match=rf"another process holds the Milvus Lite database .*c\.db: "
+                                              rf"process {holder.pid} \(.*python.*\).*stop that one"):
+            open_collection(location)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "Traceback" not in capfd.readouterr().err
+    with open_collection(location) as coll:  # free again
+        assert len(coll) == 0

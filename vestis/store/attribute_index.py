@@ -59,7 +59,7 @@ class AttributeIndex(ItemVectors):
             return collection.configure_attributes(model, rebuild=rebuild)
         collection.check_encoder(model.backbone.version)
         return cls._configure(collection, version=model.version, names=list(model.attributes), dim=model.dim,
-                              install=lambda: _install_model(model.path, collection.path),
+                              install=lambda: install_model(model.path, collection.path),
                               model_name=model.path.name, rebuild=rebuild)
 
     @property
@@ -88,7 +88,7 @@ class AttributeIndex(ItemVectors):
         }
 
 
-def _install_model(model_path: Path, collection_path: Path) -> str:
+def install_model(model_path: Path, collection_path: Path) -> str:
     """Copy the model and its sidecar into the collection (so it moves with it); returns the path
     relative to the collection."""
     target = collection_path / MODEL_DIR

@@ -1,0 +1,98 @@
+"""The item rows of a Milvus collection in either layout (:mod:`.layout`): the colour descriptor
+beside the vector in NAME, or in NAME__colour under the item's id. Callers read and write rows
+with a ``colour`` and need not know which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from vestis.store.milvus.connection import READ_ROWS, MilvusConnection
+from vestis.store.milvus.expressions import vids_in
+from vestis.store.milvus.layout import COLOUR, SPLIT
+
+
+class ItemRows:
+    """The rows of the items collection ``name`` (and of its colour collection in the split layout)."""
+
+    def __init__(self, db: MilvusConnection, name: str, colour_dim: int, layout: str) -> None:
+        self.db, self.name, self.colour_dim = db, name, colour_dim
+        self.split = bool(colour_dim) and layout == SPLIT
+        self.db.load(name)
+        if self.split:
+            self.db.load(name + COLOUR)
+
+    def _fields(self, fields: Sequence[str], colour: bool) -> list[str]:
+        return [*fields, *(["colour"] if colour and self.colour_dim and not self.split else [])]
+
+    def _add_colours(self, rows: list[dict[str, Any]], colours: dict[str, Any] | None = None
+                     ) -> list[dict[str, Any]]:
+        """``rows`` (with ``id``) given their colour from the colour collection (split layout);
+        ``colours``: id -> colour already read."""
+        if self.split and rows:
+            if colours is None:
+                colours = {r["id"]: r["colour"] for r in self.db.get(self.name + COLOUR, [r["id"] for r in rows],
+                                                                      ["id", "colour"], "read colours")}
+            for row in rows:  # an item is written after its colour: a missing one is a zero descriptor
+                row["colour"] = colours.get(row["id"], [0.0] * self.colour_dim)
+        return rows
+
+    def get(self, ids: Sequence[str], fields: Sequence[str], colour: bool = False,
+            what: str = "read items") -> list[dict[str, Any]]:
+        """The rows of items ``ids`` (unknown ids skipped); ``colour``: with their colour."""
+        rows = self.db.get(self.name, list(ids), self._fields(fields, colour), what)
+        return self._add_colours(rows) if colour else rows
+
+    def by_vid(self, vids: Sequence[int], fields: Sequence[str], colour: bool = False) -> dict[int, dict[str, Any]]:
+        """vid -> the row (``fields`` and ``vid``, with its colour if asked) of each item among ``vids``."""
+        vids = [int(v) for v in vids]
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(vids), READ_ROWS):
+            rows = self.db.call("read items", self.db.client.query, self.name,
+                                filter=vids_in(vids[start : start + READ_ROWS]),
+                                output_fields=self._fields(["vid", *fields], colour))
+            found.update((int(r["vid"]), r) for r in (self._add_colours(rows) if colour else rows))
+        return found
+
+    def scan(self, fields: Sequence[str], expr: str = "", colour: bool = False) -> Iterator[dict[str, Any]]:
+        """Every row matching ``expr``, page by page (with colour: the colours are read in one scan)."""
+        rows = self.db.query(self.name, expr, self._fields(fields, colour))
+        if not (colour and self.split):
+            yield from rows
+            return
+        colours = {r["id"]: r["colour"] for r in self.db.query(self.name + COLOUR, "", ["id", "colour"],
+                                                                "read colours")}
+        for row in rows:
+            yield self._add_colours([row], colours)[0]
+
+    def search(self, vector: list[float], limit: int, expr: str, fields: Sequence[str], params: dict[str, Any],
+               colour: bool = False) -> list[dict[str, Any]]:
+        """The ``limit`` best hits by ``params``'s metric (each with ``distance`` and its ``entity``:
+        ``fields``, and the colour if asked)."""
+        hits = self.db.search(self.name, vector, limit, expr, self._fields(["id", *fields], colour), params)
+        if colour:
+            self._add_colours([h["entity"] for h in hits])
+        return hits
+
+    def write(self, rows: list[dict[str, Any]], what: str = "write items") -> None:
+        """Upsert whole rows (with ``colour`` where the collection has one); in the split layout the
+        colours go first, so a committed item always has its colour."""
+        if self.split:
+            self.db.upsert(self.name + COLOUR, [{"id": r["id"], "colour": r.pop("colour")} for r in rows
+                                                if "colour" in r], "write colours")
+        self.db.upsert(self.name, rows, what)
+
+    def delete(self, ids: list[str]) -> None:
+        self.db.delete(self.name, ids, "remove items")
+        if self.split:
+            self.db.delete(self.name + COLOUR, ids, "remove colours")
+
+    def flush(self) -> None:
+        self.db.flush(self.name)
+        if self.split:
+            self.db.flush(self.name + COLOUR)
+
+    def count(self, expr: str = "") -> int:
+        return self.db.count(self.name, expr)
+
