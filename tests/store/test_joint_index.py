@@ -133,6 +133,33 @@ def test_keyword_search_ranks_by_words_and_follows_the_collection(collection):
     assert [collection.items_by_vid([v])[0].id for v in fresh.search("running", 10)[0]] == ["e"]
 
 
+def test_keyword_search_on_a_collection_without_words(tmp_path):
+    """Photos with ids only (no titles, no word labels): keyword search finds nothing, no error;
+    once an item with words arrives it is found."""
+    coll = Collection.create(tmp_path / "c", encoder_name="test", encoder_version=VERSION, dim=DIM, colour_dim=0)
+    items = new_items({"p1": "", "p2": ""})
+    for it in items:
+        it.metadata = {"year": "2012", "flag": "yes"}
+    coll.upsert(items)
+    index = KeywordIndex(coll)
+    assert index.search("dress", 10)[0].size == 0
+    coll.upsert(new_items({"p3": "Red Summer Dress"}, seed=3))
+    assert [coll.items_by_vid([v])[0].id for v in index.search("dress", 10)[0]] == ["p3"]
+    coll.close()
+
+
+def test_a_keyword_cache_that_cannot_be_written_leaves_no_folder_behind(collection, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    index = KeywordIndex(collection)
+    assert [collection.items_by_vid([v])[0].id for v in index.search("black sneakers", 10)[0]] == ["b"]
+    assert not [p.name for p in (collection.path / "cache").iterdir() if "keywords" in p.name]
+
+
 def test_too_many_joint_vectors_for_a_scan_go_behind_the_ann_index(collection, tmp_path, monkeypatch):
     from vestis.store import joint_index
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from vestis.api.app import create_app
 from vestis.api.service import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
+
+GRACE_S = 10  # seconds the requests in progress get to finish after SIGTERM
 
 
 def _is_loopback(host: str) -> bool:
@@ -56,5 +59,12 @@ def serve(
           f"({service.workers} inference workers); img_path roots: {roots}\n"
           f"vestis: open {url} (API docs: {url}docs)", file=sys.stderr, flush=True)
     # Requests beyond limit_concurrency get 503 at once instead of queueing (each may hold an upload).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                limit_concurrency=max(64, 16 * service.workers))
+    # On SIGTERM or Ctrl-C, requests in progress get GRACE_S to finish; uvicorn then ends the process
+    # with the signal it caught.
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                    limit_concurrency=max(64, 16 * service.workers), timeout_graceful_shutdown=GRACE_S)
+    except KeyboardInterrupt:
+        if service.busy():  # the pool's threads are joined at exit: a stuck request would hold it for ever
+            os._exit(130)
+        raise

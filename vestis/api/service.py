@@ -39,6 +39,7 @@ from vestis.data.images import decode_image
 from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, read_source
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
+from vestis.locks import leaf_lock
 from vestis.search.engine import Engine, default_threads
 from vestis.search.results import Query
 from vestis.store.atomic import fsync_dir
@@ -59,6 +60,7 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_METADATA_KEYS = 64
 MAX_METADATA_VALUE = 1000
 THUMBNAIL_QUALITY = 85
+SAVE_WAIT_S = 5.0  # how long saving at shutdown waits for a request that holds the collection
 
 
 def default_workers() -> int:
@@ -185,22 +187,53 @@ class Service:
         else:
             self.roots = default_roots(self.collection)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vestis-api")
+        self._busy, self._busy_lock = 0, leaf_lock("requests running")
         self.started_at = time.time()
         self.startup_seconds = time.perf_counter() - started
 
     # ----------------------------------------------------------------- plumbing
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work in the bounded inference pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(self._counted, fn, *args,
+                                                                                             **kwargs))
 
-    def save(self) -> None:
+    def _counted(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def busy(self) -> int:
+        """How many requests' work is running in the pool now."""
+        with self._busy_lock:
+            return self._busy
+
+    def shutdown(self) -> None:
+        """At the end of serving: say which requests are not waited for, and save."""
+        running = self.busy()
+        if running:
+            log.warning("stopping with %d request(s) still running: not waiting for them "
+                        "(every committed write is kept)", running)
+        self.save()
+
+    def save(self, wait_s: float = SAVE_WAIT_S) -> None:
         """Save the derived files if items changed since the last save, so the next start is fast.
-        The service stays usable: an ASGI lifespan may end and start again."""
-        with self.collection.lock:
+        The service stays usable: an ASGI lifespan may end and start again. A request that holds
+        the collection for longer than ``wait_s`` (stuck) is not waited for: the files are derived,
+        and the next start catches up from the database."""
+        if not self.collection.lock.acquire(timeout=wait_s):
+            log.warning("derived files not saved: a request still holds the collection after %.0f s", wait_s)
+            return
+        try:
             generation = self.collection.generation
             if generation != self._saved_generation:
                 self.engine.persist()
                 self._saved_generation = generation
+        finally:
+            self.collection.lock.release()
 
     def item_count(self) -> int:
         return len(self.collection)

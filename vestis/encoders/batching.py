@@ -29,6 +29,7 @@ from PIL import Image
 
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
+from vestis.locks import leaf_lock
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +69,7 @@ class MicroBatcher(Generic[T, R]):
         self.stats = BatchStats()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = leaf_lock(name)
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 

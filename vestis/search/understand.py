@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vestis.encoders.text import TextEncoder, embed_texts
+from vestis.locks import leaf_lock
 from vestis.store.collection import Collection
 from vestis.store.keyword_index import is_word_value
 
@@ -118,23 +118,33 @@ class Understanding:
                          for m in self.matches)
 
 
+@dataclass(frozen=True)
+class _Labels:
+    """The label values of one collection generation, with their vectors and their items."""
+
+    generation: int
+    columns: list[str]  # the column of each value
+    values: list[str]
+    order: dict[str, int]  # column -> its rank (columns listed in the collection's order)
+    by_key: dict[str, list[int]]  # exact form -> value positions
+    members: dict[tuple[str, str], np.ndarray]  # (column, value) -> its items' vids, sorted
+    vectors: np.ndarray  # one row per value
+
+
 class LabelVocabulary:
     """The label columns of a collection, their values and the values' sentence vectors, kept in
-    step with the collection (recomputed after a write). Thread-safe."""
+    step with the collection (rebuilt after a write). Thread-safe, in the lock order of
+    :mod:`vestis.locks`: the labels are read from the collection and rebuilt under the collection's
+    lock into an immutable :class:`_Labels`, and the cache of recent words' vectors has a leaf lock
+    of its own, held for no more than its dictionary operations."""
 
     def __init__(self, collection: Collection, encoder: TextEncoder, skip_columns: Sequence[str] = (),
                  project: Callable[[np.ndarray], np.ndarray] | None = None):
         self.collection, self.encoder, self.project = collection, encoder, project
         self.skip = set(skip_columns)
-        self._lock = threading.Lock()
-        self._generation = -1
-        self._columns: list[str] = []
-        self._order: dict[str, int] = {}
-        self._values: list[str] = []
-        self._by_key: dict[str, list[int]] = {}  # exact form -> value positions
-        self._members: dict[tuple[str, str], np.ndarray] = {}  # (column, value) -> its items' vids, sorted
+        self._labels: _Labels | None = None
+        self._runs_lock = leaf_lock(f"label vocabulary {collection.path}")
         self._runs: OrderedDict[str, np.ndarray] = OrderedDict()  # run of words -> its vector, least recent first
-        self._vectors = np.zeros((0, encoder.dim), np.float32)
 
     def label_columns(self) -> dict[str, list[str]]:
         """Each label column with its word values (see the module docstring)."""
@@ -148,62 +158,72 @@ class LabelVocabulary:
             out[column] = sorted(words)
         return out
 
-    def _sync(self) -> None:
-        generation = self.collection.generation
-        if generation == self._generation:
-            return
+    def _current(self) -> _Labels:
+        """The labels of the collection's current generation (rebuilt when it moved)."""
+        with self.collection.lock:  # the columns read below belong to the generation read here
+            generation = self.collection.generation
+            labels = self._labels
+            if labels is None or labels.generation != generation:
+                labels = self._labels = self._read(generation)
+            return labels
+
+    def _read(self, generation: int) -> _Labels:
         pairs = [(c, v) for c, values in self.label_columns().items() for v in values]
-        self._columns, self._values = [c for c, _ in pairs], [v for _, v in pairs]
-        self._order = {c: i for i, c in enumerate(dict.fromkeys(self._columns))}
-        self._by_key = {}
-        for j, value in enumerate(self._values):
+        columns, values = [c for c, _ in pairs], [v for _, v in pairs]
+        by_key: dict[str, list[int]] = {}
+        for j, value in enumerate(values):
             for key in {_key(value), _key(singular(value))}:
-                self._by_key.setdefault(key, []).append(j)
-        self._vectors = self._space(embed_texts(self._values, self.encoder, self.collection.path / "cache")[0])
-        self._members = {(c, v): self.collection.filter_vids({c: [v]}) for c, v in pairs}  # sorted vids
-        self._generation = generation
+                by_key.setdefault(key, []).append(j)
+        return _Labels(generation, columns, values, {c: i for i, c in enumerate(dict.fromkeys(columns))}, by_key,
+                       {(c, v): self.collection.filter_vids({c: [v]}) for c, v in pairs},
+                       self._space(embed_texts(values, self.encoder, self.collection.path / "cache")[0]))
 
     def _space(self, vectors: np.ndarray) -> np.ndarray:
         return vectors if self.project is None or not len(vectors) else self.project(vectors)
 
     def _run_vectors(self, runs: list[str]) -> np.ndarray:
-        """The vectors of runs of words (only those not seen recently are embedded, in one batch)."""
-        new = [r for r in runs if r not in self._runs]
+        """The vectors of runs of words (only those not seen recently are embedded, in one batch,
+        outside the cache's lock)."""
+        with self._runs_lock:
+            known = {r: self._runs[r] for r in runs if r in self._runs}
+        new = [r for r in runs if r not in known]
         if new:
-            self._runs.update(zip(new, self._space(self.encoder.embed(new))))
-        for run in runs:
-            self._runs.move_to_end(run)
-        while len(self._runs) > RUN_CACHE:
-            self._runs.popitem(last=False)
-        return np.stack([self._runs[r] for r in runs])
+            known.update(zip(new, self._space(self.encoder.embed(new))))
+        with self._runs_lock:
+            for run in runs:
+                self._runs[run] = known[run]
+                self._runs.move_to_end(run)
+            while len(self._runs) > RUN_CACHE:
+                self._runs.popitem(last=False)
+        return np.stack([known[r] for r in runs])
 
     def understand(self, text: str, min_similarity: float, margin: float) -> Understanding:
         """The label values ``text`` names (see the module docstring)."""
         runs = spans(text)
-        with self._lock:
-            self._sync()
-            if not runs or not self._values:
-                return Understanding()
-            similarity = self._run_vectors(runs) @ self._vectors.T  # runs x values
-            exact = [run for run in runs if _key(run) in self._by_key]
-            for run in exact:
-                similarity[runs.index(run), self._by_key[_key(run)]] = EXACT
-            for i, run in enumerate(runs):  # a run inside an exact one is part of it ("blue" in "navy blue")
-                if any(f" {run} " in f" {other} " for other in exact if other != run):
-                    similarity[i] = -1.0
-            best_run = similarity.argmax(0)
-            best = similarity[best_run, np.arange(len(self._values))]
-            found = [LabelMatch(self._columns[j], self._values[j], runs[best_run[j]], float(best[j]))
-                     for j in np.flatnonzero(best >= min_similarity)]
-        found.sort(key=lambda m: (self._order[m.column], -m.similarity))
+        labels = self._current()
+        if not runs or not labels.values:
+            return Understanding()
+        similarity = self._run_vectors(runs) @ labels.vectors.T  # runs x values
+        exact = [run for run in runs if _key(run) in labels.by_key]
+        for run in exact:
+            similarity[runs.index(run), labels.by_key[_key(run)]] = EXACT
+        for i, run in enumerate(runs):  # a run inside an exact one is part of it ("blue" in "navy blue")
+            if any(f" {run} " in f" {other} " for other in exact if other != run):
+                similarity[i] = -1.0
+        best_run = similarity.argmax(0)
+        best = similarity[best_run, np.arange(len(labels.values))]
+        found = [LabelMatch(labels.columns[j], labels.values[j], runs[best_run[j]], float(best[j]))
+                 for j in np.flatnonzero(best >= min_similarity)]
+        found.sort(key=lambda m: (labels.order[m.column], -m.similarity))
         return Understanding(tuple(found)).narrowed(min_similarity, margin)
 
-    def _has(self, column: str, values: Sequence[str], vids: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _has(labels: _Labels, column: str, values: Sequence[str], vids: np.ndarray) -> np.ndarray:
         """Whether each of ``vids`` has one of ``values`` in ``column`` (binary search in the sorted
         members of each value: no set operation over a large column)."""
         found = np.zeros(len(vids), bool)
         for value in values:
-            members = self._members.get((column, value))
+            members = labels.members.get((column, value))
             if members is not None and len(members):
                 at = np.minimum(np.searchsorted(members, vids), len(members) - 1)
                 found |= members[at] == vids
@@ -212,25 +232,23 @@ class LabelVocabulary:
     def match_share(self, understanding: Understanding, vids: np.ndarray) -> np.ndarray:
         """For each of ``vids``: the share of the columns read in ``understanding`` whose value it has."""
         filters = understanding.filters
-        with self._lock:
-            self._sync()
-            share = np.zeros(len(vids), np.float32)
-            for column, values in filters.items():
-                share += self._has(column, values, vids)
+        labels = self._current()
+        share = np.zeros(len(vids), np.float32)
+        for column, values in filters.items():
+            share += self._has(labels, column, values, vids)
         return share / max(1, len(filters))
 
     def having(self, understanding: Understanding) -> np.ndarray:
         """The vids (sorted) of the items that have a value read in every column read."""
         filters = understanding.filters
-        with self._lock:
-            self._sync()
-            sizes = {c: sum(len(self._members.get((c, v), ())) for v in values) for c, values in filters.items()}
-            if not sizes:
-                return np.zeros(0, np.int64)
-            first = min(sizes, key=sizes.get)  # start from the smallest column, filter by the others
-            vids = np.unique(np.concatenate([self._members.get((first, v), np.zeros(0, np.int64))
-                                             for v in filters[first]]))
-            for column, values in filters.items():
-                if column != first:
-                    vids = vids[self._has(column, values, vids)]
+        labels = self._current()
+        sizes = {c: sum(len(labels.members.get((c, v), ())) for v in values) for c, values in filters.items()}
+        if not sizes:
+            return np.zeros(0, np.int64)
+        first = min(sizes, key=sizes.get)  # start from the smallest column, filter by the others
+        vids = np.unique(np.concatenate([labels.members.get((first, v), np.zeros(0, np.int64))
+                                         for v in filters[first]]))
+        for column, values in filters.items():
+            if column != first:
+                vids = vids[self._has(labels, column, values, vids)]
         return vids

@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import shutil
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import VestisError
+from vestis.locks import RankedLock
 from vestis.index import make_index
 from vestis.index.auto import EXACT_SPEC, concrete_spec, describe_choice, is_auto
 from vestis.index.base import VectorIndex
@@ -261,7 +261,7 @@ class Collection(StoreSettings):
 
     # ----------------------------------------------------------------- vectors and index
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> RankedLock:
         return self._lock
 
     def table(self) -> VectorStore:

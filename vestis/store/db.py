@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import CollectionDamagedError, NotFoundError, VestisError
+from vestis.store.guards import DiskFullError, is_disk_full
+from vestis.locks import collection_lock
 
 DB_NAME = "collection.sqlite"
 SCHEMA_VERSION = 1
@@ -106,7 +107,7 @@ class ItemDB:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
-        self.lock = threading.RLock()
+        self.lock = collection_lock(f"collection {path}")
 
     # ----------------------------------------------------------------- opening
     @staticmethod

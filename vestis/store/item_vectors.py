@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
@@ -30,6 +29,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from vestis.errors import EncoderMismatchError, VestisError
+from vestis.locks import RankedLock
 from vestis.index.vectors import VectorStore
 from vestis.store.atomic import atomic_write
 from vestis.store.collection import Collection
@@ -164,7 +164,7 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
 
     # ----------------------------------------------------------------- reading
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> RankedLock:
         return self.db.lock
 
     def table(self) -> VectorStore:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vestis.lazy import lazy_import
+from vestis.locks import leaf_lock
 from vestis.store.atomic import fsync_tree
 from vestis.store.collection import Collection
 
@@ -46,15 +46,16 @@ def item_document(metadata: Mapping[str, Any]) -> str:
 
 
 class KeywordIndex:
-    """BM25 over a collection's items (see the module docstring). Thread-safe."""
+    """BM25 over a collection's items (see the module docstring). Thread-safe, in the lock order of
+    :mod:`vestis.locks`: the collection is read (and the index rebuilt) under the collection's lock,
+    and the retriever is queried under this index's own leaf lock, which calls nothing else."""
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
         self._stemmer = Stemmer.Stemmer("english")
-        self._lock = threading.Lock()
-        self._generation = -1
-        self._retriever: bm25s.BM25 | None = None
-        self._vids = np.zeros(0, np.int64)
+        self._lock = leaf_lock(f"keyword index {collection.path}")
+        # (generation, retriever or None when no item has a word, vids): replaced whole, never changed
+        self._state: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
 
     def _tokenize(self, texts: list[str], ids: bool) -> Any:
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, return_ids=ids, show_progress=False)
@@ -62,57 +63,62 @@ class KeywordIndex:
     def _folder(self, generation: int) -> Path:
         return self.collection.path / "cache" / f"{PREFIX}{generation}"
 
-    def _sync(self) -> None:
-        generation = self.collection.generation
-        if generation == self._generation:
-            return
-        folder = self._folder(generation)
-        try:
-            self._retriever = bm25s.BM25.load(str(folder))
-            self._vids = np.load(folder / "vids.npy")
-        except (OSError, ValueError, KeyError):
-            self._build(generation)
-        self._generation = generation
+    def _current(self) -> tuple[int, Any, np.ndarray]:
+        """The index of the collection's current generation (loaded from its cache, or built)."""
+        with self.collection.lock:  # the items read below belong to the generation read here
+            generation = self.collection.generation
+            if self._state[0] != generation:
+                folder = self._folder(generation)
+                try:
+                    self._state = (generation, bm25s.BM25.load(str(folder)), np.load(folder / "vids.npy"))
+                except (OSError, ValueError, KeyError):
+                    self._state = self._build(generation)
+            return self._state
 
-    def _build(self, generation: int) -> None:
+    def _build(self, generation: int) -> tuple[int, Any, np.ndarray]:
         items = list(self.collection.iter_items())
-        documents = [item_document(it.metadata) for it in items]
+        tokens = self._tokenize([item_document(it.metadata) for it in items], True)
+        if not tokens.vocab:  # no item has a word (a folder of photos with ids only): nothing to index
+            return generation, None, np.zeros(0, np.int64)
         retriever = bm25s.BM25()
-        if items:
-            retriever.index(self._tokenize(documents, True), show_progress=False)
-        self._retriever, self._vids = retriever, np.array([it.vid for it in items], np.int64)
+        retriever.index(tokens, show_progress=False)
+        vids = np.array([it.vid for it in items], np.int64)
         cache = self.collection.path / "cache"
+        tmp: Path | None = None
         try:
             for old in cache.glob(f"{PREFIX}*"):
                 shutil.rmtree(old, ignore_errors=True)
-            if items:  # written aside and renamed into place: a reader never sees half an index
-                cache.mkdir(exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=cache))
-                retriever.save(str(tmp))
-                np.save(tmp / "vids.npy", self._vids)
-                fsync_tree(tmp)
-                os.replace(tmp, self._folder(generation))
-        except OSError as e:  # a read-only collection still searches, from memory
+            cache.mkdir(exist_ok=True)  # written aside and renamed into place: a reader never sees half an index
+            tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=cache))
+            retriever.save(str(tmp))
+            np.save(tmp / "vids.npy", vids)
+            fsync_tree(tmp)
+            os.replace(tmp, self._folder(generation))
+        except OSError as e:  # a read-only or full disk: the collection still searches, from memory
             log.warning("keyword index not cached: %s", e)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return generation, retriever, vids
 
     def search(self, text: str, k: int, allowed: np.ndarray | None = None,
                exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """The vids of up to ``k`` items matching some word of ``text``, best BM25 score first, and
         their scores (items matching no word are not returned); only vids in ``allowed`` when
         given, never those in ``exclude``."""
+        none = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        _generation, retriever, vids = self._current()
+        if retriever is None or not len(vids) or k < 1:
+            return none
+        tokens = self._tokenize([text], False)
+        if not tokens[0]:
+            return none
+        mask = None
+        if allowed is not None or exclude:
+            keep = np.ones(len(vids), bool) if allowed is None else np.isin(vids, allowed)
+            keep &= ~np.isin(vids, np.asarray(exclude, np.int64))
+            mask = keep.astype(np.float32)
         with self._lock:
-            self._sync()
-            if not len(self._vids) or k < 1:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            tokens = self._tokenize([text], False)
-            if not tokens[0]:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            mask = None
-            if allowed is not None or exclude:
-                keep = np.ones(len(self._vids), bool) if allowed is None else np.isin(self._vids, allowed)
-                keep &= ~np.isin(self._vids, np.asarray(exclude, np.int64))
-                mask = keep.astype(np.float32)
-            docs, scores = self._retriever.retrieve(tokens, k=min(k, len(self._vids)), show_progress=False,
-                                                    n_threads=1, weight_mask=mask)
-            keep = scores[0] > 0
-            return self._vids[docs[0][keep]], scores[0][keep].astype(np.float32)
+            docs, scores = retriever.retrieve(tokens, k=min(k, len(vids)), show_progress=False,
+                                              n_threads=1, weight_mask=mask)
+        keep = scores[0] > 0
+        return vids[docs[0][keep]], scores[0][keep].astype(np.float32)

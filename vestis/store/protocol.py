@@ -8,13 +8,13 @@ ranks in memory (``table()`` and ``index()``), which the searchers do themselves
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vestis.locks import RankedLock
 from vestis.store.db import Item, NewItem
 
 
@@ -37,7 +37,7 @@ class CollectionStore(Protocol):
     @property
     def generation(self) -> int: ...
     @property
-    def lock(self) -> threading.RLock: ...
+    def lock(self) -> RankedLock: ...
 
     def check_encoder(self, version: str) -> None: ...
     def close(self) -> None: ...
