@@ -24,6 +24,7 @@ from vestis.encoders.regions import (
     Region,
     RegionFinder,
     RegionModelsMissingError,
+    RegionSettings,
     decode_detections,
     install_models,
     roi_from_keypoints,
@@ -137,6 +138,28 @@ def test_portrait_gives_a_top_and_the_person_but_no_bottom_or_shoes(finder, port
     corner = np.asarray(person.image)[:40, :40].reshape(-1, 3)
     assert np.abs(corner.astype(int) - BACKDROP).max() < 10
     assert finder.version.startswith("mediapipe-0.10.21")
+
+
+def test_framed_regions_are_portrait_with_the_cut_centred(finder, portrait):
+    framed = RegionFinder(settings=RegionSettings(frame=0.75)).find(portrait, ("top",))[0]
+    plain = finder.find(portrait, ("top",))[0]
+    assert framed.box == plain.box
+    (width, height), (w, h) = framed.image.size, plain.image.size
+    assert width / height == pytest.approx(0.75, abs=0.01) and (width == w or height == h)
+    # The region in the middle, the backdrop around it (the portrait's top is wider than 3:4).
+    left, top = (width - w) // 2, (height - h) // 2
+    assert top > 0
+    pixels = np.asarray(framed.image).astype(int)
+    assert np.array_equal(pixels[top:top + h, left:left + w], np.asarray(plain.image))
+    assert np.abs(pixels[:top] - BACKDROP).max() == 0 and np.abs(pixels[top + h:] - BACKDROP).max() == 0
+
+
+def test_studio_photo_finds_nothing_unless_asked(finder, portrait):
+    # The portrait cut out on the near-white backdrop: a catalogue photo of a garment on a model.
+    studio = finder.find(portrait, ("person",))[0].image
+    assert finder.find(studio) == []
+    found = RegionFinder(settings=RegionSettings(studio=True)).find(studio)
+    assert [r.name for r in found] == ["top", "person"]
 
 
 def test_names_selects_regions_in_order(finder, portrait):
