@@ -173,6 +173,10 @@ def search_cmd(
         _fail("--attrs cannot be combined with --text, --not or several --id")
     if image is not None and not image.is_file():
         _fail(f"no such image file: {image}")
+    from vestis.data.sources import MAX_SOURCE_BYTES
+
+    if image is not None and (size := image.stat().st_size) > MAX_SOURCE_BYTES:  # refused unread
+        _fail(f"{image} is {size:,} bytes; the limit for an image is {MAX_SOURCE_BYTES:,} bytes")
     started = time.perf_counter()
     with Engine.open(collection) as engine:
         timings = engine.load(model=image is not None)
@@ -251,11 +255,18 @@ def remove_cmd(
 ) -> None:
     """Remove items from a collection (its index is updated, not rebuilt)."""
     from vestis.search.engine import Engine
+    from vestis.store.guards import DiskFullError, disk_full_errors
+    from vestis.store.location import parse_location
 
     with Engine.open(collection) as engine:
         missing = [i for i in item_ids if i not in engine.collection]
         removed = engine.remove(item_ids)
-        engine.persist()
+        try:  # the removal is committed: the derived files only make the next start fast
+            with disk_full_errors(parse_location(collection).files, "the next command brings the search files "
+                                  "up to date (the removal itself is saved)"):
+                engine.persist()
+        except DiskFullError as e:
+            console.print(f"[yellow]warning:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         total = len(engine.collection)
     for i in missing:
         console.print(f"[yellow]not in collection:[/] {i}")
@@ -348,7 +359,12 @@ def serve_cmd(
     batch_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, in ms.")] = 4.0,
 ) -> None:
     """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
+    import os
+
     from vestis.api.server import serve
+
+    if api_key is None and os.environ.get("VESTIS_API_KEY") == "":  # click reads an empty variable as unset
+        _fail("VESTIS_API_KEY is set but empty: set it to a key, or unset it to serve without authentication")
 
     serve(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,

@@ -113,3 +113,33 @@ def test_concurrent_adds_of_one_id_keep_the_winners_image(collection_copy, api_e
         served = client.get("/images/race1")
         assert served.status_code == 200 and served.content == image
     assert sorted(p.name for p in (collection_copy / "uploads").iterdir()) == ["race1.jpg"]
+
+
+def test_stopping_on_a_full_disk_is_one_warning_and_keeps_every_item(collection_copy, api_encoder, monkeypatch,
+                                                                     caplog):
+    """Saving the derived files at shutdown fails on a full disk: a warning, not a failed shutdown;
+    the item added before is in the collection when it opens again."""
+    import errno
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from vestis.api.app import create_app
+    from vestis.store.collection import Collection
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    image = jpeg_bytes(garment_image((20, 200, 200), "shirt", seed=5))
+    with TestClient(create_app(collection_copy, encoder=api_encoder)) as client:
+        assert client.post("/items", files={"file": ("c.jpg", image, "image/jpeg")}, data={"id": "cyan1"}).status_code == 201
+        monkeypatch.setattr(np, "save", full)
+    monkeypatch.undo()
+    assert f"the disk holding {collection_copy} is full" in caplog.text
+    assert "every item is saved" in caplog.text
+    assert not [p for p in (collection_copy / "cache").iterdir() if p.name.startswith(".")]
+    reopened = Collection.open(collection_copy)
+    try:
+        assert "cyan1" in reopened
+    finally:
+        reopened.close()

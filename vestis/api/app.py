@@ -91,7 +91,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        service.shutdown()
+        try:
+            with disk_full_errors(service.collection.path, "the next start brings the search files up to date "
+                                  "(every item is saved)"):
+                service.shutdown()
+        except DiskFullError as e:  # the items are all in the database; only the derived files were not saved
+            log.warning("%s", e)
 
     app = FastAPI(title="vestis", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan)

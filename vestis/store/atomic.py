@@ -51,13 +51,18 @@ def fsync_tree(directory: Path) -> None:
 
 def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_dir)`` on an empty folder beside ``path``, fsync it, then rename it to
-    ``path`` (replacing an older one). A crash leaves the old folder or a ``.NAME.tmp`` orphan."""
+    ``path`` (replacing an older one). A crash leaves the old folder or a ``.NAME.tmp`` orphan; an
+    error in ``write`` removes the folder."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write(tmp)
-    fsync_tree(tmp)
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+    except BaseException:  # a failed write (a full disk) leaves no orphan behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     fsync_dir(path.parent)

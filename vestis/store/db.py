@@ -155,7 +155,10 @@ class ItemDB:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             return conn.execute("SELECT 1 FROM settings WHERE key='schema_version'").fetchone() is not None
-        except sqlite3.OperationalError:  # no settings table yet: a create that never committed
+        except sqlite3.OperationalError as e:  # no settings table yet: a create that never committed
+            if is_disk_full(e, path):  # or a full disk: SQLite could not make its shared-memory file
+                raise DiskFullError(f"the disk holding {path} is full, so its collection cannot be read ({e}). "
+                                    "Free some space and run the command again") from None
             return False
         except sqlite3.DatabaseError as e:  # "database disk image is malformed", "file is not a database"
             raise CollectionDamagedError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from vestis.errors import VestisError
 
 LOCK_NAME = "index.lock"
 _LOW_SPACE_BYTES = 1024 * 1024  # an I/O error with less free space than this is the disk being full
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # NumPy's tofile when the disk fills (no errno)
+RESUME_ADVICE = "run the same command again: it resumes where this run stopped, and every item committed so far is kept"
 
 
 class CollectionBusyError(VestisError):
@@ -75,6 +78,8 @@ def is_disk_full(error: BaseException, path: Path | str) -> bool:
         return False
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
+    elif error.errno is None and _SHORT_WRITE.search(str(error)):
+        return True
     try:  # an I/O error with the disk (nearly) full: SQLite reports a failed WAL append this way
         return shutil.disk_usage(path).free < _LOW_SPACE_BYTES
     except OSError:
@@ -82,14 +87,12 @@ def is_disk_full(error: BaseException, path: Path | str) -> bool:
 
 
 @contextmanager
-def disk_full_errors(path: Path | str) -> Iterator[None]:
+def disk_full_errors(path: Path | str, advice: str = RESUME_ADVICE) -> Iterator[None]:
     """Turn a full disk during the block's writes under ``path`` into one DiskFullError that says
-    what to do; every other error passes through unchanged."""
+    to free some space and then ``advice``; every other error passes through unchanged."""
     try:
         yield
     except (sqlite3.OperationalError, OSError) as e:
         if not is_disk_full(e, path):
             raise
-        raise DiskFullError(
-            f"the disk holding {path} is full ({e}). Free some space and run the same command again: "
-            "it resumes where this run stopped, and every item committed so far is kept") from None
+        raise DiskFullError(f"the disk holding {path} is full ({e}). Free some space and {advice}") from None
