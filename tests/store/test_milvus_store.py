@@ -176,3 +176,21 @@ def test_a_held_milvus_lite_file_names_its_holder(tmp_path, capfd):
     assert "Traceback" not in capfd.readouterr().err
     with open_collection(location) as coll:  # free again
         assert len(coll) == 0
+
+
+def test_the_layout_follows_the_server(tmp_path, monkeypatch):
+    """A server with several vector fields per collection (Milvus Lite here) keeps the colour beside
+    the vector; one without (forced here; a Milvus 2.3 server in the contract suite) keeps it in its
+    own collection, and both read back the same."""
+    colour = np.array([0.6, 0.8], np.float32)
+    item = NewItem("a", "/x/a.jpg", "h", items(0, 1)[0].vector, colour, {"colour": "red"})
+    for one_vector, layout in (("0", "one Milvus collection"), ("1", "colours in their own")):
+        monkeypatch.setenv("VESTIS_MILVUS_ONE_VECTOR", one_vector)
+        location = f"milvus-lite:{tmp_path / f'c{one_vector}.db'}"
+        with create_collection(location, encoder_name="t", encoder_version="t/1", dim=4, colour_dim=2) as coll:
+            coll.upsert([item])
+        monkeypatch.delenv("VESTIS_MILVUS_ONE_VECTOR")
+        with open_collection(location) as coll:  # the layout is the collection's, not the server's
+            assert coll.info()["layout"].startswith(layout)
+            np.testing.assert_allclose(coll.vector_of("a")[1], colour)
+            np.testing.assert_allclose(coll.table().view[2][0], colour)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import garment_image, jpeg_bytes
+from tests.store.milvus_server import milvus_server  # noqa: F401 - the real server's session fixture
 from vestis.data import open_catalogue
 from vestis.errors import NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
@@ -31,21 +32,27 @@ from vestis.store.ingest import index_catalogue, open_or_create
 from vestis.store.protocol import CollectionStore
 
 ROOT = Path(__file__).resolve().parents[2]
-STORES = ["local", pytest.param("milvus-lite", marks=pytest.mark.slow)]
+# milvus-server: a real Milvus 2.3 standalone (tests/store/milvus_server.py), one vector field per
+# collection; about 2.5 minutes, so deselected by default and run by .ci/run (pytest -m milvus_server)
+SERVER = pytest.param("milvus-server", marks=[pytest.mark.slow, pytest.mark.milvus_server])
+STORES = ["local", pytest.param("milvus-lite", marks=pytest.mark.slow), SERVER]
 DIM, COLOUR_DIM, N = 8, 4, 30
 
 
-def _location(kind: str, tmp_path: Path) -> str:
+def _location(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
     if kind == "local":
         return str(tmp_path / "collection")
     pytest.importorskip("pymilvus")
+    if kind == "milvus-server":
+        name = "c_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:150]
+        return request.getfixturevalue("milvus_server") + name
     pytest.importorskip("milvus_lite")
     return f"milvus-lite:{tmp_path / 'collection.db'}"
 
 
 @pytest.fixture(params=STORES)
 def location(request, tmp_path) -> str:
-    return _location(request.param, tmp_path)
+    return _location(request.param, tmp_path, request)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -215,9 +222,9 @@ def encoder():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["local", "milvus-lite"])
-def test_incremental_reindex(kind, tmp_path, encoder):
-    location = _location(kind, tmp_path)
+@pytest.mark.parametrize("kind", ["local", "milvus-lite", SERVER])
+def test_incremental_reindex(kind, request, tmp_path, encoder):
+    location = _location(kind, tmp_path, request)
     folder = tmp_path / "shop"
     write_catalogue(folder, 12)
 
@@ -291,11 +298,11 @@ def kill_while_indexing(folder: Path, location: str, after: int, *driver_args: s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["local", "milvus-lite"])
-def test_kill_mid_index_and_resume(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["local", "milvus-lite", SERVER])
+def test_kill_mid_index_and_resume(kind, request, tmp_path):
     """SIGKILL an indexing process after some batches were committed: the collection opens with at
     least those items, each whole, and a second run embeds only the rest."""
-    location = _location(kind, tmp_path)
+    location = _location(kind, tmp_path, request)
     folder = tmp_path / "many"
     write_catalogue(folder, 60)
     committed = kill_while_indexing(folder, location, 12)
