@@ -85,3 +85,18 @@ def test_add_then_search_then_delete(client, location):
     assert client.get("/items/yellow-dress-9").status_code == 404
     with open_collection(location) as reopened:  # committed in Milvus, not only in this process
         assert "yellow-dress-9" not in reopened and len(reopened) == 24
+
+
+def test_a_filter_of_many_values_is_bounded_and_quick(client):
+    """10,000 filter values are refused at once, with the limit named; 1,000 (the limit, nearly
+    all of them values no item has) are answered quickly."""
+    import time
+
+    many = client.post("/search", json={"item_id": "red-dress-0", "k": 5,
+                                        "filters": {"colour": [f"c{n}" for n in range(10_000)]}})
+    assert many.status_code in (400, 422) and "at most 1,000" in many.text
+    started = time.perf_counter()
+    bounded = client.post("/search", json={"item_id": "red-dress-0", "k": 5,
+                                           "filters": {"colour": [f"c{n}" for n in range(999)] + ["blue"]}})
+    assert bounded.status_code == 200 and time.perf_counter() - started < 5
+    assert {h["metadata"]["colour"] for h in bounded.json()["results"]} == {"blue"}
