@@ -36,7 +36,7 @@ from vestis.encoders.onnx_encoder import EMBEDDING
 from vestis.errors import VestisError
 from vestis.eval.protocols import attribute_map, load_split
 from vestis.search.attributes import COLOUR_FUSION
-from vestis.train.attribute_model import load_attribute_data
+from vestis.train.attributes.features import load_attribute_data
 from vestis.train.config import load_config
 from vestis.train.heads import EmbeddingHead
 from vestis.train.trainer import load_checkpoint

@@ -6,7 +6,7 @@
 
 A residual attribute model (``head.residual``) starts every space as the backbone's global
 embedding, centred on the training mean and projected on its first ``head.dim`` principal
-directions (:meth:`vestis.train.attribute_model.AttributeEmbedder.fit_start`). This fits that
+directions (:meth:`vestis.train.attributes.embedder.AttributeEmbedder.fit_start`). This fits that
 start on every item of ``--train`` (the model fits it on its training split) and scores it
 leave-one-out on each transfer set (mAP@10, as ``vestis train`` does), beside the stored backbone
 vectors. Prints a markdown table.
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from vestis.train.attribute_model import AttributeEmbedder
+from vestis.train.attributes.embedder import AttributeEmbedder
 from vestis.train.config import DataConfig
 from vestis.train.features import load_items
 from vestis.train.transfer import JUDGED_BY, scores

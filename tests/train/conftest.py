@@ -12,6 +12,9 @@ import yaml
 COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
 SHAPES = ("shirt", "trousers", "dress")
 PER_GROUP = 6
+# every config that `vestis train` reads (the ann-sweep files are `vestis bench ann`'s)
+TRAINING_CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
+                          if not p.name.startswith("ann-sweep"))
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +82,7 @@ def transfer_collection(tmp_path_factory) -> Path:
 @pytest.fixture
 def garment_config(garment_collection, tmp_path) -> Path:
     """A small stage-1 config over the garment collection, writing into tmp_path/run."""
-    cfg = {"name": "garments", "output": str(tmp_path / "run"),
+    cfg = {"name": "garments", "kind": "embedding", "output": str(tmp_path / "run"),
            "data": {"collection": str(garment_collection), "labels": ["articleType", "baseColour"]},
            "head": {"kind": "arcface", "dim": 32},
            "train": {"epochs": 4, "batch_size": 24, "lr": 0.01, "patience": 0, "progress": False},

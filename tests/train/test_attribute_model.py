@@ -19,14 +19,11 @@ from tests.conftest import garment_image
 from tests.train.conftest import other_garments
 from vestis.cli import app
 from vestis.errors import VestisError
-from vestis.train.attribute_model import (
-    AttributeEmbedder,
-    AttributeTripletLoss,
-    export_attribute_model,
-    load_head,
-)
+from vestis.train.attributes.embedder import AttributeEmbedder
+from vestis.train.attributes.export import export_attribute_model, load_head
+from vestis.train.attributes.loss import AttributeTripletLoss
 from vestis.train.command import train_from_config as train_attribute_from_config
-from vestis.train.config import is_attribute_config
+from vestis.train.config import AttributeRunConfig
 from vestis.train.config import load_config as load_attribute_config
 
 ATTRIBUTES = ["articleType", "baseColour"]
@@ -107,6 +104,7 @@ def attribute_config(garment_collection, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("attribute-run")
     cfg = {
         "name": "garments-asen",
+        "kind": "attributes",
         "output": str(out / "run"),
         "data": {
             "collection": str(garment_collection),
@@ -158,12 +156,10 @@ def trained_residual(trained) -> Path:
     return run
 
 
-def test_config_is_recognised_and_validated(attribute_config):
+def test_config_is_parsed_by_its_kind_and_validated(attribute_config):
     root = Path(__file__).parents[2]
-    assert is_attribute_config(attribute_config)
-    assert is_attribute_config(root / "configs/clothing-attributes-asen.yaml")
-    assert is_attribute_config(root / "configs/fashion-product-asen.yaml")
-    assert not is_attribute_config(root / "configs/clothing-attributes-arcface.yaml")
+    for name in ("clothing-attributes-asen", "fashion-product-asen"):
+        assert isinstance(load_attribute_config(root / f"configs/{name}.yaml"), AttributeRunConfig)
     assert load_attribute_config(root / "configs/fashion-product-asen.yaml").model.max_train_items == 4000
     cfg = load_attribute_config(attribute_config, ["head.dim=8"])
     assert cfg.head.dim == 8 and cfg.model.attributes == ATTRIBUTES
@@ -172,7 +168,8 @@ def test_config_is_recognised_and_validated(attribute_config):
         ("head.miner=semi-hard", "head.miner"),
         ("model.feature_map=3x3", "feature_map"),
         ("model.bogus=1", "unknown config key"),
-        ("stage=2", "stage must be 1"),
+        ("kind=finetune", "unknown config key model"),  # the model section belongs to kind: attributes
+        ("finetune.blur=1", "the finetune section sets up fine-tuning"),
         ("train.val_split=test", "held out"),
         ("head.residual=true", "needs model.global_branch=true"),
         ("head.anchor=0.1", "set head.residual=true"),
@@ -364,7 +361,7 @@ def _png(image) -> bytes:
 @pytest.mark.parametrize("kind", ["local", "global", "residual"])
 def test_onnx_export_matches_pytorch(trained, trained_global, trained_residual, kind):
     from vestis.encoders.attribute_encoder import AttributeEncoder
-    from vestis.train.attribute_model import embed_items
+    from vestis.train.attributes.evaluation import embed_items
 
     run = {"local": trained["run"], "global": trained_global, "residual": trained_residual}[kind]
     global_branch = kind != "local"

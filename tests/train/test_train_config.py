@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
+from tests.train.conftest import TRAINING_CONFIGS
 from vestis.errors import VestisError
-from vestis.train.config import load_config
+from vestis.train.config import RUN_KINDS, AttributeRunConfig, JointRunConfig, RunConfig, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in (
-    "fashion-product-arcface", "fashion-product-triplet", "fashion-product-finetune",
-    "clothing-attributes-arcface", "clothing-attributes-triplet", "fashion-mnist-arcface", "fashion-mnist-ce")]
 
 
 def test_overrides_are_parsed_as_yaml_and_typed(garment_config):
@@ -61,18 +61,53 @@ def test_a_margin_no_loss_uses_is_refused(garment_config, kind):
 
 def test_name_defaults_to_the_file_name(tmp_path):
     path = tmp_path / "my-experiment.yaml"
-    path.write_text("data:\n  collection: somewhere\n")
+    path.write_text("kind: embedding\ndata:\n  collection: somewhere\n")
     cfg = load_config(path)
     assert cfg.name == "my-experiment" and cfg.run_dir == Path("runs/my-experiment")
 
 
-def test_shipped_configs_are_valid():
+def test_shipped_configs_are_valid_and_declare_their_kind():
+    classes = {"embedding": RunConfig, "finetune": RunConfig, "attributes": AttributeRunConfig,
+               "joint": JointRunConfig}
     kinds = set()
-    for path in CONFIGS:
+    for path in TRAINING_CONFIGS:
+        assert "kind" in yaml.safe_load(path.read_text()), path
         cfg = load_config(path)
-        kinds.add((cfg.stage, cfg.head.kind))
-        assert cfg.name == path.stem, path
-    assert {(1, "arcface"), (1, "ce+triplet"), (2, "subcenter-arcface")} <= kinds
+        assert type(cfg) is classes[cfg.kind] and cfg.name == path.stem, path
+        kinds.add((cfg.kind, cfg.stage, cfg.head.kind))
+    assert {k for k, _, _ in kinds} == set(RUN_KINDS)
+    assert {("embedding", 1, "arcface"), ("embedding", 1, "ce+triplet"), ("finetune", 2, "subcenter-arcface")} <= kinds
+
+
+def _config_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "data:\n  collection: somewhere\n")
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"no `kind:`; a config declares what it trains, one of: embedding \(an embedding head .*, stage 1\); "
+              r"finetune \(.*\); attributes \(.*\); joint \(.*\)$"),
+    ("kind: heads\n", r"kind 'heads' is not one of: embedding"),
+    ("stage: 2\n", r"say what the run trains with `kind:` instead of `stage:` \(stage 1 is `kind: embedding`, "
+                   r"stage 2 `kind: finetune`\)"),
+])
+def test_a_config_without_a_known_kind_is_refused_with_the_kinds(tmp_path, text, message):
+    path = _config_file(tmp_path, text)
+    with pytest.raises(VestisError, match=re.escape(str(path)) + ": " + message):
+        load_config(path)
+
+
+def test_each_kind_has_its_own_sections(tmp_path):
+    """A section another kind reads is refused, not ignored: the finetune section outside kind
+    finetune, ``model`` outside kind attributes, ``text`` outside kind joint."""
+    path = _config_file(tmp_path, "kind: embedding\n")
+    with pytest.raises(VestisError, match="the finetune section sets up fine-tuning .*kind: embedding"):
+        load_config(path, ["finetune.backbone_lr=1e-4"])
+    assert load_config(path, ["kind=finetune", "finetune.backbone_lr=1e-4"]).stage == 2
+    for section in ("model.attributes=[colour]", "text.column=title"):
+        with pytest.raises(VestisError, match="unknown config key " + section.split(".")[0]):
+            load_config(path, [section])
 
 
 def test_transfer_sets_are_parsed_from_the_file_and_overrides(garment_config):

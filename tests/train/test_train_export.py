@@ -115,7 +115,7 @@ def test_a_head_trained_on_int8_features_exports_on_the_float_network(garment_co
                      for p, v in zip(paths, int8.embed_images(images))])
     config = tmp_path / "int8.yaml"
     config.write_text(yaml.safe_dump({
-        "name": "garments-int8", "output": str(tmp_path / "run"),
+        "name": "garments-int8", "kind": "embedding", "output": str(tmp_path / "run"),
         "data": {"collection": str(collection), "labels": ["articleType", "baseColour"]},
         "head": {"kind": "arcface", "dim": 32},
         "train": {"epochs": 2, "batch_size": 24, "lr": 0.01, "patience": 0, "progress": False},

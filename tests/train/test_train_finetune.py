@@ -75,7 +75,7 @@ def test_background_and_blur_imitate_photos_outside_the_studio(make_garment, gar
                           np.asarray(blurred[2]))
     for override in ("finetune.background=1.5", "finetune.blur=-1"):
         with pytest.raises(VestisError, match="finetune.background is a probability"):
-            load_config(garment_config, [override])
+            load_config(garment_config, ["kind=finetune", override])
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_stage2_finetunes_backbone_from_stage1_head(garment_config):
 
     stage1 = run(load_config(garment_config, ["train.epochs=2"]))
     cfg = load_config(garment_config, [
-        "stage=2", "train.epochs=1", "train.batch_size=16", "train.lr=1e-3", "finetune.backbone_lr=1e-4",
+        "kind=finetune", "train.epochs=1", "train.batch_size=16", "train.lr=1e-3", "finetune.backbone_lr=1e-4",
         f"finetune.init={stage1['checkpoint']}", f"data.split_file={stage1['run_dir']}/split.csv",
         f"output={stage1['run_dir']}-stage2", "export.onnx=true"])
     task = prepare(cfg)

@@ -10,14 +10,16 @@ import pytest
 import torch
 import yaml
 
-from tests.train.conftest import COLOURS, SHAPES
+from tests.train.conftest import COLOURS, SHAPES, TRAINING_CONFIGS
 from vestis.data.captions import item_texts
 from vestis.errors import VestisError
-from vestis.train.joint import ClipLoss, is_joint_config, load_joint_config
+from vestis.train.config import JointRunConfig, load_config
+from vestis.train.command import train_from_config
+from vestis.train.joint import ClipLoss
 
 
 def _config(tmp_path, collection, **text):
-    cfg = {"name": "garments-text", "output": str(tmp_path / "run"),
+    cfg = {"name": "garments-text", "kind": "joint", "output": str(tmp_path / "run"),
            "data": {"collection": str(collection), "labels": ["articleType", "baseColour"]},
            "text": {"templates": ["{baseColour} {articleType}"], **text},
            "head": {"dim": 32},
@@ -37,28 +39,30 @@ def test_captions_from_a_title_and_templates():
         item_texts(meta, None, ["{gender"])
 
 
-def test_config_is_recognised_and_validated(tmp_path, garment_config):
-    assert not is_joint_config(garment_config)
+def test_config_is_parsed_by_its_kind_and_validated(tmp_path, garment_config):
     path = _config(tmp_path, tmp_path / "c")
-    assert is_joint_config(path)
-    cfg = load_joint_config(path, ["head.dim=16"])
+    cfg = load_config(path, ["head.dim=16"])
+    assert isinstance(cfg, JointRunConfig) and cfg.kind == "joint"
+    with pytest.raises(VestisError, match="unknown config key text"):  # a text section belongs to kind: joint
+        load_config(path, ["kind=embedding"])
     assert cfg.head.dim == 16 and cfg.text.encoder == "all-minilm-l6-v2-int8"
     with pytest.raises(VestisError, match="column"):
-        load_joint_config(path, ["text.templates=[]"])
+        load_config(path, ["text.templates=[]"])
     with pytest.raises(VestisError, match="malformed"):
-        load_joint_config(path, ["text.templates=['{colour']"])
+        load_config(path, ["text.templates=['{colour']"])
     with pytest.raises(VestisError, match="unknown config key text.colum"):
-        load_joint_config(path, ["text.colum=title"])
+        load_config(path, ["text.colum=title"])
     with pytest.raises(VestisError, match="set head.residual=true"):
-        load_joint_config(path, ["head.anchor=0.01"])
+        load_config(path, ["head.anchor=0.01"])
     with pytest.raises(VestisError, match="not to the joint space"):
-        load_joint_config(path, ["head.residual=true", "head.interpolate=0.5"])
-    assert load_joint_config(path, ["head.residual=true", "head.anchor=0.01"]).head.anchor == 0.01
+        load_config(path, ["head.residual=true", "head.interpolate=0.5"])
+    with pytest.raises(VestisError, match="--find-lr is not available"):
+        train_from_config(path, find_lr=True)
+    assert load_config(path, ["head.residual=true", "head.anchor=0.01"]).head.anchor == 0.01
 
 
 def test_shipped_joint_configs_are_valid():
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    shipped = {path.stem: load_joint_config(path) for path in sorted(configs.glob("*.yaml")) if is_joint_config(path)}
+    shipped = {path.stem: cfg for path in TRAINING_CONFIGS if (cfg := load_config(path)).kind == "joint"}
     assert set(shipped) == {"fashion-product-text", "clothing-attributes-text"}
     assert shipped["fashion-product-text"].head.residual and shipped["fashion-product-text"].head.anchor > 0
 

@@ -124,8 +124,8 @@ def test_class_weights_can_start_at_the_class_means(garment_config, residual):
     (["head.interpolate=0.5"], "set head.residual=true"),
     (["head.residual=true", "head.interpolate=1.5"], "head.interpolate in"),
     (["head.residual=true", "head.anchor=-1"], "head.anchor must be >= 0"),
-    (["head.residual=true", "stage=2"], "starts from its stage-1 checkpoint"),
-    (["head.distill=1", "stage=2"], "stage 1 only"),
+    (["head.residual=true", "kind=finetune"], "starts from its stage-1 checkpoint"),
+    (["head.distill=1", "kind=finetune"], "kind embedding \\(stage 1\\) only"),
 ])
 def test_residual_settings_that_cannot_work_are_refused(garment_config, overrides, message):
     with pytest.raises(VestisError, match=message):
@@ -140,7 +140,7 @@ def test_stage2_fine_tunes_a_residual_head_from_where_stage1_left_it(garment_con
 
     stage1 = run(load_config(garment_config, ["head.residual=true", "head.dim=16", "head.anchor=1e-3",
                                               "train.epochs=2"]))
-    common = ["stage=2", "train.epochs=1", "train.batch_size=16", "finetune.backbone_lr=1e-4",
+    common = ["kind=finetune", "train.epochs=1", "train.batch_size=16", "finetune.backbone_lr=1e-4",
               f"finetune.init={stage1['checkpoint']}", f"data.split_file={stage1['run_dir']}/split.csv",
               f"output={stage1['run_dir']}-stage2", "export.onnx=true"]
     with pytest.raises(VestisError, match="is a residual head of dim 16: set head.residual"):

@@ -1,6 +1,6 @@
-"""Run an exported attribute model (``vestis train`` with a ``model`` section) with onnxruntime.
+"""Run an exported attribute model (``vestis train`` with ``kind: attributes``) with onnxruntime.
 
-The ONNX graph (see :mod:`vestis.train.attribute_model`) maps the backbone's feature map and
+The ONNX graph (see :mod:`vestis.train.attributes.export`) maps the backbone's feature map and
 global embedding to ``attribute_embeddings`` (N x attributes x dim, each L2-normalised). Its
 sidecar ``<model>.json`` names the backbone and the exact encoder version it was trained on, the
 attributes, and the embedding size. :class:`AttributeEncoder` runs the built-in backbone once per

@@ -5,9 +5,11 @@ A run writes into ``runs/<name>/`` (or ``output``): the resolved ``config.yaml``
 ``metrics.json`` (validation history, test metrics of the best model and, for stage 1, of the
 untrained backbone features) and ``model.onnx`` + ``model.json`` (the exported encoder).
 
-Every kind of model runs through :func:`run`: a :class:`ModelKind` builds the training task and
-the test figures (the embedding head here, :class:`vestis.train.attribute_model.AttributeModel`
-for configs with a ``model`` section); loading, the trainer, the export and the report are shared.
+:func:`train_from_config` dispatches on the config's ``kind``: ``embedding``, ``finetune`` and
+``attributes`` run through :func:`run`, where a :class:`ModelKind` builds the training task and the
+test figures (:class:`HeadModel` here, :class:`vestis.train.attributes.run.AttributeModel`) and
+loading, the trainer, the export and the report are shared; ``joint`` trains a text-image space
+(:func:`vestis.train.joint.train_joint`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 from vestis.errors import VestisError
 from vestis.eval.metrics import change_interval
 from vestis.eval.protocols import knn_accuracy, per_query_ap, score_ranking
-from vestis.train.config import AttributeRunConfig, RunConfig, load_config
+from vestis.train.config import RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor, SimilarityDistillation
 from vestis.train.report import write_run_report
@@ -48,14 +50,16 @@ log = logging.getLogger(__name__)
 
 def train_from_config(config_path: str | Path, overrides: list[str] | None = None, *,
                       find_lr: bool = False) -> dict[str, Any]:
-    """Load the config, apply ``key=value`` overrides, then train (or, with ``find_lr``, only run
-    the LR range test). A config with a ``text`` section trains a joint text-image space
-    (:mod:`vestis.train.joint`). Returns the run summary (also written to ``metrics.json``)."""
-    from vestis.train.joint import is_joint_config, train_joint_from_config
+    """Load the config, apply ``key=value`` overrides, then train the run of its ``kind`` (or, with
+    ``find_lr``, only run the LR range test). Returns the run summary (also written to ``metrics.json``)."""
+    cfg = load_config(config_path, overrides)
+    if cfg.kind == "joint":
+        from vestis.train.joint import train_joint
 
-    if is_joint_config(config_path):
-        return train_joint_from_config(config_path, overrides, find_lr=find_lr)
-    return run(load_config(config_path, overrides), find_lr=find_lr)
+        if find_lr:
+            raise VestisError("--find-lr is not available for joint text-image runs (kind: joint)")
+        return train_joint(cfg)
+    return run(cfg, find_lr=find_lr)
 
 
 def feature_task(cfg: RunConfig, items: Items, split: np.ndarray) -> TrainingTask:
@@ -185,9 +189,9 @@ def embed_features(head: EmbeddingHead, vectors: np.ndarray, device: torch.devic
 
 
 def model_kind(cfg: RunConfig) -> ModelKind:
-    """The kind of model a config trains: the attribute model for configs with a ``model`` section."""
-    if isinstance(cfg, AttributeRunConfig):
-        from vestis.train.attribute_model import AttributeModel
+    """What a run of ``cfg.kind`` trains: the attribute model, or an image head (either stage)."""
+    if cfg.kind == "attributes":
+        from vestis.train.attributes.run import AttributeModel
 
         return AttributeModel()
     return HeadModel()

@@ -1,5 +1,12 @@
 """Training configuration: one YAML file per experiment, loaded into dataclasses.
 
+Every config declares what it trains with ``kind:`` (:data:`RUN_KINDS`): ``embedding`` (an
+embedding head on the frozen backbone's features, stage 1), ``finetune`` (the backbone tuned with
+its head on images, stage 2), ``attributes`` (one embedding space per attribute) or ``joint`` (a
+text-image space for search in words). :func:`load_config` parses each kind into its dataclass
+(:class:`RunConfig`, :class:`AttributeRunConfig`, :class:`JointRunConfig`); ``vestis train``
+dispatches on ``kind``.
+
 Keys not given take the defaults below; ``--set section.key=value`` overrides any key after the
 file is read (the value is parsed as YAML, so ``--set train.lr=3e-4``, ``--set head.kind=ce+triplet``
 and ``--set data.labels=[articleType]`` all work). Unknown keys and badly typed values are refused
@@ -19,8 +26,17 @@ from typing import Any
 
 import yaml
 
+from vestis.data.captions import template_fields
 from vestis.encoders.onnx_encoder import FEATURE_MAPS
+from vestis.encoders.text import DEFAULT_TEXT_ENCODER
 from vestis.errors import VestisError
+
+RUN_KINDS = {
+    "embedding": "an embedding head on the frozen backbone's features, stage 1",
+    "finetune": "the backbone fine-tuned with its head on images, stage 2",
+    "attributes": "attribute-aware embeddings, one space per attribute",
+    "joint": "a joint text-image space for search in words",
+}
 
 HEAD_KINDS = ("arcface", "cosface", "subcenter-arcface", "triplet", "ce", "ce+triplet")
 CE_KINDS = ("ce", "ce+triplet")  # a classifier with cross-entropy
@@ -197,8 +213,10 @@ class LrFinderConfig:
 
 @dataclass
 class RunConfig:
+    """An image-head run: ``kind`` embedding (stage 1) or finetune (stage 2)."""
+
     name: str
-    stage: int = 1
+    kind: str = "embedding"
     output: str | None = None  # default: runs/<name>
     data: DataConfig = field(default_factory=DataConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -213,13 +231,17 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.output or Path("runs") / self.name)
 
+    @property
+    def stage(self) -> int:
+        """2 for fine-tuning (the backbone trains, on images), 1 for the runs on frozen features."""
+        return 2 if self.kind == "finetune" else 1
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> RunConfig:
         """Refuse settings that cannot work, before any data is read."""
-        if self.stage not in (1, 2):
-            raise VestisError(f"stage must be 1 (frozen backbone, cached features) or 2 (fine-tuning), got {self.stage}")
+        _choice("kind", self.kind, ("embedding", "finetune"))
         self._validate_data_and_training()
         if not self.data.labels:
             raise VestisError("data.labels: name at least one metadata column to learn")
@@ -247,7 +269,7 @@ class RunConfig:
             raise VestisError("head.backbone_weight must be in [0, 1) and head.distill >= 0")
         if self.stage == 2 and (self.head.backbone_weight or self.head.distill or self.head.class_init != "random"):
             raise VestisError("head.backbone_weight, head.distill and head.class_init work on the frozen backbone's "
-                              "features: stage 1 only")
+                              "features: kind embedding (stage 1) only")
         if self.stage == 2 and self.head.residual and not self.finetune.init:
             raise VestisError("a residual head in stage 2 starts from its stage-1 checkpoint (finetune.init), "
                               "which holds its centre, the mean of the untuned backbone's features")
@@ -271,6 +293,9 @@ class RunConfig:
             raise VestisError(f"train.average_from is the epoch weight averaging starts at (1 to train.epochs = "
                               f"{self.train.epochs}; 0: no averaging), got {self.train.average_from}")
         check_split_usage(self.train)
+        if self.kind != "finetune" and self.finetune != FinetuneConfig():
+            raise VestisError(f"the finetune section sets up fine-tuning (kind: finetune); this run is kind: "
+                              f"{self.kind}")
         for i, tset in enumerate(self.transfer):
             if not tset.collection or not tset.label:
                 raise VestisError(f"transfer[{i}]: a transfer set names a `collection` and the `label` column "
@@ -289,7 +314,7 @@ class RunConfig:
 
 @dataclass
 class AttributeModelConfig:
-    """The attribute-aware model (:mod:`vestis.train.attribute_model`): which label columns become
+    """The attribute-aware model (:mod:`vestis.train.attributes`): which label columns become
     attributes, and its sizes."""
 
     attributes: list[str] = field(default_factory=list)
@@ -303,21 +328,21 @@ class AttributeModelConfig:
 
 @dataclass
 class AttributeRunConfig(RunConfig):
-    """A training run of the attribute model: the sections of :class:`RunConfig` plus ``model``
-    (a config with a ``model`` section is one of these).
+    """A training run of the attribute model (``kind: attributes``): the sections of
+    :class:`RunConfig` plus ``model``.
 
     ``head.dim`` is the embedding size per attribute, ``head.residual`` and ``head.anchor`` start
     each space from the backbone's global embedding and keep it near (see
-    :mod:`vestis.train.attribute_model`), ``head.triplet_margin`` the cosine margin,
+    :mod:`vestis.train.attributes`), ``head.triplet_margin`` the cosine margin,
     ``head.m_per_class`` the pairs per (attribute, value) in a batch, ``head.miner`` batch-hard or
     none; ``data.labels`` only stratifies the split (use the global heads' columns to share their
     test split)."""
 
+    kind: str = "attributes"
     model: AttributeModelConfig = field(default_factory=AttributeModelConfig)
 
     def validate(self) -> AttributeRunConfig:
-        if self.stage != 1:
-            raise VestisError("the attribute model trains on cached backbone features: stage must be 1")
+        _choice("kind", self.kind, ("attributes",))
         if not self.model.attributes:
             raise VestisError("model.attributes: name the label columns to learn one embedding space for")
         if len(set(self.model.attributes)) != len(self.model.attributes):
@@ -338,6 +363,47 @@ class AttributeRunConfig(RunConfig):
             raise VestisError("head.backbone_weight and head.distill apply to the global heads, not to the "
                               "attribute model (use head.residual, head.anchor and head.interpolate)")
         return self
+
+
+@dataclass
+class TextSideConfig:
+    """A joint run's texts (an item's title column and/or captions from its labels), the text
+    tower and the heads' shape."""
+
+    column: str | None = None  # a title column, e.g. productDisplayName
+    templates: list[str] = field(default_factory=list)  # captions from label columns
+    encoder: str = DEFAULT_TEXT_ENCODER
+    hidden: int = 0  # > 0: each head is Linear -> GELU -> Linear with this width; 0: one Linear
+    temperature: float = 0.07  # initial; learned (logit scale capped at 100 as in CLIP)
+
+
+@dataclass
+class JointRunConfig(RunConfig):
+    """A joint text-image run (``kind: joint``, :mod:`vestis.train.joint`): the sections of
+    :class:`RunConfig` plus ``text``. ``head.dim`` is the joint dimension; ``data.labels`` only
+    stratifies the split by id (use the image heads' columns to share their test split)."""
+
+    kind: str = "joint"
+    text: TextSideConfig = field(default_factory=TextSideConfig)
+
+    def validate(self) -> JointRunConfig:
+        _choice("kind", self.kind, ("joint",))
+        self._validate_data_and_training()
+        if self.text.column is None and not self.text.templates:
+            raise VestisError("text: give a title `column` or caption `templates` (or both)")
+        for template in self.text.templates:
+            template_fields(template)
+        if self.head.dim < 2 or self.text.hidden < 0 or not 0 < self.text.temperature < 1:
+            raise VestisError("head.dim must be >= 2, text.hidden >= 0 and 0 < text.temperature < 1")
+        check_anchor(self.head)
+        if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
+            raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the image heads, "
+                              "not to the joint space (use head.residual and head.anchor)")
+        return self
+
+
+CONFIG_CLASSES: dict[str, type[RunConfig]] = {
+    "embedding": RunConfig, "finetune": RunConfig, "attributes": AttributeRunConfig, "joint": JointRunConfig}
 
 
 def check_anchor(head: HeadConfig) -> None:
@@ -385,31 +451,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def is_attribute_config(path: str | Path) -> bool:
-    """Whether a YAML config describes an attribute-model run (it has a ``model`` section)."""
-    try:
-        return "model" in read_yaml(path)
-    except VestisError:
-        return False
+def config_from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    """The validated run config of a mapping (a file's, or a checkpoint's), of the dataclass of its
+    ``kind``; ``where`` names the mapping in errors."""
+    kinds = "; ".join(f"{name} ({what})" for name, what in RUN_KINDS.items())
+    if "stage" in raw:
+        raise VestisError(f"{where}: say what the run trains with `kind:` instead of `stage:` (stage 1 is "
+                          f"`kind: embedding`, stage 2 `kind: finetune`); the kinds: {kinds}")
+    kind = raw.get("kind")
+    if kind is None:
+        raise VestisError(f"{where}: no `kind:`; a config declares what it trains, one of: {kinds}")
+    if kind not in CONFIG_CLASSES:
+        raise VestisError(f"{where}: kind {kind!r} is not one of: {kinds}")
+    return _build(CONFIG_CLASSES[kind], raw, "").validate()
 
 
-def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    """The run config of a mapping (a file's, or a checkpoint's): an :class:`AttributeRunConfig`
-    when it has a ``model`` section, else a :class:`RunConfig`; validated."""
-    return _build(AttributeRunConfig if "model" in raw else RunConfig, raw, "").validate()
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config (or start from ``base``), apply ``key=value`` overrides and validate."""
-    raw: dict[str, Any] = dict(base or {})
-    if path is not None:
-        raw.update(read_yaml(path))
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config of any kind, apply ``key=value`` overrides and validate."""
+    raw = read_yaml(path)
     for item in overrides or []:
         apply_override(raw, item)
-    if "name" not in raw:
-        raw["name"] = Path(path).stem if path is not None else "run"
-    return config_from_dict(raw)
+    raw.setdefault("name", Path(path).stem)
+    return config_from_dict(raw, str(path))
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -2,8 +2,9 @@
 
 Stage 1 trains a head on frozen-backbone features, so they are computed once:
 
-- from a collection (``data.collection``): the stored vectors ARE the pooled backbone features
-  (L2-normalised, e.g. 1280-d for EfficientNet-Lite0); nothing is recomputed;
+- from a collection (``data.collection``, a folder or a Milvus location, opened through
+  :func:`vestis.store.factory.open_collection`): the stored vectors ARE the pooled backbone
+  features (L2-normalised, e.g. 1280-d for EfficientNet-Lite0); nothing is recomputed;
 - from a catalogue (``data.source``): features are computed with ``data.encoder`` and cached as
   ``<feature_cache>/<name>-<key>.npz`` (ids, change stamps, vectors, encoder version). A later run
   reuses them and embeds only items that are new or whose stamp changed.
@@ -19,6 +20,8 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ from vestis.data.base import CatalogueItem
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
 from vestis.eval.protocols import group_labels, load_split, save_split, split_by_id
+from vestis.store.db import Item
+from vestis.store.protocol import CollectionStore
 from vestis.train.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Items:
     """Row-aligned item data. ``vectors`` (N x D float32, L2-normalised) is None when not loaded;
-    ``encoder_name``/``encoder_version`` name the encoder that produced them (or would)."""
+    ``encoder_name``/``encoder_version`` name the encoder that produced them (or would);
+    ``cache_dir`` is the folder that caches computed features of these items (``data.feature_cache``,
+    else ``features/`` among a collection's files or ``<runs>/features`` for a catalogue)."""
 
     ids: list[str]
     sources: list[str]
@@ -45,6 +52,7 @@ class Items:
     encoder_name: str
     encoder_version: str
     vectors: np.ndarray | None = None
+    cache_dir: Path | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -52,7 +60,8 @@ class Items:
     def subset(self, rows: list[int] | np.ndarray) -> Items:
         """The items at ``rows``, in that order."""
         return Items([self.ids[i] for i in rows], [self.sources[i] for i in rows], [self.metadata[i] for i in rows],
-                     self.encoder_name, self.encoder_version, None if self.vectors is None else self.vectors[rows])
+                     self.encoder_name, self.encoder_version, None if self.vectors is None else self.vectors[rows],
+                     self.cache_dir)
 
     def groups(self, columns: list[str]) -> np.ndarray:
         """The label group of each item (values of ``columns`` joined by "|"; None when any is missing)."""
@@ -67,36 +76,60 @@ class Items:
 def load_items(data: DataConfig, runs_dir: Path, *, features: bool = True) -> Items:
     """Items of the configured collection or catalogue, with their features when ``features``."""
     if data.collection is not None:
-        return _collection_items(Path(data.collection), features)
+        return _collection_items(data, features)
     return _catalogue_items(data, runs_dir, features)
 
 
-def _collection_items(path: Path, features: bool) -> Items:
-    from vestis.store.collection import Collection
+@contextmanager
+def opened(location: str) -> Iterator[CollectionStore]:
+    """The collection at ``location`` (a folder or a Milvus location, through the store factory),
+    closed on leaving."""
+    from vestis.store.factory import open_collection
 
-    with Collection.open(path) as coll:
-        items = list(coll.iter_items())
-        vectors = None
+    coll = open_collection(location)
+    try:
+        yield coll
+    finally:
+        coll.close()
+
+
+def _collection_items(data: DataConfig, features: bool) -> Items:
+    with opened(data.collection) as coll:
+        stored, items = stored_items(coll, data)
         if features:
             table = coll.table()
-            vectors = table.view[1][table.rows_of(np.array([it.vid for it in items], np.int64))].copy()
-        return Items([it.id for it in items], [it.source for it in items], [it.metadata for it in items],
-                     coll.encoder_name, coll.encoder_version, vectors)
+            items.vectors = table.view[1][table.rows_of(np.array([it.vid for it in stored], np.int64))].copy()
+        return items
 
 
-def _catalogue_items(data: DataConfig, runs_dir: Path, features: bool) -> Items:
+def stored_items(coll: CollectionStore, data: DataConfig) -> tuple[list[Item], Items]:
+    """A collection's stored items, and their :class:`Items` without vectors."""
+    stored = list(coll.iter_items())
+    cache_dir = Path(data.feature_cache) if data.feature_cache else coll.path / "features"
+    return stored, Items([it.id for it in stored], [it.source for it in stored], [it.metadata for it in stored],
+                         coll.encoder_name, coll.encoder_version, cache_dir=cache_dir)
+
+
+def catalogue_items(data: DataConfig, runs_dir: Path, encoder: ImageEncoder) -> tuple[list[CatalogueItem], Items]:
+    """A catalogue's entries, and their :class:`Items` without vectors (``encoder``'s features)."""
     from vestis.data import open_catalogue
-    from vestis.encoders import get_encoder
 
     catalogue = list(open_catalogue(data.source, data.format, **data.options))
     if not catalogue:
         raise VestisError(f"catalogue {data.source} holds no items")
+    cache_dir = Path(data.feature_cache) if data.feature_cache else runs_dir / "features"
+    return catalogue, Items([it.id for it in catalogue], [it.source for it in catalogue],
+                            [it.metadata for it in catalogue], encoder.name, encoder.version, cache_dir=cache_dir)
+
+
+def _catalogue_items(data: DataConfig, runs_dir: Path, features: bool) -> Items:
+    from vestis.encoders import get_encoder
+
     encoder = get_encoder(data.encoder)
-    items = Items([it.id for it in catalogue], [it.source for it in catalogue], [it.metadata for it in catalogue],
-                  encoder.name, encoder.version)
+    catalogue, items = catalogue_items(data, runs_dir, encoder)
     if not features:
         return items
-    cache_dir = Path(data.feature_cache) if data.feature_cache else runs_dir / "features"
+    cache_dir = items.cache_dir
     key = json.dumps([str(Path(data.source).resolve()) if Path(data.source).exists() else data.source,
                       data.format, data.options, encoder.version], sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(data.source)).stem)[:40]
@@ -122,7 +155,7 @@ def _catalogue_items(data: DataConfig, runs_dir: Path, features: bool) -> Items:
         log.warning("%d items have no features (unreadable images) and are left out", len(catalogue) - len(rows))
     return Items([items.ids[i] for i in rows], [items.sources[i] for i in rows], [items.metadata[i] for i in rows],
                  items.encoder_name, items.encoder_version,
-                 np.stack([cached[catalogue[i].id, catalogue[i].stamp] for i in rows]).astype(np.float32))
+                 np.stack([cached[catalogue[i].id, catalogue[i].stamp] for i in rows]).astype(np.float32), cache_dir)
 
 
 def _embed(encoder: ImageEncoder, items: list[CatalogueItem]) -> dict[tuple[str, str], np.ndarray]:

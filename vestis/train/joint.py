@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,74 +33,20 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
-from vestis.data.captions import item_texts, template_fields
+from vestis.data.captions import item_texts
 from vestis.encoders.joint import IMAGE_INPUT, MODEL_KIND, SIDECAR, TEXT_INPUT
 from vestis.encoders.onnx_encoder import EMBEDDING
-from vestis.encoders.text import DEFAULT_TEXT_ENCODER, embed_texts
+from vestis.encoders.text import embed_texts
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
-from vestis.train.attribute_model import PairIndices
-from vestis.train.config import RunConfig, _build, apply_override, check_anchor
+from vestis.train.config import JointRunConfig, config_from_dict
 from vestis.train.export import export_module
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, IdentityAnchor
-from vestis.train.trainer import VAL_METRIC, Trainer, TrainingTask, load_checkpoint
+from vestis.train.trainer import VAL_METRIC, PairIndices, Trainer, TrainingTask, load_checkpoint
 from vestis.train.transfer import load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TextSideConfig:
-    """Where an item's texts come from, the text tower and the heads' shape."""
-
-    column: str | None = None  # a title column, e.g. productDisplayName
-    templates: list[str] = field(default_factory=list)  # captions from label columns
-    encoder: str = DEFAULT_TEXT_ENCODER
-    hidden: int = 0  # > 0: each head is Linear -> GELU -> Linear with this width; 0: one Linear
-    temperature: float = 0.07  # initial; learned (logit scale capped at 100 as in CLIP)
-
-
-@dataclass
-class JointRunConfig(RunConfig):
-    """A joint-space run: the sections of :class:`RunConfig` plus ``text``. ``head.dim`` is the
-    joint dimension; ``data.labels`` only stratifies the split by id (use the image heads' columns
-    to share their test split)."""
-
-    text: TextSideConfig = field(default_factory=TextSideConfig)
-
-    def validate(self) -> JointRunConfig:
-        if self.stage != 1:
-            raise VestisError("a joint text-image run trains on frozen image vectors: stage must be 1")
-        self._validate_data_and_training()
-        if self.text.column is None and not self.text.templates:
-            raise VestisError("text: give a title `column` or caption `templates` (or both)")
-        for template in self.text.templates:
-            template_fields(template)
-        if self.head.dim < 2 or self.text.hidden < 0 or not 0 < self.text.temperature < 1:
-            raise VestisError("head.dim must be >= 2, text.hidden >= 0 and 0 < text.temperature < 1")
-        check_anchor(self.head)
-        if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
-            raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the image heads, "
-                              "not to the joint space (use head.residual and head.anchor)")
-        return self
-
-
-def is_joint_config(path: str | Path) -> bool:
-    """Whether a YAML config describes a joint text-image run (it has a ``text`` section)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "text" in raw
-
-
-def load_joint_config(path: str | Path, overrides: list[str] | None = None) -> JointRunConfig:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # readable: is_joint_config said so
-    for item in overrides or []:
-        apply_override(raw, item)
-    raw.setdefault("name", Path(path).stem)
-    return _build(JointRunConfig, raw, "").validate()
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -207,11 +153,7 @@ def load_joint_data(cfg: JointRunConfig) -> JointData:
         raise VestisError(f"no item of {cfg.data.collection or cfg.data.source} has a text: no {cfg.text.column!r} column and no "
                           "template whose fields it has")
     texts = list(index)
-    if cfg.data.feature_cache:
-        cache = Path(cfg.data.feature_cache)
-    else:
-        cache = Path(cfg.data.collection) / "features" if cfg.data.collection else cfg.run_dir.parent / "features"
-    vectors, version = embed_texts(texts, cfg.text.encoder, cache, progress=cfg.train.progress)
+    vectors, version = embed_texts(texts, cfg.text.encoder, items.cache_dir, progress=cfg.train.progress)
     return JointData(items, texts, vectors, np.array(pair_item, np.int64), np.array(pair_text, np.int64), version)
 
 
@@ -323,14 +265,6 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     return summary
 
 
-def train_joint_from_config(config_path: str | Path, overrides: list[str] | None = None, *,
-                            find_lr: bool = False) -> dict[str, Any]:
-    """``vestis train`` for configs with a ``text`` section (see :func:`is_joint_config`)."""
-    if find_lr:
-        raise VestisError("--find-lr is not available for joint text-image runs")
-    return train_joint(load_joint_config(config_path, overrides))
-
-
 # ----------------------------------------------------------------------------------------- export
 def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | None = None) -> Path:
     """Export a joint checkpoint's heads to ``out_dir`` (``image_head.onnx``, ``text_head.onnx``,
@@ -339,7 +273,7 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
     meta = ckpt.get("joint")
     if meta is None:
         raise VestisError(f"{checkpoint} is not a joint text-image checkpoint")
-    cfg = _build(JointRunConfig, ckpt["config"], "")
+    cfg = config_from_dict(ckpt["config"], str(checkpoint))
     image, text = joint_heads(cfg, meta["image_dim"], meta["text_dim"])
     for name, head in (("image", image), ("text", text)):
         head.load_state_dict({k.removeprefix(f"{name}."): v for k, v in ckpt["model"].items()

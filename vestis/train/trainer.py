@@ -58,6 +58,20 @@ class ArrayDataset(Dataset):
         return self.vectors[i]
 
 
+class PairIndices(Dataset):
+    """Row indices as tensors: the inputs of models that gather their own features (the attribute
+    model's (item, attribute) pairs, the joint model's (item, text) pairs)."""
+
+    def __init__(self, pairs: np.ndarray):
+        self.pairs = torch.as_tensor(pairs, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.pairs[i]
+
+
 class Labelled(Dataset):
     """Pairs a dataset of inputs with class indices."""
 
@@ -79,7 +93,7 @@ class Labelled(Dataset):
 class TrainingTask:
     """Everything one run trains, built by :func:`vestis.train.command.feature_task` (stage 1),
     :func:`vestis.train.finetune.finetune_task` (stage 2) or
-    :func:`vestis.train.attribute_model.attribute_task` (the attribute model).
+    :func:`vestis.train.attributes.task.attribute_task` (the attribute model).
 
     A row is a training sample (an item; for the attribute model an (item, attribute) pair).
     ``model`` maps a batch of inputs to the head's un-normalised embeddings; ``inputs(rows,

@@ -65,10 +65,12 @@ def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -
     """The configured sets that can be measured, and a note for each one skipped: a missing
     collection (an error when ``required``) or one indexed with another encoder than
     ``encoder_version`` (always an error: its vectors are no baseline for this model)."""
+    from vestis.store.factory import collection_exists
+
     sets, notes = [], []
     for cfg in configs:
-        path = Path(cfg.collection)
-        if not path.is_dir():
+        path = cfg.collection  # a folder or a Milvus location
+        if not collection_exists(path):
             note = (f"transfer set {cfg.title}: no collection at {path}, skipped "
                     f"(build it with `vestis index SOURCE --collection {path}`)")
             if cfg.required:
@@ -76,7 +78,7 @@ def load_transfer_sets(configs: list[TransferSetConfig], encoder_version: str) -
             log.warning(note)
             notes.append(note)
             continue
-        items = load_items(DataConfig(collection=str(path)), path.parent)
+        items = load_items(DataConfig(collection=path), Path(path).parent)
         if items.encoder_version != encoder_version:
             raise VestisError(f"transfer set {cfg.title}: {path} was indexed with {items.encoder_version}, the "
                               f"model was trained on {encoder_version}: re-index it with the training backbone")
