@@ -111,11 +111,16 @@ def test_info_and_remove(collection, tmp_path):
     (["--id", "red-shirt-0", "--filter", "nope=x"], "unknown filter column(s) 'nope'; valid columns"),
     (["--id", "red-shirt-0", "--filter", "kind"], "--filter takes key=value"),
     (["--id", "no-such-item"], "no item 'no-such-item'"),
-    ([], "give either a query IMAGE or --id ITEM"),
+    ([], "give an image, an item id, a text or positive examples"),
     (["/no/such/photo.jpg"], "no such image file"),
-    (["--id", "red-shirt-0", "-k", "0"], "k must be between 1 and 1000"),
-    (["--id", "red-shirt-0", "--offset", "20000"], "offset must be between 0 and 10000"),
-    (["--id", "red-shirt-0", "--attrs", "sleeve"], "attribute search is not available for this collection"),
+    (["--id", "red-shirt-0", "-k", "0"], "k must be a whole number between 1 and 1000"),
+    (["--id", "red-shirt-0", "--offset", "20000"], "offset must be a whole number between 0 and 10000"),
+    (["--id", "red-shirt-0", "--attrs", "sleeve"], "unknown attribute(s) 'sleeve'; valid attributes: none (build an "
+                                                   "attribute index"),
+    (["--id", "1" + "0" * 400 + ":red-shirt-0", "--not", "red-shirt-1"], "its weight must be a number above 0"),
+    (["--id", "red-shirt-0", "--text", "red", "--text-weight", "nan"], "text_weight must be a finite number"),
+    (["--id", "red-shirt-0", "--region", "top"], "region applies to a query image"),
+    (["--id", "red-shirt-0", "--region", "sleeves"], "region must be one of auto, none, top"),
 ])
 def test_bad_search_arguments_give_a_clear_error(collection, args, message):
     result = vestis("search", "--collection", str(collection), *args)

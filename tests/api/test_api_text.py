@@ -73,12 +73,16 @@ def test_text_with_an_item_or_an_image_and_examples(client):
 @pytest.mark.parametrize("body, status, message", [
     ({"text": ""}, 422, "at least 1 character"),
     ({"text": "red", "mode": "fuzzy"}, 422, "keyword"),
-    ({"text": "red", "attrs": "colour"}, 422, "attrs cannot be combined"),
+    ({"text": "red", "attrs": "colour"}, 422, "attributes cannot be combined"),
     ({"text": "red", "color_weight": 0.5}, 422, "color_weight"),
-    ({"negative": ["red-shirt-0"]}, 422, "give image_base64, item_id, text or positive"),
+    ({"negative": ["red-shirt-0"]}, 422, "give an image, an item id, a text or positive"),
     ({"positive": ["no-such-item"]}, 404, "no-such-item"),
-    ({"positive": ["0:red-shirt-0"]}, 422, "weight > 0"),
-    ({"text": "red", "item_id": "red-shirt-0", "mode": "keyword"}, 422, "keyword search takes text only"),
+    ({"positive": ["0:red-shirt-0"]}, 422, "its weight must be a number above 0"),
+    # weights that overflow, or dwarf the others, are refused instead of giving NaN or all-zero scores
+    ({"positive": ["1" + "0" * 400 + ":red-shirt-0"], "negative": ["red-shirt-1"]}, 422, "at most 100"),
+    ({"item_id": "red-shirt-0", "negative": ["99999999999999999999999999999999999999:red-shirt-1"]}, 422,
+     "at most 100"),
+    ({"text": "red", "item_id": "red-shirt-0", "mode": "keyword"}, 422, "keyword search takes words only"),
 ])
 def test_bad_text_queries_are_clear_errors(client, body, status, message):
     r = client.post("/search", json=body)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from vestis.api.attributes import parse_attrs
-from vestis.api.errors import InvalidRequestError
 from vestis.errors import VestisError
 from vestis.search.attributes import match_attribute, parse_attributes, split_attribute_text
 
@@ -107,10 +105,10 @@ def test_no_index_says_how_to_build_one():
     "text, why",
     [
         ("colour:abc", "must be a number"),
-        ("colour:0", "positive"),
-        ("colour:-1", "positive"),
-        ("colour:nan", "positive"),
-        ("colour:inf", "positive"),
+        ("colour:0", "above 0"),
+        ("colour:-1", "above 0"),
+        ("colour:nan", "above 0"),
+        ("colour:inf", "above 0"),
         ("colour:", "must be a number"),
     ],
 )
@@ -119,16 +117,14 @@ def test_bad_weights_are_refused(text, why):
         parse_attributes(text, CLOTHING)
 
 
-def test_api_parse_answers_422_with_the_valid_attributes():
-    assert parse_attrs("sleeve length; colour:2", CLOTHING) == {"sleevelength": 1.0, "colour": 2.0}
-    assert parse_attrs(["", " "], CLOTHING) == {}
-    with pytest.raises(InvalidRequestError) as e:
-        parse_attrs("fabric", CLOTHING)
-    assert e.value.status == 422 and "valid attributes: sleevelength, neckline" in str(e.value)
-    with pytest.raises(
-        InvalidRequestError, match=r"not available for this collection; valid attributes: \[\]"
-    ):
-        parse_attrs("colour", [])
+def test_unknown_attributes_name_the_valid_ones():
+    assert parse_attributes(["", " "], CLOTHING) == {}
+    with pytest.raises(VestisError, match="unknown attribute.s. 'fabric'; valid attributes: sleevelength, neckline"):
+        parse_attributes("fabric", CLOTHING)
+    with pytest.raises(VestisError, match=r"valid attributes: none \(build an attribute index"):
+        parse_attributes("colour", [])
+    with pytest.raises(VestisError, match="at most 100"):  # a weight past any ratio, or one that overflows
+        parse_attributes("colour:" + "9" * 400, CLOTHING)
 
 
 @pytest.mark.slow

@@ -36,4 +36,4 @@ def test_search_in_words_and_with_examples(collection, tmp_path):  # noqa: F811
     examples = run("search", "--collection", path, "--id", "2:a", "--id", "b", "--not", "c")
     assert [r["id"] for r in examples["results"]] == ["d"]
     result = CliRunner().invoke(app, ["search", "--collection", path, "--text", "watch", "--attrs", "colour"])
-    assert result.exit_code != 0 and "--attrs cannot be combined" in result.output
+    assert result.exit_code != 0 and "attributes cannot be combined with text" in result.output

@@ -10,10 +10,10 @@ from vestis.errors import VestisError
 from vestis.search.text import (
     TextSearcher,
     compose,
-    parse_weighted,
     reciprocal_rank_fusion,
     weighted_fusion,
 )
+from vestis.search.query import parse_weighted
 from vestis.store.collection import Collection
 from vestis.store.joint_index import build_joint_index
 
@@ -28,7 +28,8 @@ def test_weight_prefixes_as_rclip_writes_them():
     assert parse_weighted("0.5:a:b") == (0.5, "a:b")
     assert parse_weighted("15970") == (1.0, "15970")
     assert parse_weighted("shirt:blue") == (1.0, "shirt:blue")  # not a number: part of the id
-    for bad in ("0:15970", "2:", " "):
+    # weights that overflow to infinity, or are far beyond any ratio, are refused, not turned into NaN scores
+    for bad in ("0:15970", "2:", " ", "1" + "0" * 400 + ":6842", "99999999999999999999999999999999999999:6842"):
         with pytest.raises(VestisError, match="bad example"):
             parse_weighted(bad)
 

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from vestis.api.attributes import parse_attrs
 from vestis.api.errors import (
     BadRequestError,
     ConflictError,
@@ -40,8 +39,8 @@ from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, r
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.locks import leaf_lock
-from vestis.search.engine import Engine, default_threads
-from vestis.search.results import Query
+from vestis.search.engine import Engine, SearchOutcome, default_threads
+from vestis.search.query import SearchQuery
 from vestis.store.atomic import fsync_dir
 from vestis.store.collection import Collection, Item
 from vestis.store.guards import disk_full_errors
@@ -242,10 +241,6 @@ class Service:
         """Attributes the collection can be searched by (those of its attribute index, if any)."""
         return self.engine.attribute_names()
 
-    def parse_attrs(self, raw: str | Sequence[str] | None) -> dict[str, float]:
-        """Attribute weights from the ``attrs`` field; 422 listing the valid attributes when unknown."""
-        return parse_attrs(raw, self.attribute_names(), text_encoder=self.engine.attribute_text_encoder)
-
     def metadata_columns(self) -> dict[str, list[tuple[str, int]]]:
         return self.engine.metadata_columns()
 
@@ -254,24 +249,18 @@ class Service:
             raise PayloadTooLargeError(f"{what} is {size:,} bytes; the limit is {self.max_upload_bytes:,} bytes")
 
     # ----------------------------------------------------------------- queries
-    def query_from_bytes(self, data: bytes, timings: dict[str, float], *, attributes: bool,
-                         source: str = "upload") -> Query:
-        """Decode (with the pixel limit) and embed an uploaded image."""
-        self.check_size(len(data), "the image")
-        return self.engine.query(image=data, attributes=attributes, timings=timings, max_pixels=self.max_pixels,
-                                 source=source)
+    def search(self, query: SearchQuery, timings: dict[str, float]) -> SearchOutcome:
+        """Answer a query with the engine, within this server's upload limits (bytes and pixels)."""
+        for data in [query.image] if query.image is not None else []:
+            self.check_size(len(data), "the image")
+        return self.engine.run(query, timings=timings, max_pixels=self.max_pixels)
 
-    def query_from_item(self, item_id: str, *, attributes: bool) -> Query:
-        return self.engine.query(item_id=item_id, attributes=attributes)
-
-    def query_from_img_path(self, img_path: str, timings: dict[str, float], *, attributes: bool) -> Query:
+    def img_path_query(self, img_path: str, *, attrs: str | list[str] | None, k: int) -> SearchQuery:
         """RPF's ``img_path``: an item id of the collection first, else an image file under a root."""
-        try:
-            return self.query_from_item(img_path, attributes=attributes)
-        except NotFoundError:
-            pass
+        if img_path in self.collection:
+            return SearchQuery(item_id=img_path, attrs=attrs, k=k)
         path = self.resolve_image_path(img_path)
-        return self.query_from_bytes(self.read_image_file(path), timings, attributes=attributes, source=img_path)
+        return SearchQuery(image=self.read_image_file(path), image_name=img_path, attrs=attrs, k=k)
 
     def resolve_image_path(self, raw: str) -> Path:
         """The real path of an ``img_path`` that lies under an allowed root.

@@ -43,6 +43,7 @@ from vestis.encoders.colour import colour_descriptor
 from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.encoders.text import TextEncoder
 from vestis.errors import VestisError
+from vestis.search.query import MAX_WEIGHT
 from vestis.search.results import Query, SearchResponse, check_options, hits_for, top_k
 from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import Collection
@@ -182,8 +183,9 @@ def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str],
                 raise VestisError(
                     f"the weight of {part!r} must be a number, got {m['weight']!r} (write e.g. 'colour:2')"
                 ) from None
-            if not (math.isfinite(weight) and weight > 0):
-                raise VestisError(f"the weight of {part!r} must be a positive number, got {m['weight']!r}")
+            if not (math.isfinite(weight) and 0 < weight <= MAX_WEIGHT):
+                raise VestisError(f"the weight of {part!r} must be a number above 0 and at most {MAX_WEIGHT:g}, "
+                                  f"got {m['weight'][:40]!r}")
         name = match_attribute(part, valid) if part else None
         if name is None and part and resolve is not None:
             name = resolve(part)

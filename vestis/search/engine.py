@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ from vestis.data.images import MAX_PIXELS, decode_image
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.batching import BatchingEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder
+from vestis.encoders.regions import REGION_NAMES, RegionFinder, get_region_finder
 from vestis.encoders.text import TextEncoder, get_text_encoder
 from vestis.errors import DuplicateItemError, ImageError, VestisError
 from vestis.search.filters import check_filters
 from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes_by_meaning
 from vestis.search.opening import open_collection, open_collection_encoder
+from vestis.search.query import SearchQuery
+from vestis.search.regions import NoRegionError, RegionHits, missing_region_message, region_scope
 from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
 from vestis.search.text import TextQuery, TextSearcher
@@ -47,6 +51,18 @@ log = logging.getLogger(__name__)
 
 COLUMN_VALUES = 200  # most frequent values listed per metadata column (a column with more is id-like)
 QueryImage = Image.Image | bytes | Path
+
+
+@dataclass
+class SearchOutcome:
+    """The answer to a :class:`SearchQuery`: the results (of the whole photo, or of the one region
+    asked for), the results per garment region when regions were asked for, the label values read
+    in its words (a text query), and what kind of query it was."""
+
+    response: SearchResponse
+    regions: list[RegionHits] | None
+    understood: Any
+    info: dict[str, str]
 
 
 class Engine:
@@ -66,6 +82,7 @@ class Engine:
         self._attributes: AttributeSearcher | None = None
         self._attributes_checked = False
         self._text: TextSearcher | None = None
+        self._regions: RegionFinder | None = None
         self._columns: tuple[int, dict[str, list[tuple[str, int]]]] | None = None
 
     @classmethod
@@ -109,6 +126,13 @@ class Engine:
                 except VestisError as error:
                     log.warning("attribute search is off: %s", error)
         return self._attributes
+
+    @property
+    def regions(self) -> RegionFinder:
+        """The garment region finder (loaded on first use)."""
+        if self._regions is None:
+            self._regions = get_region_finder(threads=self.threads)
+        return self._regions
 
     @property
     def text(self) -> TextSearcher:
@@ -223,9 +247,7 @@ class Engine:
                colour_weight: float = 0.0, timings: dict[str, float] | None = None) -> SearchResponse:
         """The ``k`` best items after ``offset``: by the global embedding, or by the named
         attributes (``attrs``: free text or parsed weights) when given."""
-        if isinstance(query, TextQuery):
-            if attrs or colour_weight:
-                raise VestisError("attributes and colour weight apply to image search only, not to text queries")
+        if isinstance(query, TextQuery):  # SearchQuery refuses attributes and colour with words
             checked = self.check_filters(filters)
             with self.collection.lock:
                 return self.text.search(query, k=k, offset=offset, filters=checked or None, timings=timings)
@@ -242,6 +264,60 @@ class Engine:
             searcher = Searcher(self.collection)
             return searcher.search(query, k=k, offset=offset, filters=checked or None,
                                    colour_weight=colour_weight, timings=timings)
+
+    def run(self, query: SearchQuery, *, timings: dict[str, float] | None = None,
+            max_pixels: int = MAX_PIXELS) -> SearchOutcome:
+        """Answer a :class:`~vestis.search.query.SearchQuery` from any surface: decode its image,
+        cut the garment regions it asks for (each searched on its own, in its part of the
+        catalogue), and search with the global, attribute or joint text-image space as its parts
+        say."""
+        timings = {} if timings is None else timings
+        attrs = self.parse_attrs(query.attrs)
+        filters = self.check_filters(query.filters)
+        image = None
+        if query.image is not None:
+            t0 = time.perf_counter()
+            image = decode_image(query.image, max_pixels=max_pixels, source=query.image_name)
+            timings["decode"] = (time.perf_counter() - t0) * 1000
+        mode = query.region_mode if image is not None else "none"
+        if mode == "none":
+            return self._outcome(query, *self._answer(query, image, attrs, filters, timings), None)
+        t0 = time.perf_counter()
+        found = self.regions.find(image, REGION_NAMES if mode == "auto" else [mode])
+        timings["regions"] = (time.perf_counter() - t0) * 1000
+        if mode != "auto" and not found:
+            raise NoRegionError(missing_region_message(mode, bool(self.regions.find(image, ["person"]))))
+        columns = self.metadata_columns() if query.region_scope else {}
+        per_region = []
+        for region in found:
+            scope = region_scope(region.name, filters, columns)
+            response, _ = self._answer(query, region.image, attrs, {**filters, **scope},
+                                       timings if mode != "auto" else {})
+            per_region.append(RegionHits(region, response, scope))
+        if mode != "auto":
+            return self._outcome(query, per_region[0].response, None, per_region)
+        return self._outcome(query, *self._answer(query, image, attrs, filters, timings), per_region)
+
+    def _answer(self, query: SearchQuery, image: Image.Image | None, attrs: dict[str, float],
+                filters: dict[str, list[str]], timings: dict[str, float]) -> tuple[SearchResponse, TextQuery | None]:
+        """One search of ``query``'s parts with ``image`` standing for its image."""
+        if query.is_text:
+            items = ([query.item_id] if query.item_id is not None else []) + list(query.positive)
+            text = self.text_query(query.text, images=[(1.0, image)] if image is not None else [], items=items,
+                                   negatives=query.negative, negative_images=query.negative_images,
+                                   mode=query.mode, text_weight=query.text_weight, timings=timings)
+            return self.search(text, k=query.k, offset=query.offset, filters=filters or None, timings=timings), text
+        embedded = self.query(image=image, item_id=query.item_id, attributes=bool(attrs), timings=timings)
+        return self.search(embedded, k=query.k, offset=query.offset, filters=filters or None, attrs=attrs,
+                           colour_weight=query.color_weight, timings=timings), None
+
+    @staticmethod
+    def _outcome(query: SearchQuery, response: SearchResponse, text: TextQuery | None,
+                 regions: list[RegionHits] | None) -> SearchOutcome:
+        info = query.describe()
+        if text is not None:
+            info["mode"] = text.mode
+        return SearchOutcome(response, regions, text.labels if text is not None else None, info)
 
     # ----------------------------------------------------------------- writing
     def index(self, catalogue: Catalogue, *, batch_size: int = 32, remove_missing: bool = True,

@@ -18,7 +18,6 @@ defaults are the ones measured best on the validation split by ``vestis eval --t
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 
 from vestis.encoders.joint import JointModel
 from vestis.errors import VestisError
+from vestis.search.query import parse_weighted
 from vestis.search.results import SearchResponse, check_options, hits_for, top_k
 from vestis.search.understand import LabelVocabulary, Understanding
 from vestis.store.collection import Collection
@@ -47,16 +47,6 @@ DEFAULT_LABEL_MARGIN = 0.1  # other values of a column read when this close to i
 LABEL_SPACES = ("text", "joint")  # where query words and label values are compared
 DEFAULT_LABEL_SPACE = "text"
 CANDIDATES = 200  # items each ranking contributes to a fusion (at least; more for deep pages)
-_WEIGHT = re.compile(r"^(\d+(?:\.\d+)?):(.*)$")
-
-
-def parse_weighted(spec: str) -> tuple[float, str]:
-    """``"2:ID"`` -> (2.0, "ID"); ``"ID"`` -> (1.0, "ID"): rclip's weight prefix. A weight must be > 0."""
-    match = _WEIGHT.match(spec.strip())
-    weight, value = (float(match[1]), match[2]) if match else (1.0, spec.strip())
-    if not value or weight <= 0:
-        raise VestisError(f"bad example {spec!r}: write ID or WEIGHT:ID with a weight > 0")
-    return weight, value
 
 
 def _unit(vector: np.ndarray, what: str) -> np.ndarray:

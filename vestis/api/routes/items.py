@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from fastapi.responses import RedirectResponse
 
 from vestis.api.deps import ServiceDep, json_field, read_upload, require_api_key
-from vestis.api.models import MAX_BROWSE_OFFSET, MAX_PAGE, Deleted, ItemOut, ItemPage, SearchOptions, SearchResults
+from vestis.api.models import MAX_BROWSE_OFFSET, MAX_PAGE, Deleted, ItemOut, ItemPage, SearchResults
 from vestis.api.routes.search import ERRORS, run_search
 from vestis.errors import NotFoundError
+from vestis.search.query import SearchQuery
 from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET
 
 router = APIRouter(tags=["items"])
@@ -61,9 +62,7 @@ async def similar(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     color_weight: Annotated[float, Query(ge=0.0, le=MAX_COLOUR_WEIGHT, allow_inf_nan=False)] = 0.0,
 ) -> SearchResults:
-    options = SearchOptions(k=k, offset=offset, color_weight=color_weight)
-    return await run_search(service, lambda _t, a: service.query_from_item(item_id, attributes=a), options,
-                            {"type": "item", "item_id": item_id})
+    return await run_search(service, SearchQuery(item_id=item_id, k=k, offset=offset, color_weight=color_weight))
 
 
 @router.get("/items/{item_id:path}", response_model=ItemOut,
