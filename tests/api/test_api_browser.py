@@ -172,6 +172,46 @@ def test_browse_grid_on_load_then_more_like_this_without_a_photo(server_url, bro
     page.close()
 
 
+def test_shop_the_look_draws_the_regions_and_a_row_each(server_url, browser, tmp_path):
+    """A photo of a person (the portrait matplotlib ships): its regions boxed on the photo and a row
+    of results for each; then a catalogue-like photo shows no look at all."""
+    import matplotlib.cbook
+
+    from vestis.encoders import regions
+
+    if not regions.models_installed():
+        pytest.skip("the pose models are not installed (make install)")
+    portrait = tmp_path / "portrait.jpg"
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        portrait.write_bytes(f.read())
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server_url + "/")
+    sync_api.expect(page.locator("#collection-info")).to_contain_text("items")
+    page.set_input_files("#file", str(portrait))
+    sync_api.expect(page.locator("#status")).to_contain_text("shop the look: top")
+    rows = page.locator("#look .look-row").evaluate_all("rows => rows.map(r => r.dataset.region)")
+    assert {"top", "person"} <= set(rows) and "shoes" not in rows
+    assert page.locator("#look .look-row").first.locator(".card").count() == 6
+    boxes = page.locator("#boxes .box")
+    assert boxes.count() == len(rows)
+    preview = page.locator("#query-preview").bounding_box()
+    top = page.locator('#boxes .box[data-region="top"]').bounding_box()
+    assert top["width"] > 0 and top["height"] > 0  # drawn inside the photo, below its top edge
+    assert preview["x"] - 1 <= top["x"] and top["x"] + top["width"] <= preview["x"] + preview["width"] + 1
+    assert preview["y"] < top["y"] < preview["y"] + preview["height"]
+    assert len(_card_ids(page)) > 0  # the whole photo's results stay below
+    page.screenshot(path=str(ARTIFACTS / "07-shop-the-look.png"), full_page=True)
+
+    photo = tmp_path / "blue-dress.jpg"
+    photo.write_bytes(jpeg_bytes(garment_image((30, 50, 200), "dress", seed=8)))
+    page.set_input_files("#file", str(photo))
+    sync_api.expect(page.locator("#look")).to_be_hidden()  # waits for the new answer
+    assert page.locator("#boxes .box").count() == 0
+    assert "shop the look" not in page.locator("#status").inner_text()
+    page.close()
+
+
 def test_page_fits_a_phone_screen(server_url, browser, tmp_path):
     photo = tmp_path / "dress.jpg"
     photo.write_bytes(jpeg_bytes(garment_image((30, 160, 60), "dress", seed=4)))

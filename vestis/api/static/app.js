@@ -128,6 +128,7 @@ function setImageQuery(file) {
 
 function setItemQuery(id) {
   if (state.query && state.query.url) URL.revokeObjectURL(state.query.url);
+  renderLook(null);
   state.query = { kind: "item", id };
   showQuery(`/images/${encodeURIComponent(id)}?size=400`, `more like ${id}`);
   window.scrollTo({ top: 0, behavior: "smooth" });
@@ -161,6 +162,7 @@ function textRequestFor(offset) {
   if (state.query && state.query.kind === "image") {
     const form = new FormData();
     form.append("file", state.query.file, state.query.file.name || "query.jpg");
+    form.append("region", "auto");
     for (const [key, value] of Object.entries({ ...options, ...textFields() })) {
       form.append(key, typeof value === "string" || typeof value === "number" ? String(value) : JSON.stringify(value));
     }
@@ -212,6 +214,7 @@ function requestFor(offset) {
   form.append("color_weight", String(options.color_weight));
   form.append("filters", JSON.stringify(options.filters));
   form.append("attrs", options.attrs.join("; "));
+  form.append("region", "auto"); // a photo of a person: each garment is searched too (shop the look)
   return { method: "POST", body: form };
 }
 
@@ -293,9 +296,66 @@ function cardFor(hit, rank) {
   return figure;
 }
 
+const REGION_COLOURS = { top: "#d62728", bottom: "#1f77b4", shoes: "#2ca02c", person: "#ff7f0e" };
+
+// Shop the look: each region's box over the photo, and a row of its results above the whole photo's.
+function renderLook(regions) {
+  const look = $("look");
+  const boxes = $("boxes");
+  look.textContent = "";
+  boxes.textContent = "";
+  look.hidden = !regions || regions.length === 0;
+  if (look.hidden) return;
+  const heading = document.createElement("h2");
+  heading.textContent = "Shop the look";
+  look.appendChild(heading);
+  for (const region of regions) {
+    const colour = REGION_COLOURS[region.name] || "#555";
+    const box = document.createElement("div");
+    box.className = "box";
+    box.dataset.region = region.name;
+    box.style.setProperty("--region", colour);
+    const label = document.createElement("span");
+    label.textContent = region.name;
+    box.appendChild(label);
+    boxes.appendChild(box);
+    const row = document.createElement("div");
+    row.className = "look-row";
+    row.dataset.region = region.name;
+    row.style.setProperty("--region", colour);
+    const title = document.createElement("h3");
+    const scope = Object.entries(region.scope || {}).map(([c, v]) => v.join(", ")).join("; ");
+    title.textContent = scope ? `${region.name} · in ${scope}` : region.name;
+    const grid = document.createElement("div");
+    grid.className = "grid";
+    region.results.slice(0, 6).forEach((hit, i) => grid.appendChild(cardFor(hit, i + 1)));
+    row.append(title, grid);
+    look.appendChild(row);
+  }
+  placeBoxes(regions);
+}
+
+function placeBoxes(regions) {
+  const img = $("query-preview");
+  const place = () => {
+    if (!img.naturalWidth) return;
+    const scale = img.clientWidth / img.naturalWidth;
+    [...$("boxes").children].forEach((box, i) => {
+      const [x0, y0, x1, y1] = regions[i].box;
+      Object.assign(box.style, { left: `${x0 * scale}px`, top: `${y0 * scale}px`,
+        width: `${(x1 - x0) * scale}px`, height: `${(y1 - y0) * scale}px` });
+    });
+  };
+  if (img.complete) place();
+  else img.addEventListener("load", place, { once: true });
+}
+
 function render(answer, append, roundTripMs) {
   const grid = $("results");
-  if (!append) grid.textContent = "";
+  if (!append) {
+    grid.textContent = "";
+    renderLook(answer.regions);
+  }
   answer.results.forEach((hit, i) => grid.appendChild(cardFor(hit, answer.offset + i + 1)));
   state.shown = answer.offset + answer.results.length;
   const t = answer.timings_ms;
@@ -305,7 +365,9 @@ function render(answer, append, roundTripMs) {
   const found = state.shown ? `${state.shown} of ${answer.candidates.toLocaleString()} items` : "No matching items";
   // label values the server read in the words (hybrid text queries), so a person sees how it was understood
   const understood = answer.query && answer.query.understood ? ` · understood: ${answer.query.understood}` : "";
-  setStatus(`${found}${understood} · ${parts.join(", ")} · round trip ${roundTripMs.toFixed(0)} ms`, false);
+  const garments = answer.regions && answer.regions.length
+    ? ` · shop the look: ${answer.regions.map((r) => r.name).join(", ")} (the whole photo's results below)` : "";
+  setStatus(`${found}${understood}${garments} · ${parts.join(", ")} · round trip ${roundTripMs.toFixed(0)} ms`, false);
   $("more").hidden = answer.results.length < answer.k || state.shown >= answer.candidates;
 }
 
