@@ -60,7 +60,7 @@ def subset_zip(source: str, limit: int, out: Path) -> Path:
 
 
 def _embed_with(encoder, items, *, batch_size, progress, stored, workers):
-    """``embed_locally`` with ``workers`` decoding threads."""
+    """The local embedder with ``workers`` decoding threads."""
     return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
                        progress=progress, total=len(items), stored=stored, workers=workers)
 

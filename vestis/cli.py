@@ -80,6 +80,10 @@ def index_cmd(
         "Embed on a Ray cluster: 'auto' (the cluster this machine belongs to, else a local one) or its "
         "address; the catalogue must be readable at the same path on every node."))] = None,
     ray_actors: Annotated[int | None, typer.Option(help="Encoder actors on Ray (default: one per CPU).")] = None,
+    crop: Annotated[str | None, typer.Option(help=(
+        "Photos of people (user uploads, lookbooks): index each by one garment region, top, bottom, shoes or "
+        "person, cut out like a catalogue photo (a photo without it stays whole). Recorded with the "
+        "collection, so later runs and uploads are cut the same way."))] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images.
 
@@ -113,11 +117,14 @@ def index_cmd(
         console.print(f"indexing [bold]{catalogue.format}[/] catalogue {catalogue.root} with {enc.name} "
                       f"into {collection}")
         with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
-            report, attributes = engine.index(catalogue, batch_size=batch_size, remove_missing=not keep_missing,
-                                              progress=not as_json, attribute_model=attribute_model, embed=embed)
+            report, attributes, whole = engine.index(catalogue, batch_size=batch_size,
+                                                     remove_missing=not keep_missing, progress=not as_json,
+                                                     attribute_model=attribute_model, embed=embed, crop=crop)
             total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
+        if crop or whole:
+            extra["indexed_whole"] = whole  # photos in which the --crop region was not found
         print(json.dumps({**report.as_dict(), **extra}, indent=2))
         return
     for item_id, src, reason in report.failures[:20]:
@@ -133,6 +140,8 @@ def index_cmd(
     )
     if attributes:
         console.print(f"attribute vectors: {attributes.embedded} item(s) embedded in {attributes.seconds:.1f}s")
+    if whole:
+        console.print(f"[yellow]{whole} photo(s)[/] showed no region to crop: indexed whole")
 
 
 @app.command("search")
@@ -594,6 +603,9 @@ def train_cmd(
 def main() -> None:
     """Entry point: user errors print a clear message and exit 2, without a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The handler filters too: a library that lowers its own logger's level (bm25s sets DEBUG on
+    # import) would otherwise print its debug lines.
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)
     try:
         app()
     except VestisError as exc:

@@ -122,3 +122,31 @@ def test_the_cli_searches_per_region_and_draws_the_look(collection_copy, portrai
     assert all(len(r["results"]) == 3 for r in out["regions"]) and len(out["results"]) == 3
     with Image.open(grid) as sheet:  # the photo, then a row per region: its cut-out and 3 results
         assert sheet.height > 2 * 160 * len(out["regions"]) / 2 and sheet.width >= 4 * 160
+
+
+def test_photos_of_people_are_indexed_by_one_region(portrait, tmp_path):
+    folder = tmp_path / "lookbook"
+    folder.mkdir()
+    (folder / "hopper.jpg").write_bytes(portrait)
+    (folder / "dress.jpg").write_bytes(jpeg_bytes(garment_image((30, 50, 200), "dress", seed=5)))
+    collection = tmp_path / "lookbook-top"
+
+    def vestis(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vestis", *args], capture_output=True, text=True, timeout=300)
+
+    done = vestis("index", str(folder), "--collection", str(collection), "--crop", "top", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["added"] == 2 and report["indexed_whole"] == 1  # the dress photo shows no person
+    info = json.loads(vestis("info", "--collection", str(collection), "--json").stdout)
+    assert info["crop"].startswith("top mediapipe-")
+    # the stored vector is the top region's: the portrait's own top region finds it, the whole photo less so
+    top = json.loads(vestis("search", "--collection", str(collection), str(folder / "hopper.jpg"), "--region", "top",
+                            "-k", "1", "--json").stdout)["results"][0]
+    whole = json.loads(vestis("search", "--collection", str(collection), str(folder / "hopper.jpg"), "-k", "1",
+                              "--json").stdout)["results"][0]
+    assert top["id"] == whole["id"] == "hopper" and top["score"] > 0.99 > whole["score"]
+    refused = vestis("index", str(folder), "--collection", str(collection), "--crop", "person")
+    assert refused.returncode == 2 and "holds photos cut to 'top" in refused.stderr
+    again = vestis("index", str(folder), "--collection", str(collection), "--json")  # the recorded crop is kept
+    assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] == 2

@@ -22,6 +22,7 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from vestis.data.images import decode_image
 from vestis.encoders.base import ImageEncoder
@@ -33,6 +34,7 @@ PREFETCH = 2  # batches being prepared ahead of the one being embedded
 AHEAD = 1  # embedded batches waiting for the caller
 Vectors = tuple[np.ndarray, np.ndarray | None]  # deep vector, colour descriptor
 StoredLookup = Callable[[str], Vectors | None]
+Transform = Callable[[Image.Image], Image.Image]  # applied to each decoded image before it is embedded
 
 
 @dataclass
@@ -61,7 +63,7 @@ class _Prepared(Generic[K]):
 
 
 def _prepare(encoder: ImageEncoder, key: K, read: Callable[[], bytes], with_colour: bool,
-             stored: StoredLookup | None) -> _Prepared[K]:
+             stored: StoredLookup | None, transform: Transform | None = None) -> _Prepared[K]:
     try:
         data = read()
         digest = hashlib.sha256(data).hexdigest()
@@ -69,6 +71,8 @@ def _prepare(encoder: ImageEncoder, key: K, read: Callable[[], bytes], with_colo
         if found is not None and (found[1] is not None or not with_colour):
             return _Prepared(key, digest=digest, stored=found)
         image = decode_image(data, source=str(key))
+        if transform is not None:
+            image = transform(image)
         return _Prepared(key, encoder.preprocess(image), colour_descriptor(image) if with_colour else None, digest)
     except VestisError as e:
         return _Prepared(key, error=str(e))
@@ -78,13 +82,15 @@ def _prepare(encoder: ImageEncoder, key: K, read: Callable[[], bytes], with_colo
 
 def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], bytes]]], *, batch_size: int = 32,
                 with_colour: bool = True, workers: int | None = None, progress: bool = True,
-                total: int | None = None, stored: StoredLookup | None = None) -> Iterator[EmbeddedBatch[K]]:
+                total: int | None = None, stored: StoredLookup | None = None,
+                transform: Transform | None = None) -> Iterator[EmbeddedBatch[K]]:
     """Embed ``(key, read)`` items, yielding one :class:`EmbeddedBatch` per ``batch_size`` inputs.
 
     ``workers`` threads (default: one per core) prepare images; ``progress`` shows a tqdm bar with
     images/s on a terminal; ``total`` (the number of items, when known) gives the bar an end;
     ``stored`` maps a sha256 to vectors already computed for those bytes (or None), whose items
-    skip decoding and the encoder. It is called from the worker threads. Inference runs in a thread
+    skip decoding and the encoder. It is called from the worker threads, and so is ``transform``,
+    which changes each decoded image before it is embedded (a crop to a garment region). Inference runs in a thread
     of its own, one batch ahead of the caller, so what the caller does with a batch (writing it to a
     collection) overlaps the embedding of the next one; ``items`` is iterated in that thread.
     """
@@ -100,7 +106,7 @@ def embed_items(encoder: ImageEncoder, items: Iterable[tuple[K, Callable[[], byt
     def submit_next() -> None:
         chunk = list(islice(source, batch_size))
         if chunk:
-            pending.append([pool.submit(_prepare, encoder, key, read, with_colour, stored) for key, read in chunk])
+            pending.append([pool.submit(_prepare, encoder, key, read, with_colour, stored, transform) for key, read in chunk])
 
     ready: queue.Queue[EmbeddedBatch[K] | BaseException | None] = queue.Queue(maxsize=AHEAD)
     stop = threading.Event()

@@ -43,7 +43,7 @@ from vestis.search.searcher import Searcher
 from vestis.search.text import TextQuery, TextSearcher
 from vestis.store.attribute_index import AttributeIndex, BuildReport, build_attribute_index, update_attributes
 from vestis.store.collection import Collection, Item, NewItem
-from vestis.store.ingest import Embedder, IngestReport, build_items, index_catalogue
+from vestis.store.ingest import Embedder, IngestReport, RegionCrop, build_items, index_catalogue, local_embedder
 
 from vestis.store.joint_index import update_joint
 
@@ -321,25 +321,54 @@ class Engine:
 
     # ----------------------------------------------------------------- writing
     def index(self, catalogue: Catalogue, *, batch_size: int = 32, remove_missing: bool = True,
-              progress: bool = True, attribute_model: Path | None = None, embed: Embedder | None = None
-              ) -> tuple[IngestReport, BuildReport | None]:
+              progress: bool = True, attribute_model: Path | None = None, embed: Embedder | None = None,
+              crop: str | None = None) -> tuple[IngestReport, BuildReport | None, int]:
         """Bring the collection in line with ``catalogue`` (only new or changed images embedded),
         then embed the new items' attribute vectors (with ``attribute_model``, which becomes the
-        collection's, or with the collection's own)."""
+        collection's, or with the collection's own). ``crop`` indexes photos of people by that
+        garment region (see :meth:`crop`). Returns the reports and how many photos showed no such
+        region and were indexed whole."""
+        transform = self.crop(crop)
+        if transform is not None and embed is not None:
+            raise VestisError("--crop runs the region finder where the images are read: it cannot be combined "
+                              "with --ray yet")
         report = index_catalogue(self.collection, catalogue, self.encoder, batch_size=batch_size,
-                                 remove_missing=remove_missing, progress=progress, embed=embed)
+                                 remove_missing=remove_missing, progress=progress,
+                                 embed=embed or local_embedder(transform))
         attributes = update_attributes(self.collection, attribute_model, progress=progress)
         if attributes is not None:
             self._attributes_checked = False  # a new model may have been installed
         update_joint(self.collection)
-        return report, attributes
+        return report, attributes, transform.whole if transform is not None else 0
+
+    def crop(self, name: str | None = None) -> RegionCrop | None:
+        """The garment region the collection's items are cut to (``vestis index --crop``): ``name``
+        on a collection that has none yet (recorded with the finder's version), else the one it
+        records; a different one is refused, since one collection holds one kind of picture."""
+        recorded = self.collection.settings.get("crop")
+        if name in (None, "none") and recorded is None:
+            return None
+        if name not in (None, "none", *REGION_NAMES):
+            raise VestisError(f"--crop takes one of {', '.join(REGION_NAMES)} (got {name!r})")
+        crop = RegionCrop(name or recorded.split()[0], self.regions)
+        if recorded is None:
+            if len(self.collection):
+                raise VestisError(f"{self.collection.location} already holds whole photos: index cropped ones "
+                                  "into a new collection")
+            self.collection.set_setting("crop", crop.setting)
+        elif name not in (None, crop.name) or recorded != crop.setting:
+            raise VestisError(f"{self.collection.location} holds photos cut to '{recorded}'; "
+                              f"cannot index them as '{crop.setting}': use a new collection")
+        return crop
 
     def add(self, items: Sequence[CatalogueItem], *, catalogue: str) -> list[Item]:
         """Add new items, embedded by the item builder of ``vestis index`` (outside the collection
-        lock, so searches go on meanwhile); an id already present is refused. Their attribute
-        vectors follow when the collection has an attribute model."""
+        lock, so searches go on meanwhile; cut to the collection's garment region if it has one);
+        an id already present is refused. Their attribute vectors follow when the collection has an
+        attribute model."""
         built: list[NewItem] = []
-        for fresh, _same, failures, _reused in build_items(self.encoder, list(items), {}, catalogue, progress=False):
+        for fresh, _same, failures, _reused in build_items(self.encoder, list(items), {}, catalogue, progress=False,
+                                                          embed=local_embedder(self.crop())):
             if failures:
                 raise ImageError("; ".join(f"{item_id}: {reason}" for item_id, _src, reason in failures))
             built += fresh

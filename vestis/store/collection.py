@@ -393,6 +393,7 @@ class Collection(StoreSettings):
             "items": len(self),
             "encoder": self.encoder_name,
             "encoder_version": self.encoder_version,
+            "crop": self.settings.get("crop", "none"),  # the garment region items were cut to (index --crop)
             "encoder_source": self.encoder_source,
             "dim": self.dim,
             "colour_dim": self.colour_dim,

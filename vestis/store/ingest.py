@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from vestis.data.base import Catalogue, CatalogueItem
 from vestis.encoders.base import ImageEncoder
 from vestis.encoders.colour import COLOUR_DIM, COLOUR_VERSION
-from vestis.encoders.pipeline import EmbeddedBatch, StoredLookup, embed_items
+from vestis.encoders.pipeline import EmbeddedBatch, StoredLookup, Transform, embed_items
+from vestis.encoders.regions import RegionFinder
+from vestis.locks import leaf_lock
 from vestis.store.collection import Collection, NewItem
 from vestis.store.factory import collection_exists, create_collection, open_collection
 
@@ -68,11 +71,40 @@ class Embedder(Protocol):
                  stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]: ...
 
 
-def embed_locally(encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
-                  stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]:
-    """Embed in this process: reading and decoding in threads, inference in batches."""
-    return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
-                       with_colour=True, progress=progress, total=len(items), stored=stored)
+def local_embedder(transform: Transform | None = None) -> Embedder:
+    """Embed in this process: reading and decoding in threads (each decoded image changed by
+    ``transform`` first), inference in batches."""
+
+    def embed(encoder: ImageEncoder, items: list[CatalogueItem], *, batch_size: int, progress: bool,
+              stored: StoredLookup | None) -> Iterator[EmbeddedBatch[str]]:
+        return embed_items(encoder, ((item.id, item.read) for item in items), batch_size=batch_size,
+                           with_colour=True, progress=progress, total=len(items), stored=stored, transform=transform)
+
+    return embed
+
+
+class RegionCrop:
+    """Index photos of people by one garment region (``vestis index --crop``): each photo becomes
+    that region cut out on the backdrop, or stays whole when no person (or not that region) is
+    found; :attr:`whole` counts those. Thread-safe (the pipeline calls it from its threads)."""
+
+    def __init__(self, name: str, finder: RegionFinder) -> None:
+        self.name, self.finder = name, finder
+        self.whole = 0
+        self._lock = leaf_lock("region crop count")
+
+    @property
+    def setting(self) -> str:
+        """What a collection records of it: the region and the finder's version."""
+        return f"{self.name} {self.finder.version}"
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        found = self.finder.find(image, [self.name])
+        if found:
+            return found[0].image
+        with self._lock:
+            self.whole += 1
+        return image
 
 
 def open_or_create(path: Path | str, encoder: ImageEncoder, index_spec: str | None) -> Collection:
@@ -107,7 +139,7 @@ def index_catalogue(
     embed: Embedder | None = None,
 ) -> IngestReport:
     """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``embed`` does the
-    embedding (default :func:`embed_locally`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray)."""
+    embedding (default :func:`local_embedder`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray)."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -186,7 +218,7 @@ def build_items(
     content did not change, (id, source, reason) of items that could not be read, how many items
     took stored vectors)."""
     by_id = {item.id: item for item in items}
-    stream = (embed or embed_locally)(encoder, items, batch_size=batch_size, progress=progress, stored=stored)
+    stream = (embed or local_embedder())(encoder, items, batch_size=batch_size, progress=progress, stored=stored)
     for batch in stream:
         failures = [(key, by_id[key].source, reason) for key, reason in batch.failures]
         fresh, same_content = [], []
