@@ -26,28 +26,17 @@ import numpy as np
 from vestis.errors import NotFoundError, VestisError
 from vestis.index.auto import exact_limit, is_auto
 from vestis.index.vectors import VectorStore
-from vestis.store.db import Item, NewItem, metadata_json
+from vestis.store.db import Item, NewItem
 from vestis.store.location import Location, parse_location
 from vestis.store.milvus.connection import MilvusConnection
 from vestis.store.milvus.expressions import filter_expression
-from vestis.store.milvus.items import ItemRows
+from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
 from vestis.store.milvus.layout import (ITEM_FIELDS, MAX_ID, MAX_SOURCE, ONE, Settings, auto_index, build_params,
                                         create_layout, new_generation, parse_index_spec, search_params)
 from vestis.store.settings import StoreSettings, new_settings
 
 COLOUR_FETCH = 10  # deep candidates per wanted result re-scored when colour is fused in
-
-
-def _labels(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(metadata as the local store keeps it, the same with every value as text for filters)."""
-    clean = json.loads(metadata_json(metadata))
-    return clean, {k: str(v) for k, v in clean.items()}
-
-
-def _item(row: dict[str, Any]) -> Item:
-    return Item(row["id"], int(row["vid"]), row["source"], dict(row["metadata"] or {}), row["hash"],
-                row["stamp"], row["catalogue"])
 
 
 def _no_collection(location: Location) -> VestisError:
@@ -167,7 +156,7 @@ class MilvusCollection(StoreSettings):
         rows = self.rows.get([item_id], ITEM_FIELDS, what="read an item")
         if not rows:
             raise NotFoundError(f"no item {item_id!r} in collection {self.location}")
-        return _item(rows[0])
+        return as_item(rows[0])
 
     def rows_by_vid(self, vids: Sequence[int], fields: Sequence[str] = ("id", "labels"),
                     with_colour: bool = False) -> dict[int, dict[str, Any]]:
@@ -177,11 +166,11 @@ class MilvusCollection(StoreSettings):
     def items_by_vid(self, vids: Sequence[int]) -> list[Item]:
         """Items for the given vids, in the same order (missing vids are skipped)."""
         found = self.rows_by_vid(vids, ITEM_FIELDS)
-        return [_item(found[int(v)]) for v in vids if int(v) in found]
+        return [as_item(found[int(v)]) for v in vids if int(v) in found]
 
     def iter_items(self) -> Iterator[Item]:
         """All items in vid order."""
-        yield from sorted((_item(r) for r in self.rows.scan(ITEM_FIELDS)), key=lambda it: it.vid)
+        yield from sorted((as_item(r) for r in self.rows.scan(ITEM_FIELDS)), key=lambda it: it.vid)
 
     def sources(self) -> list[tuple[int, str, str, str]]:
         """(vid, id, source, content hash) of every item."""
@@ -225,19 +214,14 @@ class MilvusCollection(StoreSettings):
             if n >= offset + limit:
                 break
             if n >= offset:
-                out.append(_item(row))
+                out.append(as_item(row))
         return out
 
     def _column_counts(self) -> dict[str, dict[str, int]]:
         with self.lock:
             generation = self.generation
             if self._columns is None or self._columns[0] != generation:
-                counts: dict[str, dict[str, int]] = {}
-                for row in self.rows.scan(["labels"]):
-                    for key, value in (row["labels"] or {}).items():
-                        column = counts.setdefault(key, {})
-                        column[value] = column.get(value, 0) + 1
-                self._columns = (generation, counts)
+                self._columns = (generation, self.rows.label_counts())
             return self._columns[1]
 
     def metadata_columns(self, max_values: int = 50) -> dict[str, list[tuple[str, int]]]:
@@ -304,21 +288,11 @@ class MilvusCollection(StoreSettings):
                 raise VestisError(f"item {it.id[:80]!r}: id or source is too long for Milvus")
         with self.lock:
             replaced = self._vids_of([it.id for it in items])
-            rows, vids = [], []
-            for it in items:
-                vid = secrets.randbits(63)
-                metadata, labels = _labels(it.metadata)
-                rows.append({"id": it.id, "vid": vid, "source": it.source, "catalogue": it.catalogue,
-                             "stamp": it.stamp, "hash": it.hash, "metadata": metadata, "labels": labels,
-                             "vector": np.asarray(it.vector, np.float32).tolist()})
-                if self.colour_dim:
-                    colour = np.zeros(self.colour_dim, np.float32) if it.colour is None else it.colour
-                    rows[-1]["colour"] = np.asarray(colour, np.float32).tolist()
-                vids.append(vid)
+            rows = [item_row(it, secrets.randbits(63), self.colour_dim) for it in items]
             self.rows.write(rows)
             self._forget_vectors(replaced)
             self._changed()
-        return vids
+        return [row["vid"] for row in rows]
 
     def _rewrite(self, ids: Sequence[str], change: Callable[[dict[str, Any]], None], what: str) -> None:
         """Read whole rows, change them, write them back (Milvus upserts whole rows)."""
@@ -335,7 +309,7 @@ class MilvusCollection(StoreSettings):
         self._rewrite(list(new), lambda row: row.update(stamp=new[row["id"]]), "write change stamps")
 
     def update_metadata(self, updates: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        new = {item_id: _labels(metadata) for item_id, metadata in updates}
+        new = {item_id: labels_of(metadata) for item_id, metadata in updates}
 
         def change(row: dict[str, Any]) -> None:
             row["metadata"], row["labels"] = new[row["id"]]

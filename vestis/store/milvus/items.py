@@ -5,12 +5,39 @@ with a ``colour`` and need not know which.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
+from vestis.store.db import Item, NewItem, metadata_json
 from vestis.store.milvus.connection import READ_ROWS, MilvusConnection
 from vestis.store.milvus.expressions import vids_in
 from vestis.store.milvus.layout import COLOUR, SPLIT
+
+
+def labels_of(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(metadata as the local store keeps it, the same with every value as text for filters)."""
+    clean = json.loads(metadata_json(metadata))
+    return clean, {k: str(v) for k, v in clean.items()}
+
+
+def as_item(row: dict[str, Any]) -> Item:
+    return Item(row["id"], int(row["vid"]), row["source"], dict(row["metadata"] or {}), row["hash"],
+                row["stamp"], row["catalogue"])
+
+
+def item_row(item: NewItem, vid: int, colour_dim: int) -> dict[str, Any]:
+    """The row of a new item under ``vid`` (with its colour, zeros when it has none)."""
+    metadata, labels = labels_of(item.metadata)
+    row = {"id": item.id, "vid": vid, "source": item.source, "catalogue": item.catalogue, "stamp": item.stamp,
+           "hash": item.hash, "metadata": metadata, "labels": labels,
+           "vector": np.asarray(item.vector, np.float32).tolist()}
+    if colour_dim:
+        colour = np.zeros(colour_dim, np.float32) if item.colour is None else item.colour
+        row["colour"] = np.asarray(colour, np.float32).tolist()
+    return row
 
 
 class ItemRows:
@@ -95,4 +122,13 @@ class ItemRows:
 
     def count(self, expr: str = "") -> int:
         return self.db.count(self.name, expr)
+
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        """Metadata key -> value -> how many items have it."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.scan(["labels"]):
+            for key, value in (row["labels"] or {}).items():
+                column = counts.setdefault(key, {})
+                column[value] = column.get(value, 0) + 1
+        return counts
 

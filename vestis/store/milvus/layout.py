@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from vestis.errors import IndexSpecError
-from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index, is_auto
+from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index
 from vestis.index.backend import Param, Params, parse_params
 from vestis.store.milvus.connection import MilvusConnection
 
