@@ -329,9 +329,26 @@ def eval_cmd(
     transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
     min_items: Annotated[int, typer.Option(help="With --text: label pairs with at least this many items are queried.",
                                            min=1)] = 5,
+    query_collection: Annotated[str | None, typer.Option(
+        "--query-collection", help="Query with this collection's items (e.g. street photos) against --collection "
+        "as the gallery; needs --label-map.")] = None,
+    label_map: Annotated[Path | None, typer.Option(
+        help="With --query-collection: which gallery label values match each query label value (YAML; see "
+        "configs/street-to-shop/).")] = None,
+    region: Annotated[str, typer.Option(
+        help="With --query-collection: also search this garment region of each query photo (top, bottom, shoes, "
+        "person), reported beside the whole photo with the change and its 95% interval.")] = "none",
+    region_scope: Annotated[bool, typer.Option("--region-scope/--no-region-scope", help=(
+        "With --region: search the region's part of the catalogue where its labels name it."))] = True,
+    limit: Annotated[int | None, typer.Option(help="With --query-collection: the first N queries only.", min=1)] = None,
 ) -> None:
-    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries."""
+    """Measure retrieval quality: mAP@K, P@K, R@K, NDCG@K, attribute MAP, kNN accuracy; text queries;
+    one collection's items against another (street to shop)."""
     from vestis.eval.run import EvalConfig, run_eval
+
+    if query_collection is not None:
+        _eval_across(collection, query_collection, label_map, region, region_scope, k, limit, as_json, report)
+        return
 
     if text:
         from vestis.eval.text import TextEvalConfig, run_text_eval
@@ -371,6 +388,47 @@ def eval_cmd(
     Console().print(table)
     if report is not None:
         console.print(f"report written to {report / 'report.md'}")
+
+
+def _eval_across(gallery: str, queries: str, label_map: Path | None, region: str, region_scope: bool, k: str,
+                 limit: int | None, as_json: bool, report: Path | None) -> None:
+    from tqdm import tqdm
+
+    from vestis.eval.cross import CrossConfig, evaluate_across
+
+    if label_map is None:
+        _fail("--query-collection needs --label-map (which gallery labels match each query label)")
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        _fail(f"--k takes comma-separated integers (got {k!r})")
+    with tqdm(unit="query", desc="street to shop", disable=True if as_json else None) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        metrics = evaluate_across(gallery, queries, CrossConfig(label_map, region, region_scope, ks, limit),
+                                  progress=advance)
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps({**metrics, "command": "vestis " + " ".join(sys.argv[1:])},
+                                                        indent=2, default=str))
+    if as_json:
+        print(json.dumps(metrics, indent=2, default=str))
+        return
+    modes = [m for m in ("whole", region) if m in metrics]
+    table = Table(title=f"{queries} -> {gallery} ({metrics['n_queries']} queries, gallery {metrics['n_gallery']})")
+    table.add_column("metric")
+    for mode in modes:
+        table.add_column("whole photo" if mode == "whole" else f"{mode} region", justify="right")
+    for key in [f"{m}@{x}" for m in ("P", "R", "mAP") for x in ks] + ["query_ms_p50"]:
+        table.add_row(key, *(f"{metrics[mode][key]:.4f}" for mode in modes))
+    Console().print(table)
+    for metric in ("P@10", "mAP@10"):
+        if f"{metric}_change" in metrics:
+            low, high = metrics[f"{metric}_change_ci95"]
+            console.print(f"{metric}: {metrics[f'{metric}_change']:+.1%} with the {region} region "
+                          f"(95% CI {low:+.1%} to {high:+.1%}); {metrics['searched_whole']} photo(s) searched whole")
 
 
 @app.command("serve")
