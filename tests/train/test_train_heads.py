@@ -12,7 +12,8 @@ import torch
 from vestis.train.command import prepare
 from vestis.train.config import HEAD_KINDS, HeadConfig, load_config
 from vestis.train.heads import EmbeddingHead, HeadLoss
-from vestis.train.trainer import ClassesBySizeSampler, Trainer
+from vestis.train.batches import ClassesBySizeSampler
+from vestis.train.trainer import Trainer
 
 
 @pytest.mark.parametrize("overrides", [[f"head.kind={kind}"] for kind in HEAD_KINDS]

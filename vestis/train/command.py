@@ -29,20 +29,13 @@ from torch.utils.data import DataLoader
 from vestis.errors import VestisError
 from vestis.eval.metrics import change_interval
 from vestis.eval.protocols import knn_accuracy, per_query_ap, score_ranking
+from vestis.train.batches import ArrayDataset, loader_workers
 from vestis.train.config import RunConfig, load_config
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor, SimilarityDistillation
 from vestis.train.report import write_run_report
-from vestis.train.trainer import (
-    ArrayDataset,
-    Trainer,
-    TrainingTask,
-    class_labels,
-    embed_rows,
-    loader_workers,
-    resolve_device,
-    retrieval_ranking,
-)
+from vestis.train.task import TrainingTask, class_labels
+from vestis.train.trainer import Trainer, embed_rows, resolve_device, retrieval_ranking
 from vestis.train.transfer import JUDGED_BY, JUDGED_K, TransferSet, load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from vestis.errors import VestisError
 from vestis.train.config import FinetuneConfig, RunConfig
 from vestis.train.features import Items
 from vestis.train.heads import EmbeddingHead, HeadLoss, IdentityAnchor
-from vestis.train.trainer import TrainingTask, class_labels, load_checkpoint
+from vestis.train.task import TrainingTask, class_labels
+from vestis.train.trainer import load_checkpoint
 
 
 def colour_is_target(labels: list[str]) -> bool:

@@ -43,7 +43,9 @@ from vestis.train.config import JointRunConfig, config_from_dict
 from vestis.train.export import export_module
 from vestis.train.features import Items, load_items, resolve_split
 from vestis.train.heads import EmbeddingHead, IdentityAnchor
-from vestis.train.trainer import VAL_METRIC, PairIndices, Trainer, TrainingTask, load_checkpoint
+from vestis.train.batches import PairIndices
+from vestis.train.task import TrainingTask
+from vestis.train.trainer import VAL_METRIC, Trainer, load_checkpoint
 from vestis.train.transfer import load_transfer_sets, measure_transfer
 
 log = logging.getLogger(__name__)

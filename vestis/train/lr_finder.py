@@ -16,7 +16,9 @@ import numpy as np
 
 from vestis.errors import VestisError
 from vestis.train.config import RunConfig
-from vestis.train.trainer import TrainingTask, make_optimizer, resolve_device, seed_epoch, train_loader
+from vestis.train.batches import seed_epoch, train_loader
+from vestis.train.task import TrainingTask
+from vestis.train.trainer import make_optimizer, resolve_device
 
 SMOOTHING = 0.98  # exponential moving average of the loss (with bias correction)
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of the best one

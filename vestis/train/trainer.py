@@ -5,8 +5,8 @@ Model selection uses the validation split only: its items query the training and
 items (themselves excluded), relevant = the same label group. The test split is not embedded,
 scored or even passed to the trainer.
 
-Every epoch reseeds the samplers from (seed, epoch), so a run resumed from ``last.pt`` goes on
-exactly as the uninterrupted run would have.
+Every epoch reseeds the samplers from (seed, epoch) (:mod:`vestis.train.batches`), so a run
+resumed from ``last.pt`` goes on exactly as the uninterrupted run would have.
 
 With ``train.average_from`` the model validated, kept as best and exported is a stochastic weight
 average (Izmailov et al., 2018; :class:`torch.optim.swa_utils.AveragedModel`): the uniform average
@@ -21,114 +21,26 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pytorch_metric_learning.samplers import MPerClassSampler
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
+from vestis.train.batches import loader_workers, seed_epoch, train_loader
 from vestis.train.config import RunConfig, TrainConfig, check_split_usage
-from vestis.train.features import Items
+from vestis.train.task import TrainingTask
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "vestis-train-checkpoint/1"
 VAL_METRIC = "mAP@10"
-
-
-class ArrayDataset(Dataset):
-    """Rows of a feature matrix as float32 tensors."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.vectors[i]
-
-
-class PairIndices(Dataset):
-    """Row indices as tensors: the inputs of models that gather their own features (the attribute
-    model's (item, attribute) pairs, the joint model's (item, text) pairs)."""
-
-    def __init__(self, pairs: np.ndarray):
-        self.pairs = torch.as_tensor(pairs, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.pairs[i]
-
-
-class Labelled(Dataset):
-    """Pairs a dataset of inputs with class indices."""
-
-    def __init__(self, inputs: Dataset, labels: np.ndarray):
-        self.inputs, self.labels = inputs, torch.as_tensor(labels, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
-        return self.inputs[i], self.labels[i]
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.inputs, "set_epoch"):
-            self.inputs.set_epoch(epoch)
-
-
-@dataclass
-class TrainingTask:
-    """Everything one run trains, built by :func:`vestis.train.command.feature_task` (stage 1),
-    :func:`vestis.train.finetune.finetune_task` (stage 2) or
-    :func:`vestis.train.attributes.task.attribute_task` (the attribute model).
-
-    A row is a training sample (an item; for the attribute model an (item, attribute) pair).
-    ``model`` maps a batch of inputs to the head's un-normalised embeddings; ``inputs(rows,
-    augment)`` makes a dataset of the rows; ``labels`` is the class index of every row (-1 when its
-    group is not a training class); ``split`` its split name. ``regulariser(inputs, embeddings)``,
-    when given, is added to the training loss (e.g. similarity distillation). With ``partition``, a validation
-    query only searches the rows of its own partition (the same attribute), and the mAP is averaged
-    over partitions weighted by their queries. ``checkpoint_extra`` is stored in every checkpoint."""
-
-    stage: int
-    model: nn.Module
-    head: nn.Module  # has ``in_dim`` and ``dim``
-    criterion: nn.Module  # (embeddings, labels) -> (loss, named parts); has ``needs_m_per_class``
-    param_groups: list[dict[str, Any]]
-    inputs: Callable[[np.ndarray, bool], Dataset]
-    items: Items
-    groups: np.ndarray
-    split: np.ndarray
-    classes: list[str]
-    labels: np.ndarray
-    backbone: str
-    partition: np.ndarray | None = None
-    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
-    regulariser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-    def rows(self, *splits: str) -> np.ndarray:
-        return np.flatnonzero(np.isin(self.split.astype(str), splits))
-
-    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch."""
-        embeddings = self.model(inputs)
-        loss, _ = self.criterion(embeddings, labels)
-        if self.regulariser is not None:
-            loss = loss + self.regulariser(inputs, embeddings)
-        return loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,87 +51,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise VestisError(f"train.device: {e}") from e
-
-
-def class_labels(groups: np.ndarray, split: np.ndarray, train_splits: list[str]) -> tuple[list[str], np.ndarray]:
-    """Training classes (the sorted label groups of labelled training items) and each item's
-    class index (-1 for items whose group is missing or not a training class)."""
-    train = np.isin(split.astype(str), train_splits) & np.array([g is not None for g in groups])
-    classes = sorted({str(g) for g in groups[train]})
-    if len(classes) < 2:
-        raise VestisError(f"the training split has {len(classes)} label group(s); at least 2 are needed")
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, np.array([-1 if g is None else index.get(str(g), -1) for g in groups], np.int64)
-
-
-def batch_size_for(task: TrainingTask, train: TrainConfig, m: int) -> int:
-    """The batch size used: M-per-class batches hold whole groups of ``m`` and at most every class."""
-    if not task.criterion.needs_m_per_class:
-        return train.batch_size
-    size = min(train.batch_size, m * len(task.classes)) // m * m
-    if size < 2 * m:
-        raise VestisError(f"train.batch_size {train.batch_size} is too small for {m} samples per class "
-                          f"(head.m_per_class): use at least {2 * m}")
-    return size
-
-
-class ClassesBySizeSampler(Sampler[int]):
-    """M-per-class batches whose classes are drawn in proportion to their number of items
-    (``head.class_sampling: by-size``): ``batch_size / m`` draws of a class per batch (a frequent
-    class may be drawn twice), ``m`` items of each (with repeats when a class has fewer). pml's
-    ``MPerClassSampler`` draws the classes uniformly, so a rare group is seen as often as a
-    frequent one and the batches no longer follow the catalogue; here they do, as a shuffled
-    epoch's would. ``length`` indices per epoch; the draws follow torch's random state."""
-
-    def __init__(self, labels: np.ndarray, m: int, batch_size: int, length: int):
-        _, group, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-        self.members = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])  # items of each class
-        self.p = sizes / sizes.sum()
-        self.m, self.per_batch = m, batch_size // m
-        self.batches = length // batch_size
-
-    def __len__(self) -> int:
-        return self.batches * self.per_batch * self.m
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
-        for _ in range(self.batches):
-            for c in rng.choice(len(self.members), self.per_batch, p=self.p):
-                members = self.members[c]
-                yield from rng.choice(members, self.m, replace=len(members) < self.m).tolist()
-
-
-def train_loader(task: TrainingTask, cfg: RunConfig) -> DataLoader:
-    """Batches of (inputs, class) over the labelled training items; M-per-class for triplet losses."""
-    rows = task.rows(*cfg.train.train_splits)
-    rows = rows[task.labels[rows] >= 0]
-    dataset = Labelled(task.inputs(rows, True), task.labels[rows])
-    size = batch_size_for(task, cfg.train, cfg.head.m_per_class)
-    workers = loader_workers(task, cfg)
-    if task.criterion.needs_m_per_class:
-        length = max(len(rows), size)
-        sampler = (MPerClassSampler(task.labels[rows], cfg.head.m_per_class, batch_size=size,
-                                    length_before_new_iter=length)
-                   if cfg.head.class_sampling == "uniform"
-                   else ClassesBySizeSampler(task.labels[rows], cfg.head.m_per_class, size, length))
-        return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=True, num_workers=workers)
-    return DataLoader(dataset, batch_size=size, shuffle=True, drop_last=len(rows) > size, num_workers=workers,
-                      generator=torch.Generator())
-
-
-def loader_workers(task: TrainingTask, cfg: RunConfig) -> int:
-    """Data-loading processes: images (stage 2) are decoded in ``finetune.workers``; features need none."""
-    return cfg.finetune.workers if task.stage == 2 else 0
-
-
-def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
-    """Seed everything random in one epoch from (seed, epoch): makes resumed runs exact."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    np.random.seed((seed * 100_003 + epoch) % 2**32)  # pytorch-metric-learning's sampler uses np.random
-    if loader.generator is not None:
-        loader.generator.manual_seed(seed * 100_003 + epoch)
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(epoch)
 
 
 @torch.no_grad()

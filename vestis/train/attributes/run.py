@@ -23,7 +23,7 @@ from vestis.train.attributes.features import (
 from vestis.train.attributes.task import attribute_task
 from vestis.train.config import AttributeRunConfig, DataConfig
 from vestis.train.features import resolve_split
-from vestis.train.trainer import TrainingTask
+from vestis.train.task import TrainingTask
 from vestis.train.transfer import TransferSet
 
 

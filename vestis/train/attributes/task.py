@@ -20,7 +20,8 @@ from vestis.train.attributes.features import AttributeData, RowView
 from vestis.train.attributes.loss import AttributeTripletLoss
 from vestis.train.config import AttributeRunConfig
 from vestis.train.heads import IdentityAnchor
-from vestis.train.trainer import PairIndices, TrainingTask, class_labels
+from vestis.train.batches import PairIndices
+from vestis.train.task import TrainingTask, class_labels
 
 
 class PairModel(nn.Module):
