@@ -189,3 +189,15 @@ class VectorStore:
         path = directory / "vectors.npy"
         vectors = MappedRows.open(path) if mmap else np.load(path)
         return cls(dim, vectors, np.load(directory / "ids.npy"), np.load(directory / "alive.npy"))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (stable for ties: lower index first)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))]

@@ -164,10 +164,7 @@ class Engine:
         """Load the vectors and index (and with ``model`` the encoder) now rather than on the first
         query; returns how long each took, in ms (``load_collection``, ``load_model``)."""
         t0 = time.perf_counter()
-        if not getattr(self.collection, "searches_itself", False):  # Milvus keeps its vectors on its server
-            self.collection.table()
-            if self.collection.uses_ann:
-                self.collection.index()
+        self.collection.warm()
         t1 = time.perf_counter()
         if model:
             self.encoder.embed_images([Image.new("RGB", (64, 64), "white")])  # warm up the session

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from vestis.errors import VestisError
+from vestis.index.vectors import top_k
 from vestis.store.collection import Collection
 
 MAX_K = 1000
@@ -84,18 +85,6 @@ def check_options(k: int, offset: int, colour_weight: float, *, has_colour: bool
         raise VestisError(f"colour weight must be between 0 and {MAX_COLOUR_WEIGHT:g} (got {colour_weight})")
     if colour_weight and not has_colour:
         raise VestisError("colour weight needs colour features in the collection and the query; use 0")
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (stable for ties: lower index first)."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    return part[np.lexsort((part, -scores[part]))]
 
 
 def hits_for(collection: Collection, vids: np.ndarray, scores: np.ndarray) -> list[SearchHit]:

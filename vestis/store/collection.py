@@ -36,7 +36,7 @@ from vestis.locks import RankedLock
 from vestis.index import make_index
 from vestis.index.auto import EXACT_SPEC, concrete_spec, describe_choice, is_auto
 from vestis.index.base import VectorIndex
-from vestis.index.vectors import VectorStore
+from vestis.index.vectors import VectorStore, top_k
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
 from vestis.store.db import DB_NAME, Item, ItemDB, NewItem
 from vestis.store.settings import StoreSettings, new_settings
@@ -45,6 +45,7 @@ from vestis.store.table import SyncedTable
 __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
 
 LOCK_NAME = ".derived.lock"  # held while derived files (vector cache, index) are written
+ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
 
 
 class Collection(StoreSettings):
@@ -305,6 +306,57 @@ class Collection(StoreSettings):
                 assert self._table is not None
                 self._index = self._index_files.load(self.active_index_spec, self._table, self.db)
             return self._index
+
+    def warm(self) -> None:
+        """Load the vectors and the ANN index now rather than on the first search."""
+        with self._lock:
+            self.table()
+            if self.uses_ann:
+                self.index()
+
+    def search_vectors(self, vector: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                       exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The ``want`` best (vids, scores) by cosine similarity to ``vector`` (plus ``colour_weight``
+        times the colour similarity), and how many items were eligible: through the ANN index when
+        the collection keeps one and nothing is filtered, else by an exact scan of the table (only
+        the allowed rows when filtered)."""
+        exclude = np.array(exclude, np.int64)
+        with self._lock:
+            table = self.table()
+            if filters or not self.uses_ann:
+                return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
+            fetch = want + len(exclude)
+            if colour_weight:
+                fetch = max(fetch * ANN_RERANK_FACTOR, 200)
+            index = self.index()
+            scores, vids = index.search(vector[None, :].astype(np.float32), min(fetch, max(len(index), 1)))
+            scores, vids = scores[0], vids[0]
+            keep = (vids >= 0) & ~np.isin(vids, exclude)
+            scores, vids = scores[keep], vids[keep]
+            if colour_weight and len(vids):  # re-scored exactly with the colour term, from the table
+                rows = table.rows_of(vids)
+                scores = (table.take(rows) @ vector) + colour_weight * (table.extra[rows] @ colour)
+                order = top_k(scores, want)
+                scores, vids = scores[order], vids[order]
+            return vids[:want], scores[:want], len(table) - len(exclude)
+
+    def _scan(self, table: VectorStore, vector: np.ndarray, want: int, filters: dict[str, Sequence[str]] | None,
+              exclude: np.ndarray, colour: np.ndarray | None, colour_weight: float) -> tuple[np.ndarray, np.ndarray, int]:
+        all_vids, vectors, colours = table.view
+        if filters:
+            allowed = self.filter_vids(filters)
+            rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
+            vids, scores, colours = all_vids[rows], table.take(rows) @ vector, colours[rows]
+        else:  # one pass over the table, which may stream from its file: nothing is gathered first
+            vids, scores = all_vids, vectors @ vector
+        if colour_weight:
+            scores = scores + colour_weight * (colours @ colour)
+        if len(exclude):
+            keep = ~np.isin(vids, exclude)
+            vids, scores = vids[keep], scores[keep]
+        order = top_k(scores, want)
+        return vids[order], scores[order], len(vids)
 
     def set_index_spec(self, spec: str) -> None:
         """Switch to another index backend (rebuilt now from the stored vectors)."""

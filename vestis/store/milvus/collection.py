@@ -47,7 +47,6 @@ def _no_collection(location: Location) -> VestisError:
 class MilvusCollection(StoreSettings):
     """A vestis collection stored in Milvus (see the module docstring). Thread-safe."""
 
-    searches_itself = True  # ranking runs in Milvus: callers pass queries to search_vectors
 
     def __init__(self, location: Location, db: MilvusConnection) -> None:
         self.location = location
@@ -252,6 +251,9 @@ class MilvusCollection(StoreSettings):
         return np.array(sorted(vids), np.int64)
 
     # ----------------------------------------------------------------- searching
+    def warm(self) -> None:
+        """Nothing to load: the server keeps the vectors and ranks them."""
+
     def search_vectors(self, vector: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
                        exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0,
                        ) -> tuple[np.ndarray, np.ndarray, int]:
