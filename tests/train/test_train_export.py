@@ -6,29 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from vestis.train.command import prepare, run
 from vestis.train.config import load_config
-from vestis.train.export import export_head
-from vestis.train.trainer import Trainer
-
-
-def test_head_export_matches_pytorch(garment_config, tmp_path):
-    cfg = load_config(garment_config, ["train.epochs=2"])
-    task = prepare(cfg)
-    Trainer(cfg, task, cfg.run_dir).fit()
-    diff = export_head(task.head, tmp_path / "head.onnx")
-    assert diff <= 1e-4
-    features = task.items.vectors  # real features, batch size other than the export's
-    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(["embedding"], {"features": features})[0]
-    with torch.no_grad():
-        expected = task.head.eval().embed(torch.from_numpy(features)).numpy()
-    assert got.shape == (len(features), 32)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -143,9 +143,11 @@ def test_fused_embedding_mixes_centred_backbone_and_head_similarities(garment_co
     assert fused.shape == (len(features), 1280 + 32) == (len(features), task.head.out_dim)
     np.testing.assert_allclose(fused @ fused.T, 0.4 * centred @ centred.T + 0.6 * head @ head.T, atol=1e-5)
 
-    from vestis.train.export import export_head
+    from vestis.train.export import export_checkpoint
 
-    assert export_head(task.head, tmp_path / "fused.onnx") <= 1e-4
+    sidecar = json.loads(export_checkpoint(cfg.run_dir / "best.pt", tmp_path / "fused.onnx").with_suffix(".json")
+                         .read_text())
+    assert sidecar["dim"] == 1280 + 32 and sidecar["onnx_max_abs_diff"] <= 1e-4
 
 
 def test_distillation_is_part_of_the_training_loss(garment_config):

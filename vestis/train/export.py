@@ -41,17 +41,6 @@ class EncoderGraph(nn.Module):
         return self.head.embed(pooled), map32, map16
 
 
-class HeadGraph(nn.Module):
-    """features -> normalised embedding (the head alone, for models fed with stored features)."""
-
-    def __init__(self, head: EmbeddingHead):
-        super().__init__()
-        self.head = head
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head.embed(features)
-
-
 def export_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path,
                   input_names: str | list[str], output_names: list[str]) -> float:
     """Export ``module`` (eval mode, dynamic batch) and return the largest absolute difference
@@ -77,12 +66,6 @@ def export_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor,
         raise VestisError(f"the ONNX export {path} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); "
                           "it is not usable")
     return diff
-
-
-def export_head(head: EmbeddingHead, path: str | Path) -> float:
-    """The head alone as ONNX: ``features`` (N x in_dim) -> ``embedding``. Returns the max difference."""
-    example = torch.randn(4, head.in_dim, generator=torch.Generator().manual_seed(0))
-    return export_module(HeadGraph(head), example, Path(path), "features", [EMBEDDING])
 
 
 def export_encoder(backbone: nn.Module, head: EmbeddingHead, path: str | Path, *, preprocess: Any,
@@ -115,7 +98,8 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path | None = None, *,
     backbone_name = backbone_of(ckpt["backbone"]) or ckpt["backbone"]
     if backbone_name not in BUILDERS:
         raise VestisError(f"the features of {checkpoint} come from encoder {backbone_name!r}, which is not a "
-                          f"built-in backbone ({', '.join(BUILDERS)}): export the head alone with export_head")
+                          f"built-in backbone ({', '.join(BUILDERS)}), so the head cannot be joined to it in one "
+                          "encoder")
     spec = BUILTIN_PREPROCESSING[backbone_name]
     expected = get_encoder_version(ckpt["backbone"])
     if ckpt["stage"] == 1 and ckpt["encoder_version"] != expected:
