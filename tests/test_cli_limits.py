@@ -126,3 +126,14 @@ def test_commands_on_a_full_disk_say_so_and_lose_nothing(built, full_disk):
     (full_disk / "filler").unlink()
     result = vestis("info", "--collection", str(collection), "--json")
     assert result.returncode == 0 and '"items": 6' in result.stdout
+
+
+def test_keyword_search_prints_no_debug_lines(collection):
+    """bm25s sets its own logger to DEBUG on import; the CLI prints warnings and errors only (here
+    while the keyword index is built, which bm25s logs)."""
+    for cached in (collection / "cache").glob("keywords-*"):
+        shutil.rmtree(cached)
+    result = vestis("search", "--collection", str(collection), "--text", "dress", "--mode", "keyword", "-k", "2")
+    assert result.returncode == 0, said(result)
+    assert "DEBUG" not in result.stderr and "g" in result.stdout
+    assert list((collection / "cache").glob("keywords-*"))  # the index was built in this run

@@ -247,6 +247,18 @@ def test_fashion_product_folder_and_zip_agree(tmp_path):
     assert item.read() == (root / "images" / "15970.jpg").read_bytes()
 
 
+def test_limit_keeps_the_first_items_of_every_format(tmp_path):
+    """``--limit`` is presented as general: formats without a limit of their own get the first N."""
+    root = make_fpi(tmp_path / "fpi")
+    limited = open_catalogue(root, limit=2)
+    assert limited.format == "fashion-product" and len(limited) == 2
+    assert [i.id for i in limited] == ["15970", "39386"] and [i.id for i in limited] == ["15970", "39386"]
+    assert len(open_catalogue(root, limit=10)) == 4
+    assert [i.id for i in open_catalogue(root / "images", "folder", limit=1)] == ["15970"]
+    with pytest.raises(CatalogueError, match="limit must be a whole number, zero or more, not -1"):
+        open_catalogue(root, limit=-1)
+
+
 # ---------------------------------------------------------------- Clothing Attribute Dataset
 
 CA_HEADER = ("image,black,blue,brown,category,collar,cyan,gender,gray,green,many_colors,neckline,necktie,"

@@ -7,6 +7,7 @@ format name to its reader, which ``open_catalogue(source, format, **options)`` c
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def detect_format(source: str | Path) -> str:
 
 def open_catalogue(source: str | Path, format: str | None = None, **options: object) -> Catalogue:
     """Open a catalogue: ``source`` is a folder or zip (or ``"fashion-mnist"`` for the Debian package's
-    files); ``format`` one of :data:`READERS` (detected when None); ``options`` go to the reader."""
+    files); ``format`` one of :data:`READERS` (detected when None); ``options`` go to the reader.
+    ``limit=N`` keeps the first N items of every format (Fashion-MNIST's reader takes N per split)."""
     formats = ", ".join(READERS)
     if format is not None and format not in READERS:
         raise CatalogueError(f"unknown catalogue format {format!r}; valid formats: {formats}")
@@ -90,10 +92,21 @@ def open_catalogue(source: str | Path, format: str | None = None, **options: obj
                              f"the formats: {formats}; or 'fashion-mnist')")
     format = format or detect_format(path)
     reader = READERS[format]
+    parameters = inspect.signature(reader).parameters
+    limit = options.pop("limit", None) if "limit" not in parameters else None
     try:
         inspect.signature(reader).bind(path, **options)
     except TypeError:
-        accepted = [p for p in inspect.signature(reader).parameters if p != "source"]
+        accepted = [p for p in parameters if p != "source"]
         raise CatalogueError(f"format {format!r} does not take option(s) {', '.join(options)}; "
                              f"it takes: {', '.join(accepted) or 'none'}") from None
-    return reader(path, **options)
+    catalogue = reader(path, **options)
+    return catalogue if limit is None else _first(catalogue, limit)
+
+
+def _first(catalogue: Catalogue, limit: object) -> Catalogue:
+    """The first ``limit`` items of a catalogue whose reader has no limit of its own."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise CatalogueError(f"limit must be a whole number, zero or more, not {limit!r}")
+    return Catalogue(catalogue.format, catalogue.root, catalogue.columns,
+                     lambda: itertools.islice(catalogue.items(), limit), min(len(catalogue), limit))
