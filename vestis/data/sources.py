@@ -201,9 +201,9 @@ def _parse_idx(f: BinaryIO, path: str) -> np.ndarray:
                              f"{MAX_IDX_BYTES:,} bytes (not read)")
     data = f.read(size + 1)
     if len(data) != size:
-        found = f"{len(data) - 1}+" if len(data) > size else str(len(data))
+        found = "more than that" if len(data) > size else f"{len(data)} bytes of data"
         raise CatalogueError(f"{path}: IDX file is truncated or corrupt: header says {dims} values "
-                             f"({size} bytes), file has {found} bytes of data")
+                             f"({size} bytes), file has {found}")
     return np.frombuffer(data, dtype).reshape(dims)
 
 
