@@ -543,7 +543,7 @@ def attributes_build_cmd(
 ) -> None:
     """Embed every item for every attribute of MODEL (only items not embedded yet), for `search --attrs`."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
-    from vestis.store.attribute_index import build_attribute_index
+    from vestis.store.vector_builds import build_attribute_index
     from vestis.store.factory import open_collection
 
     with open_collection(collection) as coll:
@@ -566,11 +566,10 @@ def attributes_info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """The attribute model of a collection, its attributes and how many items it has embedded."""
-    from vestis.store.attribute_index import AttributeIndex
-    from vestis.store.factory import open_collection
+    from vestis.store.factory import open_attributes, open_collection
 
     with open_collection(collection) as coll:
-        index = AttributeIndex.open(coll)
+        index = open_attributes(coll)
         if index is None:
             _fail(f"{collection} has no attribute index (build one with `vestis attributes build`)")
         info = index.info()
@@ -598,10 +597,10 @@ def text_build_cmd(
 ) -> None:
     """Project every item into MODEL's joint text-image space (only items not embedded yet), for `search --text`."""
     from vestis.encoders.joint import JointModel
-    from vestis.store.collection import Collection
-    from vestis.store.joint_index import build_joint_index
+    from vestis.store.factory import open_collection
+    from vestis.store.vector_builds import build_joint_index
 
-    with Collection.open(collection) as coll:
+    with open_collection(collection) as coll:
         report = build_joint_index(coll, JointModel(model), rebuild=rebuild)
         total = len(coll)
     if as_json:
@@ -617,11 +616,10 @@ def text_info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """The joint text-image model of a collection and how many items it has embedded."""
-    from vestis.store.collection import Collection
-    from vestis.store.joint_index import JointIndex
+    from vestis.store.factory import open_collection, open_joint
 
-    with Collection.open(collection) as coll:
-        index = JointIndex.open(coll)
+    with open_collection(collection) as coll:
+        index = open_joint(coll)
         if index is None:
             _fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
         info = index.info()

@@ -19,7 +19,7 @@ def collection_copy(tmp_path_factory, built_collection):
     """A copy of the shop with a joint model trained on "{colour} {kind}" captions."""
     from vestis.encoders.joint import JointModel
     from vestis.store.collection import Collection
-    from vestis.store.joint_index import build_joint_index
+    from vestis.store.vector_builds import build_joint_index
     from vestis.train.config import _build
     from vestis.train.joint import JointRunConfig, train_joint
 

@@ -31,7 +31,7 @@ from tests.conftest import garment_image, jpeg_bytes
 from vestis.encoders.joint import JointModel
 from vestis.encoders.text import text_encoder_version
 from vestis.store.collection import Collection
-from vestis.store.joint_index import build_joint_index
+from vestis.store.vector_builds import build_joint_index
 from vestis.train.joint import Projection, write_joint_model
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from tests.search.test_text_search import collection  # noqa: F401 (fixture)
 from tests.store.test_joint_index import joint_model
 from vestis.cli import app
 from vestis.errors import VestisError
-from vestis.store.joint_index import build_joint_index
+from vestis.store.vector_builds import build_joint_index
 
 
 def run(*args: str) -> dict:

@@ -15,7 +15,7 @@ from vestis.search.text import (
 )
 from vestis.search.query import parse_weighted
 from vestis.store.collection import Collection
-from vestis.store.joint_index import build_joint_index
+from vestis.store.vector_builds import build_joint_index
 
 
 def unit(*values: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from vestis.encoders.text import get_text_encoder
 from vestis.search.text import DEFAULT_LABEL_SIMILARITY, Fusion, TextSearcher
 from vestis.search.understand import LabelMatch, LabelVocabulary, Understanding, spans
 from vestis.store.collection import Collection, NewItem
-from vestis.store.joint_index import build_joint_index
+from vestis.store.vector_builds import build_joint_index
 
 # (title, articleType, baseColour, gender): three types, three colours, two genders
 ROWS = [("Turtle Check Men Navy Blue Shirt", "Shirts", "Navy Blue", "Men"),

@@ -13,7 +13,8 @@ from vestis.encoders.joint import JointModel
 from vestis.encoders.text import text_encoder_version
 from vestis.errors import EncoderMismatchError
 from vestis.store.collection import Collection, NewItem
-from vestis.store.joint_index import JointIndex, build_joint_index, update_joint
+from vestis.store.joint_index import JointIndex
+from vestis.store.vector_builds import build_joint_index, update_joint
 from vestis.store.keyword_index import KeywordIndex, item_document
 from vestis.train.joint import Projection, write_joint_model
 

@@ -25,7 +25,7 @@ from vestis.data import open_catalogue
 from vestis.errors import NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
 from vestis.search.searcher import Query, Searcher
-from vestis.store.attribute_index import AttributeIndex
+from vestis.store.factory import configure_attributes
 from vestis.store.collection import NewItem
 from vestis.store.factory import collection_exists, create_collection, open_collection
 from vestis.store.ingest import index_catalogue, open_or_create
@@ -163,7 +163,7 @@ def test_attribute_search(location, tmp_path):
         (tmp_path / "m.json").write_text("{}")
         model = SimpleNamespace(version="attr/1", attributes=ATTRIBUTES, dim=ATTR_DIM, path=tmp_path / "m.onnx",
                                 backbone=SimpleNamespace(version="t/1"))
-        index = AttributeIndex.configure(coll, model)
+        index = configure_attributes(coll, model)
         missing = index.missing()
         assert len(missing) == N
         vectors = unit(rng.normal(size=(N, len(ATTRIBUTES), ATTR_DIM)))

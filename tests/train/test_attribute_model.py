@@ -399,7 +399,7 @@ def test_onnx_export_matches_pytorch(trained, trained_global, trained_residual, 
 def indexed(trained, garment_collection, tmp_path_factory) -> Path:
     """A copy of the garment collection with its attribute vectors built from the trained model."""
     from vestis.encoders.attribute_encoder import AttributeEncoder
-    from vestis.store.attribute_index import build_attribute_index
+    from vestis.store.vector_builds import build_attribute_index
     from vestis.store.collection import Collection
 
     path = tmp_path_factory.mktemp("indexed") / "collection"

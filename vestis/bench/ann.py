@@ -92,11 +92,11 @@ def load_vectors(source: str | Path) -> tuple[np.ndarray, str]:
         if vectors.ndim != 2:
             raise VestisError(f"{path} holds an array of shape {vectors.shape}; expected N x dim vectors")
         return vectors, f"vectors of {path.name}"
-    from vestis.store.collection import Collection
+    from vestis.store.factory import collection_exists, open_collection
 
-    if not Collection.exists(path):
+    if not collection_exists(source):
         raise VestisError(f"{source} is neither a collection directory nor a .npy file (or say 'generated')")
-    with Collection.open(path) as collection:
+    with open_collection(source) as collection:
         vectors = collection.table().view[1].copy()
         return vectors, f"{collection.encoder_name} embeddings of {path.name}"
 
@@ -109,11 +109,11 @@ def _identity(source: str | Path | None) -> str:
     path = Path(source).resolve()
     if path.is_file():
         return f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-    from vestis.store.collection import Collection
+    from vestis.store.factory import collection_exists, open_collection
 
-    if not Collection.exists(path):
+    if not collection_exists(source):
         return str(path)
-    with Collection.open(path) as collection:
+    with open_collection(source) as collection:
         return f"{path}:generation {collection.generation}"
 
 

@@ -34,7 +34,8 @@ from vestis.eval.report import markdown_table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
 from vestis.search.text import LABEL_SPACES, MODES, Fusion, TextQuery, TextSearcher, compose
 from vestis.search.understand import Understanding, singular
-from vestis.store.collection import Collection, Item
+from vestis.store.collection import Item
+from vestis.store.factory import open_collection
 
 # words for the paraphrased label queries: types, colours and genders as a shopper might say them
 PARAPHRASED_TYPES = {
@@ -282,7 +283,7 @@ def composed_queries(searcher: TextSearcher, gallery: Gallery, n: int, weights: 
 
 def transfer(searcher: TextSearcher, path: Path) -> dict[str, Any]:
     """The joint model over another collection's photos (same image encoder), queried by phrases."""
-    with Collection.open(path) as other:
+    with open_collection(path) as other:
         other.check_encoder(searcher.model.image_encoder_version)
         items = list(other.iter_items())
         table = other.table()
@@ -326,7 +327,7 @@ def latency(searcher: TextSearcher, texts: list[str], fusion: Fusion, reading: R
 def run_text_eval(collection_dir: Path, cfg: TextEvalConfig, *, report_dir: Path | None, command: str,
                   progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Every protocol of the module docstring; writes report.md + metrics.json when ``report_dir``."""
-    with Collection.open(collection_dir) as collection:
+    with open_collection(collection_dir) as collection:
         searcher = TextSearcher.open(collection)
         if searcher.model is None:
             raise VestisError(f"{collection_dir} has no joint text-image model: add one with `vestis text build`")

@@ -44,9 +44,10 @@ from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.encoders.text import TextEncoder
 from vestis.errors import VestisError
 from vestis.search.query import MAX_WEIGHT
-from vestis.search.results import Query, SearchResponse, check_options, hits_for, top_k
+from vestis.search.results import Query, SearchResponse, check_options, hits_for
 from vestis.store.attribute_index import AttributeIndex
 from vestis.store.collection import Collection
+from vestis.store.factory import open_attributes
 
 COLOUR_ATTRIBUTES = {"colour", "color", "basecolour", "basecolor"}  # normalised names
 NEAREST_MIN_SIMILARITY = 0.5  # chosen on a handful of phrases with and without a right answer (BENCHMARKS.md)
@@ -200,16 +201,6 @@ def parse_attributes(raw: str | Sequence[str] | None, valid: Sequence[str],
     return weights
 
 
-def attribute_scores(vectors: np.ndarray, dim: int, queries: np.ndarray, weights: dict[int, float]) -> np.ndarray:
-    """Every row's weighted sum of per-attribute cosine similarities: ``vectors`` holds each item's
-    attribute vectors side by side (N x attributes*dim), ``queries`` the query's (attributes x
-    dim), ``weights`` the asked attributes by index. Only the asked attributes' columns are read."""
-    scores = np.zeros(len(vectors), np.float32)
-    for a, weight in weights.items():
-        scores += weight * (vectors[:, a * dim : (a + 1) * dim] @ queries[a])
-    return scores
-
-
 @dataclass
 class AttributeQuery(Query):
     """A query that carries, besides the global embedding, every attribute's vector (attributes x
@@ -234,7 +225,7 @@ class AttributeSearcher:
     ) -> AttributeSearcher:
         """The searcher of the collection's attribute index; ``backbone`` is shared with the global
         search when it is the attribute model's backbone (one backbone pass per query image)."""
-        index = AttributeIndex.open(collection)
+        index = open_attributes(collection)
         if index is None:
             raise VestisError(
                 f"collection {collection.path} has no attribute index: build one with "
@@ -326,43 +317,13 @@ class AttributeSearcher:
                 colour_weight += weight * COLOUR_FUSION / (1 + COLOUR_FUSION)
                 weight = weight / (1 + COLOUR_FUSION)
             per_attribute[self.attributes.index(name)] = weight
-        if hasattr(self.index, "search_weighted"):  # the store ranks on its server (Milvus)
-            return self._search_in_store(query, per_attribute, colour_weight, k, offset, filters, timings, t0)
-        with self.index.lock:  # a catch-up by another thread must not move rows while they are scored
-            vids, vectors, _ = self.index.table().view
-            scores = attribute_scores(vectors, dim, query.attributes, per_attribute)
-            vids = vids.copy()
-        if filters:
-            keep = np.isin(vids, self.collection.filter_vids(filters))
-            vids, scores = vids[keep], scores[keep]
-        if query.exclude:
-            keep = ~np.isin(vids, np.array(query.exclude, np.int64))
-            vids, scores = vids[keep], scores[keep]
-        if colour_weight:
-            with self.collection.lock:
-                table_vids, _vectors, colours = self.collection.table().view
-                row_of = np.full(
-                    max(int(table_vids.max(initial=0)), int(vids.max(initial=0))) + 1, -1, np.int64
-                )
-                row_of[table_vids] = np.arange(len(table_vids))
-                rows = row_of[vids]
-                vids, scores, rows = vids[rows >= 0], scores[rows >= 0], rows[rows >= 0]
-                scores += colour_weight * (colours[rows] @ query.colour)
-        order = top_k(scores, k + offset)[offset:]
-        return self._response(vids[order], scores[order], len(vids), timings, t0)
-
-    def _search_in_store(self, query, per_attribute, colour_weight, k, offset, filters, timings, t0):
-        """One inner-product search in the store: each asked attribute's query vector times its
-        weight, zeros for the others, then the colour descriptor times the colour weight, against
-        rows that hold the item's attribute vectors and colour descriptor side by side."""
-        dim = self.index.dim
         vector = np.zeros(len(self.attributes) * dim + self.collection.colour_dim, np.float32)
         for a, weight in per_attribute.items():
             vector[a * dim : (a + 1) * dim] = weight * query.attributes[a]
         if colour_weight:
             vector[len(self.attributes) * dim :] = colour_weight * query.colour
-        vids, scores, candidates = self.index.search_weighted(
-            vector, k + offset, filters=filters, exclude=query.exclude)
+        vids, scores, candidates = self.index.search_weighted(vector, k + offset, filters=filters,
+                                                              exclude=query.exclude)
         return self._response(vids[offset:], scores[offset:], candidates, timings, t0)
 
     def _response(self, vids, scores, candidates, timings, t0) -> SearchResponse:

@@ -41,11 +41,12 @@ from vestis.search.regions import NoRegionError, RegionHits, missing_region_mess
 from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
 from vestis.search.text import TextQuery, TextSearcher
-from vestis.store.attribute_index import AttributeIndex, BuildReport, build_attribute_index, update_attributes
+from vestis.store.factory import open_attributes
+from vestis.store.vector_builds import BuildReport, build_attribute_index, update_attributes
 from vestis.store.collection import Collection, Item, NewItem
 from vestis.store.ingest import Embedder, IngestReport, RegionCrop, build_items, index_catalogue, local_embedder
 
-from vestis.store.joint_index import update_joint
+from vestis.store.vector_builds import update_joint
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class Engine:
         None when the collection has no attribute index or its model is unusable (with a warning)."""
         if not self._attributes_checked:
             self._attributes_checked = True
-            if AttributeIndex.open(self.collection) is not None:
+            if open_attributes(self.collection) is not None:
                 backbone = self._encoder if isinstance(self._encoder, OnnxEncoder) else None
                 try:
                     self._attributes = AttributeSearcher.open(self.collection, backbone=backbone,

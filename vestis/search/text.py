@@ -27,9 +27,11 @@ import numpy as np
 from vestis.encoders.joint import JointModel
 from vestis.errors import VestisError
 from vestis.search.query import parse_weighted
-from vestis.search.results import SearchResponse, check_options, hits_for, top_k
+from vestis.index.vectors import top_k
+from vestis.search.results import SearchResponse, check_options, hits_for
 from vestis.search.understand import LabelVocabulary, Understanding
 from vestis.store.collection import Collection
+from vestis.store.factory import open_joint
 from vestis.store.joint_index import JointIndex
 from vestis.store.keyword_index import KeywordIndex
 
@@ -145,7 +147,7 @@ class TextSearcher:
 
     @classmethod
     def open(cls, collection: Collection, *, threads: int | None = None) -> TextSearcher:
-        index = JointIndex.open(collection)
+        index = open_joint(collection)
         return cls(collection, index, index.load_model(threads) if index is not None else None)
 
     @property

@@ -11,7 +11,7 @@ not the item's value). The vectors are a store of per-item vectors
     attribute_model/model.onnx + model.json                the collection's copy of the model
 
 Items added later (``vestis index``, ``POST /items``) have no attribute vectors until
-:func:`build_attribute_index` (``vestis attributes build``, run by ``vestis index`` too when the
+:func:`vestis.store.vector_builds.build_attribute_index` (``vestis attributes build``, run by ``vestis index`` too when the
 collection has an attribute model) embeds the items that lack them. Search is exact: per
 attribute a matrix-vector product over the items (a few milliseconds for 44k items).
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -29,12 +29,24 @@ import numpy as np
 
 from vestis.encoders.attribute_encoder import AttributeEncoder
 from vestis.encoders.onnx_encoder import EMBEDDING, OnnxEncoder
+from vestis.index.vectors import top_k
 from vestis.store.atomic import atomic_write
 from vestis.store.collection import Collection
 from vestis.store.item_vectors import ItemVectors
 
 CACHE = "attributes.npz"
 MODEL_DIR, MODEL_FILE = "attribute_model", "model.onnx"  # the collection's copy of its attribute model
+
+
+def attribute_scores(vectors: np.ndarray, dim: int, queries: np.ndarray) -> np.ndarray:
+    """Every row's sum of per-attribute inner products: ``vectors`` holds each item's attribute
+    vectors side by side (N x attributes*dim), ``queries`` the weighted query vector of each
+    attribute (attributes x dim). The columns of an attribute whose query is zero are not read."""
+    scores = np.zeros(len(vectors), np.float32)
+    for a, query in enumerate(queries):
+        if query.any():
+            scores += vectors[:, a * dim:(a + 1) * dim] @ query
+    return scores
 
 
 class AttributeIndex(ItemVectors):
@@ -45,22 +57,45 @@ class AttributeIndex(ItemVectors):
 
     @classmethod
     def open(cls, collection: Collection) -> Self | None:
-        """The collection's attribute index, or None when it has no attribute model (a store that
-        keeps attribute vectors itself, Milvus, answers with its own)."""
-        if hasattr(collection, "open_attributes"):
-            return collection.open_attributes()
+        """The local collection's attribute index, or None when it has no attribute model (any
+        store's: :func:`vestis.store.factory.open_attributes`)."""
         return super().open(collection)
 
     @classmethod
     def configure(cls, collection: Collection, model: AttributeEncoder, *, rebuild: bool = False) -> Self:
         """The attribute index for ``model``, created when the collection has none. A collection
         indexed with another model is refused unless ``rebuild`` (its vectors are then dropped)."""
-        if hasattr(collection, "configure_attributes"):
-            return collection.configure_attributes(model, rebuild=rebuild)
         collection.check_encoder(model.backbone.version)
         return cls._configure(collection, version=model.version, names=list(model.attributes), dim=model.dim,
                               install=lambda: install_model(model.path, collection.path),
                               model_name=model.path.name, rebuild=rebuild)
+
+    def search_weighted(self, query: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                        exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray, int]:
+        """The ``want`` best items by inner product with ``query``: each attribute's weighted query
+        vector side by side (zeros for the attributes not asked, whose columns are not read), then
+        the weighted colour descriptor, scored against the collection's colour descriptors. The
+        same query a Milvus collection answers on its server. Returns (vids, scores, eligible)."""
+        query = np.asarray(query, np.float32)
+        width = len(self.names) * self.dim
+        with self.lock:  # a catch-up by another thread must not move rows while they are scored
+            vids, vectors, _ = self.table().view
+            scores = attribute_scores(vectors, self.dim, query[:width].reshape(len(self.names), self.dim))
+            vids = vids.copy()
+            colour = query[width:]
+            if colour.any():
+                table = self.collection.table()
+                rows = table.rows_of(vids)
+                vids, scores, rows = vids[rows >= 0], scores[rows >= 0], rows[rows >= 0]
+                scores = scores + table.extra[rows] @ colour
+        if filters:
+            keep = np.isin(vids, self.collection.filter_vids(filters))
+            vids, scores = vids[keep], scores[keep]
+        if len(exclude):
+            keep = ~np.isin(vids, np.asarray(exclude, np.int64))
+            vids, scores = vids[keep], scores[keep]
+        order = top_k(scores, want)
+        return vids[order], scores[order], len(vids)
 
     @property
     def attributes(self) -> list[str]:
@@ -98,101 +133,3 @@ def install_model(model_path: Path, collection_path: Path) -> str:
         if source.resolve() != (target / name).resolve():
             atomic_write(target / name, lambda tmp, src=source: shutil.copyfile(src, tmp))
     return f"{MODEL_DIR}/{MODEL_FILE}"
-
-
-@dataclass
-class BuildReport:
-    embedded: int = 0
-    from_cache: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "embedded": self.embedded,
-            "from_feature_cache": self.from_cache,
-            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def _batches(rows: list, size: int) -> Iterator[list]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def build_attribute_index(
-    collection: Collection,
-    model: AttributeEncoder,
-    *,
-    rebuild: bool = False,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> BuildReport:
-    """Embed every item of ``collection`` that has no attribute vectors yet, for every attribute.
-
-    Backbone features already in the collection's feature cache (``<collection>/features``, made
-    when a model was trained on this collection) are reused; the other images are read, decoded
-    and run through the backbone. Each batch is committed on its own: an interrupted build keeps
-    its work and a second run finishes it."""
-    from vestis.data.sources import read_source
-    from vestis.encoders.pipeline import embed_items
-    from vestis.store.feature_cache import OutputsAsVectors, open_cached, output_shapes
-
-    started = time.perf_counter()
-    report = BuildReport()
-    index = AttributeIndex.configure(collection, model, rebuild=rebuild)
-    todo = index.missing()
-    cache = open_cached(collection.path / "features", model.backbone, [model.feature_map, EMBEDDING])
-    cached = [(vid, item_id) for vid, item_id, _s, h in todo if cache.key.get(item_id) == h]
-    for chunk in _batches(cached, 256):
-        rows = cache.rows([item_id for _vid, item_id in chunk])
-        order = np.argsort(rows)
-        features = {
-            n: np.asarray(cache.arrays[n][rows[order]], np.float32) for n in model.backbone_outputs
-        }
-        vectors = model.embed_features(features)
-        index.add(np.array([chunk[i][0] for i in order], np.int64), vectors)
-        report.from_cache += len(chunk)
-    done = {vid for vid, _i in cached}
-    rest = [(vid, source) for vid, _i, source, _h in todo if vid not in done]
-    if rest:
-        adapter = OutputsAsVectors(
-            model.backbone, model.backbone_outputs, output_shapes(model.backbone, model.backbone_outputs)
-        )
-        ids = {vid: item_id for vid, item_id, _s, _h in todo}
-        stream = embed_items(
-            adapter,
-            ((vid, lambda s=source: read_source(s)) for vid, source in rest),
-            batch_size=batch_size,
-            with_colour=False,
-            progress=progress,
-            total=len(rest),
-        )
-        for batch in stream:
-            if batch.keys:
-                index.add(
-                    np.array(batch.keys, np.int64), model.embed_features(adapter.split(batch.vectors))
-                )
-            report.skipped += [(ids[vid], reason) for vid, reason in batch.failures]
-            report.embedded += len(batch.keys)
-    report.embedded += report.from_cache
-    index.save()
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def update_attributes(
-    collection: Collection, model_path: Path | None = None, *, progress: bool = True
-) -> BuildReport | None:
-    """After items were added: embed the new ones with ``model_path`` (which becomes the
-    collection's attribute model), else with the collection's attribute model; None when there is
-    neither (the collection has no attribute search)."""
-    if model_path is None:
-        index = AttributeIndex.open(collection)
-        if index is None:
-            return None
-        model = index.load_model()
-    else:
-        model = AttributeEncoder(model_path)
-    return build_attribute_index(collection, model, progress=progress)

@@ -76,10 +76,8 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     # ----------------------------------------------------------------- opening
     @classmethod
     def open(cls, collection: Collection) -> Self | None:
-        """The collection's store of this kind, or None when it has no model for it. The vectors
-        live in a local collection's SQLite; another store (Milvus) keeps its own or none."""
-        if not isinstance(collection, Collection):
-            return None
+        """The local collection's store of this kind, or None when it has no model for it (the
+        vectors live in its SQLite; :mod:`vestis.store.factory` opens any store's)."""
         store = cls(collection)
         return store if store.model_version else None
 

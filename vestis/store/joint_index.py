@@ -44,7 +44,6 @@ from vestis.store.item_vectors import ItemVectors
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "joint_model"
-CHUNK = 4096  # items projected and committed per transaction
 EXACT_MAX_BYTES = 16 << 20  # the joint vectors an exact text query may scan (16,384 items at 256-d, 3,276 at 1280-d)
 ANN_DIR = "joint-ann"
 
@@ -147,44 +146,3 @@ def _install_model(model: JointModel, collection_path: Path) -> str:
         if (source / name).resolve() != (target / name).resolve():
             atomic_write(target / name, lambda tmp, src=source / name: shutil.copyfile(src, tmp))
     return f"{MODEL_DIR}/{SIDECAR}"
-
-
-@dataclass
-class JointBuildReport:
-    embedded: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {"embedded": self.embedded, "seconds": round(self.seconds, 3)}
-
-
-def build_joint_index(collection: Collection, model: JointModel, *, rebuild: bool = False) -> JointBuildReport:
-    """Project every item that has no joint vector yet; each chunk is its own transaction, so an
-    interrupted build keeps its work."""
-    started = time.perf_counter()
-    report = JointBuildReport()
-    index = JointIndex.configure(collection, model, rebuild=rebuild)
-    todo = np.array([vid for vid, *_ in index.missing()], np.int64)
-    with collection.lock:
-        table = collection.table()
-        todo = todo[np.isin(todo, table.view[0])]
-        features = table.vectors[table.rows_of(todo)] if len(todo) else np.zeros((0, table.dim), np.float32)
-    for start in range(0, len(todo), CHUNK):
-        vectors = model.embed_image_features(features[start:start + CHUNK])
-        report.embedded += index.add(todo[start:start + CHUNK], vectors[:, None, :])
-    index.save()
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def update_joint(collection: Collection, model_path: Path | None = None) -> JointBuildReport | None:
-    """After items were added: project the new ones with the joint model at ``model_path`` (which
-    becomes the collection's), else with the collection's; None when there is neither."""
-    if model_path is None:
-        index = JointIndex.open(collection)
-        if index is None:
-            return None
-        model = index.load_model()
-    else:
-        model = JointModel(model_path)
-    return build_joint_index(collection, model)
