@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.search.results import Query, top_k
+from vestis.index.vectors import top_k
+from vestis.search.results import Query
 from vestis.search.searcher import Searcher
 from vestis.search.text import CANDIDATES, TextQuery, TextSearcher
 from vestis.store.collection import Collection

@@ -61,3 +61,23 @@ def collection_copy(tmp_path_factory, built_collection) -> Path:
     dest = tmp_path_factory.mktemp("copy") / "shop"
     shutil.copytree(built_collection, dest)
     return dest
+
+
+def add_joint_model(collection: Path, encoder, directory: Path) -> None:
+    """Give a collection a joint text-image model with untrained heads (the plumbing of word search
+    under test; what training achieves is tested in tests/train/test_train_joint.py)."""
+    import torch
+
+    from vestis.encoders.joint import JointModel
+    from vestis.encoders.text import text_encoder_version
+    from vestis.store.collection import Collection
+    from vestis.store.vector_builds import build_joint_index
+    from vestis.train.joint import Projection, write_joint_model
+
+    torch.manual_seed(0)
+    path = write_joint_model(Projection(encoder.dim, 16), Projection(384, 16), directory, name="shop-joint",
+                             version="1", image_encoder=encoder.name, image_encoder_version=encoder.version,
+                             text_encoder="all-minilm-l6-v2", text_encoder_version=text_encoder_version("all-minilm-l6-v2"),
+                             logit_scale=10.0)
+    with Collection.open(collection) as coll:
+        build_joint_index(coll, JointModel(path))

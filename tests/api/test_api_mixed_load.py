@@ -22,17 +22,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 import yaml
 
-from tests.api.conftest import COLOURS, SHAPES
+from tests.api.conftest import COLOURS, SHAPES, add_joint_model
 from tests.api.test_api_writers import free_port
 from tests.conftest import garment_image, jpeg_bytes
-from vestis.encoders.joint import JointModel
-from vestis.encoders.text import text_encoder_version
-from vestis.store.collection import Collection
-from vestis.store.vector_builds import build_joint_index
-from vestis.train.joint import Projection, write_joint_model
 
 pytestmark = pytest.mark.slow
 
@@ -78,13 +72,7 @@ def stop(server: subprocess.Popen) -> float:
 def rich_collection(collection_copy, api_encoder, tmp_path_factory) -> Path:
     """The shop with a joint text-image model (untrained heads: the plumbing is under test) and an
     attribute model trained for a few epochs on its colour and kind labels."""
-    torch.manual_seed(0)
-    joint = write_joint_model(Projection(api_encoder.dim, 16), Projection(384, 16), tmp_path_factory.mktemp("joint"),
-                              name="shop-joint", version="1", image_encoder=api_encoder.name,
-                              image_encoder_version=api_encoder.version, text_encoder="all-minilm-l6-v2",
-                              text_encoder_version=text_encoder_version("all-minilm-l6-v2"), logit_scale=10.0)
-    with Collection.open(collection_copy) as coll:
-        build_joint_index(coll, JointModel(joint))
+    add_joint_model(collection_copy, api_encoder, tmp_path_factory.mktemp("joint"))
     run = tmp_path_factory.mktemp("attr-run")
     config = {
         "kind": "attributes", "name": "shop-attributes", "output": str(run / "run"),

@@ -4,15 +4,11 @@ errors; items added through the API are searchable in words at once."""
 from __future__ import annotations
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
+from tests.api.conftest import add_joint_model
 from tests.conftest import garment_image, jpeg_bytes
 from vestis.api.app import create_app
-from vestis.encoders.text import text_encoder_version
-from vestis.store.collection import Collection
-from vestis.store.vector_builds import build_joint_index
-from vestis.train.joint import Projection, write_joint_model
 
 pytestmark = pytest.mark.slow  # the real image and text encoders
 
@@ -21,17 +17,8 @@ KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def client(collection_copy, api_encoder, tmp_path_factory):
-    """The API over a copy of the shop with a joint model (untrained heads: the plumbing is under
-    test here; what training achieves is tested in tests/train/test_train_joint.py)."""
-    from vestis.encoders.joint import JointModel
-
-    torch.manual_seed(0)
-    path = write_joint_model(Projection(api_encoder.dim, 16), Projection(384, 16), tmp_path_factory.mktemp("joint"),
-                             name="shop-joint", version="1", image_encoder=api_encoder.name,
-                             image_encoder_version=api_encoder.version, text_encoder="all-minilm-l6-v2",
-                             text_encoder_version=text_encoder_version("all-minilm-l6-v2"), logit_scale=10.0)
-    with Collection.open(collection_copy) as coll:
-        build_joint_index(coll, JointModel(path))
+    """The API over a copy of the shop with a joint model of untrained heads."""
+    add_joint_model(collection_copy, api_encoder, tmp_path_factory.mktemp("joint"))
     with TestClient(create_app(collection_copy, api_key=KEY, encoder=api_encoder, workers=2)) as c:
         yield c
 

@@ -9,7 +9,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from vestis.search.engine import SearchOutcome
 from vestis.search.query import MAX_EXAMPLES, MAX_ID, MAX_TEXT, QueryError, SearchQuery

@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from vestis.errors import VestisError
-from vestis.index.vectors import top_k
 from vestis.store.collection import Collection
 
 MAX_K = 1000

@@ -10,7 +10,6 @@ deep-fashion-retrieval fusion ``-d(deep) - 0.1 d(colour)`` written as a similari
 from __future__ import annotations
 
 import time
-import numpy as np
 from PIL import Image
 
 from vestis.data.images import decode_image

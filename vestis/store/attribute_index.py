@@ -19,16 +19,14 @@ attribute a matrix-vector product over the items (a few milliseconds for 44k ite
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 
 from vestis.encoders.attribute_encoder import AttributeEncoder
-from vestis.encoders.onnx_encoder import EMBEDDING, OnnxEncoder
+from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.index.vectors import top_k
 from vestis.store.atomic import atomic_write
 from vestis.store.collection import Collection
