@@ -52,7 +52,8 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float = 300
 
 
 def test_metadata_option_indexes_a_folder_named_by_uuid(tmp_path):
-    """images/<uuid>.jpg with images.csv naming each image by its bare uuid: `--metadata` labels them."""
+    """images/<uuid>.jpg with images.csv naming each image by its bare uuid: `--metadata` labels them
+    (the ids are the images' paths in the folder, which another image of the same name cannot change)."""
     uuids = ["4285fab0-751a", "ea7b6656-3f84", "00627a3f-0477"]
     for n, uuid in enumerate(uuids):
         (tmp_path / "shop" / "images").mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,8 @@ def test_metadata_option_indexes_a_folder_named_by_uuid(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 3
     with Collection.open(tmp_path / "c") as coll:
-        assert {it.id: it.metadata["label"] for it in coll.iter_items()} == dict(zip(uuids, ["T-Shirt", "Dress", "Pants"]))
+        assert {it.id: it.metadata["label"] for it in coll.iter_items()} == \
+            dict(zip([f"images/{u}" for u in uuids], ["T-Shirt", "Dress", "Pants"]))
     missing = vestis("index", str(tmp_path / "shop"), "-c", str(tmp_path / "c"), "--metadata", str(tmp_path / "no.csv"))
     assert missing.returncode == 2 and "cannot read the metadata table" in missing.stderr
     assert "Traceback" not in missing.stderr

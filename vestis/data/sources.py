@@ -358,7 +358,7 @@ def open_table(path: str | Path) -> TextIO:
     try:
         f = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 - BoundedText closes it
     except OSError as e:
-        raise CatalogueError(f"{path}: cannot read the label table ({e.strerror or e})") from None
+        raise CatalogueError(f"{path}: cannot read the metadata table ({e.strerror or e})") from None
     return BoundedText(f, str(path))
 
 
