@@ -120,6 +120,8 @@ def test_info_and_remove(collection, tmp_path):
     (["--id", "1" + "0" * 400 + ":red-shirt-0", "--not", "red-shirt-1"], "its weight must be a number above 0"),
     (["--id", "red-shirt-0", "--text", "red", "--text-weight", "nan"], "text_weight must be a finite number"),
     (["--id", "red-shirt-0", "--region", "top"], "region applies to a query image"),
+    # no joint model: words with an item are refused for that reason, not as a keyword query
+    (["--id", "red-shirt-0", "--text", "red"], "combining words with images or items needs a joint text-image model"),
     (["--id", "red-shirt-0", "--region", "sleeves"], "region must be one of auto, none, top"),
 ])
 def test_bad_search_arguments_give_a_clear_error(collection, args, message):

@@ -99,7 +99,8 @@ class SearchQuery:
         for what, examples in (("positive", self.positive), ("negative", self.negative + self.negative_images)):
             if len(examples) > MAX_EXAMPLES:
                 raise QueryError(f"at most {MAX_EXAMPLES} {what} examples (got {len(examples)})")
-        for spec in self.positive + self.negative:
+        examples = self.positive + self.negative + ((self.item_id,) if self.item_id and self.is_text else ())
+        for spec in examples:  # an item id in a text query is an example, weighed like the others
             parse_weighted(spec)
         for weight, _ in self.negative_images:
             _weight(weight, "negative image")

@@ -158,7 +158,7 @@ class TextSearcher:
         if self.model is None:
             raise VestisError(f"{what} needs a joint text-image model: train one (vestis train --config "
                               f"configs/fashion-product-text.yaml) and add it with `vestis text build "
-                              f"--collection {self.collection.path} --model RUN_DIR`")
+                              f"--collection {self.collection.location} --model RUN_DIR`")
         return self.model
 
     def labels(self, space: str = DEFAULT_LABEL_SPACE) -> LabelVocabulary:
@@ -212,13 +212,15 @@ class TextSearcher:
         """Build a query: ``text``, image-encoder vectors of query images (weighted), example item ids
         (``WEIGHT:ID`` allowed) and negatives of both kinds. The default mode is :attr:`default_mode`
         with a text, vector without."""
+        has_examples = bool(images or negative_images or items or negative_items)
+        if mode is None and has_examples:  # no keyword default here: examples are searched by meaning
+            self._need_model("combining words with images or items")
         mode = mode or (self.default_mode if text is not None else "vector")
         if mode not in MODES:
             raise VestisError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
         text = text.strip() if text is not None else None
         if text == "":
             raise VestisError("the text query is empty")
-        has_examples = bool(images or negative_images or items or negative_items)
         if mode == "keyword":
             if has_examples:
                 raise VestisError("keyword search takes text only; use --mode vector or hybrid with examples")
