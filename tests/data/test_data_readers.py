@@ -191,7 +191,7 @@ def test_folder_long_metadata_table_is_streamed_not_held(tmp_path):
     table = tmp_path / "big.csv"
     with table.open("w") as f:
         f.write("path,colour\nx1.jpg,Blue\n")
-        f.writelines(f"gone{n}.jpg,Red\n" for n in range(200_000))
+        f.writelines(f"gone{n}.jpg,Red\n" for n in range(400_000))
     tracemalloc.start()
     try:
         cat = open_catalogue(tmp_path / "shop", metadata=table)
@@ -199,7 +199,7 @@ def test_folder_long_metadata_table_is_streamed_not_held(tmp_path):
     finally:
         tracemalloc.stop()
     assert summary(cat) == [("x1", {"colour": "Blue"})]
-    assert peak < 20_000_000, f"reading the table peaked at {peak:,} bytes"
+    assert peak < 8_000_000, f"reading the table peaked at {peak:,} bytes"
 
 
 def test_folder_metadata_needs_an_id_or_path_column(tmp_path):

@@ -94,36 +94,50 @@ def _match_rows(rows: Iterable[dict[str, Any]], id_col: str | None, path_col: st
             by_name.setdefault(name, []).append(n)
 
     matched: dict[str, tuple[str, dict[str, Any]]] = {}
-    missing: list[str] = []
-    ambiguous: list[str] = []
+    missing = _Skipped()
+    ambiguous = _Skipped()
     for row in rows:
         item_id = _label(row.get(id_col)) if id_col else None
         key = (_label(row.get(path_col)) if path_col else None) or item_id
         if key is None:
-            missing.append("(blank row)")
+            missing.add("(blank row)")
             continue
         key = key.replace("\\", "/").removeprefix("./")
         image = by_path.get(key)
         if image is None and "/" not in key:
             candidates = by_name.get(key, [])
             if len(candidates) > 1:
-                ambiguous.append(f"{key} ({' or '.join(candidates[:3])}{' or ...' if len(candidates) > 3 else ''})")
+                ambiguous.add(f"{key} ({' or '.join(candidates[:3])}{' or ...' if len(candidates) > 3 else ''})")
                 continue
             image = candidates[0] if candidates else None
         if image is None:
-            missing.append(key if item_id in (None, key) else f"{item_id} ({key})")
+            missing.add(key if item_id in (None, key) else f"{item_id} ({key})")
         elif image in matched:
             log.warning("%s: image %s has several metadata rows; keeping the first", table, image)
         else:
             matched[image] = (item_id or _without_suffix(image), row)
-    if missing:
+    if missing.count:
         log.warning("%s: %d metadata rows name no image in the folder and are skipped (first: %s)",
-                    table, len(missing), ", ".join(missing[:5]))
-    if ambiguous:
+                    table, missing.count, ", ".join(missing.first))
+    if ambiguous.count:
         log.warning("%s: %d metadata rows name a file that several images share, so they are ambiguous and "
                     "skipped; name the image by its path in the folder instead (first: %s)",
-                    table, len(ambiguous), "; ".join(ambiguous[:5]))
+                    table, ambiguous.count, "; ".join(ambiguous.first))
     return matched
+
+
+class _Skipped:
+    """How many rows were skipped for one reason, and the first few, for the warning."""
+
+    def __init__(self, keep: int = 5) -> None:
+        self.count = 0
+        self.first: list[str] = []
+        self._keep = keep
+
+    def add(self, what: str) -> None:
+        self.count += 1
+        if len(self.first) < self._keep:
+            self.first.append(what)
 
 
 def _open_table(container: Container, metadata: str | Path | None) -> tuple[str, Callable[[], TextIO]] | None:
