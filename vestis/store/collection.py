@@ -46,6 +46,10 @@ __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
 
 LOCK_NAME = ".derived.lock"  # held while derived files (vector cache, index) are written
 ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
+# A filter that keeps this share of the items or more is searched through the ANN index (its rows
+# gathered for an exact scan would cost more than the index); FILTER_OVERFETCH x the candidates the
+# share needs are fetched, so that enough of them pass.
+MIN_ANN_FILTER_SHARE, FILTER_OVERFETCH = 0.1, 2.0
 
 
 class Collection(StoreSettings):
@@ -319,27 +323,40 @@ class Collection(StoreSettings):
                        ) -> tuple[np.ndarray, np.ndarray, int]:
         """The ``want`` best (vids, scores) by cosine similarity to ``vector`` (plus ``colour_weight``
         times the colour similarity), and how many items were eligible: through the ANN index when
-        the collection keeps one and nothing is filtered, else by an exact scan of the table (only
-        the allowed rows when filtered)."""
+        the collection keeps one (a filter that keeps at least MIN_ANN_FILTER_SHARE of the items
+        takes FILTER_OVERFETCH times the candidates its share needs from it, and scans when too
+        few pass), else by an exact scan of the table (only the allowed rows when filtered)."""
         exclude = np.array(exclude, np.int64)
         with self._lock:
             table = self.table()
-            if filters or not self.uses_ann:
+            if not self.uses_ann:
                 return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
+            allowed, share = None, 1.0
+            if filters:
+                allowed = self.filter_vids(filters)
+                share = len(allowed) / max(1, len(table))
+                if share < MIN_ANN_FILTER_SHARE:  # a narrow filter: its few rows are scanned exactly
+                    return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
             fetch = want + len(exclude)
             if colour_weight:
                 fetch = max(fetch * ANN_RERANK_FACTOR, 200)
+            fetch = int(np.ceil(fetch * FILTER_OVERFETCH / share)) if allowed is not None else fetch
             index = self.index()
             scores, vids = index.search(vector[None, :].astype(np.float32), min(fetch, max(len(index), 1)))
             scores, vids = scores[0], vids[0]
             keep = (vids >= 0) & ~np.isin(vids, exclude)
+            if allowed is not None:
+                keep &= np.isin(vids, allowed)
+                if keep.sum() < want and keep.sum() < len(allowed) - len(exclude):  # too few passed: scan
+                    return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
             scores, vids = scores[keep], vids[keep]
             if colour_weight and len(vids):  # re-scored exactly with the colour term, from the table
                 rows = table.rows_of(vids)
                 scores = (table.take(rows) @ vector) + colour_weight * (table.extra[rows] @ colour)
                 order = top_k(scores, want)
                 scores, vids = scores[order], vids[order]
-            return vids[:want], scores[:want], len(table) - len(exclude)
+            eligible = len(allowed) if allowed is not None else len(table)
+            return vids[:want], scores[:want], eligible - len(exclude)
 
     def _scan(self, table: VectorStore, vector: np.ndarray, want: int, filters: dict[str, Sequence[str]] | None,
               exclude: np.ndarray, colour: np.ndarray | None, colour_weight: float) -> tuple[np.ndarray, np.ndarray, int]:
