@@ -61,7 +61,7 @@ def main() -> None:
         state = load_checkpoint(cfg.run_dir / "best.pt")["model"]
         train_features = torch.from_numpy(task.items.vectors[task.rows(*cfg.train.train_splits)])
         kind = HeadModel()
-        sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version)
+        sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version, task.items)
         sets = kind.prepare_transfer(cfg, sets)
         for w in weights:
             for a in interpolations if cfg.head.residual else [1.0]:

@@ -69,14 +69,25 @@ class LabelMap:
 
     def relevant(self, metadata: Mapping[str, Any], gallery: Mapping[str, np.ndarray]) -> np.ndarray:
         """Which gallery items (``gallery``: column -> values, in gallery order) match the query."""
+        return self.relevance([metadata], gallery)[0]
+
+    def relevance(self, queries: Sequence[Mapping[str, Any]], gallery: Mapping[str, np.ndarray]) -> np.ndarray:
+        """:meth:`relevant` for many queries at once: a queries x gallery boolean matrix. Each
+        (column, value) is matched against the gallery once, so a few thousand queries with a few
+        label values each cost a few gallery scans."""
         n = len(next(iter(gallery.values()))) if gallery else 0
-        match = np.ones(n, bool)
-        for column, (gallery_column, values) in self.columns.items():
-            value = metadata.get(column)
-            if value in (None, ""):
-                continue  # the annotators did not agree: no constraint
-            match &= np.isin(gallery[gallery_column], list(values.get(str(value), ())))
-        return match
+        masks: dict[tuple[str, str], np.ndarray] = {}
+        out = np.ones((len(queries), n), bool)
+        for qi, metadata in enumerate(queries):
+            for column, (gallery_column, values) in self.columns.items():
+                value = metadata.get(column)
+                if value in (None, ""):
+                    continue  # the annotators did not agree: no constraint
+                key = (column, str(value))
+                if key not in masks:
+                    masks[key] = np.isin(gallery[gallery_column], list(values.get(str(value), ())))
+                out[qi] &= masks[key]
+        return out
 
 
 @dataclass

@@ -197,7 +197,8 @@ def run(cfg: RunConfig, *, find_lr: bool = False) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     kind = model_kind(cfg)
     task = kind.prepare(cfg)
-    transfer_sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version)  # bad sets fail before training
+    transfer_sets, skipped = load_transfer_sets(cfg.transfer, task.items.encoder_version,  # bad sets fail before training
+                                                task.items)
     if find_lr:
         from vestis.train.lr_finder import lr_range_test
 

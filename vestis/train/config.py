@@ -186,13 +186,23 @@ class TransferSetConfig:
     untrained backbone's stored vectors are the reference. A missing collection is skipped with a
     note unless ``required``. An attribute-aware model has one embedding space per attribute:
     ``attribute`` names the one that judges the set (default: ``label``, when the model has an
-    attribute of that name)."""
+    attribute of that name).
+
+    With a ``label_map`` (a :class:`vestis.eval.cross.LabelMap` file) the set is cross-collection
+    instead: the collection's items that the map asks query ``gallery`` (default: the training
+    collection, all of it: what users search), relevance from the map (street to shop: photos of
+    people against the catalogue). ``queries`` keeps all of them or one half of a split by id
+    (seed 0, stratified by the map's required columns): ``val`` to choose settings on, ``test`` to
+    report them on."""
 
     collection: str = ""
     label: str = ""
     name: str | None = None  # default: the collection folder's name
     required: bool = False
     attribute: str | None = None
+    label_map: str | None = None
+    gallery: str | None = None
+    queries: str = "all"
 
     @property
     def title(self) -> str:
@@ -297,9 +307,15 @@ class RunConfig:
             raise VestisError(f"the finetune section sets up fine-tuning (kind: finetune); this run is kind: "
                               f"{self.kind}")
         for i, tset in enumerate(self.transfer):
+            if tset.label_map is not None:
+                check_cross_set(i, tset, attributes is not None)
+                continue
             if not tset.collection or not tset.label:
                 raise VestisError(f"transfer[{i}]: a transfer set names a `collection` and the `label` column "
-                                  "to judge by")
+                                  "to judge by (or a `label_map` to query another collection)")
+            if tset.gallery is not None or tset.queries != "all":
+                raise VestisError(f"transfer[{i}]: `gallery` and `queries` belong to a cross-collection set, "
+                                  "which names a `label_map`")
             if attributes is None and tset.attribute is not None:
                 raise VestisError(f"transfer[{i}].attribute chooses the embedding space of an attribute-aware model "
                                   "(a config with a `model` section); this run trains one embedding for everything")
@@ -310,6 +326,24 @@ class RunConfig:
         titles = [t.title for t in self.transfer]
         if len(set(titles)) != len(titles):
             raise VestisError(f"transfer: two sets are called the same ({', '.join(titles)}): give them `name`s")
+
+
+QUERY_HALVES = ("all", "val", "test")
+
+
+def check_cross_set(i: int, tset: TransferSetConfig, attribute_aware: bool) -> None:
+    """Refuse a cross-collection transfer set (``label_map``) that cannot be scored."""
+    if not tset.collection or not tset.label_map:
+        raise VestisError(f"transfer[{i}]: a cross-collection set names the query `collection` and a `label_map` "
+                          "file (relevance across the collections)")
+    if tset.label:
+        raise VestisError(f"transfer[{i}]: a cross-collection set is judged by its label_map, not by `label` "
+                          f"({tset.label!r}): leave `label` out")
+    if attribute_aware or tset.attribute is not None:
+        raise VestisError(f"transfer[{i}]: cross-collection sets (label_map) judge one embedding of the queries and "
+                          "the gallery; an attribute-aware model has one space per attribute: use a "
+                          "leave-one-out set (`label`)")
+    _choice(f"transfer[{i}].queries", tset.queries, QUERY_HALVES)
 
 
 @dataclass

@@ -245,7 +245,7 @@ def train_joint(cfg: JointRunConfig) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start = time.perf_counter()
     data = load_joint_data(cfg)
-    transfer_sets, skipped = load_transfer_sets(cfg.transfer, data.items.encoder_version)  # bad sets fail before training
+    transfer_sets, skipped = load_transfer_sets(cfg.transfer, data.items.encoder_version, data.items)  # bad sets fail before training
     item_split, _ = resolve_split(data.items, cfg.data, run_dir)
     torch.manual_seed(cfg.train.seed)
     task = joint_task(cfg, data, item_split)

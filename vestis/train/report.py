@@ -11,7 +11,7 @@ from rich.table import Table
 
 from vestis.eval.report import markdown_table
 from vestis.train.trainer import VAL_METRIC
-from vestis.train.transfer import JUDGED_BY, METRICS, change_text
+from vestis.train.transfer import JUDGED_BY, METRICS, change_text, judged_by
 
 
 def rows(summary: dict[str, Any]) -> list[list[Any]]:
@@ -25,8 +25,7 @@ def rows(summary: dict[str, Any]) -> list[list[Any]]:
                     *[test[m] for m in METRICS], *[base[m] for m in METRICS],
                     test[JUDGED_BY] / base[JUDGED_BY] - 1, summary.get(f"test_{JUDGED_BY}_change_ci95")])
     for name, r in summary.get("transfer", {}).items():
-        judged_by = f"{r['label']} ({r['attribute']} space)" if "attribute" in r else r["label"]
-        out.append([name, judged_by, *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
+        out.append([name, judged_by(r), *[r["model"][m] for m in METRICS], *[r["backbone"][m] for m in METRICS],
                     r[f"{JUDGED_BY}_change"], r.get(f"{JUDGED_BY}_change_ci95")])
     return out
 
@@ -56,7 +55,7 @@ def model_line(summary: dict[str, Any]) -> str | None:
     return line + "."
 
 
-HEADER = ["set", "relevant: same", *[f"model {m}" for m in METRICS], *[f"backbone {m}" for m in METRICS],
+HEADER = ["set", "judged by", *[f"model {m}" for m in METRICS], *[f"backbone {m}" for m in METRICS],
           f"{JUDGED_BY} change"]
 
 
@@ -68,7 +67,8 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
             md += [line, ""]
     lines = rows(summary)
     if lines:
-        md += ["Leave-one-out on each transfer set; the test split against the rest outside training in "
+        md += ["Leave-one-out on each transfer set (a cross-collection set: its queries against its gallery, "
+               "relevance from its label map); the test split against the rest outside training in "
                "domain. Backbone: the untrained backbone's features. The interval of a change is a paired "
                "bootstrap over the queries: a change inside it can be the sampling noise of too few "
                "queries.", ""]
