@@ -117,6 +117,7 @@ def test_the_cli_searches_per_region_and_draws_the_look(collection_copy, portrai
                            "--region", "auto", "-k", "3", "--json", "--grid", str(grid)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "INFO" not in done.stderr  # the native runtime's log lines do not reach the user
     out = json.loads(done.stdout)
     assert {"top", "person"} <= {r["name"] for r in out["regions"]}
     assert all(len(r["results"]) == 3 for r in out["regions"]) and len(out["results"]) == 3

@@ -20,6 +20,7 @@ the others are ignored.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,14 +262,31 @@ def roi_from_keypoints(hips: np.ndarray, top: np.ndarray) -> _Roi:
     return _Roi(float(hips[0]), float(hips[1]), 2 * math.hypot(dx, dy) * ROI_SCALE, angle)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to the process's stderr to /dev/null for the block (Python's own
+    messages go through sys.stderr, flushed first). Only around a model's creation: it takes
+    milliseconds, once per model."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class _Model:
     """One LiteRT interpreter; a lock makes it safe to call from several threads."""
 
     def __init__(self, path: Path, threads: int | None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
-        self._interpreter.allocate_tensors()
+        with _native_stderr_silenced():  # LiteRT's C++ prints an INFO line per model on creation
+            self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+            self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
         self._lock = threading.Lock()
