@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,10 @@ import numpy as np
 from vestis.errors import NotFoundError, VestisError
 from vestis.index.auto import exact_limit, is_auto
 from vestis.index.vectors import VectorStore
+from vestis.locks import RankedLock
 from vestis.store.db import Item, NewItem
 from vestis.store.location import Location, parse_location
-from vestis.store.milvus.connection import MilvusConnection
+from vestis.store.milvus.connection import QUERY_CONSISTENCY, MilvusConnection
 from vestis.store.milvus.expressions import filter_expression
 from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
@@ -123,7 +123,7 @@ class MilvusCollection(StoreSettings):
         return int(self.setting("generation") or 0)
 
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> RankedLock:
         return self.db.lock
 
     def setting(self, key: str) -> str | None:
@@ -273,7 +273,7 @@ class MilvusCollection(StoreSettings):
             scores = scores + colour_weight * (colours @ np.asarray(colour, np.float32))
             order = np.lexsort((np.arange(len(scores)), -scores))
             vids, scores = vids[order], scores[order]
-        return vids[:want], scores[:want], self.rows.count(expr)
+        return vids[:want], scores[:want], self.rows.count(expr, QUERY_CONSISTENCY)
 
     # ----------------------------------------------------------------- writing
     def _vids_of(self, ids: Sequence[str]) -> list[int]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from vestis.errors import VestisError
+from vestis.locks import collection_lock
 from vestis.store.location import Location, milvus_credentials
 
 T = TypeVar("T")
@@ -24,6 +24,11 @@ T = TypeVar("T")
 READ_ROWS = 1000  # rows per query page / ids per `in` list
 WRITE_ROWS = 256  # rows per upsert request (far below Milvus's 64 MB request limit at 1280-d)
 CONNECT_TIMEOUT_S = 10
+# What the query path (a search, its count, fetching its hits) reads at: Milvus's Session level sees
+# this process's own writes at once and other processes' within about a time tick (200 ms by
+# default), where Strong (every other read: counts, stamps, settings) waits for a time tick on
+# every request: about 200 ms each on a Milvus 2.3 standalone (benchmarks/results/milvus-server.md).
+QUERY_CONSISTENCY = "Session"
 MULTI_VECTOR_SINCE = (2, 4)  # Milvus 2.4 added several vector fields per collection
 LITE_LOCK = "LOCK"  # the file Milvus Lite locks in its database folder while a process holds it
 
@@ -84,7 +89,7 @@ class MilvusConnection:
     def __init__(self, location: Location, client: Any) -> None:
         self.location = location
         self.client = client
-        self.lock = threading.RLock()
+        self.lock = collection_lock(f"milvus {location}")
         self._multi_vector: bool | None = None
 
     @classmethod
@@ -166,15 +171,18 @@ class MilvusConnection:
         finally:
             iterator.close()
 
-    def count(self, name: str, expr: str = "") -> int:
-        rows = self.call("count items", self.client.query, name, filter=expr, output_fields=["count(*)"])
+    def count(self, name: str, expr: str = "", consistency: str = "Strong") -> int:
+        rows = self.call("count items", self.client.query, name, filter=expr, output_fields=["count(*)"],
+                         consistency_level=consistency)
         return int(rows[0]["count(*)"])
 
     def search(self, name: str, vector: Any, limit: int, expr: str, fields: list[str],
                params: dict[str, Any], what: str = "search") -> list[dict[str, Any]]:
-        """The ``limit`` best rows of ``name`` by ``params``'s metric with ``vector``, filtered by ``expr``."""
+        """The ``limit`` best rows of ``name`` by ``params``'s metric with ``vector``, filtered by
+        ``expr`` (at the query path's consistency)."""
         return self.call(what, self.client.search, name, data=[vector], anns_field="vector", limit=limit,
-                         filter=expr, output_fields=fields, search_params=params)[0]
+                         filter=expr, output_fields=fields, search_params=params,
+                         consistency_level=QUERY_CONSISTENCY)[0]
 
     def create(self, name: str, fields: list[tuple[str, str, dict[str, Any]]], vectors: dict[str, int],
                what: str, metric: str = "IP") -> None:

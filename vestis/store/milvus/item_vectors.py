@@ -16,7 +16,6 @@ removed item's rows are dropped with it (:meth:`forget`), as the local store's t
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -25,9 +24,10 @@ import numpy as np
 
 from vestis.errors import EncoderMismatchError, VestisError
 from vestis.index.vectors import VectorStore
+from vestis.locks import RankedLock
 from vestis.store.milvus.expressions import ids_in
 from vestis.store.location import Location
-from vestis.store.milvus.connection import READ_ROWS, MilvusConnection
+from vestis.store.milvus.connection import QUERY_CONSISTENCY, READ_ROWS, MilvusConnection
 from vestis.store.milvus.layout import MAX_ID, new_generation
 
 SEARCH_LIMIT = 16384  # Milvus's largest topk
@@ -45,7 +45,7 @@ class MilvusCollection(Protocol):
     @property
     def generation(self) -> int: ...
     @property
-    def lock(self) -> threading.RLock: ...
+    def lock(self) -> RankedLock: ...
 
     def __len__(self) -> int: ...
     def setting(self, key: str) -> str | None: ...
@@ -116,7 +116,7 @@ class MilvusItemVectors:
         return cls(collection)
 
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> RankedLock:
         return self.collection.lock
 
     def generation(self) -> int:
@@ -217,7 +217,8 @@ class MilvusItemVectors:
         hits = self.db.search(self.name, np.asarray(query, np.float32).tolist(), min(want, SEARCH_LIMIT), expr,
                               ["vid"], {"metric_type": "IP", "params": {}}, f"search {self.KIND} vectors")
         return (np.array([int(h["entity"]["vid"]) for h in hits], np.int64),
-                np.array([float(h["distance"]) for h in hits], np.float32), self.db.count(self.name, expr))
+                np.array([float(h["distance"]) for h in hits], np.float32),
+                self.db.count(self.name, expr, QUERY_CONSISTENCY))
 
 
 class MilvusAttributes(MilvusItemVectors):

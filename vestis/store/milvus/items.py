@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vestis.store.db import Item, NewItem, metadata_json
-from vestis.store.milvus.connection import READ_ROWS, MilvusConnection
+from vestis.store.milvus.connection import QUERY_CONSISTENCY, READ_ROWS, MilvusConnection
 from vestis.store.milvus.expressions import vids_in
 from vestis.store.milvus.layout import COLOUR, SPLIT
 
@@ -72,13 +72,15 @@ class ItemRows:
         return self._add_colours(rows) if colour else rows
 
     def by_vid(self, vids: Sequence[int], fields: Sequence[str], colour: bool = False) -> dict[int, dict[str, Any]]:
-        """vid -> the row (``fields`` and ``vid``, with its colour if asked) of each item among ``vids``."""
+        """vid -> the row (``fields`` and ``vid``, with its colour if asked) of each item among ``vids``
+        (read at the query path's consistency: these are a search's hits)."""
         vids = [int(v) for v in vids]
         found: dict[int, dict[str, Any]] = {}
         for start in range(0, len(vids), READ_ROWS):
             rows = self.db.call("read items", self.db.client.query, self.name,
                                 filter=vids_in(vids[start : start + READ_ROWS]),
-                                output_fields=self._fields(["vid", *fields], colour))
+                                output_fields=self._fields(["vid", *fields], colour),
+                                consistency_level=QUERY_CONSISTENCY)
             found.update((int(r["vid"]), r) for r in (self._add_colours(rows) if colour else rows))
         return found
 
@@ -120,8 +122,8 @@ class ItemRows:
         if self.split:
             self.db.flush(self.name + COLOUR)
 
-    def count(self, expr: str = "") -> int:
-        return self.db.count(self.name, expr)
+    def count(self, expr: str = "", consistency: str = "Strong") -> int:
+        return self.db.count(self.name, expr, consistency)
 
     def label_counts(self) -> dict[str, dict[str, int]]:
         """Metadata key -> value -> how many items have it."""

@@ -28,7 +28,7 @@ from typing import Any
 from vestis.errors import IndexSpecError
 from vestis.index.auto import ANN_SPEC, EXACT_SPEC, choose_index
 from vestis.index.backend import Param, Params, parse_params
-from vestis.store.milvus.connection import MilvusConnection
+from vestis.store.milvus.connection import QUERY_CONSISTENCY, MilvusConnection
 
 SCHEMA_VERSION = "1"
 SETTINGS, COLOUR = "__settings", "__colour"
@@ -122,7 +122,9 @@ class Settings:
         return settings if "schema_version" in settings else {}
 
     def value(self, key: str) -> str | None:
-        rows = self.db.get(self.name, [key], ["value"], "read the settings")
+        """One setting now (at the query path's consistency: generations are read on every query)."""
+        rows = self.db.call("read the settings", self.db.client.get, self.name, ids=[key], output_fields=["value"],
+                            consistency_level=QUERY_CONSISTENCY)
         return rows[0]["value"] if rows else None
 
     def write(self, values: dict[str, str]) -> None:
