@@ -212,8 +212,7 @@ class AttributeQuery(Query):
 
 
 class AttributeSearcher:
-    """Searches a collection's attribute index with the collection's attribute model (a
-    :class:`~vestis.search.results.VectorSearcher`)."""
+    """Searches a collection's attribute index with the collection's attribute model."""
 
     def __init__(self, collection: Collection, index: AttributeIndex, model: AttributeEncoder):
         index.check_model(model)

@@ -1,20 +1,15 @@
-"""What every searcher shares: the query, the result types, the limits and their checks, top-k and
-the building of hits from vids.
-
-The global searcher (:class:`vestis.search.searcher.Searcher`) and the attribute searcher
-(:class:`vestis.search.attributes.AttributeSearcher`) both follow :class:`VectorSearcher`: build a
-:class:`Query` from an image or an item, and answer ``search(query, k, offset, filters,
-colour_weight, timings)`` with a :class:`SearchResponse`.
+"""What every searcher shares: the embedded query, the result types, the limits and their checks,
+and the building of hits from vids. The global, attribute and text searchers each build their
+query and answer ``search(query, k, offset, filters, ..., timings)`` with a :class:`SearchResponse`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from vestis.errors import VestisError
 from vestis.store.collection import Collection
@@ -57,19 +52,6 @@ class Query:
     vector: np.ndarray
     colour: np.ndarray | None = None
     exclude: tuple[int, ...] = ()
-
-
-class VectorSearcher(Protocol):
-    """The protocol of the global and the attribute searchers."""
-
-    collection: Collection
-
-    def query_from_image(self, image: Image.Image | bytes, timings: dict[str, float] | None = None) -> Query: ...
-
-    def query_from_item(self, item_id: str) -> Query: ...
-
-    def search(self, query: Query, *, k: int = 10, offset: int = 0, filters: dict[str, list[str]] | None = None,
-               colour_weight: float = 0.0, timings: dict[str, float] | None = None) -> SearchResponse: ...
 
 
 def check_options(k: int, offset: int, colour_weight: float, *, has_colour: bool) -> None:

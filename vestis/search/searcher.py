@@ -19,9 +19,10 @@ from vestis.search.opening import open_collection_encoder
 from vestis.search.results import Query, SearchResponse, check_options, hits_for
 from vestis.store.collection import Collection
 
+
 class Searcher:
-    """The global search (a :class:`~vestis.search.results.VectorSearcher`): the deep embedding, through the
-    collection's ANN index or an exact scan, with filters and colour fusion."""
+    """The global search: the deep embedding, ranked by the collection (its ANN index or an exact
+    scan), with filters and colour fusion."""
 
     def __init__(self, collection: Collection, encoder: ImageEncoder | None = None) -> None:
         self.collection = collection

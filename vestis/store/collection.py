@@ -422,13 +422,6 @@ class Collection(StoreSettings):
             else:
                 orphan.unlink(missing_ok=True)
 
-    def save_cache(self) -> None:
-        """Write the vector cache of the generation the table reflects (atomic)."""
-        with self._lock, self.derived_files_lock():
-            self.table()
-            assert self._table is not None
-            self._table.save()
-
     def save_index(self) -> None:
         """Persist the index, recorded with the generation its content reflects."""
         if not self.uses_ann:
