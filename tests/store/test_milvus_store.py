@@ -194,3 +194,17 @@ def test_the_layout_follows_the_server(tmp_path, monkeypatch):
             assert coll.info()["layout"].startswith(layout)
             np.testing.assert_allclose(coll.vector_of("a")[1], colour)
             np.testing.assert_allclose(coll.table().view[2][0], colour)
+
+
+def test_the_joint_model_hint_names_the_collection_as_given(tmp_path):
+    """The hint of a word search that needs a joint model names the --collection the user gave
+    (not the folder of side files)."""
+    from typer.testing import CliRunner
+
+    from vestis.cli import app
+
+    location = f"milvus-lite:{tmp_path / 'c.db'}"
+    create_collection(location, encoder_name="t", encoder_version="t/1", dim=4, colour_dim=0).close()
+    result = CliRunner().invoke(app, ["search", "--collection", location, "--text", "red dress", "--mode", "vector"])
+    said = result.output + str(result.exception or "")  # the error, as `vestis` prints it
+    assert result.exit_code != 0 and f"vestis text build --collection {location} --model" in said
