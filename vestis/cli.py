@@ -305,6 +305,51 @@ def remove_cmd(
     console.print(f"removed {removed} item(s); collection holds {total} items")
 
 
+@app.command("export")
+def export_cmd(
+    collection: CollectionOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The Parquet file to write (ids, labels, sources, "
+                                      "vectors as fixed-size lists).")],
+) -> None:
+    """Write a collection's items, labels and vectors to one Parquet file (pandas, polars, LanceDB,
+    Milvus bulk insert read it; `vestis import` makes a collection of it again)."""
+    from tqdm import tqdm
+
+    from vestis.store.export import export_collection
+    from vestis.store.factory import open_collection
+    from vestis.store.guards import disk_full_errors
+
+    with open_collection(collection) as coll, disk_full_errors(out.parent, "export again"), \
+            tqdm(unit="item", desc="export") as bar:
+        report = export_collection(coll, out, progress=lambda done, total: _advance(bar, done, total))
+    console.print(f"[green]done[/]: {report.items:,} items written to {out}")
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="A Parquet file from `vestis export`.")],
+    collection: CollectionOpt,
+) -> None:
+    """Add the items of an exported Parquet file to a collection (made with the file's encoder when
+    missing), without reading or embedding any image; the whole file is checked first."""
+    from tqdm import tqdm
+
+    from vestis.store.export import import_collection
+    from vestis.store.guards import disk_full_errors, indexing_lock
+    from vestis.store.location import parse_location
+
+    local_files = parse_location(collection).files
+    with indexing_lock(local_files, notify=console.print), disk_full_errors(local_files), \
+            tqdm(unit="item", desc="import") as bar:
+        report = import_collection(file, collection, progress=lambda done, total: _advance(bar, done, total))
+    console.print(f"[green]done[/]: {report.items:,} items imported into {collection}")
+
+
+def _advance(bar, done: int, total: int) -> None:  # noqa: ANN001 - a tqdm bar, imported lazily
+    bar.total = total
+    bar.update(done - bar.n)
+
+
 @app.command("eval")
 def eval_cmd(
     collection: CollectionOpt,
@@ -403,12 +448,8 @@ def _eval_across(gallery: str, queries: str, label_map: Path | None, region: str
     except ValueError:
         _fail(f"--k takes comma-separated integers (got {k!r})")
     with tqdm(unit="query", desc="street to shop", disable=True if as_json else None) as bar:
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
         metrics = evaluate_across(gallery, queries, CrossConfig(label_map, region, region_scope, ks, limit),
-                                  progress=advance)
+                                  progress=lambda done, total: _advance(bar, done, total))
     if report is not None:
         report.mkdir(parents=True, exist_ok=True)
         (report / "metrics.json").write_text(json.dumps({**metrics, "command": "vestis " + " ".join(sys.argv[1:])},
