@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--interpolations", default="1",
                     help="Interpolations a to score each trained residual head with (others: 1 only).")
     ap.add_argument("--out", type=Path, default=Path("runs/transfer-variants"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="Score a variant whose run folder (OUT/LABEL) already holds best.pt and metrics.json "
+                         "without training it again.")
     args = ap.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     interpolations = [float(a) for a in args.interpolations.split(",")]
@@ -56,7 +59,8 @@ def main() -> None:
         slug = "".join(c if c.isalnum() else "-" for c in label).strip("-")
         cfg = load_config(args.config, [*args.overrides, *overrides, f"output={args.out / slug}",
                                         "export.onnx=false"])
-        summary = run(cfg)
+        done = cfg.run_dir / "metrics.json"
+        summary = json.loads(done.read_text()) if args.reuse and done.is_file() else run(cfg)
         task = prepare(cfg)
         state = load_checkpoint(cfg.run_dir / "best.pt")["model"]
         train_features = torch.from_numpy(task.items.vectors[task.rows(*cfg.train.train_splits)])
