@@ -11,9 +11,12 @@ matches the query on every column of the label map
 (configs/street-to-shop/clothing-attributes-to-fashion-product.yaml: category -> articleType,
 gender -> gender). Exact search over the gallery's stored vectors (cosine), the queries embedded
 with the collection's encoder. A mode that finds no region in a photo queries with the whole
-photo, as search does. Each mode is also scored on the part of the catalogue its garment belongs
-to (``--part``, subCategory: Topwear or Dress). Prints a markdown table and writes
-``results.json`` (the figures and, per mode and query, the top 10 ids).
+photo, as search does. Each mode is also scored on a part of the catalogue (subCategory): the part
+an upper-body garment belongs to (Topwear or Dress), and the part of the query's own category
+(an oracle: what a shopper who names the garment gets). Prints a markdown table with the paired
+bootstrap interval of each mode's P@10 change over the whole photo, and writes ``results.json``
+(the figures) and ``per-query.json`` (per mode and query, on the whole catalogue: which of the top
+10 are relevant, for paired comparisons).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from vestis.data import open_catalogue
 from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
 from vestis.encoders.regions import RegionFinder, RegionSettings
-from vestis.eval.metrics import retrieval_metrics
+from vestis.eval.metrics import change_interval, retrieval_metrics
 from vestis.store.factory import open_collection
 
 K = 10
@@ -49,7 +52,7 @@ MODES: dict[str, tuple[str, RegionSettings] | None] = {
     "top, framed 3:4": ("top", RegionSettings(frame=0.75)),
     "person, framed 3:4": ("person", RegionSettings(frame=0.75)),
 }
-# The catalogue parts (subCategory) a region searches with --part: an upper-body region may show a
+# The catalogue parts (subCategory) each mode is also scored on: an upper-body region may show a
 # top or a dress. "by category" uses the query's own label: the part its category belongs to.
 PARTS = {"Topwear or Dress": lambda category: {"Topwear", "Dress"},
          "by category": lambda category: {"Dress"} if category == "dress" else {"Topwear"}}
@@ -102,7 +105,6 @@ def main() -> None:
     items = {item.vid: item for item in collection.iter_items()}
     columns = {g for g, _ in label_map.values()} | {"subCategory"}
     gallery = {c: np.array([str(items[v].metadata.get(c, "")) for v in vids.tolist()]) for c in columns}
-    gallery_ids = np.array([items[v].id for v in vids.tolist()])
     encoder = get_encoder(collection.encoder_source)
 
     photos = [i for i in open_catalogue(args.queries) if "category" in i.metadata][:args.limit]
@@ -113,6 +115,8 @@ def main() -> None:
     images = [decode_image(p.read(), source=p.source) for p in photos]
 
     results: dict[str, dict] = {}
+    per_query: dict[str, np.ndarray] = {}  # mode | part -> Q x K hits
+    raw: dict[str, dict] = {}  # mode -> query id -> which of its top 10 are relevant ("0100000000")
     for mode in args.mode or list(MODES):
         spec = MODES[mode]
         finder = RegionFinder(settings=spec[1]) if spec else None
@@ -132,22 +136,33 @@ def main() -> None:
                 "settings": spec[1].tag if spec else None, "whole-photo fallbacks": int(fallbacks),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-                "top10": {p.id: gallery_ids[t].tolist() for p, t in zip(photos, top, strict=True)},
             }
+            per_query[f"{mode} | {part}"] = hits
+            if part == "all":
+                raw[mode] = {p.id: "".join("1" if h else "0" for h in row) for p, row in zip(photos, hits, strict=True)}
         print(f"{mode}: P@{K} {results[f'{mode} | all'][f'P@{K}']:.3f} "
               f"hit@{K} {results[f'{mode} | all'][f'R@{K}']:.3f}", flush=True)
 
     print(f"\n{len(photos)} queries, gallery {args.gallery} ({len(vids):,} items, {collection.encoder_name})\n")
-    print(f"| mode | gallery part | P@{K} | hit@{K} | mAP@{K} | P@1 | fallbacks |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results.values():
-        print(f"| {r['mode']} | {r['gallery part']} | {r[f'P@{K}']:.3f} | {r[f'R@{K}']:.3f} | "
+    answerable = rel.sum(1) > 0
+    baseline = per_query.get("whole | all")
+    print(f"| mode | gallery part | P@{K} | P@{K} change over the whole photo [95 % interval] | hit@{K} | "
+          f"mAP@{K} | P@1 | fallbacks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, r in results.items():
+        change = "–"
+        if baseline is not None and key != "whole | all":
+            low, high = change_interval(per_query[key][answerable].mean(1), baseline[answerable].mean(1))
+            r["P@10 change interval"] = [round(low, 4), round(high, 4)]
+            change = f"{r[f'P@{K}'] / results['whole | all'][f'P@{K}'] - 1:+.0%} [{low:+.0%}, {high:+.0%}]"
+        print(f"| {r['mode']} | {r['gallery part']} | {r[f'P@{K}']:.3f} | {change} | {r[f'R@{K}']:.3f} | "
               f"{r[f'mAP@{K}']:.3f} | {r['P@1']:.3f} | {r['whole-photo fallbacks']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
         {"queries": str(args.queries), "gallery": str(args.gallery), "label_map": str(args.label_map),
          "encoder": collection.encoder_version, "n_queries": len(photos), "n_gallery": len(vids),
          "results": results}, indent=1))
+    (args.out / "per-query.json").write_text(json.dumps(raw, separators=(",", ":")))
 
 
 if __name__ == "__main__":
