@@ -194,11 +194,16 @@ def test_the_transfer_variants_benchmark_scores_a_variant_as_vestis_train_does(g
     config = _with_transfer(garment_config, [{"collection": str(transfer_collection), "label": "category",
                                               "name": "other-garments"}])
     root = Path(__file__).parents[2]
-    done = subprocess.run([sys.executable, str(root / "benchmarks/transfer_variants.py"), "--config", str(config),
-                           "--variant", "residual:head.residual=true;head.anchor=0.001;train.epochs=2",
-                           "--interpolations", "1,0.5", "--out", str(tmp_path / "variants")],
-                          capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
-    assert done.returncode == 0, done.stderr[-2000:]
+
+    def variants(*extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, str(root / "benchmarks/transfer_variants.py"), "--config", str(config),
+                               "--variant", "residual:head.residual=true;head.anchor=0.001;train.epochs=2",
+                               "--interpolations", "1,0.5", "--out", str(tmp_path / "variants"), *extra],
+                              capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    done = variants()
     rows = json.loads((tmp_path / "variants" / "results.json").read_text())
     assert [(r["variant"], r["interpolate"]) for r in rows] == [("residual", 1.0), ("residual", 0.5)]
     trained = json.loads((tmp_path / "variants" / "residual" / "metrics.json").read_text())
@@ -206,3 +211,10 @@ def test_the_transfer_variants_benchmark_scores_a_variant_as_vestis_train_does(g
     assert rows[0]["transfer"]["other-garments"]["model"] == pytest.approx(trained["transfer"]["other-garments"]["model"])
     assert rows[1]["transfer"]["other-garments"]["backbone"] == trained["transfer"]["other-garments"]["backbone"]
     assert "| residual | 0 | 0.5 |" in done.stdout
+    # --reuse scores the finished run again without training it: the same rows, the checkpoint untouched
+    checkpoint = tmp_path / "variants" / "residual" / "best.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    variants("--reuse")
+    assert checkpoint.stat().st_mtime_ns == stamp
+    again = json.loads((tmp_path / "variants" / "results.json").read_text())
+    assert [r["transfer"] for r in again] == [r["transfer"] for r in rows]
