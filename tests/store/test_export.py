@@ -27,7 +27,8 @@ def items(n: int = 10, seed: int = 0) -> list[NewItem]:
     for i in range(n):
         v = rng.normal(size=DIM).astype(np.float32)
         c = rng.random(COLOUR).astype(np.float32)
-        meta = {"kind": ["shirt", "dress"][i % 2], "year": 2010 + i, "title": f"Item no. {i} – ünïcode"}
+        meta = {"kind": ["shirt", "dress"][i % 2], "year": 2010 + i, "title": f"Item no. {i} – ünïcode",
+                "colour": "red", "source": "studio"}  # labels named like the file's own columns
         if i % 3 == 0:
             meta["rare"] = "yes"
         out.append(NewItem(f"item/{i}", f"/photos/{i}.jpg", f"hash{i}", v / np.linalg.norm(v), c, meta,
@@ -72,9 +73,11 @@ def test_the_file_reads_as_a_dataframe(collection, tmp_path):
     out = tmp_path / "items.parquet"
     export_collection(collection, out)
     frame = pd.read_parquet(out)
-    assert len(frame) == 9 and {"id", "source", "vector", "colour", "kind", "year", "title", "rare"} <= set(frame)
+    assert len(frame) == 9 and {"id", "source", "vector", "colour_descriptor", "kind", "year", "title", "rare",
+                                "colour", "label_source"} <= set(frame)
     row = frame.set_index("id").loc["item/3"]
     assert row["kind"] == "dress" and row["year"] == "2013" and len(row["vector"]) == DIM
+    assert row["source"] == "/photos/3.jpg" and row["label_source"] == "studio" and row["colour"] == "red"
     assert json.loads(row["metadata"])["year"] == 2013  # the exact labels, numbers as numbers
     assert pq.ParquetFile(out).schema_arrow.field("vector").type == pa.list_(pa.float32(), DIM)
 

@@ -1,9 +1,9 @@
 """A collection as one Parquet file, and back (``vestis export`` / ``vestis import``).
 
 One row per item: ``id``, ``source``, ``catalogue``, ``stamp``, ``hash``, ``vector`` (a fixed-size
-list of float32, the collection's dimension), ``colour`` (the colour descriptor, likewise; null
-where an item has none), ``metadata`` (the labels as JSON, which is what an import reads) and one
-text column per label key, for people and dataframes. The schema's metadata records the encoder
+list of float32, the collection's dimension), ``colour_descriptor`` (likewise; null where an item
+has none), ``metadata`` (the labels as JSON, which is what an import reads) and one text column per
+label key, for people and dataframes (``label_KEY`` for a key that is one of those names). The schema's metadata records the encoder
 that made the vectors, so an import refuses vectors of another encoder than the collection's, and
 a new collection made by an import searches with the same encoder. It loads straight into pandas
 or polars (``pd.read_parquet``), LanceDB and Milvus bulk insert. Export then import is bit-exact.
@@ -37,6 +37,8 @@ pq = lazy_import("pyarrow.parquet")
 FORMAT = "vestis-items/1"
 BATCH = 4096  # rows per Parquet row group, and per import transaction
 REQUIRED = ("id", "source", "hash", "vector", "metadata")
+COLOUR = "colour_descriptor"
+OWN = {*REQUIRED, "catalogue", "stamp", COLOUR}
 SETTINGS = ("encoder_name", "encoder_version", "encoder_source", "dim", "colour_dim", "colour_version", "index_spec")
 MAX_ID = 1024
 
@@ -68,9 +70,6 @@ def export_collection(collection: CollectionStore, out: Path,
     if np.any(rows < 0):
         raise VestisError("the collection's vectors and items disagree; re-run `vestis index` first")
     keys = sorted({key for it in items for key in it.metadata})
-    clash = [k for k in keys if k in (*REQUIRED, "catalogue", "stamp", "colour")]
-    if clash:
-        raise VestisError(f"label column(s) {clash} share a name with the file's own columns")
     schema = _schema(collection.dim, collection.colour_dim, keys, {s: collection.settings.get(s, "") for s in SETTINGS})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +94,18 @@ def export_collection(collection: CollectionStore, out: Path,
     return TransferReport(len(items), str(out))
 
 
+def label_column(key: str) -> str:
+    """The file's column of a label: its key, or ``label_KEY`` when the key is one of the file's own."""
+    return f"label_{key}" if key in OWN or key.startswith("label_") else key
+
+
 def _schema(dim: int, colour_dim: int, keys: list[str], settings: dict[str, str]) -> Any:
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("source", pa.string()),
               pa.field("catalogue", pa.string()), pa.field("stamp", pa.string()), pa.field("hash", pa.string()),
               pa.field("vector", pa.list_(pa.float32(), dim), nullable=False)]
     if colour_dim:
-        fields.append(pa.field("colour", pa.list_(pa.float32(), colour_dim)))
-    fields += [pa.field("metadata", pa.string())] + [pa.field(k, pa.string()) for k in keys]
+        fields.append(pa.field(COLOUR, pa.list_(pa.float32(), colour_dim)))
+    fields += [pa.field("metadata", pa.string())] + [pa.field(label_column(k), pa.string()) for k in keys]
     return pa.schema(fields, metadata={"vestis": json.dumps({"format": FORMAT, **settings})})
 
 
@@ -113,10 +117,10 @@ def _table(schema: Any, items: list, vectors: np.ndarray, colours: np.ndarray | 
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
     }
     if colours is not None:
-        columns["colour"] = pa.FixedSizeListArray.from_arrays(pa.array(colours.reshape(-1)), colours.shape[1])
+        columns[COLOUR] = pa.FixedSizeListArray.from_arrays(pa.array(colours.reshape(-1)), colours.shape[1])
     columns["metadata"] = [json.dumps(it.metadata, ensure_ascii=False, sort_keys=True) for it in items]
     for key in keys:
-        columns[key] = [None if key not in it.metadata else str(it.metadata[key]) for it in items]
+        columns[label_column(key)] = [None if key not in it.metadata else str(it.metadata[key]) for it in items]
     return pa.table(columns, schema=schema)
 
 
@@ -184,13 +188,13 @@ def _settings(schema: Any, path: Path) -> dict[str, str]:
 def _check(parquet: Any, path: Path, dim: int, colour_dim: int) -> list[str]:
     """Every id (in file order), after checking columns, vector lengths and values, and unique ids."""
     names = parquet.schema_arrow.names
-    missing = [c for c in REQUIRED + (("colour",) if colour_dim else ()) if c not in names]
+    missing = [c for c in REQUIRED + ((COLOUR,) if colour_dim else ()) if c not in names]
     if missing:
         raise VestisError(f"{path} lacks the column(s) {missing}")
     ids: list[str] = []
     for table in parquet.iter_batches(batch_size=BATCH, columns=["id", "vector", "metadata"]
-                                      + (["colour"] if colour_dim else [])):
-        for name, width in (("vector", dim), ("colour", colour_dim)):
+                                      + ([COLOUR] if colour_dim else [])):
+        for name, width in (("vector", dim), (COLOUR, colour_dim)):
             if not width:
                 continue
             column = table.column(name)
@@ -233,7 +237,7 @@ def _metadata(text: str | None, path: Path) -> dict[str, Any]:
 
 
 def _batches(parquet: Any, colour_dim: int) -> Iterator[list[NewItem]]:
-    columns = ["id", "source", "catalogue", "stamp", "hash", "vector", "metadata"] + (["colour"] if colour_dim else [])
+    columns = ["id", "source", "catalogue", "stamp", "hash", "vector", "metadata"] + ([COLOUR] if colour_dim else [])
     present = [c for c in columns if c in parquet.schema_arrow.names]
     for table in parquet.iter_batches(batch_size=BATCH, columns=present):
         data = {name: table.column(name) for name in present}
@@ -241,7 +245,7 @@ def _batches(parquet: Any, colour_dim: int) -> Iterator[list[NewItem]]:
         vectors = np.asarray(data["vector"].flatten().to_numpy(zero_copy_only=False), np.float32).reshape(n, -1)
         colours = None
         if colour_dim:
-            colours = [None if v is None else np.asarray(v, np.float32) for v in data["colour"].to_pylist()]
+            colours = [None if v is None else np.asarray(v, np.float32) for v in data[COLOUR].to_pylist()]
         text = {name: data[name].to_pylist() if name in data else [""] * n
                 for name in ("id", "source", "catalogue", "stamp", "hash", "metadata")}
         yield [NewItem(id=text["id"][i], source=text["source"][i] or "", hash=text["hash"][i] or "",
