@@ -63,7 +63,8 @@ def main() -> None:
           f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     print("| step | p50 ms | p90 ms | mean ms |")
     print("|---|---|---|---|")
-    for name, ms in ((f"region finding ({finder.version})", find_ms), (f"embedding ({encoder.version})", embed_ms)):
+    steps = ((f"region finding ({finder.version})", find_ms), (f"embedding ({encoder.version})", embed_ms))
+    for name, ms in steps:
         p50, p90 = np.percentile(ms, [50, 90])
         print(f"| {name} | {p50:.1f} | {p90:.1f} | {np.mean(ms):.1f} |")
     if args.catalogue:

@@ -139,11 +139,13 @@ def main() -> None:
             }
             per_query[f"{mode} | {part}"] = hits
             if part == "all":
-                raw[mode] = {p.id: "".join("1" if h else "0" for h in row) for p, row in zip(photos, hits, strict=True)}
+                raw[mode] = {p.id: "".join("1" if h else "0" for h in row)
+                             for p, row in zip(photos, hits, strict=True)}
         print(f"{mode}: P@{K} {results[f'{mode} | all'][f'P@{K}']:.3f} "
               f"hit@{K} {results[f'{mode} | all'][f'R@{K}']:.3f}", flush=True)
 
-    print(f"\n{len(photos)} queries, gallery {args.gallery} ({len(vids):,} items, {collection.encoder_name})\n")
+    print(f"\n{len(photos)} queries, gallery {args.gallery} ({len(vids):,} items, "
+          f"{collection.encoder_name})\n")
     answerable = rel.sum(1) > 0
     baseline = per_query.get("whole | all")
     print(f"| mode | gallery part | P@{K} | P@{K} change over the whole photo [95 % interval] | hit@{K} | "

@@ -155,7 +155,8 @@ def install_models(wheel: Path, directory: Path | None = None) -> Path:
             try:
                 data = archive.read(member)
             except KeyError:
-                raise RegionModelsMissingError(f"{wheel} has no {member}: use mediapipe=={MEDIAPIPE_VERSION}") from None
+                raise RegionModelsMissingError(
+                    f"{wheel} has no {member}: use mediapipe=={MEDIAPIPE_VERSION}") from None
             if hashlib.sha256(data).hexdigest() != digest:
                 raise RegionModelsMissingError(f"{member} in {wheel} is not the file vestis was built for "
                                                f"(SHA-256 differs): use mediapipe=={MEDIAPIPE_VERSION}")
@@ -181,7 +182,8 @@ def _anchors() -> np.ndarray:
     for stride in sorted(set(DETECTOR_STRIDES)):
         per_cell = 2 * DETECTOR_STRIDES.count(stride)
         cells = math.ceil(DETECTOR_SIZE / stride)
-        ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
+        centre = (np.arange(cells) + 0.5) / cells
+        ys, xs = np.meshgrid(centre, centre, indexing="ij")
         grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
         centres.append(np.repeat(grid, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
@@ -202,7 +204,8 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray
+                      ) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """The detector's outputs (2254 x 12, 2254 x 1) -> people as (score, box x0 y0 x1 y1, keypoints
     4 x 2), in 0..1 of the detector's input, after weighted non-maximum suppression (each kept
     detection is the score-weighted mean of those it overlaps, as MediaPipe's WEIGHTED algorithm)."""
@@ -321,7 +324,8 @@ class RegionFinder:
         except ImportError:
             raise RegionModelsMissingError(_missing_message(directory, "ai-edge-litert is missing")) from None
         except (RuntimeError, ValueError) as e:
-            raise RegionModelsMissingError(_missing_message(directory, f"a model does not load: {e}")) from None
+            raise RegionModelsMissingError(
+                _missing_message(directory, f"a model does not load: {e}")) from None
         self.settings = settings or RegionSettings()
         self.version = f"mediapipe-{MEDIAPIPE_VERSION}-pose-full/{self.settings.tag}/{REVISION}"
 
@@ -368,7 +372,8 @@ class RegionFinder:
         detected, _, keypoints = max(people, key=lambda p: float(np.linalg.norm(p[2][1] - p[2][0])))
         keypoints = (keypoints * DETECTOR_SIZE - (ox, oy)) / scale
         roi = roi_from_keypoints(keypoints[0], keypoints[1])
-        crop = image.transform((LANDMARK_SIZE, LANDMARK_SIZE), Image.Transform.AFFINE, roi.affine(LANDMARK_SIZE),
+        crop = image.transform((LANDMARK_SIZE, LANDMARK_SIZE), Image.Transform.AFFINE,
+                               roi.affine(LANDMARK_SIZE),
                                Image.Resampling.BILINEAR)
         landmarks, flag, mask, _heatmap, _world = self._landmarks(np.asarray(crop, dtype=np.float32) / 255.0)
         present = float(flag.reshape(-1)[0])
@@ -383,7 +388,8 @@ class RegionFinder:
         mask_image = Image.fromarray((_sigmoid(mask[:, :, 0]) * 255).astype(np.uint8), "L")
         return _Pose(points, visible, detected * present, roi, mask_image)
 
-    def _box(self, name: str, pose: _Pose, size: tuple[int, int]) -> tuple[tuple[int, int, int, int], float] | None:
+    def _box(self, name: str, pose: _Pose, size: tuple[int, int]
+             ) -> tuple[tuple[int, int, int, int], float] | None:
         """The region's box in image pixels and its score, or None when it is not visible."""
         s = self.settings
         p, vis = pose.points, pose.visible
@@ -454,7 +460,8 @@ class RegionFinder:
         rows, cols = np.nonzero(band >= 128)
         if cols.size == 0:
             return None
-        return (cols.min() / scale, (cols.max() + 1) / scale, y0 + rows.min() / scale, y0 + (rows.max() + 1) / scale)
+        return (cols.min() / scale, (cols.max() + 1) / scale,
+                y0 + rows.min() / scale, y0 + (rows.max() + 1) / scale)
 
     def _cut(self, image: Image.Image, box: tuple[int, int, int, int], pose: _Pose, name: str) -> Image.Image:
         crop = image.crop(box)
@@ -462,9 +469,11 @@ class RegionFinder:
             crop = self._on_backdrop(crop, box, pose, name)
         return _framed(crop, self.settings.frame) if self.settings.frame else crop
 
-    def _on_backdrop(self, crop: Image.Image, box: tuple[int, int, int, int], pose: _Pose, name: str) -> Image.Image:
+    def _on_backdrop(self, crop: Image.Image, box: tuple[int, int, int, int], pose: _Pose,
+                     name: str) -> Image.Image:
         mask = pose.mask.transform(crop.size, Image.Transform.AFFINE,
-                                   pose.roi.inverse(box[0], box[1], 1.0, LANDMARK_SIZE), Image.Resampling.BILINEAR)
+                                   pose.roi.inverse(box[0], box[1], 1.0, LANDMARK_SIZE),
+                                   Image.Resampling.BILINEAR)
         if name == "top" and self.settings.hide_head:
             neck = int(pose.points[list(SHOULDERS), 1].min() - 0.1 * np.linalg.norm(
                 pose.points[list(SHOULDERS)].mean(0) - pose.points[list(HIPS)].mean(0))) - box[1]
