@@ -305,6 +305,56 @@ def remove_cmd(
     console.print(f"removed {removed} item(s); collection holds {total} items")
 
 
+@app.command("duplicates")
+def duplicates_cmd(
+    collection: CollectionOpt,
+    threshold: Annotated[float | None, typer.Option(help=(
+        "Cosine similarity from which two items are duplicates (0.5..1; default: chosen on altered copies, "
+        "see BENCHMARKS.md)."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups and their pairs as JSON.")] = False,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the pairs (group, a, b, score) as CSV.")] = None,
+    grid: Annotated[Path | None, typer.Option(help="Write a contact sheet per group into this folder.")] = None,
+    most: Annotated[int, typer.Option(help="Groups shown and drawn at most.", min=1)] = 50,
+) -> None:
+    """Groups of near-duplicate items (re-shot, resized, re-encoded, mirrored, lightly cropped): each
+    item is compared with its nearest neighbours through the collection's own index."""
+    from tqdm import tqdm
+
+    from vestis.search.duplicates import DEFAULT_THRESHOLD, find_duplicates
+    from vestis.store.factory import open_collection
+
+    with open_collection(collection) as coll, tqdm(unit="item", desc="near-duplicates",
+                                                   disable=True if as_json else None) as bar:
+        report = find_duplicates(coll, DEFAULT_THRESHOLD if threshold is None else threshold,
+                                 progress=lambda done, total: _advance(bar, done, total))
+        if grid is not None:
+            from vestis.search.grid import contact_sheet, load_source_image
+
+            for n, group in enumerate(report.groups[:most], start=1):
+                best = {i: max(s for a, b, s in group.pairs if i in (a, b)) for i in group.ids}
+                cells = [(load_source_image(coll.get(i).source), i, f"best pair {best[i]:.3f}") for i in group.ids]
+                contact_sheet(None, cells, grid / f"group-{n:03d}.png")
+    if csv_out is not None:
+        import csv
+
+        csv_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_out, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["group", "a", "b", "score"])
+            writer.writerows((n, a, b, f"{s:.6f}") for n, g in enumerate(report.groups, 1) for a, b, s in g.pairs)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        return
+    console.print(f"{report.pairs} near-duplicate pair(s) in {len(report.groups)} group(s) among {report.items:,} "
+                  f"items (similarity >= {report.threshold:g}), in {report.seconds:.1f}s")
+    for n, group in enumerate(report.groups[:most], start=1):
+        console.print(f"{n:>3}. " + ", ".join(group.ids) + f"  (best {group.pairs[0][2]:.3f})", highlight=False)
+    if len(report.groups) > most:
+        console.print(f"... and {len(report.groups) - most} more groups (--json or --csv lists them all)")
+    if grid is not None:
+        console.print(f"contact sheets written to {grid}")
+
+
 @app.command("export")
 def export_cmd(
     collection: CollectionOpt,
