@@ -97,6 +97,16 @@ def test_search_grid_writes_a_contact_sheet(shop, collection, tmp_path):
         assert sheet.width > 4 * 160 and sheet.height >= 200  # the query and 4 results in one row
 
 
+def test_search_grid_of_a_word_query(collection, tmp_path):
+    """A word query has no query image: its sheet opens with the words, then the results."""
+    grid = tmp_path / "words.png"
+    result = CliRunner().invoke(app, ["search", "--collection", str(collection), "--text", "green trousers",
+                                      "--mode", "keyword", "-k", "3", "--grid", str(grid)])
+    assert result.exit_code == 0, result.output
+    with Image.open(grid) as sheet:
+        assert sheet.width >= 4 * 160  # the words' cell and 3 results
+
+
 def test_info_and_remove(collection, tmp_path):
     info = json.loads(CliRunner().invoke(app, ["info", "--collection", str(collection), "--json"]).stdout)
     assert info["items"] == 12 and info["metadata_columns"] == ["colour", "kind"]

@@ -341,11 +341,13 @@ def duplicates_cmd(
         with open(csv_out, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["group", "a", "b", "score"])
-            writer.writerows((n, a, b, f"{s:.6f}") for n, g in enumerate(report.groups, 1) for a, b, s in g.pairs)
+            group_of = {i: n for n, g in enumerate(report.groups, 1) for i in g.ids}
+            writer.writerows((group_of.get(a) if group_of.get(a) == group_of.get(b) else "", a, b, f"{s:.6f}")
+                             for a, b, s in report.pairs_found)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
         return
-    console.print(f"{report.pairs} near-duplicate pair(s) in {len(report.groups)} group(s) among {report.items:,} "
+    console.print(f"{len(report.pairs_found)} near-duplicate pair(s) in {len(report.groups)} group(s) among {report.items:,} "
                   f"items (similarity >= {report.threshold:g}), in {report.seconds:.1f}s")
     for n, group in enumerate(report.groups[:most], start=1):
         console.print(f"{n:>3}. " + ", ".join(group.ids) + f"  (best {group.pairs[0][2]:.3f})", highlight=False)

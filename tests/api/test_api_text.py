@@ -57,6 +57,26 @@ def test_text_with_an_item_or_an_image_and_examples(client):
     assert r.json()["query"]["type"] == "text" and len(ids(r)) == 3
 
 
+def test_a_garment_region_composed_with_words(client):
+    """Shop the look with words: the top region of a photo of a person, 'but in red'."""
+    import matplotlib.cbook
+
+    from vestis.encoders import regions
+
+    if not regions.models_installed():
+        pytest.skip("the pose models are not installed (make install)")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        portrait = f.read()
+    upload = {"file": ("portrait.jpg", portrait, "image/jpeg")}
+    r = client.post("/search", files=upload, data={"text": "red", "region": "top", "k": "4", "mode": "vector"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["query"]["type"] == "text" and [g["name"] for g in answer["regions"]] == ["top"]
+    assert [h["id"] for h in answer["regions"][0]["results"]] == ids(r)
+    whole = client.post("/search", files=upload, data={"text": "red", "k": "4", "mode": "vector"})
+    assert [h["score"] for h in whole.json()["results"]] != [h["score"] for h in answer["results"]]
+
+
 @pytest.mark.parametrize("body, status, message", [
     ({"text": ""}, 422, "at least 1 character"),
     ({"text": "red", "mode": "fuzzy"}, 422, "keyword"),

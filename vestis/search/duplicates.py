@@ -3,9 +3,13 @@ resized or re-encoded, mirrored, lightly cropped or relit.
 
 Every item asks the collection for its nearest neighbours (``search_vectors``: the collection's
 own ANN index, or its exact scan while small), so a 44k catalogue takes a minute, not all pairs at
-1280-d. Two items whose cosine similarity is at least ``threshold`` are a pair; pairs that share an
-item form a group (union-find). The default threshold was chosen on a benchmark of altered copies
-(BENCHMARKS.md "Near-duplicates").
+1280-d. A pair's similarity is the cosine of the deep vectors fused with the colour descriptors'
+similarity, ``(cos + w colour) / (1 + w)``: the colour histogram does not change when a photo is
+resized, which the deep vector of a small copy does. Two items at or above ``threshold`` are a
+pair; a group is an item and the items that duplicate it (star-shaped, so that look-alikes do
+not chain into one huge group); every pair is listed too. The colour weight and the threshold were
+chosen on half of a benchmark's altered copies and measured on the other half (BENCHMARKS.md
+"Near-duplicates").
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 from vestis.errors import VestisError
 from vestis.store.protocol import CollectionStore
 
-DEFAULT_THRESHOLD = 0.92  # pair precision 0.95 on altered copies of catalogue photos, 85 % of copies found
+DEFAULT_THRESHOLD = 0.915  # on held-out altered copies of catalogue photos: 92 % found, pair precision 0.96
+COLOUR_WEIGHT = 0.5  # of the colour similarity beside the deep cosine (a collection without colours: none)
 NEIGHBOURS = 10  # nearest items each item is compared with
 
 
@@ -37,17 +42,16 @@ class DuplicateGroup:
 @dataclass
 class DuplicateReport:
     groups: list[DuplicateGroup]
+    pairs_found: list[tuple[str, str, float]]  # every pair at or above the threshold, best first
     items: int
     threshold: float
     seconds: float
 
-    @property
-    def pairs(self) -> int:
-        return sum(len(g.pairs) for g in self.groups)
-
     def as_dict(self) -> dict[str, object]:
-        return {"items": self.items, "threshold": self.threshold, "groups": len(self.groups), "pairs": self.pairs,
-                "seconds": round(self.seconds, 3), "duplicates": [g.as_dict() for g in self.groups]}
+        return {"items": self.items, "threshold": self.threshold, "groups": len(self.groups),
+                "pairs": len(self.pairs_found), "seconds": round(self.seconds, 3),
+                "duplicates": [g.as_dict() for g in self.groups],
+                "all_pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs_found]}
 
 
 def check_threshold(threshold: float) -> float:
@@ -64,39 +68,47 @@ def find_duplicates(collection: CollectionStore, threshold: float = DEFAULT_THRE
     started = time.perf_counter()
     with collection.lock:  # one generation's vectors
         table = collection.table()
-        vids, vectors, _ = table.view
-        vids, vectors = vids.copy(), np.asarray(vectors, np.float32)
+        vids, vectors, colours = table.view
+        vids, vectors, colours = vids.copy(), np.asarray(vectors, np.float32), np.asarray(colours, np.float32)
+    weight = COLOUR_WEIGHT if collection.colour_dim else 0.0
     pairs: dict[tuple[int, int], float] = {}
     for row, vid in enumerate(vids.tolist()):
         near, scores, _ = collection.search_vectors(vectors[row], neighbours, exclude=(vid,))
-        for other, score in zip(near.tolist(), scores.tolist()):
+        if weight and len(near):  # the colour of the few neighbours, from the same table
+            scores = scores + weight * (colours[table.rows_of(near)] @ colours[row])
+        for other, score in zip(near.tolist(), (scores / (1 + weight)).tolist()):
             if score >= threshold:
-                pairs[(min(vid, other), max(vid, other))] = max(score, pairs.get((min(vid, other), max(vid, other)), 0))
+                key = (min(vid, other), max(vid, other))
+                pairs[key] = max(score, pairs.get(key, 0.0))
         if progress is not None and (row % 256 == 0 or row == len(vids) - 1):
             progress(row + 1, len(vids))
-    groups = _groups(pairs)
     ids = {it.vid: it.id for it in collection.items_by_vid(sorted({v for pair in pairs for v in pair}))}
+    pairs = {(a, b): s for (a, b), s in pairs.items() if a in ids and b in ids}  # removed meanwhile: left out
     out = [DuplicateGroup(sorted(ids[v] for v in members),
-                          sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items() if a in members),
+                          sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items() if a in members and b in members),
                                  key=lambda p: -p[2]))
-           for members in groups if all(v in ids for v in members)]
+           for members in _groups(pairs)]
     out.sort(key=lambda g: (-len(g.ids), -g.pairs[0][2], g.ids))
-    return DuplicateReport(out, len(vids), threshold, time.perf_counter() - started)
+    every = sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items()), key=lambda p: -p[2])
+    return DuplicateReport(out, every, len(vids), threshold, time.perf_counter() - started)
 
 
 def _groups(pairs: dict[tuple[int, int], float]) -> list[set[int]]:
-    parent: dict[int, int] = {}
-
-    def root(v: int) -> int:
-        parent.setdefault(v, v)
-        while parent[v] != v:
-            parent[v] = parent[parent[v]]
-            v = parent[v]
-        return v
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
+    """Star-shaped groups: pairs are taken best first, and an item joins a group only as a duplicate
+    of the group's first item (its leader), so look-alikes never chain into one huge group."""
+    leader: dict[int, int] = {}
     members: dict[int, set[int]] = {}
-    for v in parent:
-        members.setdefault(root(v), set()).add(v)
+    for (a, b), _score in sorted(pairs.items(), key=lambda kv: -kv[1]):
+        la, lb = leader.get(a), leader.get(b)
+        if la is None and lb is None:
+            leader[a] = leader[b] = a
+            members[a] = {a, b}
+            continue
+        if la is not None and lb is not None:
+            continue
+        grouped, new = (a, b) if la is not None else (b, a)
+        head = leader[grouped]
+        if grouped == head or (min(head, new), max(head, new)) in pairs:
+            leader[new] = head
+            members[head].add(new)
     return list(members.values())
