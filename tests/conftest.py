@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -34,6 +35,27 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def write_catalogue(folder: Path, colours: dict[str, tuple[int, int, int]], shapes, copies: int = 2, *,
+                    size=(120, 160), seed: int = 0, labels=None) -> list[dict]:
+    """A folder catalogue of garment photos: ``COLOUR-SHAPE-N.jpg`` for each colour, shape and copy,
+    and a metadata.csv with id, path, colour and kind (and ``labels(colour, shape, n)``'s columns).
+    Returns the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for colour, rgb in colours.items():
+        for shape in shapes:
+            for n in range(copies):
+                item = f"{colour}-{shape}-{n}"
+                (folder / f"{item}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, size=size, seed=seed + n)))
+                rows.append({"id": item, "path": f"{item}.jpg", "colour": colour, "kind": shape,
+                             **(labels(colour, shape, n) if labels else {})})
+    with open(folder / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
 
 
 @pytest.fixture

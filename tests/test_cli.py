@@ -3,7 +3,6 @@ paging), info, remove, and bad arguments with their messages and exit codes."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest import garment_image, jpeg_bytes
+from tests.conftest import write_catalogue
 from vestis.cli import app
 
 pytestmark = pytest.mark.slow
@@ -26,17 +25,7 @@ SHAPES = ("shirt", "trousers")
 def shop(tmp_path_factory) -> Path:
     """12 garment photos with colour and kind labels in metadata.csv."""
     folder = tmp_path_factory.mktemp("shop")
-    rows = []
-    for name, rgb in COLOURS.items():
-        for shape in SHAPES:
-            for n in range(2):
-                item = f"{name}-{shape}-{n}"
-                (folder / f"{item}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, seed=n)))
-                rows.append({"id": item, "path": f"{item}.jpg", "colour": name, "kind": shape})
-    with open(folder / "metadata.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_catalogue(folder, COLOURS, SHAPES)
     return folder
 
 

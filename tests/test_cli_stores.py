@@ -3,7 +3,6 @@ same answers whichever store holds the collection (the store contract, seen from
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import matplotlib.cbook
 import pytest
 
-from tests.conftest import garment_image, jpeg_bytes
+from tests.conftest import write_catalogue
 from vestis.encoders import regions
 
 pytestmark = pytest.mark.slow
@@ -32,18 +31,8 @@ def vestis(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("catalogue")
-    rows = []
-    for colour, rgb in COLOURS.items():
-        for shape in SHAPES:
-            for n in range(2):
-                name = f"{colour}-{shape}-{n}"
-                (folder / f"{name}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, seed=n)))
-                rows.append({"id": name, "path": f"{name}.jpg", "colour": colour, "kind": shape,
-                             "title": f"{colour.title()} {shape} number {n}"})
-    with open(folder / "metadata.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_catalogue(folder, COLOURS, SHAPES, labels=lambda colour, shape, n: {
+        "title": f"{colour.title()} {shape} number {n}"})
     return folder
 
 

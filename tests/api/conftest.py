@@ -6,13 +6,12 @@ leak into another.
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import garment_image, jpeg_bytes
+from tests.conftest import write_catalogue
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
 from vestis.store.ingest import index_catalogue, open_or_create
@@ -31,18 +30,8 @@ def api_encoder():
 def shop_dir(tmp_path_factory) -> Path:
     """A catalogue folder: 24 garments with colour, kind and a unique name in metadata.csv."""
     folder = tmp_path_factory.mktemp("shop")
-    rows = []
-    for cname, rgb in COLOURS.items():
-        for shape in SHAPES:
-            for n in range(COPIES):
-                item_id = f"{cname}-{shape}-{n}"
-                (folder / f"{item_id}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, seed=n)))
-                rows.append({"id": item_id, "path": f"{item_id}.jpg", "colour": cname, "kind": shape,
-                             "name": f"{cname.title()} {shape} no. {n}"})
-    with open(folder / "metadata.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_catalogue(folder, COLOURS, SHAPES, COPIES,
+                    labels=lambda colour, shape, n: {"name": f"{colour.title()} {shape} no. {n}"})
     return folder
 
 
