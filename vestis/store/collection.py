@@ -38,7 +38,7 @@ from vestis.index.auto import EXACT_SPEC, concrete_spec, describe_choice, is_aut
 from vestis.index.base import VectorIndex
 from vestis.index.vectors import VectorStore, top_k
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
-from vestis.store.db import DB_NAME, Item, ItemDB, NewItem
+from vestis.store.db import DB_NAME, Item, ItemDB, NewItem, check_item_vectors
 from vestis.store.settings import StoreSettings, new_settings
 from vestis.store.table import SyncedTable
 
@@ -200,9 +200,7 @@ class Collection(StoreSettings):
         """Insert items (replacing any with the same id) in one transaction; returns their vids."""
         if not items:
             return []
-        for it in items:
-            if it.vector.shape != (self.dim,):
-                raise VestisError(f"item {it.id}: vector has shape {it.vector.shape}, collection dim is {self.dim}")
+        check_item_vectors(items, self.dim)
         with self._lock:
             with self.db.write():
                 self._sync()

@@ -87,6 +87,21 @@ class Changes:
     added: list[tuple[int, bytes, bytes | None]]
 
 
+def check_item_vectors(items: Sequence[NewItem], dim: int) -> None:
+    """Every item's vector has the collection's dimension (any store checks before it writes)."""
+    for it in items:
+        if it.vector.shape != (dim,):
+            raise VestisError(f"item {it.id}: vector has shape {it.vector.shape}, collection dim is {dim}")
+
+
+def check_slot_vectors(kind: str, vids: Sequence[int], vectors: np.ndarray, slots: int, dim: int) -> np.ndarray:
+    """Per-item vectors (attribute, joint) as float32, items x slots x dim, or a clear error."""
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.shape[1:] != (slots, dim) or len(vectors) != len(vids):
+        raise VestisError(f"{kind} vectors must be {len(vids)} x {slots} x {dim}, got {vectors.shape}")
+    return vectors
+
+
 def metadata_json(metadata: dict[str, Any]) -> str:
     """Metadata as JSON; missing values (None, NaN, inf, "") are dropped, so SQLite's JSON
     functions and filters never meet invalid JSON."""

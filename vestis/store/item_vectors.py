@@ -28,10 +28,11 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from vestis.errors import EncoderMismatchError, VestisError
+from vestis.errors import EncoderMismatchError
 from vestis.locks import RankedLock
 from vestis.index.vectors import VectorStore
 from vestis.store.atomic import atomic_write
+from vestis.store.db import check_slot_vectors
 from vestis.store.collection import Collection
 
 log = logging.getLogger(__name__)
@@ -142,10 +143,7 @@ BEGIN DELETE FROM {cls.TABLE} WHERE vid = OLD.vid; END;
     def add(self, vids: np.ndarray, vectors: np.ndarray) -> int:
         """Store the vectors (len(vids) x slots x dim) of items in one transaction; items that
         left the collection meanwhile are skipped. Returns how many items were written."""
-        vectors = np.asarray(vectors, np.float32)
-        if vectors.shape[1:] != (len(self.names), self.dim) or len(vectors) != len(vids):
-            raise VestisError(f"{self.KIND} vectors must be {len(vids)} x {len(self.names)} x {self.dim}, "
-                              f"got {vectors.shape}")
+        vectors = check_slot_vectors(self.KIND, vids, vectors, len(self.names), self.dim)
         with self.db.write():
             gen = self.generation() + 1
             self.db.set_settings({f"{self.KIND}_generation": str(gen)})

@@ -26,7 +26,7 @@ from vestis.errors import NotFoundError, VestisError
 from vestis.index.auto import exact_limit, is_auto
 from vestis.index.vectors import VectorStore
 from vestis.locks import RankedLock
-from vestis.store.db import Item, NewItem
+from vestis.store.db import Item, NewItem, check_item_vectors
 from vestis.store.location import Location, parse_location
 from vestis.store.milvus.connection import QUERY_CONSISTENCY, MilvusConnection
 from vestis.store.milvus.expressions import filter_expression
@@ -283,9 +283,8 @@ class MilvusCollection(StoreSettings):
         """Insert items (replacing any with the same id), one upsert request per batch; returns their vids."""
         if not items:
             return []
+        check_item_vectors(items, self.dim)
         for it in items:
-            if it.vector.shape != (self.dim,):
-                raise VestisError(f"item {it.id}: vector has shape {it.vector.shape}, collection dim is {self.dim}")
             if len(it.id.encode()) > MAX_ID or len(it.source.encode()) > MAX_SOURCE:
                 raise VestisError(f"item {it.id[:80]!r}: id or source is too long for Milvus")
         with self.lock:

@@ -22,10 +22,11 @@ from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-from vestis.errors import EncoderMismatchError, VestisError
+from vestis.errors import EncoderMismatchError
 from vestis.index.vectors import VectorStore
 from vestis.locks import RankedLock
 from vestis.store.milvus.expressions import ids_in
+from vestis.store.db import check_slot_vectors
 from vestis.store.location import Location
 from vestis.store.milvus.connection import QUERY_CONSISTENCY, READ_ROWS, MilvusConnection
 from vestis.store.milvus.layout import MAX_ID, new_generation
@@ -142,10 +143,7 @@ class MilvusItemVectors:
     def add(self, vids: np.ndarray, vectors: np.ndarray) -> int:
         """Store the vectors (len(vids) x slots x dim) of items, WRITE_ROWS per upsert; items that
         left the collection meanwhile are skipped. Returns how many items were written."""
-        vectors = np.asarray(vectors, np.float32)
-        if vectors.shape[1:] != (len(self.names), self.dim) or len(vectors) != len(vids):
-            raise VestisError(f"{self.KIND} vectors must be {len(vids)} x {len(self.names)} x {self.dim}, "
-                              f"got {vectors.shape}")
+        vectors = check_slot_vectors(self.KIND, vids, vectors, len(self.names), self.dim)
         rows = self.collection.rows_by_vid([int(v) for v in vids], with_colour=self.WITH_COLOUR)
         out = []
         for vid, per_slot in zip(np.asarray(vids).tolist(), vectors):
