@@ -23,7 +23,7 @@ from vestis.train.features import load_items
 from vestis.train.heads import EmbeddingHead
 from vestis.train.report import console_table
 from vestis.train.trainer import load_checkpoint
-from vestis.train.transfer import load_transfer_sets
+from vestis.train.transfer import judged_by, load_transfer_sets, measure
 
 # the transfer garments' shape (``category``) to the training garments' ``articleType``; colour to
 # ``baseColour``, with the dress left unmapped: a dress query has no relevant item
@@ -96,11 +96,11 @@ def test_a_cross_set_scores_model_and_backbone_on_the_training_gallery(garment_c
     on_disk = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())
     assert on_disk["transfer"]["street"]["model"] == result["model"]
     report = Path(summary["report"]).read_text()
-    assert (f"| street | garments-map vs the training collection | {result['model']['mAP@10']:.4f} | "
+    assert (f"| street | garments-map map | {result['model']['mAP@10']:.4f} | "
             f"{result['model']['P@10']:.4f} |") in report
     table = console_table(summary)
     assert table.columns[0]._cells[-1] == "street"
-    assert table.columns[1]._cells[-1] == "garments-map vs the training collection"
+    assert table.columns[1]._cells[-1] == "garments-map map"
 
 
 def test_the_val_and_test_halves_split_the_queries_by_id(garment_collection, transfer_collection, label_map):
@@ -118,6 +118,9 @@ def test_the_val_and_test_halves_split_the_queries_by_id(garment_collection, tra
         np.testing.assert_array_equal(half.relevance, everything.relevance[rows])
     again, _ = load_transfer_sets(configs[1:2], gallery.encoder_version)
     assert again[0].items.ids == val.items.ids
+    result = measure([val], lambda tset: tset.items.vectors)["val"]  # the backbone as the "model"
+    assert result["model"] == result["backbone"] and result["model"]["n_queries"] == len(val.items)
+    assert judged_by(result) == f"garments-map map in {garment_collection.name}, val half"
 
 
 def test_a_bad_label_map_is_refused_before_training(garment_config, transfer_collection, tmp_path):

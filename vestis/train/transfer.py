@@ -45,6 +45,7 @@ KS = (1, 10)
 METRICS = ("mAP@10", "P@10", "R@1", "R@10")
 JUDGED_K = 10
 JUDGED_BY = f"mAP@{JUDGED_K}"  # the figure a model is judged by, and its change intervals
+TRAINING_GALLERY = "the training collection"  # a cross-collection set's default gallery, in metrics.json
 QUERY_SPLIT_SEED = 0  # the split of a cross-collection set's queries into val and test halves
 
 
@@ -185,7 +186,7 @@ def measure(sets: list[TransferSet], embed: Callable[[TransferSet], np.ndarray])
         else:
             backbone, backbone_ap = cross_scores(tset.items.vectors, tset.gallery.vectors, tset.relevance)
             model, model_ap = cross_scores(embed(tset), embed(tset.gallery_set), tset.relevance)
-            kind = {"label_map": tset.config.label_map, "gallery": tset.config.gallery or "the training collection",
+            kind = {"label_map": tset.config.label_map, "gallery": tset.config.gallery or TRAINING_GALLERY,
                     "gallery_items": len(tset.gallery), "queries": tset.config.queries}
         base = backbone[JUDGED_BY]
         low, high = change_interval(model_ap, backbone_ap)
@@ -216,8 +217,9 @@ def judged_by(result: dict[str, Any]) -> str:
     """What a set's relevance is, in a few words: its label (in its attribute's space), or the
     label map and gallery of a cross-collection set."""
     if "label_map" in result:
+        gallery = "" if result["gallery"] == TRAINING_GALLERY else f" in {Path(result['gallery']).name}"
         half = "" if result["queries"] == "all" else f", {result['queries']} half"
-        return f"{Path(result['label_map']).stem} vs {Path(result['gallery']).name}{half}"
+        return f"{Path(result['label_map']).stem} map{gallery}{half}"
     if "attribute" in result:
         return f"{result['label']} ({result['attribute']} space)"
     return result["label"]
