@@ -137,6 +137,7 @@ def cross_set(cfg: TransferSetConfig, items: Items, gallery: Items) -> TransferS
     asked = [i for i, metadata in enumerate(items.metadata) if label_map.asks(metadata)]
     if cfg.queries != "all":
         strata = group_labels([items.metadata[i] for i in asked], list(label_map.required))
+        # a stratum of one photo goes to "train" (split_by_id's rule): it is in neither half
         half = split_by_id([items.ids[i] for i in asked], strata, (0.0, 0.5, 0.5), seed=QUERY_SPLIT_SEED)
         asked = [i for i in asked if half[items.ids[i]] == cfg.queries]
     if not asked:
@@ -152,7 +153,7 @@ def cross_set(cfg: TransferSetConfig, items: Items, gallery: Items) -> TransferS
 
 
 def scores(vectors: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float | int], np.ndarray]:
-    """Leave-one-out mAP@10, P@10, R@1 and the number of queries; and each query's AP@10."""
+    """Leave-one-out mAP@10, P@10, R@1, R@10 and the number of queries; and each query's AP@10."""
     ranking = leave_one_out_ranking(vectors, labels, max(*KS, JUDGED_K))
     out = leave_one_out(vectors, labels, KS, ranking=ranking)
     return ({**{m: float(out[m]) for m in METRICS}, "n_queries": int(out["n_queries"])},
