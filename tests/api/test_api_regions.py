@@ -151,3 +151,18 @@ def test_photos_of_people_are_indexed_by_one_region(portrait, tmp_path):
     assert refused.returncode == 2 and "holds photos cut to 'top" in refused.stderr
     again = vestis("index", str(folder), "--collection", str(collection), "--json")  # the recorded crop is kept
     assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] == 2
+
+
+def test_missing_pose_models_are_the_servers_fault_not_the_requests(client, portrait, monkeypatch):
+    from vestis.encoders.regions import RegionModelsMissingError
+
+    engine = client.app.state.service.engine
+
+    def missing(*args, **kwargs):
+        raise RegionModelsMissingError("the pose models are not installed: run `make install`")
+
+    monkeypatch.setattr(engine, "_regions", None)
+    monkeypatch.setattr("vestis.search.engine.get_region_finder", missing)
+    r = client.post("/search", files={"file": ("q.jpg", portrait, "image/jpeg")}, data={"region": "auto"})
+    assert r.status_code == 503 and "make install" in r.json()["detail"]
+    assert client.post("/search", files={"file": ("q.jpg", portrait, "image/jpeg")}).status_code == 200

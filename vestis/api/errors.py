@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from vestis.encoders.regions import RegionModelsMissingError
 from vestis.errors import (
     CatalogueError,
     DuplicateItemError,
@@ -58,6 +59,7 @@ _STATUS_BY_TYPE: list[tuple[type[VestisError], int]] = [
     (EncoderMismatchError, 409),
     (DuplicateItemError, 409),
     (DiskFullError, 507),  # Insufficient Storage: the write failed, nothing was half-written
+    (RegionModelsMissingError, 503),  # the server's set-up lacks the pose models: not the request's fault
 ]
 
 

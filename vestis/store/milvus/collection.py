@@ -391,6 +391,7 @@ class MilvusCollection(StoreSettings):
             "items": sum(catalogues.values()),
             "encoder": self.encoder_name,
             "encoder_version": self.encoder_version,
+            "crop": self.settings.get("crop", "none"),  # the garment region items were cut to (index --crop)
             "encoder_source": self.encoder_source,
             "dim": self.dim,
             "colour_dim": self.colour_dim,
