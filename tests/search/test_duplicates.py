@@ -89,3 +89,28 @@ def test_a_threshold_outside_its_range_is_a_clear_error(collection, threshold):
     assert done.returncode == 2 and "threshold is a cosine similarity between 0.5 and 1" in done.stderr
     with open_collection(collection) as coll, pytest.raises(VestisError, match="between 0.5 and 1"):
         find_duplicates(coll, float(threshold))
+
+
+def test_the_api_lists_groups_and_scans_again_after_a_write(collection, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from vestis.api.app import create_app
+
+    copy = tmp_path / "shop"
+    shutil.copytree(collection, copy)
+    with TestClient(create_app(copy, workers=1)) as client:
+        first = client.get("/duplicates")
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["groups"] >= 2 and body["items"] == 6
+        assert any({"red-shirt", "red-shirt-mirrored"} <= set(g["ids"]) for g in body["duplicates"])
+        assert client.get("/duplicates").json()["seconds"] == body["seconds"]  # the same scan, kept
+        page = client.get("/duplicates", params={"limit": 1, "offset": 1}).json()
+        assert page["duplicates"] == body["duplicates"][1:2]
+        for bad in ({"threshold": 0.2}, {"threshold": "nan"}, {"limit": 0}):
+            assert client.get("/duplicates", params=bad).status_code == 422
+        assert client.delete("/items/red-shirt-mirrored").status_code == 200
+        after = client.get("/duplicates").json()  # a write: scanned again
+        assert not any("red-shirt-mirrored" in g["ids"] for g in after["duplicates"])

@@ -182,6 +182,26 @@ class ItemPage(BaseModel):
     limit: int
 
 
+class DuplicatePair(BaseModel):
+    a: str
+    b: str
+    score: float = Field(description="(cosine + 0.5 x colour similarity) / 1.5")
+
+
+class DuplicateGroupOut(BaseModel):
+    ids: list[str] = Field(description="An item and the items that duplicate it.")
+    pairs: list[DuplicatePair]
+
+
+class Duplicates(BaseModel):
+    threshold: float
+    items: int = Field(description="Items compared.")
+    groups: int = Field(description="Groups found (all of them, before paging).")
+    offset: int
+    duplicates: list[DuplicateGroupOut] = Field(description="Groups, largest first, a page of them.")
+    seconds: float = Field(description="How long the scan took (a cached answer: the first scan's time).")
+
+
 class Deleted(BaseModel):
     id: str
     removed: bool

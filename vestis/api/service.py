@@ -39,6 +39,7 @@ from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, r
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.locks import leaf_lock
+from vestis.search.duplicates import DuplicateReport, check_threshold, find_duplicates
 from vestis.search.engine import Engine, SearchOutcome, default_threads
 from vestis.search.query import SearchQuery
 from vestis.store.atomic import fsync_dir
@@ -187,6 +188,7 @@ class Service:
             self.roots = default_roots(self.collection)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vestis-api")
         self._busy, self._busy_lock = 0, leaf_lock("requests running")
+        self._duplicates: dict[tuple[int, float], DuplicateReport] = {}  # the last scan, by generation
         self.started_at = time.time()
         self.startup_seconds = time.perf_counter() - started
 
@@ -209,6 +211,19 @@ class Service:
         """How many requests' work is running in the pool now."""
         with self._busy_lock:
             return self._busy
+
+    def duplicates(self, threshold: float) -> DuplicateReport:
+        """The collection's near-duplicate groups at ``threshold``, scanned once per generation (a 44k
+        catalogue takes about a minute) and kept until the next write."""
+        threshold = check_threshold(threshold)
+        generation = self.collection.generation
+        with self._busy_lock:
+            cached = self._duplicates.get((generation, threshold))
+        if cached is None:
+            cached = find_duplicates(self.collection, threshold)
+            with self._busy_lock:
+                self._duplicates = {(generation, threshold): cached}
+        return cached
 
     def shutdown(self) -> None:
         """At the end of serving: say which requests are not waited for, and save."""

@@ -16,9 +16,20 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from fastapi.responses import RedirectResponse
 
 from vestis.api.deps import ServiceDep, json_field, read_upload, require_api_key
-from vestis.api.models import MAX_BROWSE_OFFSET, MAX_PAGE, Deleted, ItemOut, ItemPage, SearchResults
+from vestis.api.models import (
+    MAX_BROWSE_OFFSET,
+    MAX_PAGE,
+    Deleted,
+    DuplicateGroupOut,
+    DuplicatePair,
+    Duplicates,
+    ItemOut,
+    ItemPage,
+    SearchResults,
+)
 from vestis.api.routes.search import ERRORS, run_search
 from vestis.errors import NotFoundError
+from vestis.search.duplicates import DEFAULT_THRESHOLD
 from vestis.search.query import SearchQuery
 from vestis.search.results import MAX_COLOUR_WEIGHT, MAX_K, MAX_OFFSET
 
@@ -63,6 +74,24 @@ async def similar(
     color_weight: Annotated[float, Query(ge=0.0, le=MAX_COLOUR_WEIGHT, allow_inf_nan=False)] = 0.0,
 ) -> SearchResults:
     return await run_search(service, SearchQuery(item_id=item_id, k=k, offset=offset, color_weight=color_weight))
+
+
+@router.get("/duplicates", response_model=Duplicates, responses=ERRORS,
+            summary="Near-duplicate listings: groups of items that duplicate each other, largest first")
+async def duplicates(
+    service: ServiceDep,
+    threshold: Annotated[float, Query(ge=0.5, le=1.0, allow_inf_nan=False,
+                                      description="Similarity from which two items are duplicates.")]
+    = DEFAULT_THRESHOLD,
+    offset: Annotated[int, Query(ge=0, le=MAX_BROWSE_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> Duplicates:
+    report = await service.run(service.duplicates, threshold)
+    page = report.groups[offset:offset + limit]
+    return Duplicates(threshold=report.threshold, items=report.items, groups=len(report.groups), offset=offset,
+                      duplicates=[DuplicateGroupOut(ids=g.ids, pairs=[DuplicatePair(a=a, b=b, score=round(x, 6))
+                                                                      for a, b, x in g.pairs]) for g in page],
+                      seconds=round(report.seconds, 3))
 
 
 @router.get("/items/{item_id:path}", response_model=ItemOut,
