@@ -212,6 +212,22 @@ def test_shop_the_look_draws_the_regions_and_a_row_each(server_url, browser, tmp
     page.close()
 
 
+def test_near_duplicates_view(server_url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server_url + "/")
+    sync_api.expect(page.locator("#collection-info")).to_contain_text("items")
+    page.click("#show-duplicates")
+    sync_api.expect(page.locator("#status")).to_contain_text("near-duplicates")
+    groups = page.locator("#results .dup-group")
+    # the shop's two copies of each garment are near-duplicates of each other
+    assert groups.count() >= 1 and groups.first.locator(".card").count() >= 2
+    first = groups.first.locator(".card").first.get_attribute("data-id")
+    groups.first.locator(".card").first.click()  # an item of a group: more like it
+    sync_api.expect(page.locator("#query-caption")).to_have_text(f"more like {first}")
+    page.close()
+
+
 def test_page_fits_a_phone_screen(server_url, browser, tmp_path):
     photo = tmp_path / "dress.jpg"
     photo.write_bytes(jpeg_bytes(garment_image((30, 160, 60), "dress", seed=4)))

@@ -396,6 +396,41 @@ async function browse(append = false) {
   }
 }
 
+// ------------------------------------------------------------------ near-duplicates
+// The catalogue's near-duplicate listings, one row per group (the scan runs once per change of the
+// catalogue on the server; a large catalogue takes about a minute the first time).
+async function showDuplicates() {
+  const seq = ++state.seq;
+  renderLook(null);
+  setStatus("Looking for near-duplicate listings…", true);
+  try {
+    const answer = await api("/duplicates?limit=50");
+    if (seq !== state.seq) return;
+    const grid = $("results");
+    grid.textContent = "";
+    for (const [n, group] of answer.duplicates.entries()) {
+      const row = document.createElement("section");
+      row.className = "dup-group";
+      const title = document.createElement("h3");
+      title.textContent = `Group ${n + 1}: ${group.ids.length} items · best pair ${group.pairs[0].score.toFixed(3)}`;
+      const cards = document.createElement("div");
+      cards.className = "grid";
+      group.ids.forEach((id, i) => cards.appendChild(cardFor({ id, image_url: `/images/${encodeURIComponent(id)}`,
+        metadata: {} }, i + 1)));
+      row.append(title, cards);
+      grid.appendChild(row);
+    }
+    $("more").hidden = true;
+    setStatus(answer.groups ? `${answer.groups} group(s) of near-duplicates among ${answer.items.toLocaleString()} items`
+      + ` (similarity ≥ ${answer.threshold}; showing ${answer.duplicates.length}) · click an item for more like it`
+      : `No near-duplicates among ${answer.items.toLocaleString()} items`, false);
+  } catch (e) {
+    if (seq !== state.seq) return;
+    setStatus("", false);
+    showError(`cannot list near-duplicates: ${e.message}`);
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 function wire() {
   $("query-preview").addEventListener("error", () => { $("query-preview").hidden = true; });
@@ -428,6 +463,7 @@ function wire() {
     const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
     if (item) setImageQuery(item.getAsFile());
   });
+  $("show-duplicates").addEventListener("click", showDuplicates);
   $("colour").addEventListener("input", () => { $("colour-out").value = $("colour").value; });
   $("colour").addEventListener("change", () => search());
   $("k").addEventListener("change", () => (state.query || isTextQuery() ? search() : browse()));
