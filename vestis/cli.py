@@ -84,6 +84,12 @@ def index_cmd(
         "Photos of people (user uploads, lookbooks): index each by one garment region, top, bottom, shoes or "
         "person, cut out like a catalogue photo (a photo without it stays whole). Recorded with the "
         "collection, so later runs and uploads are cut the same way."))] = None,
+    skip_duplicates: Annotated[bool, typer.Option(
+        "--skip-duplicates", help="Leave out new images that duplicate a stored item (see `vestis duplicates`), "
+        "and list them.")] = False,
+    duplicate_threshold: Annotated[float | None, typer.Option(
+        help="With --skip-duplicates: the similarity from which an image is a duplicate (default: as `vestis "
+        "duplicates`).")] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images.
 
@@ -91,6 +97,7 @@ def index_cmd(
     --no-wait, stops) and then embeds only what the first did not."""
     from vestis.data import open_catalogue
     from vestis.encoders import DEFAULT_ENCODER, get_encoder
+    from vestis.search.duplicates import DEFAULT_THRESHOLD
     from vestis.search.engine import Engine
     from vestis.search.opening import open_collection_encoder
     from vestis.store.factory import collection_exists, open_collection
@@ -119,7 +126,9 @@ def index_cmd(
         with Engine(open_or_create(collection, enc, index), encoder=enc) as engine:
             report, attributes, whole = engine.index(catalogue, batch_size=batch_size,
                                                      remove_missing=not keep_missing, progress=not as_json,
-                                                     attribute_model=attribute_model, embed=embed, crop=crop)
+                                                     attribute_model=attribute_model, embed=embed, crop=crop,
+                                                     skip_duplicates=(duplicate_threshold or DEFAULT_THRESHOLD)
+                                                     if skip_duplicates else None)
             total = len(engine.collection)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
@@ -142,6 +151,10 @@ def index_cmd(
         console.print(f"attribute vectors: {attributes.embedded} item(s) embedded in {attributes.seconds:.1f}s")
     if whole:
         console.print(f"[yellow]{whole} photo(s)[/] showed no region to crop: indexed whole")
+    for item_id, src, of, score in report.duplicates[:20]:
+        console.print(f"[yellow]duplicate[/] {item_id} ({src}) of {of} ({score:.3f}): not added", highlight=False)
+    if len(report.duplicates) > 20:
+        console.print(f"[yellow]... and {len(report.duplicates) - 20} more duplicates not added[/] (--json lists them)")
 
 
 @app.command("search")

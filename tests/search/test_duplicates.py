@@ -114,3 +114,25 @@ def test_the_api_lists_groups_and_scans_again_after_a_write(collection, tmp_path
         assert client.delete("/items/red-shirt-mirrored").status_code == 200
         after = client.get("/duplicates").json()  # a write: scanned again
         assert not any("red-shirt-mirrored" in g["ids"] for g in after["duplicates"])
+
+
+def test_index_can_leave_out_new_duplicates(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    for name, (rgb, shape) in list(GARMENTS.items())[:2]:
+        (folder / f"{name}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, size=(240, 320), seed=1)))
+    collection = tmp_path / "collection"
+    assert vestis("index", str(folder), "--collection", str(collection)).returncode == 0
+    original = Image.open(folder / "red-shirt.jpg").convert("RGB")
+    (folder / "red-shirt-again.jpg").write_bytes(jpeg_bytes(ImageOps.mirror(original)))  # re-uploaded, mirrored
+    rgb, shape = GARMENTS["green-trousers"]
+    (folder / "green-trousers.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, size=(240, 320), seed=1)))
+    done = vestis("index", str(folder), "--collection", str(collection), "--skip-duplicates", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["added"] == 1  # the new garment
+    assert [(d["id"], d["duplicate_of"]) for d in report["skipped_duplicates"]] == [("red-shirt-again", "red-shirt")]
+    with open_collection(collection) as coll:
+        assert "red-shirt-again" not in coll and "green-trousers" in coll
+    text = vestis("index", str(folder), "--collection", str(collection), "--skip-duplicates")
+    assert "duplicate red-shirt-again" in " ".join(text.stderr.split()) and "of red-shirt" in text.stderr

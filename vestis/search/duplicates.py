@@ -112,3 +112,34 @@ def _groups(pairs: dict[tuple[int, int], float]) -> list[set[int]]:
             leader[new] = head
             members[head].add(new)
     return list(members.values())
+
+
+class DuplicateFilter:
+    """For ``vestis index --skip-duplicates``: which new items duplicate an item the collection holds,
+    or one accepted earlier in the same run, at ``threshold`` (the similarity of :func:`find_duplicates`)."""
+
+    def __init__(self, collection: CollectionStore, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.collection, self.threshold = collection, check_threshold(threshold)
+        self.weight = COLOUR_WEIGHT if collection.colour_dim else 0.0
+        self._accepted: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+
+    def __call__(self, items: list) -> dict[str, tuple[str, float]]:
+        """id -> (the item it duplicates, similarity) for each of ``items`` (NewItem) to leave out."""
+        out: dict[str, tuple[str, float]] = {}
+        for item in items:
+            colour = item.colour if self.weight and item.colour is not None else None
+            near, scores, _ = self.collection.search_vectors(item.vector, 1, colour=colour,
+                                                             colour_weight=self.weight if colour is not None else 0.0)
+            best = (self.collection.items_by_vid(near[:1].tolist())[0].id, float(scores[0])) if len(near) else None
+            if best is not None and best[0] != item.id and best[1] / (1 + self.weight) >= self.threshold:
+                out[item.id] = (best[0], best[1] / (1 + self.weight))
+                continue
+            for other, vector, other_colour in self._accepted:  # new items of this run, not yet stored
+                score = float(vector @ item.vector) + (self.weight * float(other_colour @ item.colour)
+                                                        if colour is not None and other_colour is not None else 0.0)
+                if score / (1 + self.weight) >= self.threshold:
+                    out[item.id] = (other, score / (1 + self.weight))
+                    break
+            else:
+                self._accepted.append((item.id, item.vector, item.colour))
+        return out

@@ -33,6 +33,7 @@ from vestis.encoders.onnx_encoder import OnnxEncoder
 from vestis.encoders.regions import REGION_NAMES, RegionFinder, get_region_finder
 from vestis.encoders.text import TextEncoder, get_text_encoder
 from vestis.errors import DuplicateItemError, ImageError, VestisError
+from vestis.search.duplicates import DuplicateFilter
 from vestis.search.filters import check_filters
 from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes_by_meaning
 from vestis.search.opening import open_collection, open_collection_encoder
@@ -320,19 +321,23 @@ class Engine:
     # ----------------------------------------------------------------- writing
     def index(self, catalogue: Catalogue, *, batch_size: int = 32, remove_missing: bool = True,
               progress: bool = True, attribute_model: Path | None = None, embed: Embedder | None = None,
-              crop: str | None = None) -> tuple[IngestReport, BuildReport | None, int]:
+              crop: str | None = None, skip_duplicates: float | None = None
+              ) -> tuple[IngestReport, BuildReport | None, int]:
         """Bring the collection in line with ``catalogue`` (only new or changed images embedded),
         then embed the new items' attribute vectors (with ``attribute_model``, which becomes the
         collection's, or with the collection's own). ``crop`` indexes photos of people by that
-        garment region (see :meth:`crop`). Returns the reports and how many photos showed no such
-        region and were indexed whole."""
+        garment region (see :meth:`crop`). With ``skip_duplicates`` (a similarity threshold), new
+        images that duplicate a stored item, or one added earlier in the run, are left out and
+        reported. Returns the reports and how many photos showed no such region and were indexed whole."""
         transform = self.crop(crop)
         if transform is not None and embed is not None:
             raise VestisError("--crop runs the region finder where the images are read: it cannot be combined "
                               "with --ray yet")
         report = index_catalogue(self.collection, catalogue, self.encoder, batch_size=batch_size,
                                  remove_missing=remove_missing, progress=progress,
-                                 embed=embed or local_embedder(transform))
+                                 embed=embed or local_embedder(transform),
+                                 reject=None if skip_duplicates is None else DuplicateFilter(self.collection,
+                                                                                             skip_duplicates))
         attributes = update_attributes(self.collection, attribute_model, progress=progress)
         if attributes is not None:
             self._attributes_checked = False  # a new model may have been installed

@@ -41,6 +41,7 @@ class IngestReport:
     relabelled: int = 0
     reused: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, source, reason)
+    duplicates: list[tuple[str, str, str, float]] = field(default_factory=list)  # (id, source, of, similarity)
     seconds: float = 0.0
     embedded: int = 0
 
@@ -57,6 +58,8 @@ class IngestReport:
             "relabelled": self.relabelled,
             "reused": self.reused,
             "failed": [{"id": i, "source": s, "reason": r} for i, s, r in self.failures],
+            "skipped_duplicates": [{"id": i, "source": s, "duplicate_of": o, "score": round(x, 6)}
+                                   for i, s, o, x in self.duplicates],
             "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
@@ -137,9 +140,12 @@ def index_catalogue(
     remove_missing: bool = True,
     progress: bool = True,
     embed: Embedder | None = None,
+    reject: Callable[[list[NewItem]], dict[str, tuple[str, float]]] | None = None,
 ) -> IngestReport:
     """Bring ``collection`` in line with ``catalogue``; see the module docstring. ``embed`` does the
-    embedding (default :func:`local_embedder`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray)."""
+    embedding (default :func:`local_embedder`; :class:`vestis.store.ray_ingest.RayEmbedder` on Ray).
+    ``reject(new items)`` names the new items to leave out, with the stored item each duplicates
+    (``--skip-duplicates``): they are reported in :attr:`IngestReport.duplicates`, not written."""
     collection.check_encoder(encoder.version)
     started = time.perf_counter()
     report = IngestReport()
@@ -181,6 +187,10 @@ def index_catalogue(
         for item_id, source, reason in failures:
             log.warning("skipped %s (%s): %s", item_id, source, reason)
         report.failures += failures
+        if reject is not None:
+            refused = reject([it for it in fresh if it.id not in known])
+            report.duplicates += [(it.id, it.source, *refused[it.id]) for it in fresh if it.id in refused]
+            fresh = [it for it in fresh if it.id not in refused]
         for it in fresh:
             if it.id in known:
                 report.updated += 1
