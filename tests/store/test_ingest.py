@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import sqlite3
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import garment_image, jpeg_bytes
+from tests.conftest import garment_image, jpeg_bytes, write_catalogue
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
 from vestis.search.searcher import Searcher
@@ -25,22 +24,6 @@ COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
 SHAPES = ["shirt", "trousers"]
 
 pytestmark = pytest.mark.slow
-
-
-def write_catalogue(folder: Path, copies: int = 2) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for cname, rgb in COLOURS.items():
-        for shape in SHAPES:
-            for n in range(copies):
-                item_id = f"{cname}-{shape}-{n}"
-                (folder / f"{item_id}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, shape, seed=n)))
-                rows.append({"id": item_id, "path": f"{item_id}.jpg", "colour": cname, "kind": shape})
-    with open(folder / "metadata.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["id", "path", "colour", "kind"])
-        w.writeheader()
-        w.writerows(rows)
-    return [r["id"] for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def build(folder: Path, coll_dir: Path, encoder):
 
 def test_index_reports_corrupt_files_and_is_incremental(tmp_path, encoder):
     folder = tmp_path / "shop"
-    ids = write_catalogue(folder)
+    ids = [row["id"] for row in write_catalogue(folder, COLOURS, SHAPES)]
     (folder / "broken.jpg").write_bytes(jpeg_bytes(garment_image((1, 2, 3)))[:300])  # truncated
     (folder / "notes.png").write_bytes(b"this is not an image")
     coll, report = build(folder, tmp_path / "c", encoder)
@@ -90,7 +73,7 @@ def test_index_reports_corrupt_files_and_is_incremental(tmp_path, encoder):
 
 def test_search_finds_same_colour_and_shape(tmp_path, encoder):
     folder = tmp_path / "shop"
-    write_catalogue(folder, copies=3)
+    write_catalogue(folder, COLOURS, SHAPES, copies=3)
     coll, _ = build(folder, tmp_path / "c", encoder)
     searcher = Searcher(coll, encoder)
     query = searcher.query_from_image(garment_image(COLOURS["red"], "shirt", seed=42))
@@ -147,7 +130,7 @@ def test_renamed_ids_take_the_stored_vectors_without_the_encoder(tmp_path, encod
     """Re-indexing a folder whose metadata gives every item a new id embeds nothing: each image's
     bytes (by hash) already have vectors in the collection, which the renamed items take."""
     folder = tmp_path / "shop"
-    ids = write_catalogue(folder)
+    ids = [row["id"] for row in write_catalogue(folder, COLOURS, SHAPES)]
     coll, report = build(folder, tmp_path / "c", encoder)
     assert report.embedded == len(ids)
     before = {i: coll.vector_of(i) for i in ids}

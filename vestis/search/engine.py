@@ -282,10 +282,14 @@ class Engine:
         if mode == "none":
             return self._outcome(query, *self._answer(query, image, attrs, filters, timings), None)
         t0 = time.perf_counter()
-        found = self.regions.find(image, REGION_NAMES if mode == "auto" else [mode])
+        # a named region is cut with the person too, so a missing one can say whether anyone was found
+        found = self.regions.find(image, REGION_NAMES if mode == "auto" else list(dict.fromkeys([mode, "person"])))
         timings["regions"] = (time.perf_counter() - t0) * 1000
-        if mode != "auto" and not found:
-            raise NoRegionError(missing_region_message(mode, bool(self.regions.find(image, ["person"]))))
+        if mode != "auto":
+            person = any(r.name == "person" for r in found)
+            found = [r for r in found if r.name == mode]
+            if not found:
+                raise NoRegionError(missing_region_message(mode, person))
         columns = self.metadata_columns() if query.region_scope else {}
         per_region = []
         for region in found:

@@ -327,14 +327,10 @@ class Collection(StoreSettings):
         exclude = np.array(exclude, np.int64)
         with self._lock:
             table = self.table()
-            if not self.uses_ann:
-                return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
-            allowed, share = None, 1.0
-            if filters:
-                allowed = self.filter_vids(filters)
-                share = len(allowed) / max(1, len(table))
-                if share < MIN_ANN_FILTER_SHARE:  # a narrow filter: its few rows are scanned exactly
-                    return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
+            allowed = self.filter_vids(filters) if filters else None
+            share = len(allowed) / max(1, len(table)) if allowed is not None else 1.0
+            if not self.uses_ann or share < MIN_ANN_FILTER_SHARE:  # a narrow filter's few rows: scanned exactly
+                return self._scan(table, vector, want, allowed, exclude, colour, colour_weight)
             fetch = want + len(exclude)
             if colour_weight:
                 fetch = max(fetch * ANN_RERANK_FACTOR, 200)
@@ -346,7 +342,7 @@ class Collection(StoreSettings):
             if allowed is not None:
                 keep &= np.isin(vids, allowed)
                 if keep.sum() < want and keep.sum() < len(allowed) - len(exclude):  # too few passed: scan
-                    return self._scan(table, vector, want, filters, exclude, colour, colour_weight)
+                    return self._scan(table, vector, want, allowed, exclude, colour, colour_weight)
             scores, vids = scores[keep], vids[keep]
             if colour_weight and len(vids):  # re-scored exactly with the colour term, from the table
                 rows = table.rows_of(vids)
@@ -356,11 +352,11 @@ class Collection(StoreSettings):
             eligible = len(allowed) if allowed is not None else len(table)
             return vids[:want], scores[:want], eligible - len(exclude)
 
-    def _scan(self, table: VectorStore, vector: np.ndarray, want: int, filters: dict[str, Sequence[str]] | None,
+    def _scan(self, table: VectorStore, vector: np.ndarray, want: int, allowed: np.ndarray | None,
               exclude: np.ndarray, colour: np.ndarray | None, colour_weight: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """Exact scores of every row, or of the ``allowed`` vids' rows only."""
         all_vids, vectors, colours = table.view
-        if filters:
-            allowed = self.filter_vids(filters)
+        if allowed is not None:
             rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
             vids, scores, colours = all_vids[rows], table.take(rows) @ vector, colours[rows]
         else:  # one pass over the table, which may stream from its file: nothing is gathered first
@@ -451,12 +447,7 @@ class Collection(StoreSettings):
         return {
             "path": str(self.path),
             "items": len(self),
-            "encoder": self.encoder_name,
-            "encoder_version": self.encoder_version,
-            "crop": self.settings.get("crop", "none"),  # the garment region items were cut to (index --crop)
-            "encoder_source": self.encoder_source,
-            "dim": self.dim,
-            "colour_dim": self.colour_dim,
+            **self.encoder_info(),
             "index": self.active_index_spec,
             "index_choice": describe_choice(self.dim) if is_auto(self.index_spec) else "explicit",
             "generation": self.generation,

@@ -24,6 +24,16 @@ class StoreSettings:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    dim: int
+    colour_dim: int
+
+    def encoder_info(self) -> dict[str, Any]:
+        """What ``info()`` says of the vectors, in any store: the encoder that made them, their sizes,
+        and the garment region the items were cut to (``vestis index --crop``)."""
+        return {"encoder": self.encoder_name, "encoder_version": self.encoder_version,
+                "crop": self.settings.get("crop", "none"), "encoder_source": self.encoder_source,
+                "dim": self.dim, "colour_dim": self.colour_dim}
+
     @property
     def encoder_name(self) -> str:
         return self.settings["encoder_name"]

@@ -389,12 +389,7 @@ class MilvusCollection(StoreSettings):
             "layout": "one Milvus collection for items and colours" if self.layout == ONE
                       else "colours in their own Milvus collection (one vector field per collection)",
             "items": sum(catalogues.values()),
-            "encoder": self.encoder_name,
-            "encoder_version": self.encoder_version,
-            "crop": self.settings.get("crop", "none"),  # the garment region items were cut to (index --crop)
-            "encoder_source": self.encoder_source,
-            "dim": self.dim,
-            "colour_dim": self.colour_dim,
+            **self.encoder_info(),
             "index": f"milvus {kind} (inner product){' ' + json.dumps(shown) if shown else ''}",
             "index_choice": (f"auto: exact (FLAT) up to {exact_limit(self.dim):,} items at dim {self.dim}, "
                              "then HNSW" if is_auto(self.index_spec) else "explicit"),
