@@ -20,7 +20,7 @@ def collection_copy(tmp_path_factory, built_collection):
     from vestis.encoders.joint import JointModel
     from vestis.store.collection import Collection
     from vestis.store.vector_builds import build_joint_index
-    from vestis.train.config import _build
+    from vestis.train.config.loading import _build
     from vestis.train.joint import JointRunConfig, train_joint
 
     dest = tmp_path_factory.mktemp("copy-text") / "shop"
