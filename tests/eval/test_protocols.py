@@ -35,7 +35,7 @@ def random_unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def test_rank_matches_brute_force_across_batches():
     q, g = random_unit(37, 8, seed=1), random_unit(50, 8, seed=2)
-    scores, idx = rank(q, g, 5, batch_size=7)
+    scores, idx = rank(q, g, 5)
     full = q @ g.T
     expected = np.argsort(-full, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(idx, expected)

@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from vestis.errors import VestisError
 from vestis.eval.metrics import ann_recall_at_k
 from vestis.index import make_index
-from vestis.index.backend import exact_search
+from vestis.index.topk import exact_search
 from vestis.bench.synthetic import MixtureModel, neighbour_stats
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ann-sweep.yaml"

@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from vestis.errors import VestisError
-from vestis.index.backend import exact_search
+from vestis.index.topk import exact_search
 
 CHUNK = 65_536  # vectors generated at once
 

@@ -11,7 +11,7 @@ collection is the caller's job. Scores are inner products (cosine similarity for
 - ``split_by_id`` / ``save_split`` / ``load_split``: a seeded, stratified train/val/test split kept
   in a CSV file so training and evaluation use the same one.
 
-Exact search is ``rank``. To score any other index (FAISS, Annoy, ...), search it yourself and pass
+Exact search is ``rank`` (the checked entry to :func:`vestis.index.topk.exact_search`). To score any other index (FAISS, Annoy, ...), search it yourself and pass
 its result as ``ranking``: a Q x L int array of gallery positions, best first, -1 where it returned
 nothing; for leave-one-out ask it for max(ks) + 1 results, since the query itself may come back.
 """
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import VestisError
+from vestis.index.topk import exact_search
 from vestis.eval.metrics import (
     average_precision,
     average_precision_at_k,
@@ -49,47 +50,23 @@ def _as_vectors(vectors: np.ndarray, name: str) -> np.ndarray:
     return v
 
 
-def rank(query_vecs: np.ndarray, gallery_vecs: np.ndarray, k: int, *, exclude_self: np.ndarray | None = None,
-         batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-K gallery items by inner product for each query: (scores float32 Q x K, indices
-    int64 Q x K), best first; rows padded with -inf / -1 when fewer than K candidates exist.
-
-    Equal scores rank the lower gallery index first, so results are deterministic. Queries are
-    processed ``batch_size`` at a time, so memory is batch_size x gallery size, never Q x N.
-    ``exclude_self[i]`` is the gallery index of query i (leave-one-out) or -1: that item is never
-    returned for query i."""
+def rank(query_vecs: np.ndarray, gallery_vecs: np.ndarray, k: int, *,
+         exclude_self: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-K gallery items by inner product for each query, the inputs checked: (scores
+    float32 Q x K, indices int64 Q x K), best first, padded with -inf / -1 when fewer than K
+    candidates exist; equal scores rank the lower gallery index first (the one kernel,
+    :func:`vestis.index.topk.exact_search`). ``exclude_self[i]`` is the gallery index of query i
+    (leave-one-out) or -1: that item is never returned for query i."""
     q, g = _as_vectors(query_vecs, "query vectors"), _as_vectors(gallery_vecs, "gallery vectors")
     if q.shape[1] != g.shape[1]:
         raise VestisError(f"query vectors have dimension {q.shape[1]} but gallery vectors {g.shape[1]}")
     if k < 1:
         raise VestisError(f"K must be at least 1, got {k}")
-    n = len(g)
-    excl = np.full(len(q), -1, np.int64) if exclude_self is None else np.asarray(exclude_self, np.int64)
-    if excl.shape != (len(q),) or np.any((excl < -1) | (excl >= n)):
-        raise VestisError("exclude_self must hold one gallery index (or -1) per query")
-    scores = np.full((len(q), k), -np.inf, np.float32)
-    indices = np.full((len(q), k), -1, np.int64)
-    k_eff = min(k, n)
-    if k_eff == 0:
-        return scores, indices
-    for start in range(0, len(q), batch_size):
-        stop = min(start + batch_size, len(q))
-        s = q[start:stop] @ g.T
-        rows = np.flatnonzero(excl[start:stop] >= 0)
-        s[rows, excl[start:stop][rows]] = -np.inf
-        kth = np.partition(s, n - k_eff, axis=1)[:, n - k_eff]
-        # every item scoring at least the K-th best (ties included), sorted by (row, -score, index)
-        row, col = np.nonzero(s >= kth[:, None])
-        val = s[row, col]
-        order = np.lexsort((col, -val, row))
-        row, col, val = row[order], col[order], val[order]
-        pos = np.arange(len(row)) - np.searchsorted(row, row)  # position within the row
-        keep = pos < k_eff
-        scores[start + row[keep], pos[keep]] = val[keep]
-        indices[start + row[keep], pos[keep]] = col[keep]
-    own = (indices == excl[:, None]) & (excl[:, None] >= 0)  # only when K >= gallery size: last, at -inf
-    indices[own], scores[own] = -1, -np.inf
-    return scores, indices
+    if exclude_self is not None:
+        exclude_self = np.asarray(exclude_self, np.int64)
+        if exclude_self.shape != (len(q),) or np.any((exclude_self < -1) | (exclude_self >= len(g))):
+            raise VestisError("exclude_self must hold one gallery index (or -1) per query")
+    return exact_search(q, g, k, exclude=exclude_self)
 
 
 def _encode(*label_arrays: np.ndarray) -> list[np.ndarray]:
@@ -165,7 +142,7 @@ def score_ranking(ranking: np.ndarray, query_labels: np.ndarray, gallery_labels:
 
 
 def leave_one_out(vectors: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 10, 50), *,
-                  ranking: np.ndarray | None = None, batch_size: int = 512,
+                  ranking: np.ndarray | None = None,
                   include_queries_without_relevant: bool = False) -> dict[str, float | int]:
     """Every labelled item queries all other items; relevant = the same label (group key).
 
@@ -176,15 +153,14 @@ def leave_one_out(vectors: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (
     their group are left out of the means unless ``include_queries_without_relevant``."""
     labels = np.asarray(labels, dtype=object)
     if ranking is None:
-        ranking = leave_one_out_ranking(vectors, labels, max(ks), batch_size=batch_size)
+        ranking = leave_one_out_ranking(vectors, labels, max(ks))
     elif len(labels) != len(vectors):
         raise VestisError(f"{len(vectors)} vectors but {len(labels)} labels")
     return score_ranking(ranking, labels, labels, ks, exclude_self=np.arange(len(labels)),
                          include_queries_without_relevant=include_queries_without_relevant)
 
 
-def leave_one_out_ranking(vectors: np.ndarray, labels: np.ndarray, k: int, *,
-                          batch_size: int = 512) -> np.ndarray:
+def leave_one_out_ranking(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """The exact leave-one-out ranking: each labelled item's ``k`` nearest other items (N x k
     positions; rows of unlabelled items are -1), for :func:`leave_one_out` and
     :func:`per_query_ap`."""
@@ -194,8 +170,7 @@ def leave_one_out_ranking(vectors: np.ndarray, labels: np.ndarray, k: int, *,
     (query_rows,) = np.nonzero(_encode(labels)[0] >= 0)
     ranking = np.full((len(labels), k), -1, np.int64)
     vectors = _as_vectors(vectors, "vectors")
-    ranking[query_rows] = rank(vectors[query_rows], vectors, k, exclude_self=query_rows,
-                               batch_size=batch_size)[1]
+    ranking[query_rows] = rank(vectors[query_rows], vectors, k, exclude_self=query_rows)[1]
     return ranking
 
 
@@ -213,14 +188,14 @@ def per_query_ap(ranking: np.ndarray, query_labels: np.ndarray, gallery_labels: 
 
 def query_gallery(query_vecs: np.ndarray, query_labels: np.ndarray, gallery_vecs: np.ndarray,
                   gallery_labels: np.ndarray, ks: Sequence[int] = (1, 10, 20, 50), *,
-                  ranking: np.ndarray | None = None, batch_size: int = 512,
+                  ranking: np.ndarray | None = None,
                   include_queries_without_relevant: bool = False) -> dict[str, float | int]:
     """Queries search a separate gallery (DeepFashion In-shop style: R@1/10/20/50); relevant = the
     same label. ``ranking`` (Q x L gallery positions, L >= max(ks)) replaces exact search."""
     if len(query_labels) != len(query_vecs) or len(gallery_labels) != len(gallery_vecs):
         raise VestisError("each query and gallery vector needs exactly one label")
     if ranking is None:
-        ranking = rank(query_vecs, gallery_vecs, max(ks), batch_size=batch_size)[1]
+        ranking = rank(query_vecs, gallery_vecs, max(ks))[1]
     return score_ranking(ranking, query_labels, gallery_labels, ks,
                          include_queries_without_relevant=include_queries_without_relevant)
 
@@ -300,7 +275,7 @@ def attribute_map(vectors: np.ndarray | Mapping[str, np.ndarray], metadata: Sequ
 
 
 def knn_accuracy(query_vecs: np.ndarray, query_labels: np.ndarray, gallery_vecs: np.ndarray,
-                 gallery_labels: np.ndarray, k: int = 10, *, batch_size: int = 512) -> dict[str, Any]:
+                 gallery_labels: np.ndarray, k: int = 10) -> dict[str, Any]:
     """kNN classification (Fashion-MNIST style): each query takes the majority label of its K
     nearest gallery items (ties: higher summed similarity, then the nearer neighbour). Returns the
     accuracy, per-class accuracy and the confusion matrix (labels as strings)."""
@@ -309,7 +284,7 @@ def knn_accuracy(query_vecs: np.ndarray, query_labels: np.ndarray, gallery_vecs:
         raise VestisError("each query and gallery vector needs exactly one label")
     if not 1 <= k <= len(gallery_labels):
         raise VestisError(f"K must be between 1 and the gallery size ({len(gallery_labels)}), got {k}")
-    scores, indices = rank(query_vecs, gallery_vecs, k, batch_size=batch_size)
+    scores, indices = rank(query_vecs, gallery_vecs, k)
     predicted = knn_classify(gallery_labels[indices], scores)
     matrix, labels = confusion_matrix(query_labels, predicted)
     return {"kNN_accuracy": float(np.mean(predicted == query_labels)), "kNN_k": k,

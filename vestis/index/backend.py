@@ -1,6 +1,6 @@
-"""The public interface of the index backends: spec parameters, input checks, vectorised exact
-top-k kernels, ``Backend`` (what every backend is) and ``StructuredIndex``, the base of every
-approximate backend. Vectors live in a :class:`vestis.index.vectors.VectorStore`.
+"""The public interface of the index backends: spec parameters, input checks, exact re-scoring,
+``Backend`` (what every backend is) and ``StructuredIndex``, the base of every approximate backend
+(exact search and top-k: :mod:`vestis.index.topk`). Vectors live in a :class:`vestis.index.vectors.VectorStore`.
 
 ``StructuredIndex`` keeps the exact vectors in a ``VectorStore`` and an approximate structure
 (FAISS index, Annoy forest, KD-tree, k-means lists) over store rows ``[0, built)``:
@@ -35,11 +35,11 @@ import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.base import VectorIndex
+from vestis.index.topk import SCORE_BUDGET, exact_search, merge_topk
 from vestis.index.vectors import VectorStore
 
 FORMAT_VERSION = 1
 META_FILE = "index.json"
-SCORE_BUDGET = 1 << 24  # float32 scores held at once by the exact kernels (64 MiB)
 NORM_TOLERANCE = 1e-3
 
 DELTA_FRACTION = 0.1
@@ -150,60 +150,7 @@ def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
     return q
 
 
-# --- top-k kernels ---------------------------------------------------------------------------
-
-
-def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of a (Q, m) score matrix, best first: (scores, column indices). Columns
-    beyond m, and -inf scores, come back as -inf / -1."""
-    m = scores.shape[1]
-    if m > k:
-        cols = np.argpartition(scores, m - k, axis=1)[:, m - k:]
-        vals = np.take_along_axis(scores, cols, axis=1)
-        order = np.argsort(-vals, axis=1)
-        cols = np.take_along_axis(cols, order, axis=1)
-    else:
-        cols = np.argsort(-scores, axis=1)
-        if m < k:
-            cols = np.pad(cols, ((0, 0), (0, k - m)), constant_values=-1)
-    vals = np.take_along_axis(scores, np.maximum(cols, 0), axis=1).astype(np.float32, copy=False)
-    dead = (cols < 0) | (vals == -np.inf)
-    vals[dead], cols[dead] = -np.inf, -1
-    return vals, cols.astype(np.int64, copy=False)
-
-
-def merge_topk(scores: list[np.ndarray], rows: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k of several (scores, rows) candidate lists per query row."""
-    s = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
-    r = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
-    vals, cols = topk(s, k)
-    return vals, np.where(cols >= 0, np.take_along_axis(r, np.maximum(cols, 0), axis=1), -1)
-
-
-def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int,
-                 alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k by inner product over ``vectors`` (rows where ``alive`` is False are
-    skipped): BLAS matrix products over tiles of at most SCORE_BUDGET scores, argpartition per tile,
-    merged. Returns (scores, row indices), padded with -inf / -1."""
-    nq, n = len(queries), len(vectors)
-    out_s = np.full((nq, k), -np.inf, np.float32)
-    out_r = np.full((nq, k), -1, np.int64)
-    if n == 0 or nq == 0:
-        return out_s, out_r
-    qb = min(nq, 1024)
-    vb = max(k, SCORE_BUDGET // qb)
-    for q0 in range(0, nq, qb):
-        q = queries[q0:q0 + qb]
-        best_s, best_r = out_s[q0:q0 + qb], out_r[q0:q0 + qb]
-        for v0 in range(0, n, vb):
-            s = q @ vectors[v0:v0 + vb].T
-            if alive is not None:
-                s[:, ~alive[v0:v0 + vb]] = -np.inf
-            ts, tc = topk(s, k)
-            tr = np.where(tc >= 0, tc + v0, -1)
-            best_s, best_r = (ts, tr) if v0 == 0 else merge_topk([best_s, ts], [best_r, tr], k)
-        out_s[q0:q0 + qb], out_r[q0:q0 + qb] = best_s, best_r
-    return out_s, out_r
+# --- re-scoring ------------------------------------------------------------------------------
 
 
 def rescore(queries: np.ndarray, take: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
@@ -414,13 +361,13 @@ class StructuredIndex(Backend):
             scores.append(rescore(q, st.take, cand, st.alive))
             rows.append(cand)
         if st.n_rows > built:
-            s, r = exact_search(q, st.vectors[built:], k, st.alive[built:])
+            s, r = exact_search(q, st.vectors[built:], k, alive=st.alive[built:])
             scores.append(s)
             rows.append(np.where(r >= 0, r + built, -1))
         top_s, top_r = merge_topk(scores, rows, k)
         short = np.flatnonzero((top_r >= 0).sum(axis=1) < min(k, st.n_alive))
         if short.size:
-            top_s[short], top_r[short] = exact_search(q[short], st.vectors, k, st.alive)
+            top_s[short], top_r[short] = exact_search(q[short], st.vectors, k, alive=st.alive)
         return top_s, st.labels(top_r)
 
     def info(self) -> dict[str, Any]:

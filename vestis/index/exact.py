@@ -1,4 +1,4 @@
-"""Exact search: every vector scored by one BLAS matrix product, top-k by argpartition.
+"""Exact search: every vector scored by BLAS matrix products, top-k by the one kernel (vestis.index.topk).
 
 The reference every approximate backend is measured against, and the right choice up to a few
 hundred thousand vectors. Vectors live in one contiguous float32 array; re-adding an id overwrites
@@ -20,9 +20,9 @@ from vestis.index.backend import (
     Params,
     check_queries,
     check_vectors,
-    exact_search,
     write_meta,
 )
+from vestis.index.topk import exact_search
 
 
 class ExactIndex(Backend):

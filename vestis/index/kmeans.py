@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vestis.index.backend import SCORE_BUDGET, Param, StructuredIndex, merge_topk, topk
+from vestis.index.backend import Param, StructuredIndex
+from vestis.index.topk import SCORE_BUDGET, merge_topk, topk
 
 PARAMS = {"clusters": Param(50, 1), "probe": Param(5, 1, search=True), "train_min": Param(1000, 1),
           "seed": Param(0)}

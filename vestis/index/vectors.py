@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vestis.index.mapped import MappedRows
+from vestis.index.topk import top_k  # noqa: F401  (until the stores import it from vestis.index.topk)
 
 
 class VectorStore:
@@ -190,14 +191,3 @@ class VectorStore:
         vectors = MappedRows.open(path) if mmap else np.load(path)
         return cls(dim, vectors, np.load(directory / "ids.npy"), np.load(directory / "alive.npy"))
 
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (stable for ties: lower index first)."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    return part[np.lexsort((part, -scores[part]))]

@@ -27,7 +27,7 @@ import numpy as np
 
 from vestis.encoders.attribute_encoder import AttributeEncoder
 from vestis.encoders.onnx_encoder import OnnxEncoder
-from vestis.index.vectors import top_k
+from vestis.index.topk import top_k
 from vestis.store.atomic import atomic_write
 from vestis.store.collection import Collection
 from vestis.store.item_vectors import ItemVectors

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vestis.errors import VestisError
-from vestis.eval.protocols import rank, score_ranking
+from vestis.eval.protocols import score_ranking
+from vestis.index.topk import exact_search
 from vestis.train.batches import loader_workers, seed_epoch, train_loader
 from vestis.train.config import RunConfig, TrainConfig, check_split_usage
 from vestis.train.task import TrainingTask
@@ -70,7 +71,7 @@ def retrieval_ranking(vectors: np.ndarray, queries: np.ndarray, gallery: np.ndar
     query's own gallery position (-1 when not in it), which it never finds."""
     position = {r: i for i, r in enumerate(gallery.tolist())}
     exclude = np.array([position.get(r, -1) for r in queries.tolist()], np.int64)
-    return rank(vectors[queries], vectors[gallery], min(k, len(gallery)), exclude_self=exclude)[1], exclude
+    return exact_search(vectors[queries], vectors[gallery], min(k, len(gallery)), exclude=exclude)[1], exclude
 
 
 def retrieval_scores(vectors: np.ndarray, groups: np.ndarray, queries: np.ndarray, gallery: np.ndarray,
