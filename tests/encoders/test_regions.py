@@ -29,6 +29,7 @@ from vestis.encoders.regions import (
     install_models,
     roi_from_keypoints,
 )
+from vestis.encoders.regions.pose import anchor_centres
 from vestis.errors import VestisError
 
 
@@ -51,7 +52,7 @@ def portrait() -> Image.Image:
 # -- the decoding, without the models -----------------------------------------------------------
 
 def test_anchors_match_the_detector_output():
-    anchors = regions._anchors()
+    anchors = anchor_centres()
     assert anchors.shape == (2254, 2)
     # The first grid (stride 8, 28 x 28 cells, 2 anchors each), row by row; the last cell of the
     # last grid (stride 32, 7 x 7 cells, 6 anchors each) is the bottom-right one.
@@ -63,7 +64,7 @@ def test_anchors_match_the_detector_output():
 def test_decode_detections_merges_overlapping_boxes_and_keeps_others_apart():
     boxes = np.zeros((2254, 12), np.float32)
     scores = np.full((2254, 1), -10.0, np.float32)
-    anchors = regions._anchors()
+    anchors = anchor_centres()
     # Two anchors next to each other see the same person (a box 56 px wide, 112 px tall); a third,
     # far away, sees another; every other anchor sees nothing.
     for index, score in ((28 * 14 * 2 + 28, 3.0), (28 * 14 * 2 + 30, 1.5), (20, 2.0)):

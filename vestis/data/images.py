@@ -46,7 +46,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; transparency is composited on white."""
     if im.mode == "RGB" and "transparency" not in im.info:
         return im
@@ -97,6 +97,6 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, source: str = "")
     try:
         with _quiet():
             ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
+            return to_rgb(im)
     except Exception as e:  # noqa: BLE001
         raise ImageError(f"cannot convert image to RGB ({e}){where}") from None
