@@ -1,4 +1,4 @@
-"""Commands that look after a collection: info, remove, duplicates, export, import."""
+"""Commands that look after a collection: info, remove, duplicates, export, import, reindex."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vestis.cli.common import CollectionOpt, advance, app, console
+from vestis.cli.common import CollectionOpt, advance, app, console, fail
 
 
 @app.command("info")
@@ -154,3 +154,40 @@ def import_cmd(
         report = import_collection(file, collection, progress=lambda done, total: advance(bar, done, total))
     console.print(f"[green]done[/]: {report.items:,} items imported into {collection}")
 
+
+
+@app.command("reindex")
+def reindex_cmd(
+    collection: CollectionOpt,
+    encoder: Annotated[str | None, typer.Option(help="The new encoder: a built-in name or an .onnx model.")] = None,
+    model: Annotated[Path | None, typer.Option(help="The new encoder from `vestis train`: its run folder "
+                                               "(model.onnx inside) or the .onnx file.")] = None,
+    keep_old: Annotated[bool, typer.Option("--keep-old", help="Keep the old vectors for --rollback.")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Switch back to the vectors --keep-old kept.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-embed every item with another encoder beside the vectors in use, then switch to it in one
+    step: searches and a running server answer from the old vectors until then. Killed, it resumes."""
+    from vestis.encoders import get_encoder
+    from vestis.search.engine import Engine
+    from vestis.store import reindex as reindexing
+
+    if sum([encoder is not None, model is not None, rollback]) != 1:
+        fail("give one of --encoder, --model or --rollback")
+    with Engine.open(collection) as engine:
+        crop = engine.crop()
+        if rollback:
+            report = reindexing.rollback(engine.collection, keep_old=keep_old, batch_size=batch_size,
+                                         progress=not as_json, transform=crop)
+        else:
+            source = str(model / "model.onnx" if model is not None and model.is_dir() else model or encoder)
+            report = reindexing.reindex(engine.collection, get_encoder(source), keep_old=keep_old,
+                                        batch_size=batch_size, progress=not as_json, transform=crop)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    console.print(f"[green]switched[/] {collection} to {report.encoder} in {report.seconds:.1f}s: {report.items:,} "
+                  f"items, {report.embedded:,} embedded now" + (f", {report.resumed:,} by an earlier run"
+                                                                if report.resumed else "")
+                  + ("; the old vectors are kept for --rollback" if report.kept_old else ""), highlight=False)

@@ -110,7 +110,10 @@ class Engine:
     # ----------------------------------------------------------------- what is loaded once
     @property
     def encoder(self) -> ImageEncoder:
-        if self._encoder is None:
+        """The collection's encoder; opened again once another process re-embedded the collection
+        (``vestis reindex``), so a running server embeds queries as the stored vectors were."""
+        self.collection.refresh()
+        if self._encoder is None or self._encoder.version != self.collection.encoder_version:
             self._encoder = self._batching(open_collection_encoder(self.collection, threads=self.threads))
         return self._encoder
 

@@ -54,7 +54,8 @@ class IndexFiles:
             try:
                 state = json.loads(pointer.read_text())
                 saved = int(state["generation"])
-                if state.get("spec") == make_index(spec, self.dim).spec and saved <= table.synced:
+                if (state.get("spec") == make_index(spec, self.dim).spec and saved <= table.synced
+                        and state.get("vectors_since", 0) == db.vectors_since()):
                     # the index's float32 vectors stay in its file: the table holds the one copy in memory
                     index = load_index(self.path / state["dir"], mmap=True)
                     with db.snapshot():
@@ -74,11 +75,13 @@ class IndexFiles:
             index.add(vids.copy(), vectors.copy())
         return index
 
-    def save(self, index: VectorIndex, gen: int) -> None:
-        """Write ``index`` as of generation ``gen`` aside, then swap the pointer to it."""
+    def save(self, index: VectorIndex, gen: int, vectors_since: int) -> None:
+        """Write ``index`` as of generation ``gen`` aside, then swap the pointer to it. The pointer
+        records ``vectors_since`` (the re-embedding its vectors come from: see ItemDB.vectors_since),
+        so an index saved for a re-embedding that never committed is not taken."""
         name = f"index-{gen}"
         atomic_write_dir(self.path / name, index.save)
-        state = {"dir": name, "generation": gen, "spec": index.spec}
+        state = {"dir": name, "generation": gen, "spec": index.spec, "vectors_since": vectors_since}
         atomic_write_bytes(self.path / POINTER, json.dumps(state).encode())
         for old in self.path.glob("index-*"):
             if old.name != name:

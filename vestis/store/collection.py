@@ -39,6 +39,7 @@ from vestis.index.base import VectorIndex
 from vestis.index.vectors import VectorStore, top_k
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
 from vestis.store.db import DB_NAME, Item, ItemDB, NewItem, check_item_vectors
+from vestis.store.reindex_stage import PREVIOUS, EncoderSettings, LocalStage, ReindexStage
 from vestis.store.settings import StoreSettings, new_settings
 from vestis.store.table import SyncedTable
 
@@ -271,16 +272,21 @@ class Collection(StoreSettings):
         """All vectors (colours as the extra columns; the vectors may stay in their cache file), up
         to date with what any process committed."""
         with self._lock:
+            with self.db.snapshot():
+                self._sync()  # a re-embedding by another process leaves no table: loaded below
             if self._table is None:
                 self._table = SyncedTable(self.db, self.dim, self.colour_dim)
-            with self.db.snapshot():
-                self._sync()
+                with self.db.snapshot():
+                    self._sync()
             return self._table.store
 
     def _sync(self) -> None:
         """Apply to the table and index what other processes committed since the table's generation
         (inside a snapshot or write transaction, so the generation matches the rows)."""
-        if self._table is None:
+        if self._table is None or self.db.generation() == self._table.synced:
+            return
+        if self.db.vectors_since() > self._table.synced:
+            self._reload()
             return
         changes = self._table.pending()
         if changes is None:
@@ -291,6 +297,30 @@ class Collection(StoreSettings):
                 self._index.remove(np.array(changes.removed, np.int64))
             if len(vids):
                 self._index.add(vids, vectors.copy())
+
+    def _reload(self) -> None:
+        """Every vector was replaced by another process (``vestis reindex``): the settings (encoder,
+        dimension) are read anew, the vector table and the ANN index on their next use."""
+        self.settings = self.db.settings()
+        self.dim = int(self.settings["dim"])
+        self._index_files = IndexFiles(self.path, self.dim)
+        self._index = self._table = None
+
+    def refresh(self) -> None:
+        """Catch up now with what other processes committed (a re-embedding's new encoder included)."""
+        with self._lock, self.db.snapshot():
+            if self._table is not None:
+                self._sync()
+            elif self.db.vectors_since() > int(self.settings.get("vectors_since", "0")):
+                self._reload()
+
+    def stage_reindex(self, target: EncoderSettings, *, from_previous: bool = False) -> ReindexStage:
+        """The staging area of a re-embedding into ``target`` (see vestis.store.reindex)."""
+        return LocalStage(self, target, from_previous=from_previous)
+
+    def previous_encoder(self) -> EncoderSettings | None:
+        """The encoder whose vectors ``vestis reindex --keep-old`` kept, or None."""
+        return EncoderSettings.from_settings(self.db.settings(), PREVIOUS)
 
     @property
     def uses_ann(self) -> bool:
@@ -426,7 +456,7 @@ class Collection(StoreSettings):
     def _save_index(self) -> None:
         index = self.index()
         assert self._table is not None
-        self._index_files.save(index, self._table.synced)
+        self._index_files.save(index, self._table.synced, self.db.vectors_since())
 
     def persist(self) -> None:
         """Save the derived files (vectors and index) so the next open is fast, and remove the

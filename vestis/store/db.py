@@ -228,6 +228,16 @@ class ItemDB:
     def generation(self) -> int:
         return int(self.read("SELECT value FROM settings WHERE key='generation'")[0][0])
 
+    def vectors_since(self) -> int:
+        """The generation whose write replaced every item's vector (``vestis reindex``): derived files
+        (vector cache, ANN index) of an earlier generation hold the old encoder's vectors."""
+        rows = self.read("SELECT value FROM settings WHERE key='vectors_since'")
+        return int(rows[0][0]) if rows else 0
+
+    def drop_settings(self, keys: Sequence[str]) -> None:
+        """Delete settings (inside the caller's write transaction)."""
+        self.conn.executemany("DELETE FROM settings WHERE key=?", [(k,) for k in keys])
+
     def bump(self) -> int:
         """The next generation (inside a write transaction)."""
         gen = self.generation() + 1

@@ -77,11 +77,12 @@ class SyncedTable:
         return VectorStore(self.dim, vectors, vids, extra_dim=self.colour_dim, extra=colours)
 
     def _cached(self) -> tuple[VectorStore, int] | None:
-        """The newest cache that is not ahead of SQLite, or None (a damaged one is deleted)."""
-        now = self.db.generation()
+        """The newest cache that is not ahead of SQLite nor older than its vectors (a re-embedding),
+        or None (a damaged one is deleted)."""
+        now, since = self.db.generation(), self.db.vectors_since()
         found = [(int(m.group(1)), f.is_dir(), f) for f in self.cache_dir.glob("vectors-*")
                  if (m := _CACHE_NAME.fullmatch(f.name)) and f.is_dir() != bool(m.group(2))
-                 and int(m.group(1)) <= now]
+                 and since <= int(m.group(1)) <= now]
         if not found:
             return None
         gen, _folder, cached = max(found)  # of one generation, the folder is preferred

@@ -34,6 +34,7 @@ from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
 from vestis.store.milvus.layout import (ITEM_FIELDS, MAX_ID, MAX_SOURCE, ONE, Settings, auto_index, build_params,
                                         create_layout, new_generation, parse_index_spec, search_params)
+from vestis.store.reindex_stage import EncoderSettings, ReindexStage
 from vestis.store.settings import StoreSettings, new_settings
 
 COLOUR_FETCH = 10  # deep candidates per wanted result re-scored when colour is fused in
@@ -357,6 +358,16 @@ class MilvusCollection(StoreSettings):
         with self.lock:
             self.rows.flush()
             self._apply_index()
+
+    def refresh(self) -> None:
+        """Nothing to catch up with: every read asks Milvus."""
+
+    def stage_reindex(self, target: EncoderSettings, *, from_previous: bool = False) -> ReindexStage:
+        raise VestisError(f"{self.location} is kept in Milvus, which `vestis reindex` does not re-embed yet: "
+                          "index the catalogue into a new collection with the new --encoder")
+
+    def previous_encoder(self) -> EncoderSettings | None:
+        return None
 
     # ----------------------------------------------------------------- attributes
     def open_attributes(self) -> MilvusAttributes | None:
