@@ -229,7 +229,8 @@ def main() -> None:
             result = child_measure(rest[0], rest[1], rest[2] == "mmap", [int(x) for x in rest[3].split(",")])
         print(json.dumps(result))
         return
-    from vestis.bench.ann import knn_recall, prepare_dataset
+    from vestis.bench.ann import knn_recall
+    from vestis.bench.datasets import prepare_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--like", required=True,

@@ -74,7 +74,8 @@ from vestis.data.images import decode_image, is_image_name  # noqa: E402
 from vestis.encoders import get_encoder  # noqa: E402
 from vestis.index import make_index  # noqa: E402
 from vestis.index.auto import ANN_SPEC  # noqa: E402
-from vestis.bench.ann import knn_recall, prepare_dataset  # noqa: E402
+from vestis.bench.ann import knn_recall  # noqa: E402
+from vestis.bench.datasets import prepare_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

@@ -15,7 +15,9 @@ from threadpoolctl import threadpool_limits
 from vestis.eval.metrics import ann_recall_at_k
 from vestis.index import auto, make_index
 from vestis.index.backend import exact_search
-from vestis.bench.ann import BenchSettings, knn_recall, pareto, prepare_dataset, run_ann_bench
+from vestis.bench.ann import BenchSettings, knn_recall, run_ann_bench
+from vestis.bench.ann_report import pareto
+from vestis.bench.datasets import prepare_dataset
 from vestis.bench.synthetic import MixtureModel, neighbour_stats
 from vestis.store.collection import Collection, NewItem
 

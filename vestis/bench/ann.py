@@ -23,7 +23,6 @@ passive OpenMP waiting (spinning idle threads slow FAISS down badly on a small s
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -43,158 +42,15 @@ import numpy as np
 import yaml
 from threadpoolctl import threadpool_limits
 
+from vestis.bench.ann_report import best_points, write_report
+from vestis.bench.datasets import TIE_EPSILON, Dataset, Log, prepare_dataset
 from vestis.errors import VestisError
 from vestis.eval.metrics import ann_recall_at_k
 from vestis.index import make_index
-from vestis.index.topk import exact_search
-from vestis.bench.synthetic import MixtureModel, neighbour_stats
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ann-sweep.yaml"
 WARMUP = 10  # queries run before timing each point
-TARGET_RECALL = 0.95
 DIED = "the benchmark process died"
-DATASET_VERSION = 2  # bump when the prepared files change
-TIE_EPSILON = 1e-5  # cosine slack when matching the k-th neighbour's score (float32 rounding)
-Log = Callable[[str], None]
-
-
-def default_cache_dir() -> Path:
-    """Where prepared datasets live: ``$VESTIS_CACHE_DIR/bench``, else ``~/.cache/vestis/bench``."""
-    root = os.environ.get("VESTIS_CACHE_DIR")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vestis"
-    return base.expanduser() / "bench"
-
-
-# --- datasets --------------------------------------------------------------------------------
-
-
-@dataclass
-class Dataset:
-    """Prepared vectors on disk: ``base.npy`` (indexed), ``queries.npy`` (held out), ``truth.npy`` and
-    ``truth_scores.npy`` (exact top-k rows of base and their cosines per query) and ``dataset.json``
-    (``meta``: label, provenance)."""
-
-    directory: Path
-    meta: dict[str, Any]
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(base, queries, truth, truth_scores); base is memory-mapped."""
-        d = self.directory
-        return (np.load(d / "base.npy", mmap_mode="r"), np.load(d / "queries.npy"), np.load(d / "truth.npy"),
-                np.load(d / "truth_scores.npy"))
-
-
-def load_vectors(source: str | Path) -> tuple[np.ndarray, str]:
-    """Vectors of a collection directory or a ``.npy`` file (N x dim float32), and a label."""
-    path = Path(source)
-    if path.suffix == ".npy" and path.is_file():
-        vectors = np.load(path, mmap_mode="r")
-        if vectors.ndim != 2:
-            raise VestisError(f"{path} holds an array of shape {vectors.shape}; expected N x dim vectors")
-        return vectors, f"vectors of {path.name}"
-    from vestis.store.factory import collection_exists, open_collection
-
-    if not collection_exists(source):
-        raise VestisError(f"{source} is neither a collection directory nor a .npy file (or say 'generated')")
-    with open_collection(source) as collection:
-        vectors = collection.table().view[1].copy()
-        return vectors, f"{collection.encoder_name} embeddings of {path.name}"
-
-
-def _identity(source: str | Path | None) -> str:
-    """What a cached dataset depends on: a file's size and modification time, a collection's
-    generation (bumped by every write)."""
-    if source is None:
-        return ""
-    path = Path(source).resolve()
-    if path.is_file():
-        return f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-    from vestis.store.factory import collection_exists, open_collection
-
-    if not collection_exists(source):
-        return str(path)
-    with open_collection(source) as collection:
-        return f"{path}:generation {collection.generation}"
-
-
-def prepare_dataset(source: str, *, n: int | None = None, dim: int | None = None, queries: int = 1000,
-                    like: str | None = None, k: int = 10, seed: int = 0, cache_dir: Path | None = None,
-                    threads: int = 1, log: Log = print) -> Dataset:
-    """Base vectors, held-out queries and exact ground truth for ``source`` (see the module doc)."""
-    generated = source == "generated"
-    if generated and n is None:
-        raise VestisError("generated vectors need a size: give --n (e.g. --n 1000000)")
-    if not generated and like is not None:
-        raise VestisError("--like only applies to --vectors generated")
-    if dim is not None and not (generated and like is None):
-        raise VestisError("--dim only applies to generated vectors without --like (real vectors keep their "
-                          "dimension; a PCA-reduced scan is the pca256 backend)")
-    key = json.dumps([DATASET_VERSION, source, _identity(None if generated else source), _identity(like), n, dim,
-                      queries, k, seed])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    directory = (cache_dir or default_cache_dir()) / f"{Path(source).name or source}-{n or 'all'}-{digest}"
-    if (directory / "dataset.json").exists():
-        log(f"using prepared dataset {directory}")
-        return Dataset(directory, json.loads((directory / "dataset.json").read_text()))
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with threadpool_limits(threads):
-        meta = (_generate if generated else _hold_out)(tmp, source, n=n, dim=dim, queries=queries, like=like,
-                                                       seed=seed, log=log)
-        base, qs = np.load(tmp / "base.npy", mmap_mode="r"), np.load(tmp / "queries.npy")
-        log(f"exact ground truth: {len(qs)} queries x {len(base):,} vectors")
-        scores, rows = exact_search(qs, base, k)
-        np.save(tmp / "truth.npy", rows)
-        np.save(tmp / "truth_scores.npy", scores)
-    meta.update(n=len(base), dim=base.shape[1], queries=len(qs), k=k, seed=seed)
-    (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return Dataset(directory, meta)
-
-
-def _hold_out(directory: Path, source: str, *, n: int | None, queries: int, seed: int, log: Log,
-              **_: Any) -> dict[str, Any]:
-    vectors, label = load_vectors(source)
-    if len(vectors) <= queries:
-        raise VestisError(f"{source} holds {len(vectors)} vectors: too few to hold out {queries} queries")
-    order = np.random.default_rng(seed).permutation(len(vectors))
-    rest = np.sort(order[queries:][:n])
-    np.save(directory / "queries.npy", np.ascontiguousarray(vectors[np.sort(order[:queries])], np.float32))
-    np.save(directory / "base.npy", np.ascontiguousarray(vectors[rest], np.float32))
-    log(f"{label}: {len(rest):,} indexed, {queries} held-out queries")
-    return {"label": f"{label} (real)", "generated": False, "source": str(source),
-            "description": f"{len(rest):,} real vectors; {queries} other vectors of the same set as queries"}
-
-
-def _generate(directory: Path, source: str, *, n: int, dim: int | None, queries: int, like: str | None,
-              seed: int, log: Log) -> dict[str, Any]:
-    match = None
-    if like is not None:
-        real, label = load_vectors(like)
-        real = np.ascontiguousarray(real, np.float32)
-        log(f"fitting the generator to {len(real):,} {label}")
-        model = MixtureModel.fit(real, seed=seed, label=label)
-        m = min(len(real) - queries, 100_000)  # compare both sets at the real size, queries held out alike
-        order = np.random.default_rng(seed).permutation(len(real))
-        fake = model.sample(m + queries, seed=seed + 2)
-        match = {"n": m, "real": neighbour_stats(real[np.sort(order[queries:][:m])], real[order[:queries]]),
-                 "generated": neighbour_stats(fake[:m], fake[m:])}
-    else:
-        model = MixtureModel.random(dim or 128, seed=seed)
-    model.save(directory / "model.npz")
-    log(f"generating {n:,} + {queries} vectors: {model.description}")
-    base = np.lib.format.open_memmap(directory / "base.npy", "w+", np.float32, (n, model.dim))
-    model.sample(n, seed=seed, out=base)
-    base.flush()
-    del base
-    np.save(directory / "queries.npy", model.sample(queries, seed=seed + 1))
-    return {"label": f"GENERATED {n:,} x {model.dim} ({'like ' + Path(like).name if like else 'random mixture'})",
-            "generated": True, "source": "generated", "like": like, "description": model.description,
-            "distribution_check": match}
-
-
 # --- sweep configuration ---------------------------------------------------------------------
 
 
@@ -472,109 +328,6 @@ def run_sweep(dataset: Dataset, builds: list[Build], settings: BenchSettings, sc
                            scratch=scratch, log=log)
     return rows
 
-
-def best_points(rows: list[dict[str, Any]], target: float = TARGET_RECALL) -> dict[str, dict[str, Any]]:
-    """Per backend, the measured point with the lowest p50 among those reaching ``target`` recall."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r.get("skipped") or r["recall"] < target:
-            continue
-        if r["backend"] not in best or r["p50_ms"] < best[r["backend"]]["p50_ms"]:
-            best[r["backend"]] = r
-    return best
-
-
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (recall, qps) points not beaten on both, sorted by recall."""
-    front = []
-    for recall, qps in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if not front or qps > front[-1][1]:
-            front.append((recall, qps))
-    return sorted(front)
-
-
-def write_report(result: dict[str, Any], out: Path) -> dict[str, Path]:
-    """results.json, results.md and recall_qps.png in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "recall_qps.png"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=float) + "\n")
-    paths["markdown"].write_text(markdown(result))
-    plot(result, paths["plot"])
-    return paths
-
-
-def _fmt(value: Any, digits: int) -> str:
-    return "" if value is None else f"{value:,.{digits}f}"
-
-
-def _row_cells(r: dict[str, Any]) -> list[str]:
-    params = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
-    return [r["backend"], f"`{r['spec']}`", params, _fmt(r.get("build_s"), 1), _fmt(r.get("mem_bytes_per_item"), 0),
-            _fmt(r.get("disk_bytes_per_item"), 0), _fmt(r.get("recall"), 3), _fmt(r.get("p50_ms"), 3),
-            _fmt(r.get("p99_ms"), 3), _fmt(r.get("batch_qps"), 0), r.get("note", "")]
-
-
-_HEAD = ["backend", "spec", "search params", "build s", "memory B/item", "disk B/item", "recall@10", "p50 ms",
-         "p99 ms", "batch q/s", "note"]
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
-    return "\n".join(lines + ["| " + " | ".join(_row_cells(r)) + " |" for r in rows])
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The results as markdown: dataset, best points at the target recall, every point."""
-    d, s = result["dataset"], result["settings"]
-    lines = [f"# ANN benchmark: {d['label']}", "",
-             f"{d['n']:,} vectors x {d['dim']}, {d['queries']} held-out queries, k={d['k']}. {d['description']}.", ""]
-    check = d.get("distribution_check")
-    if check:
-        real, fake = check["real"], check["generated"]
-        lines += [(f"Generated vs real at {check['n']:,} vectors (median cosine of 1st / 10th neighbour): "
-                   f"real {real['nn1_cos_median']:.3f} / {real['nn10_cos_median']:.3f}, "
-                   f"generated {fake['nn1_cos_median']:.3f} / {fake['nn10_cos_median']:.3f}."), ""]
-    lines += [f"Command: `{result['command']}`  ",
-              (f"Machine: {result['machine']['summary']}; {s['threads']} search / {s['build_threads']} build "
-               f"thread(s); budgets: build "
-               f"{s['build_budget_s']:.0f} s, queries {s['query_budget_s']:.0f} s per point."), "",
-              f"## Fastest point per backend at recall@10 >= {TARGET_RECALL}", "",
-              _table(sorted(result["best"].values(), key=lambda r: r["p50_ms"])), "", "## All points", "",
-              _table(result["points"]), ""]
-    return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    """Recall@10 against queries per second (log scale): single queries and batch, one line per backend
-    along its Pareto frontier, dominated points faint."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result["points"] if not r.get("skipped")]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
-    colours = plt.get_cmap("tab20")
-    for i, name in enumerate(dict.fromkeys(r["backend"] for r in rows)):
-        mine = [r for r in rows if r["backend"] == name]
-        colour, marker = colours((2 * i) % 20 + (2 * i) // 20), "osD^vP*X"[i % 8]
-        for ax, qps in zip(axes, (lambda r: 1000 / r["p50_ms"], lambda r: r["batch_qps"]), strict=True):
-            pts = [(r["recall"], qps(r)) for r in mine]
-            ax.scatter(*zip(*pts, strict=True), color=colour, marker=marker, alpha=0.25, s=14)
-            ax.plot(*zip(*pareto(pts), strict=True), marker=marker, ms=5, color=colour, label=name)
-    for ax, title in zip(axes, ("single query (1 / median latency)", "batch of all queries"), strict=True):
-        ax.set_yscale("log")
-        ax.axvline(TARGET_RECALL, color="grey", ls=":", lw=1)
-        ax.set_xlabel("recall@10")
-        ax.set_ylabel("queries per second")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-    if rows:
-        axes[1].legend(fontsize=8, loc="lower left")
-    fig.suptitle(result["dataset"]["label"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def machine_summary() -> dict[str, Any]:

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from vestis.bench.ann import child_env
 from vestis.data.images import decode_image, is_image_name
 from vestis.encoders.colour import colour_descriptor
 from vestis.errors import VestisError
-from vestis.bench.ann import child_env
 from vestis.search.engine import Engine
 from vestis.search.results import Query
 
