@@ -21,7 +21,7 @@ from vestis import __version__
 from vestis.api.errors import status_of
 from vestis.api.limits import BodyLimitMiddleware
 from vestis.api.metrics import Metrics, MetricsMiddleware
-from vestis.api.routes import items, meta, search
+from vestis.api.routes import items, meta, reindex, search
 from vestis.api.service import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, Service
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
@@ -40,7 +40,8 @@ DESCRIPTION = """Search a fashion catalogue by image.
 * `GET /items` pages through the catalogue; `GET /items/{id}`, `/images/{id}` and `/similar/{id}`
   read one item (an id is the whole rest of the path and may hold `/`).
 * `POST /items` and `DELETE /items/{id}` change the collection; they need the API key
-  (`X-API-Key` or `Authorization: Bearer`) when the server has one.
+  (`X-API-Key` or `Authorization: Bearer`) when the server has one. So does `POST /reindex`
+  (re-embed every item with another encoder in the background; `GET /reindex` follows it).
 
 The machine-readable spec is `/openapi.json`.
 """
@@ -102,6 +103,7 @@ def create_app(
                   lifespan=lifespan)
     app.state.service = service
     app.state.metrics = metrics
+    app.state.reindex = reindex.ReindexJob()
     app.add_exception_handler(VestisError, _vestis_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, limit=max_upload_bytes * 4 // 3 + BODY_OVERHEAD)  # base64 JSON
@@ -109,6 +111,7 @@ def create_app(
     app.include_router(search.router)
     app.include_router(items.router)
     app.include_router(meta.router)
+    app.include_router(reindex.router)
     app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
     app.mount(meta.DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     return app

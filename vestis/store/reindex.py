@@ -12,6 +12,7 @@ leaves the old state searchable, and a re-run embeds only what is not staged yet
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from vestis.store.guards import disk_full_errors, indexing_lock
 from vestis.store.protocol import CollectionStore
 from vestis.store.reindex_stage import EncoderSettings
 
+Progress = Callable[[int, int], None]
 MAX_ROUNDS = 20  # catch-up rounds for items added while embedding, before giving up (the staged ones are kept)
 SHOWN_FAILURES = 5
 
@@ -53,10 +55,12 @@ class ReindexReport:
 
 
 def reindex(collection: CollectionStore, encoder: ImageEncoder, *, keep_old: bool = False, batch_size: int = 32,
-            progress: bool = True, transform: Transform | None = None, rollback: bool = False) -> ReindexReport:
+            progress: bool = True, transform: Transform | None = None, rollback: bool = False,
+            on_progress: Progress | None = None) -> ReindexReport:
     """Re-embed every item of ``collection`` with ``encoder`` and switch to it (see the module
     docstring). ``transform`` is the collection's crop (``vestis index --crop``); ``rollback``
-    stages the vectors ``keep_old`` kept, so only items added since are embedded."""
+    stages the vectors ``keep_old`` kept, so only items added since are embedded;
+    ``on_progress(items with a new vector, items)`` is called after each batch."""
     if encoder.version == collection.encoder_version:
         raise ReindexError(f"{collection.location} is already embedded by {encoder.name!r} (version "
                            f"{encoder.version}): nothing to re-embed")
@@ -66,8 +70,8 @@ def reindex(collection: CollectionStore, encoder: ImageEncoder, *, keep_old: boo
     with indexing_lock(collection.path, wait=False), disk_full_errors(collection.path, advice):
         stage = collection.stage_reindex(EncoderSettings.of(encoder), from_previous=rollback)
         report.resumed = stage.staged()
-        while not _embed_missing(stage, encoder, report, batch_size, progress and report.rounds == 0, transform) \
-                or not stage.switch(keep_old):
+        while not _embed_missing(stage, encoder, report, batch_size, progress and report.rounds == 0, transform,
+                                 on_progress) or not stage.switch(keep_old):
             if report.rounds >= MAX_ROUNDS:
                 raise ReindexError(f"items kept arriving during {MAX_ROUNDS} rounds of catching up; {advice}")
         collection.refresh()
@@ -78,7 +82,8 @@ def reindex(collection: CollectionStore, encoder: ImageEncoder, *, keep_old: boo
 
 
 def rollback(collection: CollectionStore, *, keep_old: bool = False, batch_size: int = 32, progress: bool = True,
-             transform: Transform | None = None, threads: int | None = None) -> ReindexReport:
+             transform: Transform | None = None, threads: int | None = None,
+             on_progress: Progress | None = None) -> ReindexReport:
     """Switch back to the vectors ``vestis reindex --keep-old`` kept (items added since are
     embedded by the old encoder)."""
     previous = collection.previous_encoder()
@@ -90,11 +95,11 @@ def rollback(collection: CollectionStore, *, keep_old: bool = False, batch_size:
         raise ReindexError(f"the earlier encoder {previous.source!r} now has version {encoder.version}, not "
                            f"{previous.version}: its kept vectors cannot be mixed with new ones")
     return reindex(collection, encoder, keep_old=keep_old, batch_size=batch_size, progress=progress,
-                   transform=transform, rollback=True)
+                   transform=transform, rollback=True, on_progress=on_progress)
 
 
 def _embed_missing(stage: Any, encoder: ImageEncoder, report: ReindexReport, batch_size: int, progress: bool,
-                   transform: Transform | None) -> bool:
+                   transform: Transform | None, on_progress: Progress | None) -> bool:
     """Embed the items without a new vector into ``stage``; True when there were none (nothing to
     wait for before switching). Unreadable or changed images stop the run with their names."""
     report.rounds += 1
@@ -103,15 +108,22 @@ def _embed_missing(stage: Any, encoder: ImageEncoder, report: ReindexReport, bat
         return True
     by_vid = {it.vid: it for it in todo}
     reads = ((it.vid, lambda source=it.source: read_source(source)) for it in todo)
+    done = 0
     for batch in embed_items(encoder, reads, batch_size=batch_size, with_colour=False, progress=progress,
                              total=len(todo), transform=transform):
+        done += len(batch.keys) + len(batch.failures)
         report.failures += [(by_vid[v].id, by_vid[v].source, reason) for v, reason in batch.failures]
-        ok = [i for i, v in enumerate(batch.keys) if batch.hashes[i] == by_vid[v].hash]
-        report.failures += [(by_vid[v].id, by_vid[v].source, "its image changed since it was indexed")
-                            for i, v in enumerate(batch.keys) if i not in set(ok)]
+        ok = []
+        for i, vid in enumerate(batch.keys):
+            if batch.hashes[i] == by_vid[vid].hash:
+                ok.append(i)
+            else:  # its vector would not be of the content the collection records
+                report.failures.append((by_vid[vid].id, by_vid[vid].source, "its image changed since it was indexed"))
         if ok:
             stage.add([by_vid[batch.keys[i]] for i in ok], np.asarray(batch.vectors)[ok])
             report.embedded += len(ok)
+        if on_progress is not None:
+            on_progress(report.resumed + report.embedded, report.resumed + report.embedded + len(todo) - done)
     if report.failures:
         shown = "; ".join(f"{i} ({s}): {r}" for i, s, r in report.failures[:SHOWN_FAILURES])
         more = len(report.failures) - SHOWN_FAILURES
