@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 from tests.store.test_joint_index import DIM, VERSION, joint_model
 from vestis.cli import app
 from vestis.encoders.text import get_text_encoder
-from vestis.search.text import DEFAULT_LABEL_SIMILARITY, Fusion, TextSearcher
+from vestis.search.text import Fusion, TextSearcher
 from vestis.search.understand import LabelMatch, LabelVocabulary, Understanding, spans
 from vestis.store.collection import Collection, NewItem
 from vestis.store.vector_builds import build_joint_index
@@ -97,10 +96,12 @@ def test_hybrid_search_ranks_the_items_with_the_read_labels_first(catalogue, tmp
     build_joint_index(catalogue, joint_model(tmp_path))  # untrained heads: the vector side is noise
     searcher = TextSearcher.open(catalogue)
     query = searcher.query("a wristwatch for ladies")
-    # at the default margin 0.1 "ladies" also reads Men in this small vocabulary (within 0.1 of Women)
-    assert query.labels.filters == {"articleType": ["Watches"], "gender": ["Women", "Men"]}
-    query = replace(query, labels=query.labels.narrowed(DEFAULT_LABEL_SIMILARITY, 0.05))
+    # the shop vocabulary reads both exactly: "wristwatch" is watches, "ladies" women
     assert query.labels.filters == {"articleType": ["Watches"], "gender": ["Women"]}
+    assert [(m.words, m.via, m.similarity) for m in query.labels.matches] == [
+        ("wristwatch", "watches", 1.0), ("ladies", "women", 1.0)]
+    assert query.labels.describe() == ('articleType=Watches ("wristwatch" = watches), gender=Women ("ladies" = '
+                                       'women); rewritten: wristwatch -> watches; ladies -> women')
     assert "understand" in query.timings
     # a bonus of 2 outweighs any cosine difference (half of it counts): both labels first, then one of them
     hits = searcher.search(query, k=4, fusion=Fusion("weighted", 0.5, 2.0)).hits
@@ -108,7 +109,8 @@ def test_hybrid_search_ranks_the_items_with_the_read_labels_first(catalogue, tmp
     assert all(h.metadata["articleType"] == "Watches" or h.metadata["gender"] == "Women" for h in hits[2:])
     joint = searcher.understand("a wristwatch for ladies", 0.0, 0.0, space="joint")  # through the joint head
     assert {m.column for m in joint.matches} == {"articleType", "baseColour", "gender"}  # one per column at 0
-    assert not searcher.query("a wristwatch for ladies", mode="vector").labels  # read in hybrid mode only
+    vector = searcher.query("a wristwatch for ladies", mode="vector").labels  # labels read in hybrid mode only,
+    assert not vector.matches and vector.rewrite.canonical == "a watches for women"  # the words rewritten in all
     filtered = searcher.search(query, k=3, filters={"gender": ["Men"]}).hits
     assert {h.metadata["gender"] for h in filtered} == {"Men"}  # a filter still binds the label candidates
     result = CliRunner().invoke(app, ["search", "--collection", str(catalogue.path), "--text", "watch for women",

@@ -170,7 +170,7 @@ class TextSearcher:
             model = self._need_model("reading label values in a query")
             self._labels[space] = LabelVocabulary(
                 self.collection, model.text_encoder, skip_columns=[c for c in [model.meta.get("text", {}).get("column")] if c],
-                project=model.embed_text_features if space == "joint" else None)
+                project=model.embed_text_features if space == "joint" else None, rewrite=self.keywords.rewrite)
         return self._labels[space]
 
     def understand(self, text: str, min_similarity: float = DEFAULT_LABEL_SIMILARITY,
@@ -186,7 +186,7 @@ class TextSearcher:
     # ----------------------------------------------------------------- query parts
     def embed_text(self, text: str, timings: dict[str, float] | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        vector = self._need_model("a text query by meaning").embed_text(text)[0]
+        vector = self._need_model("a text query by meaning").embed_text(self.keywords.rewrite(text).canonical)[0]
         if timings is not None:
             timings["embed_text"] = (time.perf_counter() - t0) * 1000
         return vector
@@ -226,7 +226,7 @@ class TextSearcher:
                 raise VestisError("keyword search takes text only; use --mode vector or hybrid with examples")
             if text is None:
                 raise VestisError("keyword search needs a text")
-            return TextQuery(text, mode=mode)
+            return TextQuery(text, mode=mode, labels=Understanding(rewrite=self.keywords.rewrite(text) or None))
         timings: dict[str, float] = {}
         t = self.embed_text(text, timings) if text is not None else None
         exclude: list[int] = []
@@ -242,7 +242,8 @@ class TextSearcher:
             text_weight = DEFAULT_HYBRID_TEXT_WEIGHT if mode == "hybrid" else DEFAULT_TEXT_WEIGHT
         vector = compose(t, positives, negatives, text_weight)
         if mode != "hybrid" or text is None:
-            return TextQuery(None, vector, tuple(exclude), timings, mode)
+            rewrite = self.keywords.rewrite(text) if text is not None else None
+            return TextQuery(None, vector, tuple(exclude), timings, mode, Understanding(rewrite=rewrite or None))
         return TextQuery(text, vector, tuple(exclude), timings, mode, self.understand(text, timings=timings))
 
     # ----------------------------------------------------------------- ranking
@@ -291,7 +292,7 @@ class TextSearcher:
         vector = self.vector_ranking(query.vector, depth, allowed, query.exclude)
         keyword = self.keyword_ranking(query.text, depth, allowed, query.exclude)
         labelled = None
-        if query.labels:  # the nearest of the items having every label read: a third candidate list
+        if query.labels.matches:  # the nearest of the items having every label read: a third candidate list
             having = self.labels().having(query.labels)
             if allowed is not None:
                 having = np.intersect1d(having, allowed)
@@ -304,7 +305,7 @@ class TextSearcher:
             merged, first = np.unique(merged, return_index=True)
             vector = (merged, np.concatenate([vector[1], labelled[1]])[first])
         vids, scores = weighted_fusion(vector, keyword, fusion.keyword_weight)
-        if query.labels and fusion.label_weight:
+        if query.labels.matches and fusion.label_weight:
             scores = scores + fusion.label_weight * self.labels().match_share(query.labels, vids)
             order = top_k(scores, len(scores))
             vids, scores = vids[order], scores[order]

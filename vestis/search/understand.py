@@ -9,7 +9,10 @@ of their sentence vectors (the text encoder of the joint model: "rucksack" is ne
 "ladies" near "Women"), in the text encoder's own space or, with ``project``, after the joint
 model's text head (where words sit near the catalogue's photos of them). Per column, the best
 value at or above ``min_similarity`` is read, and
-with it any other value within ``margin`` of it (a word can mean two close labels). The value
+with it any other value within ``margin`` of it (a word can mean two close labels). With a
+``rewrite`` (:meth:`vestis.store.keyword_index.KeywordIndex.rewrite`), the runs are read after the
+spelling is corrected, and a run the shop vocabulary expands reads the values its words name
+exactly ("tee" -> tshirts: articleType=Tshirts). The value
 vectors are embedded once and cached with the collection (:func:`vestis.encoders.text.embed_texts`).
 
 The hybrid ranking of :mod:`vestis.search.text` uses what was read: the items having the values
@@ -19,7 +22,6 @@ are a third candidate list beside the vector and keyword ones, and an item's sco
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vestis.data.vocabulary import Rewrite, singular, tokens
 from vestis.encoders.text import TextEncoder, embed_texts
 from vestis.locks import leaf_lock
 from vestis.store.collection import Collection
-from vestis.store.keyword_index import is_word_value
+from vestis.store.keyword_index import is_word_value, stop_words
 
 
 MAX_VALUES = 300  # a column with more distinct values is not a label column (titles, ids)
@@ -40,31 +43,15 @@ EXACT = 1.0  # the similarity given to an exact match
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
 
-def singular(word: str) -> str:
-    """A label's singular as titles write it ("Watches" -> "Watch", "Tshirts" -> "Tshirt")."""
-    if word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-
-
 def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
-@functools.cache
-def _stop_words() -> frozenset[str]:
-    """bm25s's English stop words (the keyword index drops the same ones); imported on first use,
-    since bm25s brings SciPy and an image search needs neither."""
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
 
 
 def spans(text: str, longest: int = MAX_SPAN) -> list[str]:
     """The runs of 1 to ``longest`` words of ``text`` (lower case) that neither start nor end with a
     stop word ("a tee" adds nothing to "tee"; "t-shirt for men" is kept)."""
     words = _WORD.findall(text.lower())
-    stop = _stop_words()
+    stop = stop_words()
     out = [" ".join(words[start:start + n]) for n in range(1, longest + 1) for start in range(len(words) - n + 1)
            if words[start] not in stop and words[start + n - 1] not in stop]
     return list(dict.fromkeys(out))
@@ -78,20 +65,22 @@ class LabelMatch:
     value: str
     words: str
     similarity: float
+    via: str = ""  # the vocabulary's word the query's words were read as, if any
 
     def as_dict(self) -> dict[str, object]:
         return {"column": self.column, "value": self.value, "words": self.words,
-                "similarity": round(self.similarity, 3)}
+                "similarity": round(self.similarity, 3), **({"via": self.via} if self.via else {})}
 
 
 @dataclass(frozen=True)
 class Understanding:
-    """The label values read in a query (possibly none)."""
+    """The label values read in a query (possibly none) and how its words were rewritten."""
 
     matches: tuple[LabelMatch, ...] = ()
+    rewrite: Rewrite | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.matches)
+        return bool(self.matches or self.rewrite)
 
     @property
     def filters(self) -> dict[str, list[str]]:
@@ -109,13 +98,19 @@ class Understanding:
         for m in self.matches:
             top[m.column] = max(top.get(m.column, 0.0), m.similarity)
         return Understanding(tuple(m for m in self.matches
-                                   if m.similarity >= max(min_similarity, top[m.column] - margin)))
+                                   if m.similarity >= max(min_similarity, top[m.column] - margin)), self.rewrite)
 
     def describe(self) -> str:
-        """One line for people: ``articleType=Backpacks ("rucksack" 0.91), baseColour=Black ("black")``."""
-        return ", ".join(f'{m.column}={m.value} ("{m.words}"' + ("" if m.similarity >= EXACT else
-                                                                  f" {m.similarity:.2f}") + ")"
-                         for m in self.matches)
+        """One line for people: ``articleType=Backpacks ("rucksack" 0.91), baseColour=Black ("black")``,
+        then what was rewritten: ``; rewritten: tee -> tshirts``."""
+        read = ", ".join(f'{m.column}={m.value} ("{m.words}"' + (f" = {m.via}" if m.via else "")
+                         + ("" if m.similarity >= EXACT else f" {m.similarity:.2f}") + ")" for m in self.matches)
+        rewritten = self.rewrite.describe() if self.rewrite else ""
+        return "; ".join(p for p in (read, rewritten and f"rewritten: {rewritten}") if p)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"labels": [m.as_dict() for m in self.matches],
+                **({"rewritten": self.rewrite.as_dict()} if self.rewrite else {})}
 
 
 @dataclass(frozen=True)
@@ -139,8 +134,9 @@ class LabelVocabulary:
     of its own, held for no more than its dictionary operations."""
 
     def __init__(self, collection: Collection, encoder: TextEncoder, skip_columns: Sequence[str] = (),
-                 project: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.collection, self.encoder, self.project = collection, encoder, project
+                 project: Callable[[np.ndarray], np.ndarray] | None = None,
+                 rewrite: Callable[[str], Rewrite] | None = None):
+        self.collection, self.encoder, self.project, self.rewrite = collection, encoder, project, rewrite
         self.skip = set(skip_columns)
         self._labels: _Labels | None = None
         self._runs_lock = leaf_lock(f"label vocabulary {collection.path}")
@@ -199,23 +195,35 @@ class LabelVocabulary:
 
     def understand(self, text: str, min_similarity: float, margin: float) -> Understanding:
         """The label values ``text`` names (see the module docstring)."""
-        runs = spans(text)
+        rewrite = self.rewrite(text) if self.rewrite is not None else None
+        runs = spans(rewrite.text if rewrite is not None else text)
         labels = self._current()
         if not runs or not labels.values:
-            return Understanding()
+            return Understanding(rewrite=rewrite or None)
         similarity = self._run_vectors(runs) @ labels.vectors.T  # runs x values
-        exact = [run for run in runs if _key(run) in labels.by_key]
-        for run in exact:
-            similarity[runs.index(run), labels.by_key[_key(run)]] = EXACT
+        expanded = dict(rewrite.expanded) if rewrite is not None else {}
+        via: dict[tuple[int, int], str] = {}  # (run, value) read through the vocabulary -> its word
+        exact = []
+        for i, run in enumerate(runs):
+            read = list(labels.by_key.get(_key(run), []))
+            for word in expanded.get(" ".join(tokens(run)), ()):
+                for j in labels.by_key.get(_key(word), []):
+                    if j not in read:
+                        read.append(j)
+                        via[i, j] = word
+            if read:
+                exact.append(run)
+                similarity[i, read] = EXACT
         for i, run in enumerate(runs):  # a run inside an exact one is part of it ("blue" in "navy blue")
             if any(f" {run} " in f" {other} " for other in exact if other != run):
                 similarity[i] = -1.0
         best_run = similarity.argmax(0)
         best = similarity[best_run, np.arange(len(labels.values))]
-        found = [LabelMatch(labels.columns[j], labels.values[j], runs[best_run[j]], float(best[j]))
+        found = [LabelMatch(labels.columns[j], labels.values[j], runs[best_run[j]], float(best[j]),
+                            via.get((int(best_run[j]), int(j)), ""))
                  for j in np.flatnonzero(best >= min_similarity)]
         found.sort(key=lambda m: (labels.order[m.column], -m.similarity))
-        return Understanding(tuple(found)).narrowed(min_similarity, margin)
+        return Understanding(tuple(found), rewrite or None).narrowed(min_similarity, margin)
 
     @staticmethod
     def _has(labels: _Labels, column: str, values: Sequence[str], vids: np.ndarray) -> np.ndarray:

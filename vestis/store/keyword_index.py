@@ -1,28 +1,40 @@
-"""A BM25 keyword index over the items' text fields (``bm25s``, English stop words, Snowball stems).
+"""A BM25 keyword index over the items' text fields (``bm25s``, English stop words, Snowball stems),
+and the rewriting of a query's words before any search sees them.
 
 An item's document is its metadata's words: every text value (the title, the labels), leaving out
 numbers and yes/no flags, which carry no words a person would type. The index is derived data: it
 is built for one collection generation, saved under ``cache/keywords-<generation>/`` and rebuilt
 (about a second per 10,000 items) when a search finds that the collection has changed since, so
 added, changed and removed items are always in step.
+
+**Rewriting** (:meth:`KeywordIndex.rewrite`): a word neither the catalogue nor the vocabulary knows
+is read as the nearest one that is (:mod:`vestis.data.spelling`), then the shop vocabulary
+(:mod:`vestis.data.vocabulary`: the shipped one, with the collection's own ``synonyms.txt`` when it
+has one, see :func:`save_synonyms`) adds the catalogue's words for the shop words. BM25 is given the
+words with what they find; the vector side the words replaced by the catalogue's.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vestis.data.spelling import Speller
+from vestis.data.vocabulary import Rewrite, Vocabulary, read_entries, shipped_entries, tokens
 from vestis.lazy import lazy_import
 from vestis.locks import leaf_lock
-from vestis.store.atomic import fsync_tree
+from vestis.store.atomic import atomic_write_bytes, fsync_tree
 from vestis.store.collection import Collection
 
 bm25s = lazy_import("bm25s")  # imported on first use (it brings SciPy): an image search never needs it
@@ -31,7 +43,17 @@ Stemmer = lazy_import("Stemmer")  # likewise: opening a collection for image sea
 log = logging.getLogger(__name__)
 
 PREFIX = "keywords-"
+SYNONYMS = "synonyms.txt"  # a collection's own synonyms, beside its database
+REWRITES = 4_096  # rewritten queries kept (a hybrid search rewrites its words for each side)
 _NOT_WORDS = re.compile(r"^(yes|no|true|false|[\d.,:/ -]+)$", re.IGNORECASE)
+
+
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """bm25s's English stop words, which the index drops (imported on first use: bm25s brings SciPy)."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
 
 
 def is_word_value(value: str) -> bool:
@@ -45,6 +67,21 @@ def item_document(metadata: Mapping[str, Any]) -> str:
     return " ".join(v for v in values if is_word_value(v))
 
 
+def save_synonyms(collection: Collection, source: Path) -> dict[str, int]:
+    """Store the synonyms file ``source`` with ``collection`` (replacing any it had), after checking
+    it whole with the shipped vocabulary: a bad file is refused and the collection left as it was."""
+    entries = read_entries(source)
+    Vocabulary.from_entries(shipped_entries(), entries)
+    atomic_write_bytes(collection.path / SYNONYMS, source.read_bytes())
+    return {"entries": len(entries)}
+
+
+def collection_vocabulary(collection: Collection) -> Vocabulary:
+    """The shipped vocabulary with the collection's own synonyms when it has them."""
+    own = collection.path / SYNONYMS
+    return Vocabulary.from_entries(shipped_entries(), read_entries(own) if own.exists() else ())
+
+
 class KeywordIndex:
     """BM25 over a collection's items (see the module docstring). Thread-safe, in the lock order of
     :mod:`vestis.locks`: the collection is read (and the index rebuilt) under the collection's lock,
@@ -56,6 +93,10 @@ class KeywordIndex:
         self._lock = leaf_lock(f"keyword index {collection.path}")
         # (generation, retriever or None when no item has a word, vids): replaced whole, never changed
         self._state: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
+        self._words: Counter[str] = Counter()  # the catalogue's words (of the generation in _state)
+        # (synonyms file stamp, generation, vocabulary, speller): replaced whole when either moved
+        self._rewriter: tuple[Any, int, Vocabulary, Speller] | None = None
+        self._rewrites: OrderedDict[str, Rewrite] = OrderedDict()
 
     def _tokenize(self, texts: list[str], ids: bool) -> Any:
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, return_ids=ids, show_progress=False)
@@ -70,18 +111,22 @@ class KeywordIndex:
             if self._state[0] != generation:
                 folder = self._folder(generation)
                 try:
-                    self._state = (generation, bm25s.BM25.load(str(folder)), np.load(folder / "vids.npy"))
+                    state = (generation, bm25s.BM25.load(str(folder)), np.load(folder / "vids.npy"))
+                    self._words = Counter(json.loads((folder / "words.json").read_text()))
+                    self._state = state
                 except (OSError, ValueError, KeyError):
                     self._state = self._build(generation)
             return self._state
 
     def _build(self, generation: int) -> tuple[int, Any, np.ndarray]:
         items = list(self.collection.iter_items())
-        tokens = self._tokenize([item_document(it.metadata) for it in items], True)
-        if not tokens.vocab:  # no item has a word (a folder of photos with ids only): nothing to index
+        documents = [item_document(it.metadata) for it in items]
+        self._words = Counter(w for doc in documents for w in set(tokens(doc)))
+        indexed = self._tokenize(documents, True)
+        if not indexed.vocab:  # no item has a word (a folder of photos with ids only): nothing to index
             return generation, None, np.zeros(0, np.int64)
         retriever = bm25s.BM25()
-        retriever.index(tokens, show_progress=False)
+        retriever.index(indexed, show_progress=False)
         vids = np.array([it.vid for it in items], np.int64)
         cache = self.collection.path / "cache"
         tmp: Path | None = None
@@ -92,6 +137,7 @@ class KeywordIndex:
             tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=cache))
             retriever.save(str(tmp))
             np.save(tmp / "vids.npy", vids)
+            (tmp / "words.json").write_text(json.dumps(self._words))
             fsync_tree(tmp)
             os.replace(tmp, self._folder(generation))
         except OSError as e:  # a read-only or full disk: the collection still searches, from memory
@@ -99,6 +145,38 @@ class KeywordIndex:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
         return generation, retriever, vids
+
+    def rewrite(self, text: str) -> Rewrite:
+        """``text`` with its spelling corrected and its shop words expanded (see the module
+        docstring); the collection's synonyms are read again when their file changed."""
+        generation = self._current()[0]
+        own = self.collection.path / SYNONYMS
+        try:
+            stamp: Any = (own.stat().st_mtime_ns, own.stat().st_size)
+        except OSError:
+            stamp = None
+        with self._lock:
+            rewriter = self._rewriter
+            if rewriter is not None and rewriter[:2] == (stamp, generation):
+                done = self._rewrites.get(text)
+                if done is not None:
+                    self._rewrites.move_to_end(text)
+                    return done
+        if rewriter is None or rewriter[:2] != (stamp, generation):
+            vocabulary = collection_vocabulary(self.collection)
+            rewriter = (stamp, generation, vocabulary, Speller(self._words, vocabulary.words()))
+        _stamp, _generation, vocabulary, speller = rewriter
+        stop = stop_words()
+        spelled = [(w, fixed) for w in dict.fromkeys(tokens(text))
+                   if w not in stop and (fixed := speller.correct(w)) is not None]
+        done = vocabulary.rewrite(text, spelled)
+        with self._lock:
+            if self._rewriter is not rewriter:
+                self._rewriter, self._rewrites = rewriter, OrderedDict()
+            self._rewrites[text] = done
+            while len(self._rewrites) > REWRITES:
+                self._rewrites.popitem(last=False)
+        return done
 
     def search(self, text: str, k: int, allowed: np.ndarray | None = None,
                exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +187,8 @@ class KeywordIndex:
         _generation, retriever, vids = self._current()
         if retriever is None or not len(vids) or k < 1:
             return none
-        tokens = self._tokenize([text], False)
-        if not tokens[0]:
+        query = [list(dict.fromkeys(self._tokenize([self.rewrite(text).keyword], False)[0]))]  # a stem counts once
+        if not query[0]:
             return none
         mask = None
         if allowed is not None or exclude:
@@ -118,7 +196,7 @@ class KeywordIndex:
             keep &= ~np.isin(vids, np.asarray(exclude, np.int64))
             mask = keep.astype(np.float32)
         with self._lock:
-            docs, scores = retriever.retrieve(tokens, k=min(k, len(vids)), show_progress=False,
+            docs, scores = retriever.retrieve(query, k=min(k, len(vids)), show_progress=False,
                                               n_threads=1, weight_mask=mask)
         keep = scores[0] > 0
         return vids[docs[0][keep]], scores[0][keep].astype(np.float32)
