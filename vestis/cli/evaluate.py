@@ -24,7 +24,9 @@ def eval_cmd(
     split: Annotated[str | None, typer.Option(help="Split of the queries (train/val/test; default: all items).")] = None,
     gallery: Annotated[str | None, typer.Option(help="Splits of the gallery, comma-separated (default: all).")] = None,
     split_file: Annotated[Path | None, typer.Option(help="CSV of id,split (default: created by id, seed 0).")] = None,
-    index: Annotated[str | None, typer.Option(help="Rank through this index backend (adds ANN recall@10).")] = None,
+    index: Annotated[str, typer.Option(help="Rank through the store's search: exact, collection (its own ANN index, "
+                                       "as searches use it) or a spec built as `vestis index --index SPEC` "
+                                       "builds it; any but exact adds ANN recall@10.")] = "exact",
     color_weight: Annotated[float, typer.Option("--color-weight", help="Fuse colour similarity with this weight.",
                                                 callback=finite)] = 0.0,
     knn: Annotated[int | None, typer.Option(help="Also report kNN classification accuracy with this K.")] = None,

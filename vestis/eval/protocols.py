@@ -7,7 +7,8 @@ collection is the caller's job. Scores are inner products (cosine similarity for
   (``per_query_ap``: the per-query AP@K of any ranking, for intervals over the queries).
 - ``query_gallery``: separate query and gallery sets (DeepFashion In-shop style).
 - ``attribute_map``: attribute-specific MAP (ASEN / RPF protocol), AP over the full ranking.
-- ``knn_accuracy``: classification by the majority label of the K nearest gallery items.
+- ``knn_accuracy`` / ``knn_from_ranking``: classification by the majority label of the K nearest
+  gallery items.
 - ``split_by_id`` / ``save_split`` / ``load_split``: a seeded, stratified train/val/test split kept
   in a CSV file so training and evaluation use the same one.
 
@@ -277,17 +278,28 @@ def attribute_map(vectors: np.ndarray | Mapping[str, np.ndarray], metadata: Sequ
 def knn_accuracy(query_vecs: np.ndarray, query_labels: np.ndarray, gallery_vecs: np.ndarray,
                  gallery_labels: np.ndarray, k: int = 10) -> dict[str, Any]:
     """kNN classification (Fashion-MNIST style): each query takes the majority label of its K
-    nearest gallery items (ties: higher summed similarity, then the nearer neighbour). Returns the
-    accuracy, per-class accuracy and the confusion matrix (labels as strings)."""
-    query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
+    nearest gallery items by exact search (:func:`knn_from_ranking`)."""
     if len(query_labels) != len(query_vecs) or len(gallery_labels) != len(gallery_vecs):
         raise VestisError("each query and gallery vector needs exactly one label")
     if not 1 <= k <= len(gallery_labels):
         raise VestisError(f"K must be between 1 and the gallery size ({len(gallery_labels)}), got {k}")
     scores, indices = rank(query_vecs, gallery_vecs, k)
+    return knn_from_ranking(query_labels, gallery_labels, scores, indices)
+
+
+def knn_from_ranking(query_labels: np.ndarray, gallery_labels: np.ndarray, scores: np.ndarray,
+                     indices: np.ndarray) -> dict[str, Any]:
+    """kNN classification from any ranking (Q x K scores and gallery positions, best first): each
+    query takes the majority label of its K neighbours (ties: higher summed similarity, then the
+    nearer neighbour). Returns the accuracy, per-class accuracy and the confusion matrix (labels as
+    strings)."""
+    query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
+    if indices.shape[0] != len(query_labels) or (indices < 0).any():
+        raise VestisError(f"kNN needs {indices.shape[1]} neighbours for each of the {len(query_labels)} queries; "
+                          "the gallery is smaller: lower K")
     predicted = knn_classify(gallery_labels[indices], scores)
     matrix, labels = confusion_matrix(query_labels, predicted)
-    return {"kNN_accuracy": float(np.mean(predicted == query_labels)), "kNN_k": k,
+    return {"kNN_accuracy": float(np.mean(predicted == query_labels)), "kNN_k": indices.shape[1],
             "kNN_n_queries": len(query_labels),
             "per_class_accuracy": per_class_accuracy(query_labels, predicted),
             "confusion_matrix": {"labels": [str(x) for x in labels], "matrix": matrix.tolist()}}

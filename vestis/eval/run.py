@@ -1,5 +1,12 @@
 """Evaluate a collection (what ``vestis eval`` runs): pick queries and gallery by split, rank them
-exactly or through an index backend, score with the protocols, and write a report.
+through the store's own search, score with the protocols, and write a report.
+
+The queries are the stored vectors of the query items, asked of the store in one batch
+(``search_batch``: the read path of every search, with the gallery as the allowed items, each
+query left out of its own results and colour fused as searches fuse it). ``index`` picks the
+ranking: ``exact`` (the store's exact scan, the default), ``collection`` (the collection's own
+ANN index, as its searches use it) or a spec, built from the stored vectors as ``vestis index
+--index SPEC`` builds it; any but exact also reports ANN recall@10 against the exact ranking.
 
 Queries and gallery come from a split: the items' own ``split`` metadata (Fashion-MNIST,
 DeepFashion), a CSV given with ``split_file``, or a deterministic split by id stratified by the
@@ -10,6 +17,7 @@ counted as its own result (leave-one-out).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,22 +26,24 @@ import numpy as np
 
 from vestis.errors import VestisError
 from vestis.eval.metrics import ann_recall_at_k
+from vestis.index.auto import EXACT_SPEC
 from vestis.eval.protocols import (
     attribute_map,
     group_labels,
-    knn_accuracy,
+    knn_from_ranking,
     load_split,
-    rank,
     relevance,
     save_split,
     score_ranking,
     split_by_id,
 )
 from vestis.eval.report import write_report
-from vestis.index import make_index
 from vestis.search.grid import contact_sheet, key_labels, load_source_image
-from vestis.store.collection import Collection, Item
+from vestis.store.db import Item
 from vestis.store.factory import open_collection
+from vestis.store.protocol import CollectionStore
+
+COLLECTION_INDEX = "collection"  # --index: the collection's own index, the one its searches use
 
 
 @dataclass
@@ -44,14 +54,14 @@ class EvalConfig:
     queries: str | None = None  # split name of the queries (None: every item)
     gallery: list[str] | None = None  # split names of the gallery (None: every item)
     split_file: Path | None = None
-    index: str | None = None  # evaluate through this index backend instead of exact search
+    index: str = EXACT_SPEC  # exact, "collection" (its own index, as searches use) or a spec built for the run
     colour_weight: float = 0.0
     knn: int | None = None  # also report kNN classification accuracy with this K
     include_queries_without_relevant: bool = True
     seed: int = 0
 
 
-def load_items(collection: Collection) -> tuple[list[Item], np.ndarray, np.ndarray]:
+def load_items(collection: CollectionStore) -> tuple[list[Item], np.ndarray, np.ndarray]:
     """Items in vid order with their vectors and colour descriptors (same order)."""
     items = list(collection.iter_items())
     vids, vectors, colours = collection.table().view
@@ -61,7 +71,7 @@ def load_items(collection: Collection) -> tuple[list[Item], np.ndarray, np.ndarr
     return items, vectors[order], colours[order]
 
 
-def resolve_split(collection: Collection, items: list[Item], cfg: EvalConfig) -> dict[str, str]:
+def resolve_split(collection: CollectionStore, items: list[Item], cfg: EvalConfig) -> dict[str, str]:
     """id -> split name, from a file, the items' metadata, or a saved/created stratified split."""
     if cfg.split_file is not None:
         return load_split(cfg.split_file)
@@ -78,14 +88,11 @@ def resolve_split(collection: Collection, items: list[Item], cfg: EvalConfig) ->
     return mapping
 
 
-def evaluate_collection(collection: Collection, cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluate_collection(collection: CollectionStore, cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns (metrics, context for the report: items, rankings and labels of the queries)."""
     if not cfg.group and not cfg.attributes:
         raise VestisError("name the label columns to evaluate: --group COLS and/or --attributes A,B")
     items, vectors, colours = load_items(collection)
-    if cfg.colour_weight:
-        # inner product of [v, sqrt(w) c] = cos(deep) + w * colour similarity: the searcher's fusion
-        vectors = np.hstack([vectors, np.sqrt(cfg.colour_weight) * colours]).astype(np.float32)
     splits = resolve_split(collection, items, cfg) if (cfg.queries or cfg.gallery) else {}
     in_split = lambda names: np.array([splits.get(it.id) in names for it in items])  # noqa: E731
     q_rows = np.flatnonzero(in_split({cfg.queries})) if cfg.queries else np.arange(len(items))
@@ -102,14 +109,13 @@ def evaluate_collection(collection: Collection, cfg: EvalConfig) -> tuple[dict[s
         pos_in_gallery = np.full(len(items), -1, np.int64)
         pos_in_gallery[g_rows] = np.arange(len(g_rows))
         exclude = pos_in_gallery[q_rows]
-        depth = max(*cfg.ks, 10) + 1  # the query itself may come back first; ANN recall is @10
-        qv, gv = vectors[q_rows], vectors[g_rows]
-        _, exact = rank(qv, gv, depth, exclude_self=exclude)
-        ranking = exact
-        if cfg.index:
-            ranking = _index_ranking(cfg.index, qv, gv, depth)
-            metrics["index"] = cfg.index
-            metrics["ann_recall@10"] = ann_recall_at_k(_drop(ranking, exclude), _drop(exact, exclude), 10)
+        depth = max(*cfg.ks, 10, cfg.knn or 0)  # ANN recall is @10
+        search = _searcher(collection, items, vectors[q_rows], colours[q_rows], q_rows, g_rows, cfg)
+        index = cfg.index if cfg.index != COLLECTION_INDEX else collection.active_index_spec
+        scores, ranking = search(index, depth)
+        metrics["index"] = index
+        if index != EXACT_SPEC:
+            metrics["ann_recall@10"] = ann_recall_at_k(ranking, search(EXACT_SPEC, depth)[1], 10)
         metrics.update(score_ranking(
             ranking, labels[q_rows], labels[g_rows], cfg.ks, exclude_self=exclude,
             include_queries_without_relevant=cfg.include_queries_without_relevant,
@@ -117,26 +123,32 @@ def evaluate_collection(collection: Collection, cfg: EvalConfig) -> tuple[dict[s
         rel, n_rel, _ = relevance(ranking, labels[q_rows], labels[g_rows], exclude_self=exclude)
         context.update(ranking=ranking, exclude=exclude, rel=rel, n_rel=n_rel)
         if cfg.knn:
-            metrics.update(knn_accuracy(qv, labels[q_rows], gv, labels[g_rows], k=cfg.knn))
+            metrics.update(knn_from_ranking(labels[q_rows], labels[g_rows], scores[:, :cfg.knn], ranking[:, :cfg.knn]))
     if cfg.attributes:
         rows = q_rows  # attribute MAP ranks within the query set (ASEN / RPF protocol)
         metrics.update(attribute_map(vectors[rows], [items[r].metadata for r in rows], cfg.attributes))
     return metrics, context
 
 
-def _drop(ranking: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """Remove each query's own gallery position from its ranking (for ANN recall)."""
-    own = ranking == exclude[:, None]
-    out = np.take_along_axis(ranking, np.argsort(own, axis=1, kind="stable"), axis=1)
-    out[np.sort(own, axis=1)] = -1
-    return out
+def _searcher(collection: CollectionStore, items: list[Item], query_vectors: np.ndarray, query_colours: np.ndarray,
+              q_rows: np.ndarray, g_rows: np.ndarray, cfg: EvalConfig
+              ) -> Callable[[str, int], tuple[np.ndarray, np.ndarray]]:
+    """Rank the queries through the store's own search (its exact scan, its ANN index or one built
+    from ``spec``), the gallery as its allowed items and each query left out of its own results:
+    (scores, gallery positions), Q x depth, -inf / -1 padded."""
+    vids = np.array([it.vid for it in items], np.int64)
+    position = dict(zip(vids[g_rows].tolist(), range(len(g_rows))))
+    within = vids[g_rows] if len(g_rows) < len(items) else None
+    exclude = [(v,) for v in vids[q_rows].tolist()]
 
+    def search(spec: str, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        found, scores, _ = collection.search_batch(
+            query_vectors, depth, within=within, exclude=exclude, colours=query_colours,
+            colour_weight=cfg.colour_weight, index=spec)
+        ranking = np.fromiter((position.get(v, -1) for v in found.ravel().tolist()), np.int64, found.size)
+        return scores, ranking.reshape(found.shape)
 
-def _index_ranking(spec: str, queries: np.ndarray, gallery: np.ndarray, depth: int) -> np.ndarray:
-    index = make_index(spec, gallery.shape[1])
-    index.add(np.arange(len(gallery), dtype=np.int64), np.ascontiguousarray(gallery))
-    _, ids = index.search(np.ascontiguousarray(queries), depth)
-    return ids.astype(np.int64)
+    return search
 
 
 def example_grids(context: dict[str, Any], out_dir: Path, *, n: int = 3, k: int = 10) -> list[tuple[str, Path]]:

@@ -36,9 +36,10 @@ from vestis.locks import RankedLock
 from vestis.index import make_index
 from vestis.index.auto import EXACT_SPEC, concrete_spec, describe_choice, is_auto
 from vestis.index.base import VectorIndex
-from vestis.index.vectors import VectorStore, top_k
+from vestis.index.vectors import VectorStore
 from vestis.store.ann import IndexFiles, active_spec, auto_choice
 from vestis.store.db import DB_NAME, Item, ItemDB, NewItem, check_item_vectors
+from vestis.store.nearest import nearest
 from vestis.store.reindex_stage import PREVIOUS, EncoderSettings, LocalStage, ReindexStage
 from vestis.store.settings import StoreSettings, new_settings
 from vestis.store.table import SyncedTable
@@ -46,11 +47,6 @@ from vestis.store.table import SyncedTable
 __all__ = ["DB_NAME", "Collection", "Item", "NewItem"]
 
 LOCK_NAME = ".derived.lock"  # held while derived files (vector cache, index) are written
-ANN_RERANK_FACTOR = 10  # ANN candidates fetched per wanted result when fusing colour
-# A filter that keeps this share of the items or more is searched through the ANN index (its rows
-# gathered for an exact scan would cost more than the index); FILTER_OVERFETCH x the candidates the
-# share needs are fetched, so that enough of them pass.
-MIN_ANN_FILTER_SHARE, FILTER_OVERFETCH = 0.1, 2.0
 
 
 class Collection(StoreSettings):
@@ -350,54 +346,39 @@ class Collection(StoreSettings):
                        exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0
                        ) -> tuple[np.ndarray, np.ndarray, int]:
         """The ``want`` best (vids, scores) by cosine similarity to ``vector`` (plus ``colour_weight``
-        times the colour similarity), and how many items were eligible: through the ANN index when
-        the collection keeps one (a filter that keeps at least MIN_ANN_FILTER_SHARE of the items
-        takes FILTER_OVERFETCH times the candidates its share needs from it, and scans when too
-        few pass), else by an exact scan of the table (only the allowed rows when filtered)."""
-        exclude = np.array(exclude, np.int64)
+        times the colour similarity), and how many items were eligible: :meth:`search_batch` of one."""
+        vids, scores, eligible = self.search_batch(
+            np.asarray(vector, np.float32)[None, :], want, filters=filters, exclude=[exclude],
+            colours=None if colour is None else np.asarray(colour, np.float32)[None, :], colour_weight=colour_weight)
+        found = vids[0] >= 0
+        return vids[0][found], scores[0][found], int(eligible[0])
+
+    def search_batch(self, vectors: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                     within: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
+                     colours: np.ndarray | None = None, colour_weight: float = 0.0, index: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``want`` best vids and scores of each query (Q x want, padded with -1 / -inf) and how
+        many items each could get, by :func:`vestis.store.nearest.nearest` over the vector table:
+        only items matching ``filters`` and among the ``within`` vids, never a query's ``exclude``
+        vids. ``index``: None or the active spec, the collection's ANN index (an exact scan for the
+        exact spec); ``exact``, an exact scan; another spec, an index of it built from the table as
+        ``vestis index --index SPEC`` builds one (for this call only, nothing saved)."""
         with self._lock:
             table = self.table()
             allowed = self.filter_vids(filters) if filters else None
-            share = len(allowed) / max(1, len(table)) if allowed is not None else 1.0
-            if not self.uses_ann or share < MIN_ANN_FILTER_SHARE:  # a narrow filter's few rows: scanned exactly
-                return self._scan(table, vector, want, allowed, exclude, colour, colour_weight)
-            fetch = want + len(exclude)
-            if colour_weight:
-                fetch = max(fetch * ANN_RERANK_FACTOR, 200)
-            fetch = int(np.ceil(fetch * FILTER_OVERFETCH / share)) if allowed is not None else fetch
-            index = self.index()
-            scores, vids = index.search(vector[None, :].astype(np.float32), min(fetch, max(len(index), 1)))
-            scores, vids = scores[0], vids[0]
-            keep = (vids >= 0) & ~np.isin(vids, exclude)
-            if allowed is not None:
-                keep &= np.isin(vids, allowed)
-                if keep.sum() < want and keep.sum() < len(allowed) - len(exclude):  # too few passed: scan
-                    return self._scan(table, vector, want, allowed, exclude, colour, colour_weight)
-            scores, vids = scores[keep], vids[keep]
-            if colour_weight and len(vids):  # re-scored exactly with the colour term, from the table
-                rows = table.rows_of(vids)
-                scores = (table.take(rows) @ vector) + colour_weight * (table.extra[rows] @ colour)
-                order = top_k(scores, want)
-                scores, vids = scores[order], vids[order]
-            eligible = len(allowed) if allowed is not None else len(table)
-            return vids[:want], scores[:want], eligible - len(exclude)
-
-    def _scan(self, table: VectorStore, vector: np.ndarray, want: int, allowed: np.ndarray | None,
-              exclude: np.ndarray, colour: np.ndarray | None, colour_weight: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """Exact scores of every row, or of the ``allowed`` vids' rows only."""
-        all_vids, vectors, colours = table.view
-        if allowed is not None:
-            rows = table.rows_of(allowed[np.isin(allowed, all_vids)]) if len(allowed) else np.zeros(0, np.int64)
-            vids, scores, colours = all_vids[rows], table.take(rows) @ vector, colours[rows]
-        else:  # one pass over the table, which may stream from its file: nothing is gathered first
-            vids, scores = all_vids, vectors @ vector
-        if colour_weight:
-            scores = scores + colour_weight * (colours @ colour)
-        if len(exclude):
-            keep = ~np.isin(vids, exclude)
-            vids, scores = vids[keep], scores[keep]
-        order = top_k(scores, want)
-        return vids[order], scores[order], len(vids)
+            if within is not None:
+                allowed = np.asarray(within, np.int64) if allowed is None else np.intersect1d(allowed, within)
+            spec = self.active_index_spec if index is None else concrete_spec(index, len(table), self.dim)
+            if spec == EXACT_SPEC:
+                ann = None
+            elif spec == self.active_index_spec:
+                ann = self.index()
+            else:
+                make_index(spec, self.dim)  # a bad spec is refused before the build
+                assert self._table is not None
+                ann = self._index_files.load(spec, self._table, self.db)
+            return nearest(table, vectors, want, ann=ann, allowed=allowed, exclude=exclude, colours=colours,
+                           colour_weight=colour_weight)
 
     def set_index_spec(self, spec: str) -> None:
         """Switch to another index backend (rebuilt now from the stored vectors)."""

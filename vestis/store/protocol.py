@@ -3,7 +3,10 @@
 Two stores follow it: the local :class:`~vestis.store.collection.Collection` (SQLite, vector
 cache, FAISS) and :class:`~vestis.store.milvus.MilvusCollection`. Each ranks its own vectors
 (``search_vectors``: the local one in memory through its table and ANN index, Milvus on its
-server), so a searcher never asks which store it has.
+server), so a searcher never asks which store it has. ``search_batch`` ranks many queries at once
+(``vestis eval``): ``within`` restricts them to some items, ``exclude`` leaves out vids per query,
+and ``index`` picks the ranking (None: the collection's own; ``exact``; another spec, built for the
+call where the store can).
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ class CollectionStore(Protocol):
     def search_vectors(self, vector: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
                        exclude: Sequence[int] = (), colour: np.ndarray | None = None,
                        colour_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]: ...
+    def search_batch(self, vectors: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                     within: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
+                     colours: np.ndarray | None = None, colour_weight: float = 0.0,
+                     index: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
     def persist(self) -> None: ...
     def refresh(self) -> None: ...
     def stage_reindex(self, target: EncoderSettings, *, from_previous: bool = False) -> ReindexStage: ...

@@ -23,21 +23,23 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import NotFoundError, VestisError
-from vestis.index.auto import exact_limit, is_auto
+from vestis.index.auto import EXACT_SPEC, exact_limit, is_auto
 from vestis.index.vectors import VectorStore
 from vestis.locks import RankedLock
 from vestis.store.db import Item, NewItem, check_item_vectors
 from vestis.store.location import Location, parse_location
 from vestis.store.milvus.connection import QUERY_CONSISTENCY, MilvusConnection
-from vestis.store.milvus.expressions import filter_expression
+from vestis.store.milvus.expressions import filter_expression, vids_in
 from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
 from vestis.store.milvus.layout import (ITEM_FIELDS, MAX_ID, MAX_SOURCE, ONE, Settings, auto_index, build_params,
                                         create_layout, new_generation, parse_index_spec, search_params)
 from vestis.store.reindex_stage import EncoderSettings, ReindexStage
+from vestis.store.nearest import excluded, nearest
 from vestis.store.settings import StoreSettings, new_settings
 
 COLOUR_FETCH = 10  # deep candidates per wanted result re-scored when colour is fused in
+SEARCH_BATCH = 256  # queries per search request
 
 
 def _no_collection(location: Location) -> VestisError:
@@ -247,7 +249,10 @@ class MilvusCollection(StoreSettings):
 
     def filter_vids(self, filters: dict[str, Sequence[str]]) -> np.ndarray:
         """vids whose metadata matches every filter (evaluated by Milvus)."""
-        expr = self.expression(filters)
+        return self.filter_expr_vids(self.expression(filters))
+
+    def filter_expr_vids(self, expr: str | None) -> np.ndarray:
+        """vids of the items matching the Milvus expression ``expr`` (none for None), sorted."""
         vids = [] if expr is None else [int(r["vid"]) for r in self.rows.scan(["vid"], expr)]
         return np.array(sorted(vids), np.int64)
 
@@ -259,22 +264,60 @@ class MilvusCollection(StoreSettings):
                        exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0,
                        ) -> tuple[np.ndarray, np.ndarray, int]:
         """The ``want`` best items by inner product with ``vector`` (plus ``colour_weight`` x colour
-        similarity, re-scored over the deep search's best candidates, as the local ANN path does),
-        filtered in Milvus. Returns (vids, scores, number of eligible items)."""
-        expr = self.expression(filters, exclude)
+        similarity), filtered in Milvus: :meth:`search_batch` of one. Returns (vids, scores, number
+        of eligible items)."""
+        vids, scores, eligible = self.search_batch(
+            np.asarray(vector, np.float32)[None, :], want, filters=filters, exclude=[exclude],
+            colours=None if colour is None else np.asarray(colour, np.float32)[None, :], colour_weight=colour_weight)
+        found = vids[0] >= 0
+        return vids[0][found], scores[0][found], int(eligible[0])
+
+    def search_batch(self, vectors: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                     within: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
+                     colours: np.ndarray | None = None, colour_weight: float = 0.0, index: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``want`` best vids and scores of each query (Q x want, padded with -1 / -inf) and how
+        many items each could get: ranked by Milvus with the collection's index, ``SEARCH_BATCH``
+        queries a request (colour re-scored over the deep search's best candidates, as the local
+        ANN path does). ``index="exact"`` on a collection indexed otherwise ranks its vectors here,
+        by the local store's exact scan; a Milvus index of another spec is built by ``vestis index
+        --index SPEC``, not for one call."""
+        if index not in (None, EXACT_SPEC, self.active_index_spec):
+            raise VestisError(f"{self.location} is ranked by its own Milvus index ({self.active_index_spec}) or "
+                              f"exactly; build a {index} index with `vestis index --collection {self.location} "
+                              f"--index {index}`")
+        expr = self.expression(filters)
+        if within is not None and expr is not None:
+            expr = " and ".join(filter(None, [expr, vids_in(within)]))
+        if index == EXACT_SPEC and self.active_index_spec != EXACT_SPEC:
+            allowed = self.filter_expr_vids(expr) if (filters or within is not None) else None
+            return nearest(self.table(), vectors, want, allowed=allowed, exclude=exclude, colours=colours,
+                           colour_weight=colour_weight)
+        ex = excluded(exclude, len(vectors))
+        out_v, out_s = np.full((len(vectors), want), -1, np.int64), np.full((len(vectors), want), -np.inf, np.float32)
         if expr is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), 0
-        fetch = min(max(want * COLOUR_FETCH, 200) if colour_weight else want, SEARCH_LIMIT)
-        hits = self.rows.search(np.asarray(vector, np.float32).tolist(), fetch, expr, ["vid"],
-                                search_params(self.active_index_spec, fetch), colour=bool(colour_weight))
-        vids = np.array([int(h["entity"]["vid"]) for h in hits], np.int64)
-        scores = np.array([float(h["distance"]) for h in hits], np.float32)
-        if colour_weight and len(hits):
-            colours = np.asarray([h["entity"]["colour"] for h in hits], np.float32)
-            scores = scores + colour_weight * (colours @ np.asarray(colour, np.float32))
-            order = np.lexsort((np.arange(len(scores)), -scores))
-            vids, scores = vids[order], scores[order]
-        return vids[:want], scores[:want], self.rows.count(expr, QUERY_CONSISTENCY)
+            return out_v, out_s, np.zeros(len(vectors), np.int64)
+        fetch = want + ex.shape[1]
+        fetch = min(max(fetch * COLOUR_FETCH, 200) if colour_weight else fetch, SEARCH_LIMIT)
+        params = search_params(self.active_index_spec, fetch)
+        for q0 in range(0, len(vectors), SEARCH_BATCH):
+            batch = np.asarray(vectors[q0:q0 + SEARCH_BATCH], np.float32)
+            for qi, hits in enumerate(self.rows.search(batch.tolist(), fetch, expr, ["vid"], params,
+                                                       colour=bool(colour_weight)), start=q0):
+                vids = np.array([int(h["entity"]["vid"]) for h in hits], np.int64)
+                scores = np.array([float(h["distance"]) for h in hits], np.float32)
+                if colour_weight and len(hits):
+                    fused = np.asarray([h["entity"]["colour"] for h in hits], np.float32) @ colours[qi]
+                    scores = scores + colour_weight * fused
+                keep = ~np.isin(vids, ex[qi])
+                vids, scores = vids[keep], scores[keep]
+                order = np.lexsort((np.arange(len(scores)), -scores))[:want]
+                out_v[qi, :len(order)], out_s[qi, :len(order)] = vids[order], scores[order]
+        # the excluded vids that the filter lets through are not eligible
+        asked = np.unique(ex[ex >= 0])
+        passing = self.filter_expr_vids(" and ".join(filter(None, [expr, vids_in(asked)]))) if len(asked) else asked
+        eligible = self.rows.count(expr, QUERY_CONSISTENCY) - np.isin(ex, passing).sum(axis=1)
+        return out_v, out_s, eligible
 
     # ----------------------------------------------------------------- writing
     def _vids_of(self, ids: Sequence[str]) -> list[int]:

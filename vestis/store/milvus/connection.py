@@ -176,13 +176,13 @@ class MilvusConnection:
                          consistency_level=consistency)
         return int(rows[0]["count(*)"])
 
-    def search(self, name: str, vector: Any, limit: int, expr: str, fields: list[str],
-               params: dict[str, Any], what: str = "search") -> list[dict[str, Any]]:
-        """The ``limit`` best rows of ``name`` by ``params``'s metric with ``vector``, filtered by
-        ``expr`` (at the query path's consistency)."""
-        return self.call(what, self.client.search, name, data=[vector], anns_field="vector", limit=limit,
-                         filter=expr, output_fields=fields, search_params=params,
-                         consistency_level=QUERY_CONSISTENCY)[0]
+    def search(self, name: str, vectors: list[Any], limit: int, expr: str, fields: list[str],
+               params: dict[str, Any], what: str = "search") -> list[list[dict[str, Any]]]:
+        """For each of ``vectors``, the ``limit`` best rows of ``name`` by ``params``'s metric,
+        filtered by ``expr`` (at the query path's consistency)."""
+        return list(self.call(what, self.client.search, name, data=vectors, anns_field="vector", limit=limit,
+                              filter=expr, output_fields=fields, search_params=params,
+                              consistency_level=QUERY_CONSISTENCY))
 
     def create(self, name: str, fields: list[tuple[str, str, dict[str, Any]]], vectors: dict[str, int],
                what: str, metric: str = "IP") -> None:

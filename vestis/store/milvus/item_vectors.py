@@ -212,8 +212,8 @@ class MilvusItemVectors:
         expr = self.collection.expression(filters, exclude)
         if expr is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), 0
-        hits = self.db.search(self.name, np.asarray(query, np.float32).tolist(), min(want, SEARCH_LIMIT), expr,
-                              ["vid"], {"metric_type": "IP", "params": {}}, f"search {self.KIND} vectors")
+        hits = self.db.search(self.name, [np.asarray(query, np.float32).tolist()], min(want, SEARCH_LIMIT), expr,
+                              ["vid"], {"metric_type": "IP", "params": {}}, f"search {self.KIND} vectors")[0]
         return (np.array([int(h["entity"]["vid"]) for h in hits], np.int64),
                 np.array([float(h["distance"]) for h in hits], np.float32),
                 self.db.count(self.name, expr, QUERY_CONSISTENCY))

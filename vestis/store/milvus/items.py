@@ -95,13 +95,13 @@ class ItemRows:
         for row in rows:
             yield self._add_colours([row], colours)[0]
 
-    def search(self, vector: list[float], limit: int, expr: str, fields: Sequence[str], params: dict[str, Any],
-               colour: bool = False) -> list[dict[str, Any]]:
-        """The ``limit`` best hits by ``params``'s metric (each with ``distance`` and its ``entity``:
-        ``fields``, and the colour if asked)."""
-        hits = self.db.search(self.name, vector, limit, expr, self._fields(["id", *fields], colour), params)
+    def search(self, vectors: list[list[float]], limit: int, expr: str, fields: Sequence[str],
+               params: dict[str, Any], colour: bool = False) -> list[list[dict[str, Any]]]:
+        """For each of ``vectors``, the ``limit`` best hits by ``params``'s metric (each with
+        ``distance`` and its ``entity``: ``fields``, and the colour if asked)."""
+        hits = self.db.search(self.name, vectors, limit, expr, self._fields(["id", *fields], colour), params)
         if colour:
-            self._add_colours([h["entity"] for h in hits])
+            self._add_colours([h["entity"] for one in hits for h in one])
         return hits
 
     def write(self, rows: list[dict[str, Any]], what: str = "write items") -> None:
