@@ -4,6 +4,7 @@ reader that stayed open sees, resuming, items that arrive meanwhile, rollback an
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 
 import numpy as np
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from tests.conftest import write_catalogue
 from vestis.cli import app
 from vestis.data import open_catalogue
-from vestis.encoders import get_encoder
+from vestis.encoders import builtin_model_path, get_encoder
 from vestis.errors import VestisError
 from vestis.search.engine import Engine
 from vestis.store.collection import Collection
@@ -177,6 +178,15 @@ def test_cli_reindex(shop, tmp_path, old_encoder):
     assert json.loads(result.stdout)["embedded"] == 0
     with Collection.open(tmp_path / "c") as c:
         assert c.encoder_name == "efficientnet-lite0"
+    # a model from `vestis train`: its run folder holds model.onnx
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(builtin_model_path("efficientnet-lite0-int8"), run / "model.onnx")
+    result = runner.invoke(app, ["reindex", "--collection", str(tmp_path / "c"), "--model", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "switched" in result.output
+    with Collection.open(tmp_path / "c") as c:
+        assert c.encoder_source == str((run / "model.onnx").resolve()) and c.encoder_name == "model"
 
 
 def test_milvus_collections_say_they_are_not_reindexed(tmp_path):
