@@ -47,6 +47,9 @@ def index_cmd(
     duplicate_threshold: Annotated[float | None, typer.Option(
         help="With --skip-duplicates: the similarity from which an image is a duplicate (default: as `vestis "
         "duplicates`).")] = None,
+    synonyms: Annotated[Path | None, typer.Option(
+        "--synonyms", help="The catalogue's own synonyms for word search (Solr format: 'tee, tshirt' or "
+        "'kicks => sneakers'), added to the shipped vocabulary and stored with the collection.")] = None,
 ) -> None:
     """Build or update a collection from a catalogue: embeds only new or changed images.
 
@@ -62,6 +65,10 @@ def index_cmd(
     from vestis.store.ingest import open_or_create
     from vestis.store.location import parse_location
 
+    from vestis.data.vocabulary import Vocabulary, read_entries, shipped_entries
+
+    if synonyms is not None:  # checked before anything is written: a bad file leaves the collection as it was
+        Vocabulary.from_entries(shipped_entries(), read_entries(synonyms))
     options = {"limit": limit} if limit else {}
     if metadata is not None:
         options["metadata"] = metadata
@@ -87,6 +94,10 @@ def index_cmd(
                                                      skip_duplicates=(duplicate_threshold or DEFAULT_THRESHOLD)
                                                      if skip_duplicates else None)
             total = len(engine.collection)
+            if synonyms is not None:
+                from vestis.store.keyword_index import save_synonyms
+
+                save_synonyms(engine.collection, synonyms)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
         if crop or whole:

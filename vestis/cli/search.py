@@ -80,6 +80,7 @@ def search_cmd(
     if as_json:
         print(json.dumps({**response.as_dict(),
                           **({"understood": [m.as_dict() for m in understood.matches]} if understood else {}),
+                          **({"rewritten": understood.rewrite.as_dict()} if understood and understood.rewrite else {}),
                           **({"regions": [r.as_dict() for r in outcome.regions]}
                              if outcome.regions is not None else {})}, indent=2, ensure_ascii=False))
         return

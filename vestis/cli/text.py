@@ -39,19 +39,36 @@ def text_build_cmd(
                   f"collection holds {total} items")
 
 
+@text_app.command("synonyms")
+def text_synonyms_cmd(
+    file: Annotated[Path, typer.Argument(help="Synonyms, Solr format: 'tee, tshirt' (two-way, the first is the "
+                                         "catalogue's word) or 'kicks => sneakers' (one-way); # for notes.")],
+    collection: CollectionOpt,
+) -> None:
+    """Store the catalogue's own synonyms with the collection (added to the shipped vocabulary; a word on
+    the left of one of its entries replaces the shipped entries of that word). Checked whole first."""
+    from vestis.store.factory import open_collection
+    from vestis.store.keyword_index import save_synonyms
+
+    with open_collection(collection) as coll:
+        done = save_synonyms(coll, file)
+    console.print(f"[green]stored[/] {done['entries']} synonym entries with {collection}")
+
+
 @text_app.command("info")
 def text_info_cmd(
     collection: CollectionOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """The joint text-image model of a collection and how many items it has embedded."""
+    """The joint text-image model of a collection, how many items it has embedded, and its vocabulary."""
     from vestis.store.factory import open_collection, open_joint
+    from vestis.store.keyword_index import vocabulary_info
 
     with open_collection(collection) as coll:
         index = open_joint(coll)
         if index is None:
             fail(f"{collection} has no joint text-image model (add one with `vestis text build`)")
-        info = index.info()
+        info = {**index.info(), **vocabulary_info(coll)}
     if as_json:
         print(json.dumps(info, indent=2))
         return

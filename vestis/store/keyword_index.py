@@ -82,6 +82,13 @@ def collection_vocabulary(collection: Collection) -> Vocabulary:
     return Vocabulary.from_entries(shipped_entries(), read_entries(own) if own.exists() else ())
 
 
+def vocabulary_info(collection: Collection) -> dict[str, Any]:
+    """What the collection's word search rewrites with, for ``vestis text info``."""
+    own = collection.path / SYNONYMS
+    return {"vocabulary (shipped entries)": len(shipped_entries()),
+            "vocabulary (the collection's own entries)": len(read_entries(own)) if own.exists() else 0}
+
+
 class KeywordIndex:
     """BM25 over a collection's items (see the module docstring). Thread-safe, in the lock order of
     :mod:`vestis.locks`: the collection is read (and the index rebuilt) under the collection's lock,
@@ -97,6 +104,7 @@ class KeywordIndex:
         # (synonyms file stamp, generation, vocabulary, speller): replaced whole when either moved
         self._rewriter: tuple[Any, int, Vocabulary, Speller] | None = None
         self._rewrites: OrderedDict[str, Rewrite] = OrderedDict()
+        self.rewriting = True  # False: the words are searched as typed (to measure what rewriting adds)
 
     def _tokenize(self, texts: list[str], ids: bool) -> Any:
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, return_ids=ids, show_progress=False)
@@ -149,6 +157,8 @@ class KeywordIndex:
     def rewrite(self, text: str) -> Rewrite:
         """``text`` with its spelling corrected and its shop words expanded (see the module
         docstring); the collection's synonyms are read again when their file changed."""
+        if not self.rewriting:
+            return Rewrite(text, text, text, text)
         generation = self._current()[0]
         own = self.collection.path / SYNONYMS
         try:
