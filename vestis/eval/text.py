@@ -132,7 +132,7 @@ def _queries(searcher: TextSearcher, texts: list[str], mode: str, reading: Readi
     """Text queries of one mode, the texts embedded in one batch; hybrid ones read with ``reading``."""
     if mode == "keyword":
         return [TextQuery(t) for t in texts]
-    vectors = searcher.model.embed_text(texts)
+    vectors = searcher.model.embed_text([searcher.keywords.rewrite(t).canonical for t in texts])
     if mode != "hybrid":
         return [TextQuery(None, v) for v in vectors]
     return [TextQuery(t, v, labels=searcher.understand(t, *reading) if reading != NO_READING else Understanding())
@@ -312,7 +312,7 @@ def latency(searcher: TextSearcher, texts: list[str], fusion: Fusion, reading: R
     searcher.ranking(TextQuery(texts[0], searcher.model.embed_text(texts[0])[0]), 10)  # warm caches
     for text in texts:
         t0 = time.perf_counter()
-        vector = searcher.model.embed_text(text)[0]
+        vector = searcher.embed_text(text)  # the words rewritten, then embedded
         t1 = time.perf_counter()
         labels = searcher.understand(text, *reading) if reading != NO_READING else Understanding()
         t2 = time.perf_counter()
