@@ -21,7 +21,7 @@ from vestis import __version__
 from vestis.api.errors import status_of
 from vestis.api.limits import BodyLimitMiddleware
 from vestis.api.metrics import Metrics, MetricsMiddleware
-from vestis.api.routes import items, meta, reindex, search
+from vestis.api.routes import items, meta, reindex, search, synonyms
 from vestis.api.service import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, Service
 from vestis.encoders.base import ImageEncoder
 from vestis.errors import VestisError
@@ -112,6 +112,7 @@ def create_app(
     app.include_router(items.router)
     app.include_router(meta.router)
     app.include_router(reindex.router)
+    app.include_router(synonyms.router)
     app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
     app.mount(meta.DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     return app

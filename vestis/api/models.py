@@ -207,6 +207,12 @@ class Deleted(BaseModel):
     removed: bool
 
 
+class Synonyms(BaseModel):
+    text: str = Field(description="The collection's own synonyms file, as stored (empty: the shipped vocabulary "
+                      "only).")
+    entries: int = Field(description="Its entries.")
+
+
 class ColumnValue(BaseModel):
     value: str
     count: int

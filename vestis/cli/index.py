@@ -65,10 +65,11 @@ def index_cmd(
     from vestis.store.ingest import open_or_create
     from vestis.store.location import parse_location
 
-    from vestis.data.vocabulary import Vocabulary, read_entries, shipped_entries
+    from vestis.data.vocabulary import Vocabulary, parse, read_synonyms, shipped_entries
 
-    if synonyms is not None:  # checked before anything is written: a bad file leaves the collection as it was
-        Vocabulary.from_entries(shipped_entries(), read_entries(synonyms))
+    own_synonyms = read_synonyms(synonyms) if synonyms is not None else None
+    if own_synonyms is not None:  # checked before anything is written: a bad file leaves the collection as it was
+        Vocabulary.from_entries(shipped_entries(), parse(own_synonyms, synonyms.name))
     options = {"limit": limit} if limit else {}
     if metadata is not None:
         options["metadata"] = metadata
@@ -94,10 +95,10 @@ def index_cmd(
                                                      skip_duplicates=(duplicate_threshold or DEFAULT_THRESHOLD)
                                                      if skip_duplicates else None)
             total = len(engine.collection)
-            if synonyms is not None:
+            if own_synonyms is not None:
                 from vestis.store.keyword_index import save_synonyms
 
-                save_synonyms(engine.collection, synonyms)
+                save_synonyms(engine.collection, own_synonyms, synonyms.name)
     if as_json:
         extra = {"attributes": attributes.as_dict()} if attributes else {}
         if crop or whole:

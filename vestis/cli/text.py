@@ -47,11 +47,13 @@ def text_synonyms_cmd(
 ) -> None:
     """Store the catalogue's own synonyms with the collection (added to the shipped vocabulary; a word on
     the left of one of its entries replaces the shipped entries of that word). Checked whole first."""
+    from vestis.data.vocabulary import read_synonyms
     from vestis.store.factory import open_collection
     from vestis.store.keyword_index import save_synonyms
 
+    data = read_synonyms(file)
     with open_collection(collection) as coll:
-        done = save_synonyms(coll, file)
+        done = save_synonyms(coll, data, file.name)
     console.print(f"[green]stored[/] {done['entries']} synonym entries with {collection}")
 
 

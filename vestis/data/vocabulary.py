@@ -109,16 +109,19 @@ def parse(data: bytes, name: str) -> list[Entry]:
     return entries
 
 
-def read_entries(path: Path) -> list[Entry]:
-    """The entries of a synonyms file (a missing or unreadable file is a clear error too)."""
+def read_synonyms(path: Path) -> bytes:
+    """A synonyms file's bytes (a missing, unreadable or too large file is a clear error)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
+        if path.stat().st_size > MAX_BYTES:
             raise VocabularyError(f"{path}: larger than {MAX_BYTES:,} bytes")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise VocabularyError(f"cannot read the synonyms file {path}: {e.strerror or e}") from e
-    return parse(data, path.name)
+
+
+def read_entries(path: Path) -> list[Entry]:
+    """The entries of a synonyms file."""
+    return parse(read_synonyms(path), path.name)
 
 
 def shipped_entries() -> list[Entry]:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vestis.data.spelling import Speller
-from vestis.data.vocabulary import Rewrite, Vocabulary, read_entries, shipped_entries, tokens
+from vestis.data.vocabulary import Rewrite, Vocabulary, parse, read_entries, shipped_entries, tokens
 from vestis.lazy import lazy_import
 from vestis.locks import leaf_lock
 from vestis.store.atomic import atomic_write_bytes, fsync_tree
@@ -67,13 +67,20 @@ def item_document(metadata: Mapping[str, Any]) -> str:
     return " ".join(v for v in values if is_word_value(v))
 
 
-def save_synonyms(collection: Collection, source: Path) -> dict[str, int]:
-    """Store the synonyms file ``source`` with ``collection`` (replacing any it had), after checking
-    it whole with the shipped vocabulary: a bad file is refused and the collection left as it was."""
-    entries = read_entries(source)
+def save_synonyms(collection: Collection, data: bytes, name: str) -> dict[str, int]:
+    """Store a synonyms file's ``data`` (``name`` for messages) with ``collection``, replacing any it
+    had, after checking it whole with the shipped vocabulary: a bad file is refused and the
+    collection left as it was."""
+    entries = parse(data, name)
     Vocabulary.from_entries(shipped_entries(), entries)
-    atomic_write_bytes(collection.path / SYNONYMS, source.read_bytes())
+    atomic_write_bytes(collection.path / SYNONYMS, data)
     return {"entries": len(entries)}
+
+
+def own_synonyms(collection: Collection) -> str:
+    """The collection's own synonyms file, as stored ("" when it has none)."""
+    own = collection.path / SYNONYMS
+    return own.read_text(encoding="utf-8") if own.exists() else ""
 
 
 def collection_vocabulary(collection: Collection) -> Vocabulary:
