@@ -52,6 +52,30 @@ def test_index_backend_ranking_and_ann_recall(clustered):
     assert metrics["P@1"] == 1.0 and metrics["ann_recall@10"] > 0.9
 
 
+def test_eval_ranks_through_the_store_the_same_on_milvus_and_exactly_as_brute_force(clustered, tmp_path):
+    """`vestis eval` asks the store: a Milvus Lite copy of the collection scores the same, and the
+    ranking is the brute-force one with each query left out (colour fused, kNN from it)."""
+    pytest.importorskip("milvus_lite")
+    from vestis.eval.protocols import group_labels, leave_one_out
+    from vestis.store.factory import create_collection
+
+    cfg = EvalConfig(group=["size"], ks=[1, 5, 10], colour_weight=0.5, knn=3)
+    local, context = evaluate_collection(clustered, cfg)
+    with create_collection(f"milvus-lite:{tmp_path / 'm.db'}", encoder_name="e", encoder_version="e/1", dim=8,
+                           colour_dim=4) as milvus:
+        milvus.upsert([NewItem(it.id, it.source, it.hash, *clustered.vector_of(it.id), it.metadata)
+                       for it in clustered.iter_items()])
+        on_milvus = evaluate_collection(milvus, cfg)[0]
+    assert on_milvus.keys() == local.keys()
+    for key, value in local.items():
+        assert on_milvus[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    _, vectors, colours = clustered.table().view
+    fused = np.hstack([vectors, np.sqrt(0.5) * colours])
+    labels = group_labels([it.metadata for it in context["items"]], ["size"])
+    expected = leave_one_out(fused, labels, (1, 5, 10), include_queries_without_relevant=True)
+    assert {k: local[k] for k in expected} == pytest.approx(expected)
+
+
 def test_split_is_created_saved_and_reused(clustered):
     cfg = EvalConfig(group=["colour"], ks=[1], queries="test", gallery=["train", "val", "test"])
     metrics, _ = evaluate_collection(clustered, cfg)

@@ -154,6 +154,40 @@ def test_search_and_filters_match_exact_scoring(location):
 ATTRIBUTES, ATTR_DIM = ["colour", "kind"], 6
 
 
+def test_search_batch_matches_single_searches_and_exact_scoring(location):
+    """Many queries at once (what `vestis eval` asks): each row is what the single search gives and
+    what exact scoring gives, with its own item left out, within some items, colour fused."""
+    items = synthetic_items()
+    with new_collection(location) as coll:
+        vids = dict(zip([it.id for it in items], coll.upsert(items)))
+        coll.persist()
+        asked = items[:6]
+        queries = unit(np.stack([it.vector for it in asked]) + 0.2 * items[9].vector)
+        colours = np.stack([it.colour for it in asked])
+        exclude = [(vids[it.id],) for it in asked]
+        found, scores, eligible = coll.search_batch(queries, 7, exclude=exclude)
+        assert found.shape == scores.shape == (6, 7) and eligible.tolist() == [N - 1] * 6
+        by_vid = {v: i for i, v in vids.items()}
+        for q, it in enumerate(asked):
+            expected = exact_ranking(items, queries[q], lambda x, it=it: x.id != it.id)[:7]
+            assert [by_vid[v] for v in found[q]] == expected
+            single = coll.search_vectors(queries[q], 7, exclude=exclude[q])
+            assert single[0].tolist() == found[q].tolist() and single[2] == eligible[q]
+            np.testing.assert_allclose(single[1], scores[q], atol=1e-6)
+        # within some items (the gallery of a split), a filter on top, colour fused, ranked exactly
+        within = np.array([vids[f"i{k}"] for k in range(0, N, 2)], np.int64)
+        found, scores, eligible = coll.search_batch(queries, 20, within=within, filters={"year": ["2010"]},
+                                                    exclude=exclude, colours=colours, colour_weight=0.5,
+                                                    index="exact")
+        for q, it in enumerate(asked):
+            keep = lambda x, it=it: x.id != it.id and int(x.id[1:]) % 2 == 0  # noqa: E731 - even: year 2010
+            expected = exact_ranking(items, queries[q], keep, colours[q], 0.5)
+            assert [by_vid[v] for v in found[q] if v >= 0] == expected and eligible[q] == len(expected)
+            assert (found[q, len(expected):] == -1).all() and np.isneginf(scores[q, len(expected):]).all()
+        with pytest.raises(VestisError):
+            coll.search_batch(queries, 5, index="ivf:nlist=0")
+
+
 def test_attribute_search(location, tmp_path):
     items = synthetic_items()
     rng = np.random.default_rng(1)
