@@ -197,3 +197,18 @@ def test_milvus_collections_say_they_are_not_reindexed(tmp_path):
                              colour_dim=0, colour_version="", index_spec="exact")
     with pytest.raises(VestisError, match="Milvus"):
         coll.stage_reindex(EncoderSettings("f", "f/1", "f", 4))
+
+
+def test_items_embedded_before_the_switch_are_refused_after_it(shop, tmp_path, old_encoder, new_encoder):
+    from vestis.errors import EncoderMismatchError
+    from vestis.store.ingest import build_items
+
+    coll = build(shop, tmp_path / "c", old_encoder, "exact")
+    server = Collection.open(tmp_path / "c")  # a server's handle: it embedded an upload with the old encoder
+    late = [it for batch in build_items(old_encoder, list(open_catalogue(shop))[:1], {}, "uploads", progress=False)
+            for it in batch[0]]
+    late[0].id = "upload"
+    reindex(coll, new_encoder, batch_size=4, progress=False)
+    with pytest.raises(EncoderMismatchError):
+        server.upsert(late)  # written as the new encoder's, it would be searched against the new vectors
+    assert "upload" not in server and len(server) == 12

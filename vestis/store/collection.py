@@ -201,6 +201,7 @@ class Collection(StoreSettings):
         with self._lock:
             with self.db.write():
                 self._sync()
+                self._check_embedded_by(items)
                 gen = self.db.bump()
                 replaced = self.db.delete([it.id for it in items], gen)
                 vids = self.db.insert(items, gen, self.encoder_version)
@@ -208,6 +209,12 @@ class Collection(StoreSettings):
             self._apply_added(np.array(vids, np.int64), items)
             self._mark_synced(gen)
         return vids
+
+    def _check_embedded_by(self, items: Sequence[NewItem]) -> None:
+        """Refuse vectors of an encoder other than the collection's: items embedded just before
+        another process re-embedded the collection (``vestis reindex``) would be written as its."""
+        for version in {it.encoder_version for it in items} - {"", self.encoder_version}:
+            self.check_encoder(version)
 
     def update_stamps(self, stamps: Sequence[tuple[str, str]]) -> None:
         """Record new change stamps for items whose content did not change (no re-embedding)."""
@@ -267,22 +274,19 @@ class Collection(StoreSettings):
     def table(self) -> VectorStore:
         """All vectors (colours as the extra columns; the vectors may stay in their cache file), up
         to date with what any process committed."""
-        with self._lock:
-            with self.db.snapshot():
-                self._sync()  # a re-embedding by another process leaves no table: loaded below
+        with self._lock, self.db.snapshot():
+            self._sync()  # before the first load, and after a re-embedding by another process, no table
             if self._table is None:
                 self._table = SyncedTable(self.db, self.dim, self.colour_dim)
-                with self.db.snapshot():
-                    self._sync()
+                self._sync()
             return self._table.store
 
     def _sync(self) -> None:
         """Apply to the table and index what other processes committed since the table's generation
         (inside a snapshot or write transaction, so the generation matches the rows)."""
-        if self._table is None or self.db.generation() == self._table.synced:
-            return
-        if self.db.vectors_since() > self._table.synced:
+        if self.db.vectors_since() > int(self.settings.get("vectors_since", "0")):
             self._reload()
+        if self._table is None:
             return
         changes = self._table.pending()
         if changes is None:
@@ -305,10 +309,7 @@ class Collection(StoreSettings):
     def refresh(self) -> None:
         """Catch up now with what other processes committed (a re-embedding's new encoder included)."""
         with self._lock, self.db.snapshot():
-            if self._table is not None:
-                self._sync()
-            elif self.db.vectors_since() > int(self.settings.get("vectors_since", "0")):
-                self._reload()
+            self._sync()
 
     def stage_reindex(self, target: EncoderSettings, *, from_previous: bool = False) -> ReindexStage:
         """The staging area of a re-embedding into ``target`` (see vestis.store.reindex)."""

@@ -76,6 +76,7 @@ class NewItem:
     metadata: dict[str, Any] = field(default_factory=dict)
     stamp: str = ""
     catalogue: str = ""
+    encoder_version: str = ""  # the encoder that made ``vector``; when given, the store refuses another's
 
 
 @dataclass

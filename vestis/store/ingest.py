@@ -248,6 +248,7 @@ def build_items(
                     metadata=item.metadata,
                     stamp=item.stamp,
                     catalogue=catalogue_key,
+                    encoder_version=encoder.version,
                 )
             )
         yield fresh, same_content, failures, len(batch.reused)

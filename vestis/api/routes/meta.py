@@ -49,6 +49,7 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
 @router.get("/api/info", response_model=Info, summary="The collection, its metadata columns and limits")
 async def info(service: ServiceDep) -> Info:
     coll = service.collection
+    await service.run(coll.refresh)  # the encoder another process re-embedded it with (vestis reindex)
     columns = await service.run(service.metadata_columns)
     return Info(
         name=coll.path.name, items=await service.run(service.item_count), encoder=coll.encoder_name,
