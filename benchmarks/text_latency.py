@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.index.vectors import top_k
+from vestis.index.topk import top_k
 from vestis.search.results import Query
 from vestis.search.searcher import Searcher
 from vestis.search.text import CANDIDATES, TextQuery, TextSearcher

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from vestis.index.mapped import MappedRows
-from vestis.index.topk import top_k  # noqa: F401  (until the stores import it from vestis.index.topk)
 
 
 class VectorStore:

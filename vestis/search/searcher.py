@@ -10,6 +10,9 @@ deep-fashion-retrieval fusion ``-d(deep) - 0.1 d(colour)`` written as a similari
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+import numpy as np
 from PIL import Image
 
 from vestis.data.images import decode_image
@@ -68,16 +71,27 @@ class Searcher:
         timings: dict[str, float] | None = None,
     ) -> SearchResponse:
         check_options(k, offset, colour_weight, has_colour=bool(self.collection.colour_dim) and query.colour is not None)
-        timings = {} if timings is None else timings
-        want = k + offset
-        t0 = time.perf_counter()
         coll = self.collection
-        with coll.lock:
-            vids, scores, candidates = coll.search_vectors(query.vector, want, filters=filters, exclude=query.exclude,
-                                                           colour=query.colour, colour_weight=colour_weight)
-        t1 = time.perf_counter()
-        hits = hits_for(coll, vids[offset:want], scores[offset:want])
-        t2 = time.perf_counter()
-        timings["search"] = (t1 - t0) * 1000
-        timings["fetch_metadata"] = (t2 - t1) * 1000
-        return SearchResponse(hits, timings, candidates)
+
+        def rank(want: int) -> tuple[np.ndarray, np.ndarray, int]:
+            with coll.lock:
+                return coll.search_vectors(query.vector, want, filters=filters, exclude=query.exclude,
+                                           colour=query.colour, colour_weight=colour_weight)
+
+        return respond(coll, rank, k, offset, timings)
+
+
+def respond(collection: Collection, rank: Callable[[int], tuple[np.ndarray, np.ndarray, int]], k: int, offset: int,
+            timings: dict[str, float] | None) -> SearchResponse:
+    """What every searcher answers: ``rank(want)`` gives the ``want`` = k + offset best vids and
+    scores and how many items were eligible; the page after ``offset`` becomes hits with their
+    metadata, both steps timed (``search``, ``fetch_metadata``)."""
+    timings = {} if timings is None else timings
+    want = k + offset
+    t0 = time.perf_counter()
+    vids, scores, candidates = rank(want)
+    t1 = time.perf_counter()
+    hits = hits_for(collection, vids[offset:want], scores[offset:want])
+    timings["search"] = (t1 - t0) * 1000
+    timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
+    return SearchResponse(hits, timings, candidates)

@@ -27,13 +27,15 @@ import numpy as np
 from vestis.encoders.joint import JointModel
 from vestis.errors import VestisError
 from vestis.search.query import parse_weighted
-from vestis.index.vectors import top_k
-from vestis.search.results import SearchResponse, check_options, hits_for
+from vestis.index.topk import top_k
+from vestis.search.results import SearchResponse, check_options
+from vestis.search.searcher import respond
 from vestis.search.understand import LabelVocabulary, Understanding
 from vestis.store.collection import Collection
 from vestis.store.factory import open_joint
 from vestis.store.joint_index import JointIndex
 from vestis.store.keyword_index import KeywordIndex
+from vestis.store.nearest import nearest
 
 MODES = ("keyword", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
@@ -249,31 +251,15 @@ class TextSearcher:
     # ----------------------------------------------------------------- ranking
     def vector_ranking(self, vector: np.ndarray, want: int, allowed: np.ndarray | None = None,
                        exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given):
-        through the ANN index when the joint index keeps one and nothing is filtered, else exactly
-        (scoring only the allowed rows when they are few)."""
-        exclude = np.array(exclude, np.int64)
+        """The ``want`` items nearest ``vector`` in the joint space (only ``allowed`` vids when given),
+        by the searcher core (:func:`vestis.store.nearest.nearest`): through the ANN index when the
+        joint index keeps one and nothing is filtered, else exactly."""
         with self.index.lock:
             ann = self.index.ann() if allowed is None else None
-            if ann is not None:
-                scores, vids = ann.search(vector[None, :], want + len(exclude))
-                keep = (vids[0] >= 0) & ~np.isin(vids[0], exclude)
-                return vids[0][keep][:want], scores[0][keep][:want]
-            vids, vectors = self.index.vectors()
-            if allowed is not None and 4 * len(allowed) < len(vids):  # few rows: gather them, not scan all
-                rows = self.index.table().rows_of(allowed)
-                rows = rows[rows >= 0]
-                vids, scores = vids[rows], vectors[rows] @ vector
-            else:
-                vids, scores = vids.copy(), vectors @ vector
-                if allowed is not None:
-                    keep = np.isin(vids, allowed)
-                    vids, scores = vids[keep], scores[keep]
-        if len(exclude):
-            keep = ~np.isin(vids, exclude)
-            vids, scores = vids[keep], scores[keep]
-        order = top_k(scores, want)
-        return vids[order], scores[order]
+            vids, scores, _ = nearest(self.index.table(), vector[None, :], want, ann=ann, allowed=allowed,
+                                      exclude=[exclude])
+        found = vids[0] >= 0
+        return vids[0][found], scores[0][found]
 
     def keyword_ranking(self, text: str, want: int, allowed: np.ndarray | None = None,
                         exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -319,13 +305,10 @@ class TextSearcher:
         check_options(k, offset, 0.0, has_colour=False)
         timings = {} if timings is None else timings
         timings.update(query.timings)
-        want = k + offset
-        t0 = time.perf_counter()
-        allowed = self.collection.filter_vids(filters) if filters else None
-        vids, scores = self.ranking(query, want, allowed, fusion)
-        vids, scores = vids[offset:want], scores[offset:want]
-        t1 = time.perf_counter()
-        hits = hits_for(self.collection, vids, scores)
-        timings["search"] = (t1 - t0) * 1000
-        timings["fetch_metadata"] = (time.perf_counter() - t1) * 1000
-        return SearchResponse(hits, timings, len(allowed) if allowed is not None else len(self.collection))
+
+        def rank(want: int) -> tuple[np.ndarray, np.ndarray, int]:
+            allowed = self.collection.filter_vids(filters) if filters else None
+            vids, scores = self.ranking(query, want, allowed, fusion)
+            return vids, scores, len(allowed) if allowed is not None else len(self.collection)
+
+        return respond(self.collection, rank, k, offset, timings)

@@ -5,9 +5,9 @@ The local collection ranks its image vectors with it (``search_vectors`` and ``s
 hence every image search and ``vestis eval``), the text searcher its joint vectors, and a Milvus
 collection its exact evaluation. The rules:
 
-* without an ANN index, or with a filter keeping less than ``MIN_ANN_FILTER_SHARE`` of the items
-  (or any filter, when ``filtered_ann`` is False), the allowed rows are scored exactly
-  (:func:`vestis.index.topk.exact_search`);
+* without an ANN index, or with a filter keeping less than ``MIN_ANN_FILTER_SHARE`` of the items,
+  the allowed rows are scored exactly (:func:`vestis.index.topk.exact_search`: gathered when they
+  are under ``GATHER_SHARE`` of the table, else every row scored and the others masked);
 * otherwise the index is asked for ``want`` plus the left-out items (``ANN_RERANK_FACTOR`` times
   that, at least ``MIN_COLOUR_FETCH``, when fusing colour; ``FILTER_OVERFETCH`` divided by the
   filter's share more when filtered); candidates outside the filter or left out are dropped, a
@@ -35,6 +35,7 @@ MIN_COLOUR_FETCH = 200
 # gathered for an exact scan would cost more than the index); FILTER_OVERFETCH x the candidates the
 # share needs are fetched, so that enough of them pass.
 MIN_ANN_FILTER_SHARE, FILTER_OVERFETCH = 0.1, 2.0
+GATHER_SHARE = 0.25  # an exact scan gathers the allowed rows below this share, else masks the others
 
 Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]  # vids (Q, want), scores (Q, want), eligible (Q,)
 
@@ -50,34 +51,34 @@ def excluded(exclude: Sequence[Sequence[int]], n_queries: int) -> np.ndarray:
 
 def nearest(table: VectorStore, queries: np.ndarray, want: int, *, ann: VectorIndex | None = None,
             allowed: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
-            colours: np.ndarray | None = None, colour_weight: float = 0.0, filtered_ann: bool = True) -> Ranked:
+            colours: np.ndarray | None = None, colour_weight: float = 0.0) -> Ranked:
     """The ``want`` best vids and scores of each query (rows padded with -1 / -inf) and how many
     items each could get (the ``allowed`` vids only when given, less its ``exclude`` vids): see the
     module docstring for the rules."""
     queries = np.ascontiguousarray(queries, np.float32)
     ex = excluded(exclude, len(queries))
-    pool = member = None  # the allowed rows, and each table row's place among them (-1: not allowed)
+    ex_rows = table.rows_of(ex.ravel()).reshape(ex.shape)
+    pool = member = None  # the allowed rows, and whether each table row is one
     if allowed is not None:
         pool = table.rows_of(np.unique(allowed))
         pool = pool[pool >= 0]
-        member = np.full(table.n_rows, -1, np.int64)
-        member[pool] = np.arange(len(pool))
-    ex_rows = table.rows_of(ex.ravel()).reshape(ex.shape)
-    ex_pos = ex_rows if member is None else np.where(ex_rows >= 0, member[np.maximum(ex_rows, 0)], -1)
-    eligible = (len(table) if pool is None else len(pool)) - (ex_pos >= 0).sum(axis=1)
+        member = np.zeros(table.n_rows, bool)
+        member[pool] = True
+        ex_rows = np.where(member[np.maximum(ex_rows, 0)], ex_rows, -1)
+    eligible = (len(table) if pool is None else len(pool)) - (ex_rows >= 0).sum(axis=1)
     share = len(pool) / max(1, len(table)) if pool is not None else 1.0
-    if ann is None or (pool is not None and (not filtered_ann or share < MIN_ANN_FILTER_SHARE)):
-        return (*_scan(table, queries, want, pool, ex_pos, colours, colour_weight), eligible)
+    if ann is None or share < MIN_ANN_FILTER_SHARE:
+        return (*_scan(table, queries, want, pool, ex_rows, colours, colour_weight), eligible)
     fetch = want + ex.shape[1]
     if colour_weight:
         fetch = max(fetch * ANN_RERANK_FACTOR, MIN_COLOUR_FETCH)
     if pool is not None:
-        fetch = int(np.ceil(fetch * FILTER_OVERFETCH / max(share, 1e-9)))
+        fetch = int(np.ceil(fetch * FILTER_OVERFETCH / share))
     scores, vids = ann.search(queries, max(1, min(fetch, len(ann))))
     keep = (vids >= 0) & ~(vids[:, :, None] == ex[:, None, :]).any(axis=2)
     rows = table.rows_of(vids.ravel()).reshape(vids.shape) if (colour_weight or member is not None) else None
     if member is not None:
-        keep &= (rows >= 0) & (member[np.maximum(rows, 0)] >= 0)
+        keep &= (rows >= 0) & member[np.maximum(rows, 0)]
     if colour_weight:  # re-scored exactly with the colour term, from the table
         scores = _with_colour(table, queries, rows, colours, colour_weight)
     top_s, cols = topk(np.where(keep, scores, -np.inf).astype(np.float32, copy=False), want)
@@ -86,7 +87,7 @@ def nearest(table: VectorStore, queries: np.ndarray, want: int, *, ann: VectorIn
         passed = keep.sum(axis=1)
         short = np.flatnonzero((passed < want) & (passed < eligible))
         if len(short):
-            top_v[short], top_s[short] = _scan(table, queries[short], want, pool, ex_pos[short],
+            top_v[short], top_s[short] = _scan(table, queries[short], want, pool, ex_rows[short],
                                                None if colours is None else colours[short], colour_weight)
     return top_v, top_s, eligible
 
@@ -103,13 +104,21 @@ def _with_colour(table: VectorStore, queries: np.ndarray, rows: np.ndarray, colo
     return out
 
 
-def _scan(table: VectorStore, queries: np.ndarray, want: int, pool: np.ndarray | None, ex_pos: np.ndarray,
+def _scan(table: VectorStore, queries: np.ndarray, want: int, pool: np.ndarray | None, ex_rows: np.ndarray,
           colours: np.ndarray | None, colour_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of every row of the table, or of the ``pool`` rows only (gathered); ``ex_pos``:
-    the places of each query's excluded items among the scored rows."""
+    """Exact scores of the table's rows, or of the ``pool`` rows only: gathered when they are few
+    (under GATHER_SHARE of the table), else every row scored and the others masked (no copy);
+    ``ex_rows``: each query's excluded rows."""
     ids, vectors, extra = table.view
-    if pool is not None:
+    alive = None
+    if pool is not None and len(pool) < GATHER_SHARE * len(ids):
+        place = np.full(table.n_rows, -1, np.int64)
+        place[pool] = np.arange(len(pool))
+        ex_rows = np.where(ex_rows >= 0, place[np.maximum(ex_rows, 0)], -1)
         ids, vectors, extra = ids[pool], table.take(pool), extra[pool]
+    elif pool is not None:
+        alive = np.zeros(len(ids), bool)
+        alive[pool] = True
     fusion = (colour_weight * np.asarray(colours, np.float32), extra) if colour_weight else None
-    scores, cols = exact_search(queries, vectors, want, exclude=ex_pos, extra=fusion)
+    scores, cols = exact_search(queries, vectors, want, alive=alive, exclude=ex_rows, extra=fusion)
     return np.where(cols >= 0, ids[np.maximum(cols, 0)], -1), scores
