@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
-from vestis.index.backend import AUTO, Param, Params, StructuredIndex, format_params, parse_params
+from vestis.index.backend import AUTO, Param, Params, StructuredIndex, check_queries, format_params, parse_params
 from vestis.lazy import lazy_import
 
 faiss = lazy_import("faiss")  # imported on first use: exact-search collections never need it
@@ -249,6 +249,23 @@ class FaissIndex(StructuredIndex):
 
     def _candidates(self, queries: np.ndarray, k: int) -> np.ndarray:
         return self._index.search(np.asarray(queries), k)[1]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query against a structure that holds every row, none removed (a served collection's
+        usual state): the candidates re-scored and ranked in a few array operations, which gives
+        the very result of the general path (``StructuredIndex.search``: the same products, equal
+        scores in row order) at a fraction of its per-call work. Anything else takes that path."""
+        q = check_queries(queries, self.dim, k)
+        self.build()
+        st = self._store
+        if len(q) != 1 or not self._built or self._built != st.n_rows or self._dead_built:
+            return super().search(q, k)
+        rows = self._index.search(q, min(self._built, k * self._k_factor()))[1][0]
+        if len(rows) < k or rows[-1] < 0:  # fewer candidates than wanted: the general path completes them
+            return super().search(q, k)
+        scores = st.take(rows) @ q[0]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best][None], st.labels(rows[best][None])
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "factory": self._factory_used, "trainable": self.trainable}
