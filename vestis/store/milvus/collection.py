@@ -32,6 +32,7 @@ from vestis.store.milvus.connection import QUERY_CONSISTENCY, MilvusConnection
 from vestis.store.milvus.expressions import filter_expression, vids_in
 from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
+from vestis.store.milvus.search import search_rows
 from vestis.store.milvus.layout import (ITEM_FIELDS, MAX_ID, MAX_SOURCE, ONE, Settings, auto_index, build_params,
                                         create_layout, new_generation, parse_index_spec, search_params)
 from vestis.store.reindex_stage import EncoderSettings, ReindexStage
@@ -39,7 +40,6 @@ from vestis.store.nearest import excluded, nearest
 from vestis.store.settings import StoreSettings, new_settings
 
 COLOUR_FETCH = 10  # deep candidates per wanted result re-scored when colour is fused in
-SEARCH_BATCH = 256  # queries per search request
 
 
 def _no_collection(location: Location) -> VestisError:
@@ -277,9 +277,8 @@ class MilvusCollection(StoreSettings):
                      colours: np.ndarray | None = None, colour_weight: float = 0.0, index: str | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``want`` best vids and scores of each query (Q x want, padded with -1 / -inf) and how
-        many items each could get: ranked by Milvus with the collection's index, ``SEARCH_BATCH``
-        queries a request (colour re-scored over the deep search's best candidates, as the local
-        ANN path does). ``index="exact"`` on a collection indexed otherwise ranks its vectors here,
+        many items each could get: ranked by Milvus with the collection's index
+        (:func:`vestis.store.milvus.search.search_rows`). ``index="exact"`` on a collection indexed otherwise ranks its vectors here,
         by the local store's exact scan; a Milvus index of another spec is built by ``vestis index
         --index SPEC``, not for one call."""
         if index not in (None, EXACT_SPEC, self.active_index_spec):
@@ -294,25 +293,13 @@ class MilvusCollection(StoreSettings):
             return nearest(self.table(), vectors, want, allowed=allowed, exclude=exclude, colours=colours,
                            colour_weight=colour_weight)
         ex = excluded(exclude, len(vectors))
-        out_v, out_s = np.full((len(vectors), want), -1, np.int64), np.full((len(vectors), want), -np.inf, np.float32)
         if expr is None:
-            return out_v, out_s, np.zeros(len(vectors), np.int64)
+            return (np.full((len(vectors), want), -1, np.int64), np.full((len(vectors), want), -np.inf, np.float32),
+                    np.zeros(len(vectors), np.int64))
         fetch = want + ex.shape[1]
         fetch = min(max(fetch * COLOUR_FETCH, 200) if colour_weight else fetch, SEARCH_LIMIT)
-        params = search_params(self.active_index_spec, fetch)
-        for q0 in range(0, len(vectors), SEARCH_BATCH):
-            batch = np.asarray(vectors[q0:q0 + SEARCH_BATCH], np.float32)
-            for qi, hits in enumerate(self.rows.search(batch.tolist(), fetch, expr, ["vid"], params,
-                                                       colour=bool(colour_weight)), start=q0):
-                vids = np.array([int(h["entity"]["vid"]) for h in hits], np.int64)
-                scores = np.array([float(h["distance"]) for h in hits], np.float32)
-                if colour_weight and len(hits):
-                    fused = np.asarray([h["entity"]["colour"] for h in hits], np.float32) @ colours[qi]
-                    scores = scores + colour_weight * fused
-                keep = ~np.isin(vids, ex[qi])
-                vids, scores = vids[keep], scores[keep]
-                order = np.lexsort((np.arange(len(scores)), -scores))[:want]
-                out_v[qi, :len(order)], out_s[qi, :len(order)] = vids[order], scores[order]
+        out_v, out_s = search_rows(self.rows, vectors, want, fetch, expr, search_params(self.active_index_spec, fetch),
+                                   ex, colours, colour_weight)
         # the excluded vids that the filter lets through are not eligible
         asked = np.unique(ex[ex >= 0])
         passing = self.filter_expr_vids(" and ".join(filter(None, [expr, vids_in(asked)]))) if len(asked) else asked
