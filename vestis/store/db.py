@@ -289,6 +289,10 @@ class ItemDB:
         """All items in vid order."""
         yield from (self._item(r) for r in self.read(f"SELECT {self.ITEM_COLS} FROM items ORDER BY vid"))
 
+    def items_where(self, condition: str) -> list[Item]:
+        """The items matching an SQL condition on the items table, in vid order."""
+        return [self._item(r) for r in self.read(f"SELECT {self.ITEM_COLS} FROM items WHERE {condition} ORDER BY vid")]
+
     def page(self, offset: int, limit: int) -> list[Item]:
         """At most ``limit`` items after the first ``offset``, in vid order (the order they were added)."""
         rows = self.read(f"SELECT {self.ITEM_COLS} FROM items ORDER BY vid LIMIT ? OFFSET ?", (limit, offset))

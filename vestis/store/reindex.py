@@ -25,7 +25,7 @@ from vestis.encoders.pipeline import Transform, embed_items
 from vestis.errors import VestisError
 from vestis.store.guards import disk_full_errors, indexing_lock
 from vestis.store.protocol import CollectionStore
-from vestis.store.reindex_stage import EncoderSettings
+from vestis.store.reindex_stage import EncoderSettings, ReindexStage
 
 Progress = Callable[[int, int], None]
 MAX_ROUNDS = 20  # catch-up rounds for items added while embedding, before giving up (the staged ones are kept)
@@ -61,13 +61,14 @@ def reindex(collection: CollectionStore, encoder: ImageEncoder, *, keep_old: boo
     docstring). ``transform`` is the collection's crop (``vestis index --crop``); ``rollback``
     stages the vectors ``keep_old`` kept, so only items added since are embedded;
     ``on_progress(items with a new vector, items)`` is called after each batch."""
-    if encoder.version == collection.encoder_version:
-        raise ReindexError(f"{collection.location} is already embedded by {encoder.name!r} (version "
-                           f"{encoder.version}): nothing to re-embed")
-    report = ReindexReport(previous=collection.encoder_version, encoder=encoder.version, kept_old=keep_old)
     started = time.perf_counter()
     advice = "run the same command again: it resumes, and the collection keeps answering from its old vectors"
     with indexing_lock(collection.path, wait=False), disk_full_errors(collection.path, advice):
+        collection.refresh()
+        if encoder.version == collection.encoder_version:
+            raise ReindexError(f"{collection.location} is already embedded by {encoder.name!r} (version "
+                               f"{encoder.version}): nothing to re-embed")
+        report = ReindexReport(previous=collection.encoder_version, encoder=encoder.version, kept_old=keep_old)
         stage = collection.stage_reindex(EncoderSettings.of(encoder), from_previous=rollback)
         report.resumed = stage.staged()
         while not _embed_missing(stage, encoder, report, batch_size, progress and report.rounds == 0, transform,
@@ -98,7 +99,7 @@ def rollback(collection: CollectionStore, *, keep_old: bool = False, batch_size:
                    transform=transform, rollback=True, on_progress=on_progress)
 
 
-def _embed_missing(stage: Any, encoder: ImageEncoder, report: ReindexReport, batch_size: int, progress: bool,
+def _embed_missing(stage: ReindexStage, encoder: ImageEncoder, report: ReindexReport, batch_size: int, progress: bool,
                    transform: Transform | None, on_progress: Progress | None) -> bool:
     """Embed the items without a new vector into ``stage``; True when there were none (nothing to
     wait for before switching). Unreadable or changed images stop the run with their names."""

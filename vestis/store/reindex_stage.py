@@ -30,7 +30,6 @@ from vestis.store.db import Item, ItemDB
 
 STAGE, KEPT = "reindex_vectors", "previous_vectors"  # the tables of the new and the kept old vectors
 TARGET, PREVIOUS = "reindex_", "previous_"  # the prefixes of their encoders' settings
-_MISSING = f"FROM items WHERE vid NOT IN (SELECT vid FROM {STAGE})"
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,10 @@ class EncoderSettings:
     def as_settings(self, prefix: str = "") -> dict[str, str]:
         return {f"{prefix}encoder_name": self.name, f"{prefix}encoder_version": self.version,
                 f"{prefix}encoder_source": self.source, f"{prefix}dim": str(self.dim)}
+
+    @staticmethod
+    def keys(prefix: str = "") -> list[str]:
+        return [f"{prefix}{key}" for key in ("encoder_name", "encoder_version", "encoder_source", "dim")]
 
     @classmethod
     def from_settings(cls, settings: dict[str, str], prefix: str = "") -> EncoderSettings | None:
@@ -131,7 +134,7 @@ class LocalStage:
         return self.db.read(f"SELECT COUNT(*) FROM {STAGE}")[0][0]
 
     def missing(self) -> list[Item]:
-        return [ItemDB._item(r) for r in self.db.read(f"SELECT {ItemDB.ITEM_COLS} {_MISSING} ORDER BY vid")]
+        return self.db.items_where(f"vid NOT IN (SELECT vid FROM {STAGE})")
 
     def add(self, items: list[Item], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, np.float32)
@@ -147,7 +150,7 @@ class LocalStage:
     def switch(self, keep_old: bool) -> bool:
         conn = self.db.conn
         with self.collection.derived_files_lock(), self.db.write():
-            if conn.execute(f"SELECT COUNT(*) {_MISSING}").fetchone()[0]:
+            if conn.execute(f"SELECT 1 FROM items WHERE vid NOT IN (SELECT vid FROM {STAGE}) LIMIT 1").fetchone():
                 return False
             gen = self.db.bump()
             settings = self.db.settings()
@@ -158,12 +161,12 @@ class LocalStage:
                 assert old is not None
                 self.db.set_settings(old.as_settings(PREVIOUS))
             else:
-                self.db.drop_settings(list(EncoderSettings("", "", "", 0).as_settings(PREVIOUS)))
+                self.db.drop_settings(EncoderSettings.keys(PREVIOUS))
             gone = [r[0] for r in conn.execute(f"SELECT vid FROM {STAGE} WHERE vid NOT IN (SELECT vid FROM items)")]
             conn.execute(f"UPDATE items SET encoder_version=?, vector=(SELECT s.vector FROM {STAGE} s "
                          "WHERE s.vid=items.vid)", (self.target.version,))
             conn.execute(f"DELETE FROM {STAGE}")
-            self.db.drop_settings(list(self.target.as_settings(TARGET)))
+            self.db.drop_settings(EncoderSettings.keys(TARGET))
             new = {**self.target.as_settings(), "vectors_since": str(gen)}
             if is_auto(self.collection.index_spec):
                 new["index_auto_resolved"] = self.spec
