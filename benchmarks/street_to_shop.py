@@ -35,6 +35,8 @@ from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
 from vestis.encoders.regions import RegionFinder, RegionSettings
 from vestis.eval.metrics import change_interval, retrieval_metrics
+from vestis.search.parts import PartSplit, PartSplits
+from vestis.search.regions import region_scope
 from vestis.store.factory import open_collection
 
 K = 10
@@ -86,6 +88,28 @@ def search(queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray | None)
     return np.take_along_axis(top, order, 1)
 
 
+def split_search(queries: np.ndarray, vectors: np.ndarray, part_of: np.ndarray, split: PartSplit) -> np.ndarray:
+    """Top-K gallery rows per query as the region search ranks them (vestis.search.parts): each
+    part searched for its quota of the page, the hits ranked by score."""
+    out = np.empty((len(queries), K), np.int64)
+    main = np.isin(part_of, split.main)
+    for i, (query, scores) in enumerate(zip(queries, queries @ vectors.T, strict=True)):
+        rows = []
+        for part, quota in split.quotas(query, K).items():
+            allowed = main if part == "" else part_of == part
+            ranked = np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")[:quota]]
+            rows.extend(ranked.tolist())
+        out[i] = sorted(rows, key=lambda r: -scores[r])
+    return out
+
+
+def halves(n: int) -> np.ndarray:
+    """The validation half of the queries (seeded): the part split's thresholds were chosen on it."""
+    val = np.zeros(n, bool)
+    val[np.random.default_rng(0).permutation(n)[:n // 2]] = True
+    return val
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gallery", type=Path, required=True, help="Collection of the catalogue.")
@@ -106,6 +130,8 @@ def main() -> None:
     columns = {g for g, _ in label_map.values()} | {"subCategory"}
     gallery = {c: np.array([str(items[v].metadata.get(c, "")) for v in vids.tolist()]) for c in columns}
     encoder = get_encoder(collection.encoder_source)
+    splits = {name: PartSplits().get(collection, name, region_scope(name, {}, collection.metadata_columns()))
+              for name in {spec[0] for spec in MODES.values() if spec}}
 
     photos = [i for i in open_catalogue(args.queries) if "category" in i.metadata][:args.limit]
     metas = [p.metadata for p in photos]
@@ -113,6 +139,7 @@ def main() -> None:
     parts = {name: np.stack([np.isin(gallery["subCategory"], sorted(part(m["category"]))) for m in metas])
              for name, part in PARTS.items()}
     images = [decode_image(p.read(), source=p.source) for p in photos]
+    val = halves(len(photos))
 
     results: dict[str, dict] = {}
     per_query: dict[str, np.ndarray] = {}  # mode | part -> Q x K hits
@@ -126,8 +153,10 @@ def main() -> None:
             fallbacks += bool(finder) and not found
             queries.append(found[0].image if found else image)
         q = np.concatenate([encoder.embed_images(queries[i:i + 32]) for i in range(0, len(queries), 32)])
-        for part, allowed in {"all": None, **parts}.items():
-            top = search(q, vectors, allowed)
+        split = splits.get(spec[0]) if spec else None
+        for part, allowed in {"all": None, **parts, **({"part split": None} if split else {})}.items():
+            top = split_search(q, vectors, gallery[split.column], split) if part == "part split" else \
+                search(q, vectors, allowed)
             in_part = rel if allowed is None else rel & allowed
             hits = np.take_along_axis(in_part, top, 1)
             metrics = retrieval_metrics(hits, in_part.sum(1), [1, K])
@@ -135,6 +164,9 @@ def main() -> None:
                 "mode": mode, "gallery part": part, "region": spec[0] if spec else None,
                 "settings": spec[1].tag if spec else None, "whole-photo fallbacks": int(fallbacks),
                 "seconds": round(time.perf_counter() - started, 1),
+                **{f"{metric}@{K} {half}": round(float(value[rows].mean()), 4)
+                   for half, rows in (("val", val), ("test", ~val))
+                   for metric, value in (("P", hits.mean(1)), ("hit", hits.any(1)))},
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
             }
             per_query[f"{mode} | {part}"] = hits
@@ -149,8 +181,8 @@ def main() -> None:
     answerable = rel.sum(1) > 0
     baseline = per_query.get("whole | all")
     print(f"| mode | gallery part | P@{K} | P@{K} change over the whole photo [95 % interval] | hit@{K} | "
-          f"mAP@{K} | P@1 | fallbacks |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"mAP@{K} | P@1 | fallbacks | P@{K} / hit@{K} val half | test half |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         change = "–"
         if baseline is not None and key != "whole | all":
@@ -158,7 +190,8 @@ def main() -> None:
             r["P@10 change interval"] = [round(low, 4), round(high, 4)]
             change = f"{r[f'P@{K}'] / results['whole | all'][f'P@{K}'] - 1:+.0%} [{low:+.0%}, {high:+.0%}]"
         print(f"| {r['mode']} | {r['gallery part']} | {r[f'P@{K}']:.3f} | {change} | {r[f'R@{K}']:.3f} | "
-              f"{r[f'mAP@{K}']:.3f} | {r['P@1']:.3f} | {r['whole-photo fallbacks']} |")
+              f"{r[f'mAP@{K}']:.3f} | {r['P@1']:.3f} | {r['whole-photo fallbacks']} | "
+              f"{r[f'P@{K} val']:.3f} / {r[f'hit@{K} val']:.3f} | {r[f'P@{K} test']:.3f} / {r[f'hit@{K} test']:.3f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
         {"queries": str(args.queries), "gallery": str(args.gallery), "label_map": str(args.label_map),

@@ -38,6 +38,7 @@ from vestis.search.filters import check_filters
 from vestis.search.attributes import AttributeQuery, AttributeSearcher, parse_attributes_by_meaning
 from vestis.search.opening import open_collection, open_collection_encoder
 from vestis.search.query import SearchQuery
+from vestis.search.parts import PartSplits
 from vestis.search.regions import NoRegionError, RegionHits, missing_region_message, region_scope
 from vestis.search.results import Query, SearchResponse
 from vestis.search.searcher import Searcher
@@ -85,6 +86,7 @@ class Engine:
         self._attributes_checked = False
         self._text: TextSearcher | None = None
         self._regions: RegionFinder | None = None
+        self.part_splits = PartSplits()
         self._columns: tuple[int, dict[str, list[tuple[str, int]]]] | None = None
 
     @classmethod
@@ -297,8 +299,15 @@ class Engine:
         per_region = []
         for region in found:
             scope = region_scope(region.name, filters, columns)
-            response, _ = self._answer(query, region.image, attrs, {**filters, **scope},
-                                       timings if mode != "auto" else {})
+            split = self.part_splits.get(self.collection, region.name, scope) if not query.is_text else None
+            region_timings = timings if mode != "auto" else {}
+            if split is None:
+                response, _ = self._answer(query, region.image, attrs, {**filters, **scope}, region_timings)
+            else:  # the region's results shared between the parts it may show (vestis.search.parts)
+                embedded = self.query(image=region.image, attributes=bool(attrs), timings=region_timings)
+                response = split.search(embedded.vector, query.k, query.offset, lambda part, n: self.search(
+                    embedded, k=n, filters={**filters, **part}, attrs=attrs, colour_weight=query.color_weight,
+                    timings=region_timings))
             per_region.append(RegionHits(region, response, scope))
         if mode != "auto":
             return self._outcome(query, per_region[0].response, None, per_region)

@@ -1,0 +1,132 @@
+"""Category-aware region search: a region's results split between the parts of its catalogue scope
+that a shopper's photo may show (an upper-body region shows a top or a dress), in proportion to how
+sure the catalogue is of the part.
+
+The catalogue itself says which part a region looks like: a logistic regression (scikit-learn,
+classes balanced) fitted on the collection's own stored vectors and their part labels (no label of
+any query), refitted after a write. Each part is then searched on its own and the page is shared:
+
+- an alternative part (a dress) the region is likely to show (``p >= take_all``) takes the page;
+- one it may show (``p >= share_from``) gets ``share`` of the page, at least one result, so that
+  a shopper sees it among the first results;
+- the main part (the tops) gets the rest; the hits are ranked by score within the page.
+
+The thresholds were chosen on a validation half of the street-to-shop queries and reported on the
+other half (benchmarks/results/street-to-shop/README.md): knowing the garment's part is what a
+region search of a photo of a person lacks most.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vestis.search.results import MAX_K, SearchResponse
+from vestis.store.protocol import CollectionStore
+
+# region -> (column, alternative parts): the rest of the region's scope in that column is its main part
+REGION_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {"top": ("subCategory", ("Dress",))}
+MIN_ITEMS = 20  # a part with fewer labelled items is not learned: the scope is searched whole
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    take_all: float = 0.6
+    share_from: float = 0.05
+    share: float = 0.1
+
+
+@dataclass
+class PartSplit:
+    """The parts of one region's scope and the model that tells them apart (see the module)."""
+
+    column: str
+    main: list[str]
+    alternatives: list[str]
+    model: object  # a fitted sklearn LogisticRegression; classes 0 = main, 1.. = the alternatives
+    settings: SplitSettings
+
+    @classmethod
+    def fit(cls, collection: CollectionStore, column: str, main: list[str], alternatives: list[str],
+            settings: SplitSettings) -> PartSplit | None:
+        """The split learned from ``collection``'s vectors, or None when a part has too few items."""
+        from sklearn.linear_model import LogisticRegression
+
+        groups = [collection.filter_vids({column: main})] + [collection.filter_vids({column: [a]})
+                                                             for a in alternatives]
+        if any(len(g) < MIN_ITEMS for g in groups):
+            return None
+        table = collection.table()
+        rows = [r[r >= 0] for r in (table.rows_of(np.asarray(g, np.int64)) for g in groups)]
+        vectors = np.concatenate([table.take(r) for r in rows])
+        labels = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)])
+        model = LogisticRegression(max_iter=500, class_weight="balanced").fit(vectors, labels)
+        return cls(column, main, alternatives, model, settings)
+
+    def probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        """How likely the region shows each alternative part."""
+        p = self.model.predict_proba(np.asarray(vector, np.float32).reshape(1, -1))[0]
+        return {a: float(p[i + 1]) for i, a in enumerate(self.alternatives)}
+
+    def quotas(self, vector: np.ndarray, n: int) -> dict[str, int]:
+        """How many of the first ``n`` results each part gets (main part: the rest)."""
+        s, quotas = self.settings, {}
+        for part, p in sorted(self.probabilities(vector).items(), key=lambda kv: -kv[1]):
+            if p >= s.take_all:
+                return {part: n}
+            if p >= s.share_from:
+                quotas[part] = max(1, round(s.share * n))
+        room = n
+        for part in quotas:
+            quotas[part] = min(quotas[part], room)
+            room -= quotas[part]
+        return {"": room, **quotas}
+
+    def search(self, vector: np.ndarray, k: int, offset: int,
+               search_part: Callable[[dict[str, list[str]], int], SearchResponse]) -> SearchResponse:
+        """The page ``offset:offset + k`` of the split search; ``search_part(filter, n)`` answers
+        the ``n`` best of one part."""
+        n = offset + k
+        hits, timings, candidates = [], {}, 0
+        for part, quota in self.quotas(vector, n).items():
+            if quota:
+                part_filter = {self.column: self.main if part == "" else [part]}
+                response = search_part(part_filter, min(quota, MAX_K))
+                hits += response.hits
+                candidates += response.candidates
+                for key, ms in response.timings_ms.items():
+                    timings[key] = timings.get(key, 0.0) + ms
+        hits.sort(key=lambda h: -h.score)
+        return SearchResponse(hits[offset:n], timings, candidates)
+
+
+class PartSplits:
+    """The :class:`PartSplit` of each region for one collection, learned on first use and again
+    after a write (thread-safe)."""
+
+    def __init__(self, settings: SplitSettings | None = None) -> None:
+        self.settings = settings or SplitSettings()
+        self._lock = threading.Lock()
+        self._fitted: dict[tuple[str, tuple[str, ...]], tuple[int, PartSplit | None]] = {}
+
+    def get(self, collection: CollectionStore, region: str, scope: dict[str, list[str]]) -> PartSplit | None:
+        """The split for ``region`` searched within ``scope`` (its catalogue part, see
+        :func:`vestis.search.regions.region_scope`), or None when the region has no parts to tell
+        apart there (no labels, a filter of the column, a part the scope lacks)."""
+        if region not in REGION_PARTS:
+            return None
+        column, alternatives = REGION_PARTS[region]
+        values: Sequence[str] = scope.get(column, ())
+        present = [a for a in alternatives if a in values]
+        main = [v for v in values if v not in alternatives]
+        if not present or not main:
+            return None
+        key = (region, tuple(values))
+        with self._lock:
+            generation = collection.generation
+            if key not in self._fitted or self._fitted[key][0] != generation:
+                self._fitted[key] = (generation, PartSplit.fit(collection, column, main, present, self.settings))
+            return self._fitted[key][1]
