@@ -282,7 +282,8 @@ class TextSearcher:
             having = self.labels().having(query.labels)
             if allowed is not None:
                 having = np.intersect1d(having, allowed)
-            labelled = self.vector_ranking(query.vector, depth, having, query.exclude)
+            if len(having):  # none (the filter rules the labels out): no third list
+                labelled = self.vector_ranking(query.vector, depth, having, query.exclude)
         if fusion.kind == "rrf":
             vids, scores = reciprocal_rank_fusion([vector[0], keyword[0]] + ([labelled[0]] if labelled is not None else []))
             return vids[:want], scores[:want]
