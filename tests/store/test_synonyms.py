@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.search.test_understand import catalogue  # noqa: F401 (fixture)
+from tests.search.test_understand import catalogue, items  # noqa: F401 (fixture)
+from tests.store.test_joint_index import DIM, VERSION
 from vestis.cli import app
 from vestis.data.vocabulary import VocabularyError
 from vestis.search.text import TextSearcher
+from vestis.store.collection import Collection
 from vestis.store.keyword_index import SYNONYMS, KeywordIndex, vocabulary_info
 
 
@@ -90,3 +92,28 @@ def test_search_json_says_what_was_rewritten(catalogue):  # noqa: F811
     assert result.exit_code == 0, result.output
     rewritten = json.loads(result.stdout)["rewritten"]
     assert rewritten["spelling"] == {"rucksak": "rucksack"} and rewritten["synonyms"] == {"rucksack": ["backpacks"]}
+
+
+def test_words_naming_a_label_far_above_chance_are_mined(tmp_path):
+    rows = ([(f"Titan Men Black Dial Watch {i}", "Watches", "Black", "Men") for i in range(6)]
+            + [(f"Wildcraft Women Blue Backpack {i}", "Backpacks", "Blue", "Women") for i in range(6)]
+            + [("Fastrack Women Blue Dial Watch", "Watches", "Blue", "Women")]
+            + [(f"Puma Men Blue Shirt {i}", "Shirts", "Blue", "Men") for i in range(6)])
+    coll = Collection.create(tmp_path / "c", encoder_name="test", encoder_version=VERSION, dim=DIM, colour_dim=0)
+    try:
+        coll.upsert(items(rows))
+        index = KeywordIndex(coll)
+        mined = {(m.word, m.column, m.value): m for m in index.mined()}
+        assert mined["dial", "articleType", "Watches"].precision == 1.0  # every dial is a watch
+        assert mined["dial", "articleType", "Watches"].items == 7
+        assert ("titan", "articleType", "Watches") in mined  # a brand of watches only
+        assert ("titan", "gender", "Men") not in mined  # all men, but most items are: not far above chance
+        assert not any(w in ("watch", "backpack", "black", "men") for w, _c, _v in mined)  # the labels' own words
+        assert not any(c in ("year", "flag") for _w, c, _v in mined)
+        assert index.rewrite("dial").expanded == (("dial", ("watches",)),)
+        assert [h for h in vocabulary_info(coll)[f"mined from the titles (precision >= {index.mined_precision})"]
+                if h[0] == "dial"] == [["dial", "articleType", "Watches", 7, 1.0]]
+        index.mined_precision = 1.01  # none kept
+        assert not index.rewrite("dial")
+    finally:
+        coll.close()

@@ -208,15 +208,19 @@ class Vocabulary:
     digest: str = ""  # identifies the entries (a cache made with other synonyms is not reused)
 
     @classmethod
-    def from_entries(cls, entries: Sequence[Entry], overrides: Sequence[Entry] = ()) -> Vocabulary:
+    def from_entries(cls, entries: Sequence[Entry], overrides: Sequence[Entry] = (),
+                     learned: Sequence[Entry] = ()) -> Vocabulary:
         """The shipped ``entries`` with a catalogue's ``overrides`` (a word on the left of an
-        override drops the shipped entries it is on the left of); refuses cycles.
+        override drops the shipped entries it is on the left of) and ``learned`` entries for words
+        neither knows (mined from the catalogue); refuses cycles.
 
         A word finds the first word of each two-way entry it is in (the catalogue's word; the first
         word itself needs nothing more) and, for each one-way entry it is on the left of, the right
         words and the first words of their two-way entries."""
         replaced = {w for e in overrides for w in e.words}
         merged = [*(e for e in entries if not replaced & set(e.words)), *overrides]
+        written = {w for e in merged for w in (*e.words, *e.targets)}
+        merged += [e for e in learned if not written & set(e.words)]
         _check_cycles(merged)
         heads: dict[str, list[str]] = {}  # word -> the first words of its two-way entries
         for entry in merged:

@@ -34,9 +34,9 @@ from vestis.encoders.text import TextEncoder, embed_texts
 from vestis.locks import leaf_lock
 from vestis.store.collection import Collection
 from vestis.store.keyword_index import is_word_value, stop_words
+from vestis.store.mined import MAX_VALUES, label_columns
 
 
-MAX_VALUES = 300  # a column with more distinct values is not a label column (titles, ids)
 MAX_SPAN = 3  # words per run compared with the values
 RUN_CACHE = 20_000  # vectors of recent runs of words kept (queries repeat their words: "black", "for men")
 EXACT = 1.0  # the similarity given to an exact match
@@ -144,15 +144,8 @@ class LabelVocabulary:
 
     def label_columns(self) -> dict[str, list[str]]:
         """Each label column with its word values (see the module docstring)."""
-        n_items = len(self.collection)
-        out = {}
-        for column, counts in self.collection.metadata_columns(max_values=MAX_VALUES + 1).items():
-            words = [v for v, _ in counts if is_word_value(v)]
-            # a label repeats: fewer distinct values than half the items, and no more than MAX_VALUES
-            if column in self.skip or len(counts) > MAX_VALUES or len(words) < 2 or 2 * len(counts) > n_items:
-                continue
-            out[column] = sorted(words)
-        return out
+        return label_columns(self.collection.metadata_columns(max_values=MAX_VALUES + 1), len(self.collection),
+                             is_word_value, self.skip)
 
     def _current(self) -> _Labels:
         """The labels of the collection's current generation (rebuilt when it moved)."""

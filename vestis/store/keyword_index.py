@@ -10,7 +10,8 @@ added, changed and removed items are always in step.
 **Rewriting** (:meth:`KeywordIndex.rewrite`): a word neither the catalogue nor the vocabulary knows
 is read as the nearest one that is (:mod:`vestis.data.spelling`), then the shop vocabulary
 (:mod:`vestis.data.vocabulary`: the shipped one, with the collection's own ``synonyms.txt`` when it
-has one, see :func:`save_synonyms`) adds the catalogue's words for the shop words. BM25 is given the
+has one, see :func:`save_synonyms`, and the words mined from its titles, :mod:`vestis.store.mined`)
+adds the catalogue's words for the shop words. BM25 is given the
 words with what they find; the vector side the words replaced by the catalogue's.
 """
 
@@ -31,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from vestis.data.spelling import Speller
-from vestis.data.vocabulary import Rewrite, Vocabulary, parse, read_entries, shipped_entries, tokens
+from vestis.data.vocabulary import Entry, Rewrite, Vocabulary, parse, read_entries, shipped_entries, tokens
 from vestis.lazy import lazy_import
 from vestis.locks import leaf_lock
 from vestis.store.atomic import atomic_write_bytes, fsync_tree
 from vestis.store.collection import Collection
+from vestis.store.mined import DEFAULT_PRECISION, MAX_VALUES, Mined, label_columns, mine, mined_entries
 
 bm25s = lazy_import("bm25s")  # imported on first use (it brings SciPy): an image search never needs it
 Stemmer = lazy_import("Stemmer")  # likewise: opening a collection for image search never needs it
@@ -83,17 +85,23 @@ def own_synonyms(collection: Collection) -> str:
     return own.read_text(encoding="utf-8") if own.exists() else ""
 
 
-def collection_vocabulary(collection: Collection) -> Vocabulary:
-    """The shipped vocabulary with the collection's own synonyms when it has them."""
+def collection_vocabulary(collection: Collection, learned: Sequence[Entry] = ()) -> Vocabulary:
+    """The shipped vocabulary with the collection's own synonyms when it has them, and ``learned``
+    entries (mined from the catalogue) for the words neither knows."""
     own = collection.path / SYNONYMS
-    return Vocabulary.from_entries(shipped_entries(), read_entries(own) if own.exists() else ())
+    return Vocabulary.from_entries(shipped_entries(), read_entries(own) if own.exists() else (), learned)
 
 
 def vocabulary_info(collection: Collection) -> dict[str, Any]:
-    """What the collection's word search rewrites with, for ``vestis text info``."""
+    """What the collection's word search rewrites with, for ``vestis text info``: the entries of the
+    shipped vocabulary and of the collection's own synonyms, and the words mined from its titles
+    (word, label column, value, items with the word, precision), best first."""
     own = collection.path / SYNONYMS
+    index = KeywordIndex(collection)
+    mined = [m.as_list() for m in index.mined() if m.precision >= index.mined_precision]
     return {"vocabulary (shipped entries)": len(shipped_entries()),
-            "vocabulary (the collection's own entries)": len(read_entries(own)) if own.exists() else 0}
+            "vocabulary (the collection's own entries)": len(read_entries(own)) if own.exists() else 0,
+            f"mined from the titles (precision >= {index.mined_precision})": mined}
 
 
 class KeywordIndex:
@@ -108,8 +116,10 @@ class KeywordIndex:
         # (generation, retriever or None when no item has a word, vids): replaced whole, never changed
         self._state: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
         self._words: Counter[str] = Counter()  # the catalogue's words (of the generation in _state)
-        # (synonyms file stamp, generation, vocabulary, speller): replaced whole when either moved
-        self._rewriter: tuple[Any, int, Vocabulary, Speller] | None = None
+        self._mined: list[Mined] = []  # words naming a label value (of the generation in _state)
+        self.mined_precision = DEFAULT_PRECISION  # the least precision of a mined word used
+        # (synonyms file stamp, generation, mined precision, vocabulary, speller): replaced whole when one moved
+        self._rewriter: tuple[Any, int, float, Vocabulary, Speller] | None = None
         self._rewrites: OrderedDict[str, Rewrite] = OrderedDict()
         self.rewriting = True  # False: the words are searched as typed (to measure what rewriting adds)
 
@@ -128,6 +138,7 @@ class KeywordIndex:
                 try:
                     state = (generation, bm25s.BM25.load(str(folder)), np.load(folder / "vids.npy"))
                     self._words = Counter(json.loads((folder / "words.json").read_text()))
+                    self._mined = [Mined(*m) for m in json.loads((folder / "mined.json").read_text())]
                     self._state = state
                 except (OSError, ValueError, KeyError):
                     self._state = self._build(generation)
@@ -137,6 +148,9 @@ class KeywordIndex:
         items = list(self.collection.iter_items())
         documents = [item_document(it.metadata) for it in items]
         self._words = Counter(w for doc in documents for w in set(tokens(doc)))
+        columns = label_columns(self.collection.metadata_columns(max_values=MAX_VALUES + 1), len(items),
+                                is_word_value)
+        self._mined = mine((it.metadata for it in items), columns, stop_words())
         indexed = self._tokenize(documents, True)
         if not indexed.vocab:  # no item has a word (a folder of photos with ids only): nothing to index
             return generation, None, np.zeros(0, np.int64)
@@ -153,6 +167,7 @@ class KeywordIndex:
             retriever.save(str(tmp))
             np.save(tmp / "vids.npy", vids)
             (tmp / "words.json").write_text(json.dumps(self._words))
+            (tmp / "mined.json").write_text(json.dumps([m.as_list() for m in self._mined]))
             fsync_tree(tmp)
             os.replace(tmp, self._folder(generation))
         except OSError as e:  # a read-only or full disk: the collection still searches, from memory
@@ -172,17 +187,18 @@ class KeywordIndex:
             stamp: Any = (own.stat().st_mtime_ns, own.stat().st_size)
         except OSError:
             stamp = None
+        key = (stamp, generation, self.mined_precision)
         with self._lock:
             rewriter = self._rewriter
-            if rewriter is not None and rewriter[:2] == (stamp, generation):
+            if rewriter is not None and rewriter[:3] == key:
                 done = self._rewrites.get(text)
                 if done is not None:
                     self._rewrites.move_to_end(text)
                     return done
-        if rewriter is None or rewriter[:2] != (stamp, generation):
-            vocabulary = collection_vocabulary(self.collection)
-            rewriter = (stamp, generation, vocabulary, Speller(self._words, vocabulary.words()))
-        _stamp, _generation, vocabulary, speller = rewriter
+        if rewriter is None or rewriter[:3] != key:
+            vocabulary = collection_vocabulary(self.collection, mined_entries(self._mined, self.mined_precision))
+            rewriter = (*key, vocabulary, Speller(self._words, vocabulary.words()))
+        vocabulary, speller = rewriter[3:]
         stop = stop_words()
         spelled = [(w, fixed) for w in dict.fromkeys(tokens(text))
                    if w not in stop and (fixed := speller.correct(w)) is not None]
@@ -194,6 +210,11 @@ class KeywordIndex:
             while len(self._rewrites) > REWRITES:
                 self._rewrites.popitem(last=False)
         return done
+
+    def mined(self) -> list[Mined]:
+        """The words of the titles that name a label value (see :mod:`vestis.store.mined`), best first."""
+        self._current()
+        return list(self._mined)
 
     def search(self, text: str, k: int, allowed: np.ndarray | None = None,
                exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
