@@ -83,4 +83,6 @@ def test_spelling_finds_the_nearest_known_word():
     assert speller.correct("blakc") == "black"  # neighbours swapped
     assert speller.correct("jacket") is None and speller.correct("tea") is None  # known; too short
     assert speller.correct("zebra") is None and speller.correct("h4ts") is None
+    pieces = Speller({"sweatshirts": 30, "sweatpants": 4, "jackets": 9})
+    assert pieces.correct("sweat") == "sweatshirts" and pieces.correct("jack") is None  # a piece of 5 letters on
     assert distance("abcd", "acbd", 2) == 1 and distance("kitten", "sitting", 5) == 3

@@ -6,14 +6,18 @@ forms left by deleting one of its letters, and a typed word's own one-letter del
 up there, so one insertion, deletion or substitution (and a swap of neighbours) is found without
 comparing with every word. Each candidate's true distance (optimal string alignment: Damerau-
 Levenshtein without repeated edits) must be within :func:`allowed_distance` of the word's length;
-the nearest wins, then the most used.
+the nearest wins, then the most used. A word with no such neighbour may be the start of a longer
+word (a *word piece*: "sweat" of "sweatshirts"): then the most used dictionary word it begins wins.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 
 MIN_LENGTH = 4  # shorter words are not corrected ("tee" is no typo of "tea")
+MIN_PIECE = 5  # letters of the shortest word piece completed
+MAX_GROWTH = 2.5  # a piece stands for a word at most this many times its length
 
 
 def allowed_distance(word: str) -> int:
@@ -49,6 +53,7 @@ class Speller:
         self.counts = dict(counts)
         for word in extra:
             self.counts.setdefault(word, 1)
+        self._sorted = sorted(self.counts)
         self._by_delete: dict[str, list[str]] = {}
         for word in self.counts:
             if len(word) >= MIN_LENGTH - 1:
@@ -65,4 +70,13 @@ class Speller:
             return None
         candidates = {c for form in _deletes(word) | {word} for c in self._by_delete.get(form, ())}
         scored = [(d, -self.counts[c], c) for c in candidates if (d := distance(word, c, limit)) <= limit]
-        return min(scored)[2] if scored else None
+        return min(scored)[2] if scored else self._complete(word)
+
+    def _complete(self, piece: str) -> str | None:
+        """The most used dictionary word that ``piece`` begins (see the module docstring)."""
+        if len(piece) < MIN_PIECE:
+            return None
+        start = bisect.bisect_left(self._sorted, piece)
+        end = bisect.bisect_left(self._sorted, piece + "\uffff")
+        found = [w for w in self._sorted[start:end] if len(w) <= MAX_GROWTH * len(piece)]
+        return max(found, key=lambda w: (self.counts[w], -len(w))) if found else None
