@@ -172,11 +172,17 @@ def reindex_cmd(
     from vestis.encoders import get_encoder
     from vestis.search.engine import Engine
     from vestis.store import reindex as reindexing
+    from vestis.store.factory import open_attributes, open_joint
 
     if sum([encoder is not None, model is not None, rollback]) != 1:
         fail("give one of --encoder, --model or --rollback")
     with Engine.open(collection) as engine:
         crop = engine.crop()
+        # per-item vectors of other models: kept (their models embed their own queries), but new
+        # items get them only from models made on the new encoder
+        others = [(what, hint) for store, what, hint in [
+            (open_attributes(engine.collection), "attribute", "vestis attributes build --rebuild"),
+            (open_joint(engine.collection), "text-image", "vestis text build --rebuild")] if store is not None]
         if rollback:
             report = reindexing.rollback(engine.collection, keep_old=keep_old, batch_size=batch_size,
                                          progress=not as_json, transform=crop)
@@ -191,3 +197,7 @@ def reindex_cmd(
                   f"items, {report.embedded:,} embedded now" + (f", {report.resumed:,} by an earlier run"
                                                                 if report.resumed else "")
                   + ("; the old vectors are kept for --rollback" if report.kept_old else ""), highlight=False)
+    for what, hint in others:
+        console.print(f"[yellow]note[/]: the collection's {what} vectors still search, but items added from "
+                      f"now on get them only from a model made on the new encoder (`{hint} --model ...`)",
+                      highlight=False)
