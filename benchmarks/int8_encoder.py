@@ -16,7 +16,6 @@ and batch 32 alternating between the models, medians of ``--runs`` rounds.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 from itertools import islice
@@ -27,6 +26,7 @@ import numpy as np
 from vestis.data import open_catalogue
 from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
+from vestis.encoders.cpu import describe_cpu
 from vestis.eval.protocols import group_labels, leave_one_out, rank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,13 +77,6 @@ def speed(encoders: list, images: np.ndarray, runs: int) -> list[str]:
     return [f"| batch {b} | {med[0, b]:.2f} | {med[1, b]:.2f} | {med[0, b] / med[1, b]:.2f}x |" for b in (1, 32)]
 
 
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(re.findall(r"\b(avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_int8|amx_bf16)\b", text))
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    return f"{model.group(1) if model else 'unknown CPU'}; {', '.join(sorted(flags)) or 'no AVX2'}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fpi", default=str(ROOT.parent / "shared/datasets/fashion-product-images-300.zip"))
@@ -95,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
 
     encoders = [get_encoder(args.float, threads=args.threads), get_encoder(args.int8, threads=args.threads)]
-    print(f"CPU: {cpu_flags()}\nencoders: {encoders[0].version} vs {encoders[1].version}\n")
+    print(f"CPU: {describe_cpu()}\nencoders: {encoders[0].version} vs {encoders[1].version}\n")
     rows = []
     first = None
     for name, source, columns, options in [

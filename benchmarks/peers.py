@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle FAISS threads must n
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -72,6 +73,7 @@ from torch import nn  # noqa: E402
 
 from vestis.data.images import decode_image, is_image_name  # noqa: E402
 from vestis.encoders import get_encoder  # noqa: E402
+from vestis.encoders.cpu import describe_cpu  # noqa: E402
 from vestis.index import make_index  # noqa: E402
 from vestis.index.auto import ANN_SPEC  # noqa: E402
 from vestis.bench.ann import knn_recall  # noqa: E402
@@ -323,17 +325,23 @@ def sweep(c: Contender, queries: np.ndarray, base: np.ndarray, truth_scores: np.
             break
 
 
-def time_rounds(fns: dict[str, Callable[[int], None]], rounds: int, seed: int) -> dict[str, list[float]]:
+def time_rounds(fns: dict[str, Callable[[int], None]], rounds: int, seed: int,
+                preempted: dict[str, list[bool]] | None = None) -> dict[str, list[float]]:
     """Milliseconds per call of each ``fn(i)``, for i in range(rounds); every round calls each once,
-    in a shuffled order."""
+    in a shuffled order. ``preempted`` receives, per call, whether the kernel took the core away
+    from this process meanwhile (an involuntary context switch: another process's time slice)."""
     rng = np.random.default_rng(seed)
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         for j in rng.permutation(len(names)):
+            switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
             t = time.perf_counter()
             fns[names[j]](i)
             times[names[j]].append((time.perf_counter() - t) * 1000)
+            if preempted is not None:
+                taken = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw > switches
+                preempted.setdefault(names[j], []).append(taken)
     return times
 
 
@@ -395,7 +403,8 @@ def main() -> None:
         fns = {c.name: (lambda i, c=c: c.search((df_queries if c.space == "l2-512" else queries)[i % nq][None],
                                                 c.chosen))
                for c in contenders}
-        search_ms = time_rounds(fns, args.search_runs, seed=1)
+        preempted: dict[str, list[bool]] = {}
+        search_ms = time_rounds(fns, args.search_runs, seed=1, preempted=preempted)
 
     log(f"timing {args.embed_runs} embeds per encoder, interleaved ({args.threads} threads)")
     torch.set_num_threads(args.threads)
@@ -417,15 +426,15 @@ def main() -> None:
     decode_ms = time_rounds({"decode": lambda i: decode_image(images[i % len(images)])}, args.embed_runs, 2)["decode"]
     embed_ms = time_rounds({"vestis": embed_vestis, "resnet50": embed_resnet}, args.embed_runs, seed=3)
 
-    result = report(contenders, search_ms, embed_ms, decode_ms, dataset.meta, args, load, started)
+    result = report(contenders, search_ms, preempted, embed_ms, decode_ms, dataset.meta, args, load, started)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (args.out / "results.md").write_text(result["markdown"])
     print(result["markdown"])
 
 
-def report(contenders: list[Contender], search_ms: dict[str, list[float]], embed_ms: dict[str, list[float]],
-           decode_ms: list[float], meta: dict[str, Any], args: argparse.Namespace, load: tuple[float, ...],
+def report(contenders: list[Contender], search_ms: dict[str, list[float]], preempted: dict[str, list[bool]],
+           embed_ms: dict[str, list[float]], decode_ms: list[float], meta: dict[str, Any], args: argparse.Namespace, load: tuple[float, ...],
            started: float) -> dict[str, Any]:
     decode = p50(decode_ms)
     embed = {name: p50(v) for name, v in embed_ms.items()}
@@ -437,8 +446,12 @@ def report(contenders: list[Contender], search_ms: dict[str, list[float]], embed
         s = p50(search_ms[c.name])
         e = embed.get(c.embed) if c.embed else None
         total = decode + e + s if e is not None else None
+        taken = np.array(preempted[c.name])
+        own = np.array(search_ms[c.name])[~taken]  # the calls no other process interrupted
         rows.append({"name": c.name, "what": c.what, "param": c.param, "setting": c.chosen, "recall": c.recall,
                      "search_p50_ms": s, "search_p99_ms": float(np.percentile(search_ms[c.name], 99)),
+                     "search_p99_unpreempted_ms": float(np.percentile(own, 99)) if len(own) else None,
+                     "preempted_calls": int(taken.sum()),
                      "embed_p50_ms": e, "total_p50_ms": total, "build_s": c.build_s, "memory_mb": c.memory_mb,
                      "sweep": c.sweep,
                      "ratio": {"embed": e / embed["vestis"] if e else None, "search": s / ref_search,
@@ -451,18 +464,21 @@ def report(contenders: list[Contender], search_ms: dict[str, list[float]], embed
              f"{args.images.name}, decode p50 {decode:.2f} ms (shared by every pipeline). Search: 1 thread, "
              f"{args.search_runs} single queries per contender, interleaved; embed: {args.threads} threads, "
              f"{args.embed_runs} images, interleaved. Load average at the start {load[0]:.1f}; "
-             f"run took {(time.time() - started) / 60:.0f} min.", "",
-             "| contender | setting | recall@10 | embed p50 ms | search p50 ms | search p99 ms | total p50 ms "
-             "| embed / vestis | search / vestis | total / vestis | build s | memory MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"run took {(time.time() - started) / 60:.0f} min. CPU: {describe_cpu()}. p99 own: the 99th percentile of the "
+             "calls no other process interrupted (no involuntary context switch); preempted: how many were.", "",
+             "| contender | setting | recall@10 | embed p50 ms | search p50 ms | search p99 ms | p99 own ms "
+             "| preempted | total p50 ms | embed / vestis | search / vestis | total / vestis | build s | memory MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         setting = "–" if r["setting"] is None else f"{r['param']}={r['setting']}"
         lines.append(f"| {r['what']} | {setting} | {r['recall']:.3f} | {f(r['embed_p50_ms'], 1)} | "
-                     f"{f(r['search_p50_ms'], 3)} | {f(r['search_p99_ms'], 3)} | {f(r['total_p50_ms'], 1)} | "
+                     f"{f(r['search_p50_ms'], 3)} | {f(r['search_p99_ms'], 3)} | {f(r['search_p99_unpreempted_ms'], 3)} | "
+                     f"{r['preempted_calls']} | {f(r['total_p50_ms'], 1)} | "
                      f"{f(r['ratio']['embed'], 2, 'x')} | {f(r['ratio']['search'], 2, 'x')} | "
                      f"{f(r['ratio']['total'], 2, 'x')} | {f(r['build_s'], 0)} | {f(r['memory_mb'], 0)} |")
     return {"rows": rows, "decode_p50_ms": decode, "embed_p50_ms": embed, "dataset": meta,
-            "load_average": load, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "load_average": load, "load_average_end": os.getloadavg(),
+            "machine": {"cpus": os.cpu_count(), "cpu": describe_cpu(), "platform": platform.platform()},
             "args": {k: str(v) for k, v in vars(args).items()}, "markdown": "\n".join(lines) + "\n"}
 
 
