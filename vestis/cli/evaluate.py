@@ -38,6 +38,8 @@ def eval_cmd(
     text: Annotated[bool, typer.Option("--text", help="Text-query protocols (needs a joint text-image model): "
                                        "title retrieval, label queries, composed queries, latency.")] = False,
     transfer: Annotated[Path | None, typer.Option(help="With --text: also query this collection's photos.")] = None,
+    shop_queries: Annotated[Path | None, typer.Option(help="With --text: also score these shop-word queries "
+                                                      "(benchmarks/text_shop_queries.tsv), rewriting on and off.")] = None,
     min_items: Annotated[int, typer.Option(help="With --text: label pairs with at least this many items are queried.",
                                            min=1)] = 5,
     query_collection: Annotated[str | None, typer.Option(
@@ -64,7 +66,8 @@ def eval_cmd(
     if text:
         from vestis.eval.text import TextEvalConfig, run_text_eval
 
-        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer, min_items=min_items)
+        text_cfg = TextEvalConfig(split_file=split_file, transfer=transfer, min_items=min_items,
+                                  shop_queries=shop_queries)
         if group:
             text_cfg.group = [c.strip() for c in group.split(",") if c.strip()]
         metrics = run_text_eval(collection, text_cfg, report_dir=report, command="vestis " + " ".join(sys.argv[1:]),

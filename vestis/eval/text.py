@@ -32,6 +32,7 @@ from vestis.errors import VestisError
 from vestis.eval.protocols import rank, score_ranking
 from vestis.eval.report import markdown_table, write_report
 from vestis.eval.run import EvalConfig, resolve_split
+from vestis.eval.shop_words import read_shop_queries, score_shop_queries
 from vestis.search.text import LABEL_SPACES, MODES, Fusion, TextQuery, TextSearcher, compose
 from vestis.search.understand import Understanding, singular
 from vestis.store.collection import Item
@@ -77,6 +78,7 @@ class TextEvalConfig:
     label_margins: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1])
     label_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 1.0])
     transfer: Path | None = None
+    shop_queries: Path | None = None  # held-out shop-word queries (vestis.eval.shop_words)
     latency_queries: int = 50
     seed: int = 0
 
@@ -369,6 +371,10 @@ def run_text_eval(collection_dir: Path, cfg: TextEvalConfig, *, report_dir: Path
             "mode chosen on validation": "hybrid" if on_val.get(f"hybrid, text weight {best_hybrid}", -1) > on_val.get(
                 f"text weight {best}", -1) else "vector",
             **composed_queries(searcher, test, composed[0], [best], *composed[1:], [best_hybrid])}
+        if cfg.shop_queries is not None:
+            progress("shop-word queries")
+            metrics["shop queries"] = score_shop_queries(searcher, read_shop_queries(cfg.shop_queries), test.items,
+                                                         fusion, reading)
         if cfg.transfer is not None:
             progress("transfer")
             metrics["transfer"] = transfer(searcher, cfg.transfer)
@@ -423,6 +429,11 @@ def write_text_report(out_dir: Path, metrics: dict[str, Any], command: str) -> P
                 md += [f"### {column} (mean P@10 {tr[column]['mean P@10']:.3f})", ""]
                 md += markdown_table(["value", "query", "P@10", "label rate"],
                              [[v, r["query"], r["P@10"], r["label rate"]] for v, r in tr[column]["values"].items()])
+    if "shop queries" in metrics:
+        shop = metrics["shop queries"]
+        md += [f"## Shop-word queries ({shop['n_queries']}, held out; P@10 / mAP@10)", ""]
+        md += markdown_table(["mode", "P@10", "mAP@10"], [[k, v["P@10"], v["mAP@10"]] for k, v in shop.items()
+                                                          if isinstance(v, dict)])
     lat = metrics["latency"]
     md += ["## Latency", ""] + markdown_table(["measure", "value"], list(lat.items()))
     path.write_text("\n".join(md))
