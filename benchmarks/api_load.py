@@ -2,7 +2,8 @@
 the unbatched server and servers that batch concurrent uploads (``vestis serve --batch N``).
 
     .venv/bin/python benchmarks/api_load.py --collection DIR [--source CATALOGUE] [--duration 30]
-                                            [--clients 1 8 32] [--batch 1 8] [--workers N] [--json out.json]
+                                            [--clients 1 8 32] [--batch 1 8] [--workers N] [--breakdown 200]
+                                            [--json out.json]
 
 Starts the server (``vestis.api.serve``) in a subprocess on 127.0.0.1 at a free port; all traffic
 goes to 127.0.0.1 only. When DIR holds no collection it is built first from ``--source`` (default:
@@ -118,6 +119,28 @@ def load(base: str, queries: list[bytes], clients: int, duration: float) -> dict
     }
 
 
+def breakdown(base: str, queries: list[bytes], count: int) -> dict:
+    """One client, ``count`` uploads in turn: where each request's time goes. The server reports its
+    own phases (``timings_ms``: the wait for a worker, decode, embed, search, metadata, and its total
+    from the route's start); what the client measures beyond that total is HTTP: the connection,
+    multipart parsing, the middleware, JSON out and in."""
+    phases: dict[str, list[float]] = {}
+    with httpx.Client(timeout=30) as client:
+        for i in range(count):
+            started = time.perf_counter()
+            r = client.post(f"{base}/search", files={"file": ("q.jpg", queries[i % len(queries)], "image/jpeg")},
+                            data={"k": "10"})
+            seconds = time.perf_counter() - started
+            if r.status_code != 200:
+                continue
+            timings = r.json()["timings_ms"]
+            engine = sum(v for key, v in timings.items() if key not in ("queue", "total"))
+            for key, value in {**timings, "client": seconds * 1000, "http": seconds * 1000 - timings["total"],
+                               "route": timings["total"] - engine}.items():
+                phases.setdefault(key, []).append(value)
+    return {key: round(statistics.median(v), 2) for key, v in phases.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collection", type=Path, required=True)
@@ -129,6 +152,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1], help="Servers to compare: 1 is unbatched.")
     ap.add_argument("--batch-wait-ms", type=float, default=4.0)
     ap.add_argument("--workers", type=int, default=None, help="Inference workers (default: the server's).")
+    ap.add_argument("--breakdown", type=int, default=0,
+                    help="Uploads timed one at a time against the first server, phase by phase (0: none).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the figures as JSON.")
     args = ap.parse_args()
 
@@ -150,6 +175,7 @@ def main() -> None:
                                                  args.batch_wait_ms)
             servers[batch] = proc, f"http://127.0.0.1:{port}"
             load(servers[batch][1], queries, 1, min(3.0, args.duration))  # warm-up, not reported
+        phases = breakdown(next(iter(servers.values()))[1], queries, args.breakdown) if args.breakdown else {}
         for clients in args.clients:
             for batch, (_, base) in servers.items():
                 runs.append({"batch": batch, **load(base, queries, clients, args.duration)})
@@ -172,8 +198,13 @@ def main() -> None:
         ratio = f"{r['throughput_qps'] / ref['throughput_qps']:.2f}x" if ref and ref["throughput_qps"] else "–"
         print(f"| {_server(r['batch'])} | {r['clients']} | {r['requests']} | {r['throughput_qps']} | {r['p50_ms']} "
               f"| {r['p99_ms']} | {r['errors']} | {ratio} |")
+    if phases:
+        print(f"\none client, {args.breakdown} uploads, medians in ms (route: the server's total less its engine "
+              "phases; http: the client's time less the server's total):")
+        print("| " + " | ".join(phases) + " |\n|" + "---:|" * len(phases))
+        print("| " + " | ".join(str(v) for v in phases.values()) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"items": items, "startup_s": startups, "runs": runs,
+        args.json.write_text(json.dumps({"items": items, "startup_s": startups, "runs": runs, "breakdown": phases,
                                          "load_average": load_average, "batch_wait_ms": args.batch_wait_ms},
                                         indent=2))
 
