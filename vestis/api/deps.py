@@ -21,14 +21,16 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """The app's service. Async, so FastAPI calls it in the event loop: a plain function would cost
+    each request a hop to a worker thread and back (milliseconds when the cores are busy)."""
     return request.app.state.service
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_api_key(
+async def require_api_key(  # async for the same reason as get_service
     service: ServiceDep,
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
