@@ -12,11 +12,8 @@ from pathlib import Path
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
-@cache
-def cpu_info() -> tuple[str, frozenset[str]]:
-    """(model name, the :data:`VECTOR_FLAGS` it has); an unknown model and no flags off Linux."""
-    path = Path("/proc/cpuinfo")
-    text = path.read_text() if path.exists() else ""
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, the :data:`VECTOR_FLAGS` it has) from the text of ``/proc/cpuinfo``."""
     model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
     flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
     present = set(flags.group(1).split()) if flags else set()
@@ -24,12 +21,20 @@ def cpu_info() -> tuple[str, frozenset[str]]:
             frozenset(f for f in VECTOR_FLAGS if f in present))
 
 
-def has_vnni() -> bool:
-    """Whether the CPU multiplies 8-bit integers natively (AVX-512 VNNI or AVX-VNNI)."""
-    return bool(cpu_info()[1] & {"avx512_vnni", "avx_vnni"})
+@cache
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The running CPU's :func:`parse_cpuinfo`; an unknown model and no flags off Linux."""
+    path = Path("/proc/cpuinfo")
+    return parse_cpuinfo(path.read_text() if path.exists() else "")
 
 
-def describe_cpu() -> str:
+def has_vnni(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU (``flags``, default the running one's) multiplies 8-bit integers natively
+    (AVX-512 VNNI or AVX-VNNI)."""
+    return bool((cpu_info()[1] if flags is None else flags) & {"avx512_vnni", "avx_vnni"})
+
+
+def describe_cpu(info: tuple[str, frozenset[str]] | None = None) -> str:
     """One line for a benchmark record: the model and its vector extensions."""
-    model, flags = cpu_info()
+    model, flags = info or cpu_info()
     return f"{model} ({', '.join(f for f in VECTOR_FLAGS if f in flags) or 'no AVX2'})"
