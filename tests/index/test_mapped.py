@@ -6,6 +6,8 @@ are really mapped and stay mapped as it grows, and the saved file is never writt
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -76,3 +78,14 @@ def test_mapped_rows_read_by_pread_and_move_before_any_write(tmp_path):
     moved.array[200] = rows[5]
     np.testing.assert_array_equal(moved.take(np.array([0, 1, 200])), np.stack([np.zeros(8), rows[1], rows[5]]))
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), rows)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this system")
+def test_opening_saved_rows_asks_the_kernel_to_cache_the_whole_file(tmp_path, monkeypatch):
+    """Re-scoring reads rows at random: the file is read ahead into the OS cache when opened."""
+    np.save(tmp_path / "v.npy", np.ones((100, 8), np.float32))
+    advice = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, how: advice.append((offset, length, how)))
+    rows = MappedRows.open(tmp_path / "v.npy")
+    assert advice == [(0, 0, os.POSIX_FADV_WILLNEED)]
+    assert rows.take(np.array([3, 99])).tolist() == [[1.0] * 8] * 2

@@ -42,7 +42,18 @@ class MappedRows:
         header = np.load(path, mmap_mode="r")
         if header.ndim != 2 or header.dtype != np.float32 or not header.flags.c_contiguous:
             raise VestisError(f"{path} does not hold a C-ordered N x dim float32 array")
-        return cls(open(path, "rb"), header.offset, header.shape[0], header.shape[1], owned=False)
+        rows = cls(open(path, "rb"), header.offset, header.shape[0], header.shape[1], owned=False)
+        rows.prefetch()
+        return rows
+
+    def prefetch(self) -> None:
+        """Ask the kernel to read the whole file into its cache, in the background. Re-scoring reads
+        each query's rows at random, and from a cold cache every row is a disk read: 2.7 ms a query
+        for 20 rows of 139,709 x 1280, against 52 µs cached. The cost is the file's size in the OS
+        cache (shared and reclaimable; 682 MB at 139,709 x 1280, 5.1 GB at a million), not this
+        process's memory."""
+        if hasattr(os, "posix_fadvise"):  # not on macOS, whose cache reads ahead on its own
+            os.posix_fadvise(self.file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
 
     def moved(self, n: int, capacity: int) -> MappedRows:
         """Rows ``[0, n)`` copied into a writable temporary file of ``capacity`` rows (removed by the
