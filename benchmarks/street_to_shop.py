@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from vestis.encoders.regions import RegionFinder, RegionSettings
 from vestis.eval.metrics import change_interval, retrieval_metrics
 from vestis.search.parts import PartSplit, PartSplits
 from vestis.search.regions import region_scope
+from vestis.search.results import SearchHit, SearchResponse
 from vestis.store.factory import open_collection
 
 K = 10
@@ -89,18 +91,17 @@ def search(queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray | None)
 
 
 def split_search(queries: np.ndarray, vectors: np.ndarray, part_of: np.ndarray, split: PartSplit) -> np.ndarray:
-    """Top-K gallery rows per query as the region search ranks them (vestis.search.parts): each
-    part searched for its quota of the page, the hits ranked by score."""
-    out = np.empty((len(queries), K), np.int64)
+    """Top-K gallery rows per query as the region search ranks them (vestis.search.parts), each
+    part searched exactly here."""
     main = np.isin(part_of, split.main)
-    for i, (query, scores) in enumerate(zip(queries, queries @ vectors.T, strict=True)):
-        rows = []
-        for part, quota in split.quotas(query, K).items():
-            allowed = main if part == "" else part_of == part
-            ranked = np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")[:quota]]
-            rows.extend(ranked.tolist())
-        out[i] = sorted(rows, key=lambda r: -scores[r])
-    return out
+
+    def search_part(scores: np.ndarray, part: dict[str, list[str]], n: int) -> SearchResponse:
+        allowed = main if part[split.column] == split.main else np.isin(part_of, part[split.column])
+        rows = np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")[:n]]
+        return SearchResponse([SearchHit(str(r), float(scores[r]), "", {}) for r in rows])
+
+    return np.array([[int(h.id) for h in split.search(query, K, 0, partial(search_part, scores)).hits]
+                     for query, scores in zip(queries, queries @ vectors.T, strict=True)])
 
 
 def halves(n: int) -> np.ndarray:

@@ -10,7 +10,8 @@ from tests.conftest import garment_image, jpeg_bytes, write_catalogue
 from vestis.data import open_catalogue
 from vestis.encoders import get_encoder
 from vestis.search.engine import Engine
-from vestis.search.parts import PartSplit, PartSplits, SplitSettings
+from vestis.search.parts import PartSplit, PartSplits, SplitSettings, merge
+from vestis.search.results import SearchHit
 from vestis.search.query import SearchQuery
 from vestis.store.ingest import index_catalogue, open_or_create
 
@@ -69,7 +70,10 @@ def test_the_split_search_ranks_each_parts_share_by_score(engine):
         split.settings = engine.part_splits.settings
     parts = [h.metadata["subCategory"] for h in response.hits]
     assert parts.count("Dress") == 3 and parts.count("Topwear") == 7
-    assert [h.score for h in response.hits] == sorted((h.score for h in response.hits), reverse=True)
+    tops = [h.score for h in response.hits if h.metadata["subCategory"] == "Topwear"]
+    assert tops == sorted(tops, reverse=True)
+    dress_at = [i for i, p in enumerate(parts) if p == "Dress"]
+    assert all(i <= due for i, due in zip(dress_at, (2, 5, 9), strict=True))  # a share in every stretch
     assert response.hits[0].id.startswith("red-shirt")
 
 
@@ -95,3 +99,12 @@ def test_a_top_region_searches_its_parts_and_a_garment_photo_searches_as_before(
     auto = engine.run(SearchQuery(image=data, image_name="g.jpg", region="auto", k=10))
     assert not auto.regions
     assert [(h.id, h.score) for h in auto.response.hits] == [(h.id, h.score) for h in plain.response.hits]
+
+
+def test_an_alternatives_share_shows_on_the_first_page_of_a_long_list():
+    tops = [SearchHit(f"t{i}", 0.9 - i / 100, "", {}) for i in range(45)]
+    dresses = [SearchHit(f"d{i}", 0.3 - i / 100, "", {}) for i in range(5)]
+    merged = merge({"": tops, "Dress": dresses}, 50)
+    assert [merged.index(d) for d in dresses] == [9, 19, 29, 39, 49]
+    assert [h.id for h in merge({"": tops[:9], "Dress": dresses[:1]}, 10)] == [h.id for h in tops[:9]] + ["d0"]
+    assert merge({"": tops[:2], "Dress": [SearchHit("d", 0.95, "", {})]}, 3)[0].id == "d"  # by score when ahead

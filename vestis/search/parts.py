@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vestis.search.results import MAX_K, SearchResponse
+from vestis.search.results import MAX_K, SearchHit, SearchResponse
 from vestis.store.protocol import CollectionStore
 
 # region -> (column, alternative parts): the rest of the region's scope in that column is its main part
@@ -90,17 +90,31 @@ class PartSplit:
         """The page ``offset:offset + k`` of the split search; ``search_part(filter, n)`` answers
         the ``n`` best of one part."""
         n = offset + k
-        hits, timings, candidates = [], {}, 0
+        ranked, timings, candidates = {}, {}, 0
         for part, quota in self.quotas(vector, n).items():
             if quota:
-                part_filter = {self.column: self.main if part == "" else [part]}
-                response = search_part(part_filter, min(quota, MAX_K))
-                hits += response.hits
+                response = search_part({self.column: self.main if part == "" else [part]}, min(quota, MAX_K))
+                ranked[part] = response.hits
                 candidates += response.candidates
                 for key, ms in response.timings_ms.items():
                     timings[key] = timings.get(key, 0.0) + ms
-        hits.sort(key=lambda h: -h.score)
-        return SearchResponse(hits[offset:n], timings, candidates)
+        return SearchResponse(merge(ranked, n)[offset:n], timings, candidates)
+
+
+def merge(ranked: dict[str, list[SearchHit]], n: int) -> list[SearchHit]:
+    """The parts' hits as one list ranked by score, except that an alternative part (any but the
+    main part ``""``) with ``q`` hits has its ``i``-th by rank ``(i + 1) * n / q``: its share shows
+    in every stretch of the list, the first page included, however long the list asked for."""
+    quotas = {part: len(hits) for part, hits in ranked.items()}
+    taken = dict.fromkeys(ranked, 0)
+    out: list[SearchHit] = []
+    while len(out) < n and any(taken[p] < quotas[p] for p in ranked):
+        due = [p for p in ranked if p and taken[p] < quotas[p] and (taken[p] + 1) * n // quotas[p] <= len(out) + 1]
+        open_parts = due or [p for p in ranked if taken[p] < quotas[p]]
+        part = max(open_parts, key=lambda p: ranked[p][taken[p]].score)
+        out.append(ranked[part][taken[part]])
+        taken[part] += 1
+    return out
 
 
 class PartSplits:
