@@ -4,8 +4,14 @@ reader that stayed open sees, resuming, items that arrive meanwhile, rollback an
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +218,41 @@ def test_items_embedded_before_the_switch_are_refused_after_it(shop, tmp_path, o
     with pytest.raises(EncoderMismatchError):
         server.upsert(late)  # written as the new encoder's, it would be searched against the new vectors
     assert "upload" not in server and len(server) == 12
+
+
+def test_sigkill_mid_reindex_leaves_the_old_state_and_a_rerun_resumes(tmp_path, old_encoder, new_encoder):
+    from tests.conftest import garment_image, jpeg_bytes
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(80):
+        rgb = ((n * 37) % 256, (n * 91) % 256, (n * 53) % 256)
+        (folder / f"img{n:03d}.jpg").write_bytes(jpeg_bytes(garment_image(rgb, SHAPES[n % 2], seed=n)))
+    coll = build(folder, tmp_path / "c", old_encoder, "exact")
+    before = vectors(coll)
+    coll.close()
+    cmd = [sys.executable, "-m", "vestis", "reindex", "--collection", str(tmp_path / "c"), "--encoder",
+           new_encoder.name, "--batch-size", "4", "--json"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged, deadline = 0, time.time() + 240
+    while time.time() < deadline and proc.poll() is None and staged < 12:
+        try:
+            with sqlite3.connect(f"file:{tmp_path / 'c' / 'collection.sqlite'}?mode=ro", uri=True, timeout=1) as conn:
+                staged = conn.execute("SELECT COUNT(*) FROM reindex_vectors").fetchone()[0]
+        except sqlite3.Error:  # the staging table is not there yet
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the reindex finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Collection.open(tmp_path / "c") as old:
+        assert old.encoder_version == old_encoder.version
+        for item_id, vector in vectors(old).items():
+            np.testing.assert_array_equal(vector, before[item_id])
+        hits, _scores, _n = old.search_vectors(before["img007"], 1)
+        assert old.items_by_vid(hits)[0].id == "img007"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["resumed"] >= 12 and report["resumed"] + report["embedded"] == report["items"] == 80
