@@ -99,29 +99,32 @@ def calibration_batches(spec: PreprocessSpec, n: int = CALIBRATION_IMAGES,
         yield np.stack([spec(calibration_image(rng, spec.size)) for _ in range(min(batch, n - start))])
 
 
-def quantize_model(float_model: Path, out: Path, batches: Iterator[np.ndarray], input_name: str = "image") -> None:
-    """Write the static QDQ quantization of ``float_model`` to ``out``, calibrated on ``batches``.
+# The shipped recipe's onnxruntime settings (RECIPE); benchmarks/int8_variants.py measures others.
+RECIPE_OPTIONS = {"quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
+                  "reduce_range": True}
+
+
+def quantize_model(float_model: Path, out: Path, batches: Iterator[np.ndarray], input_name: str = "image",
+                   **options: str | bool) -> None:
+    """Write the static quantization of ``float_model`` to ``out``, calibrated (min/max) on ``batches``:
+    :data:`RECIPE_OPTIONS`, or those with ``options`` replaced (onnxruntime's names; enum values
+    by name, e.g. ``quant_format="QOperator"``, ``reduce_range=False``).
 
     The float graph is first shape-inferred and optimised (onnxruntime's recommended
     pre-processing), so that BatchNorm is folded into the convolutions before their weights are
     quantized per channel.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(({input_name: b} for b in batches), None)
 
+    chosen = {**RECIPE_OPTIONS, **options}
+    enums = {"quant_format": QuantFormat, "activation_type": QuantType, "weight_type": QuantType}
+    settings = {key: getattr(enums[key], value) if key in enums else value for key, value in chosen.items()}
     with _prepared(float_model, out.parent) as prepared:
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(str(prepared), str(out), Reader(), calibrate_method=CalibrationMethod.MinMax, **settings)
 
 
 @contextmanager
