@@ -43,7 +43,7 @@ def test_the_catalogue_tells_a_dress_from_a_top(engine):
     assert split.probabilities(vector(engine, "dress"))["Dress"] > split.settings.take_all
     assert split.probabilities(vector(engine, "shirt"))["Dress"] < 0.5
     assert split.quotas(vector(engine, "shirt"), 10)[""] >= 9
-    assert split.quotas(vector(engine, "dress"), 10) == {"Dress": 10}
+    assert split.quotas(vector(engine, "dress"), 10) == {"Dress": 9, "": 1}  # a dress, and one top in case
 
 
 def test_an_uncertain_region_shows_the_alternative_among_its_first_results():
@@ -58,6 +58,8 @@ def test_an_uncertain_region_shows_the_alternative_among_its_first_results():
     assert split.quotas([0.0], 50) == {"": 45, "Dress": 5}
     split.settings = SplitSettings(share_from=0.5)
     assert split.quotas([0.0], 10) == {"": 10}
+    split.settings = SplitSettings(take_all=0.25)  # the dress owns the page, the top keeps a share
+    assert split.quotas([0.0], 10) == {"Dress": 9, "": 1}
 
 
 def test_the_split_search_ranks_each_parts_share_by_score(engine):
@@ -104,7 +106,8 @@ def test_a_top_region_searches_its_parts_and_a_garment_photo_searches_as_before(
 def test_an_alternatives_share_shows_on_the_first_page_of_a_long_list():
     tops = [SearchHit(f"t{i}", 0.9 - i / 100, "", {}) for i in range(45)]
     dresses = [SearchHit(f"d{i}", 0.3 - i / 100, "", {}) for i in range(5)]
-    merged = merge({"": tops, "Dress": dresses}, 50)
+    merged = merge({"": tops, "Dress": dresses}, 50, owner="")
     assert [merged.index(d) for d in dresses] == [9, 19, 29, 39, 49]
-    assert [h.id for h in merge({"": tops[:9], "Dress": dresses[:1]}, 10)] == [h.id for h in tops[:9]] + ["d0"]
-    assert merge({"": tops[:2], "Dress": [SearchHit("d", 0.95, "", {})]}, 3)[0].id == "d"  # by score when ahead
+    assert [h.id for h in merge({"": tops[:9], "Dress": dresses[:1]}, 10, owner="")] == [h.id for h in tops[:9]] + ["d0"]
+    assert merge({"": tops[:2], "Dress": [SearchHit("d", 0.95, "", {})]}, 3, owner="")[0].id == "d"  # by score
+    assert [h.id for h in merge({"Dress": dresses, "": tops[:1]}, 6, owner="Dress")] == ["t0", "d0", "d1", "d2", "d3", "d4"]

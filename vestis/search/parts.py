@@ -6,10 +6,12 @@ The catalogue itself says which part a region looks like: a logistic regression 
 classes balanced) fitted on the collection's own stored vectors and their part labels (no label of
 any query), refitted after a write. Each part is then searched on its own and the page is shared:
 
-- an alternative part (a dress) the region is likely to show (``p >= take_all``) takes the page;
-- one it may show (``p >= share_from``) gets ``share`` of the page, at least one result, so that
-  a shopper sees it among the first results;
-- the main part (the tops) gets the rest; the hits are ranked by score within the page.
+- the page belongs to an alternative part (a dress) the region is likely to show
+  (``p >= take_all``), else to the main part (the tops);
+- every other part it may show (``p >= share_from``) gets ``share`` of the page, at least one
+  result, among the first results whatever the page's length (the classifier errs: half the
+  photos of tank tops look like dresses to it);
+- the page's owner gets the rest; the hits are ranked by score.
 
 The thresholds were chosen on a validation half of the street-to-shop queries and reported on the
 other half (benchmarks/results/street-to-shop/README.md): knowing the garment's part is what a
@@ -67,23 +69,21 @@ class PartSplit:
         return cls(column, main, alternatives, model, settings)
 
     def probabilities(self, vector: np.ndarray) -> dict[str, float]:
-        """How likely the region shows each alternative part."""
+        """How likely the region shows each part ("" is the main part)."""
         p = self.model.predict_proba(np.asarray(vector, np.float32).reshape(1, -1))[0]
-        return {a: float(p[i + 1]) for i, a in enumerate(self.alternatives)}
+        return {"": float(p[0]), **{a: float(p[i + 1]) for i, a in enumerate(self.alternatives)}}
 
     def quotas(self, vector: np.ndarray, n: int) -> dict[str, int]:
-        """How many of the first ``n`` results each part gets (main part: the rest)."""
-        s, quotas = self.settings, {}
-        for part, p in sorted(self.probabilities(vector).items(), key=lambda kv: -kv[1]):
-            if p >= s.take_all:
-                return {part: n}
-            if p >= s.share_from:
-                quotas[part] = max(1, round(s.share * n))
-        room = n
-        for part in quotas:
-            quotas[part] = min(quotas[part], room)
-            room -= quotas[part]
-        return {"": room, **quotas}
+        """How many of the first ``n`` results each part gets, the part that owns the page first."""
+        s, p = self.settings, self.probabilities(vector)
+        likely = [part for part in self.alternatives if p[part] >= s.take_all]
+        owner = max(likely, key=p.__getitem__) if likely else ""
+        quotas, room = {}, n
+        for part in sorted(p, key=lambda part: -p[part]):
+            if part != owner and p[part] >= s.share_from:
+                quotas[part] = min(max(1, round(s.share * n)), room)
+                room -= quotas[part]
+        return {owner: room, **quotas}
 
     def search(self, vector: np.ndarray, k: int, offset: int,
                search_part: Callable[[dict[str, list[str]], int], SearchResponse]) -> SearchResponse:
@@ -91,25 +91,26 @@ class PartSplit:
         the ``n`` best of one part."""
         n = offset + k
         ranked, timings, candidates = {}, {}, 0
-        for part, quota in self.quotas(vector, n).items():
+        quotas = self.quotas(vector, n)
+        for part, quota in quotas.items():
             if quota:
                 response = search_part({self.column: self.main if part == "" else [part]}, min(quota, MAX_K))
                 ranked[part] = response.hits
                 candidates += response.candidates
                 for key, ms in response.timings_ms.items():
                     timings[key] = timings.get(key, 0.0) + ms
-        return SearchResponse(merge(ranked, n)[offset:n], timings, candidates)
+        return SearchResponse(merge(ranked, n, owner=next(iter(quotas)))[offset:n], timings, candidates)
 
 
-def merge(ranked: dict[str, list[SearchHit]], n: int) -> list[SearchHit]:
-    """The parts' hits as one list ranked by score, except that an alternative part (any but the
-    main part ``""``) with ``q`` hits has its ``i``-th by rank ``(i + 1) * n / q``: its share shows
-    in every stretch of the list, the first page included, however long the list asked for."""
+def merge(ranked: dict[str, list[SearchHit]], n: int, owner: str) -> list[SearchHit]:
+    """The parts' hits as one list ranked by score, except that a part other than the page's
+    ``owner`` with ``q`` hits has its ``i``-th by rank ``(i + 1) * n / q``: its share shows in
+    every stretch of the list, the first page included, however long the list asked for."""
     quotas = {part: len(hits) for part, hits in ranked.items()}
     taken = dict.fromkeys(ranked, 0)
     out: list[SearchHit] = []
     while len(out) < n and any(taken[p] < quotas[p] for p in ranked):
-        due = [p for p in ranked if p and taken[p] < quotas[p] and (taken[p] + 1) * n // quotas[p] <= len(out) + 1]
+        due = [p for p in ranked if p != owner and taken[p] < quotas[p] and (taken[p] + 1) * n // quotas[p] <= len(out) + 1]
         open_parts = due or [p for p in ranked if taken[p] < quotas[p]]
         part = max(open_parts, key=lambda p: ranked[p][taken[p]].score)
         out.append(ranked[part][taken[part]])
