@@ -111,3 +111,5 @@ def test_an_alternatives_share_shows_on_the_first_page_of_a_long_list():
     assert [h.id for h in merge({"": tops[:9], "Dress": dresses[:1]}, 10, owner="")] == [h.id for h in tops[:9]] + ["d0"]
     assert merge({"": tops[:2], "Dress": [SearchHit("d", 0.95, "", {})]}, 3, owner="")[0].id == "d"  # by score
     assert [h.id for h in merge({"Dress": dresses, "": tops[:1]}, 6, owner="Dress")] == ["t0", "d0", "d1", "d2", "d3", "d4"]
+    page = merge({"Dress": [SearchHit(f"d{i}", 0.3, "", {}) for i in range(45)], "": tops[:5]}, 50, owner="Dress")
+    assert [i for i, h in enumerate(page) if h.id.startswith("t")] == [0, 10, 20, 30, 40]  # no more than its share

@@ -104,17 +104,23 @@ class PartSplit:
 
 def merge(ranked: dict[str, list[SearchHit]], n: int, owner: str) -> list[SearchHit]:
     """The parts' hits as one list ranked by score, except that a part other than the page's
-    ``owner`` with ``q`` hits has its ``i``-th by rank ``(i + 1) * n / q``: its share shows in
-    every stretch of the list, the first page included, however long the list asked for."""
+    ``owner`` with ``q`` hits has its ``i``-th after rank ``i * n / q`` and by rank
+    ``(i + 1) * n / q``: its share shows in every stretch of the list, the first page included,
+    and no more than its share, however long the list asked for."""
     quotas = {part: len(hits) for part, hits in ranked.items()}
     taken = dict.fromkeys(ranked, 0)
     out: list[SearchHit] = []
-    while len(out) < n and any(taken[p] < quotas[p] for p in ranked):
-        due = [p for p in ranked if p != owner and taken[p] < quotas[p] and (taken[p] + 1) * n // quotas[p] <= len(out) + 1]
-        open_parts = due or [p for p in ranked if taken[p] < quotas[p]]
+    left = [p for p in ranked if quotas[p]]
+    while len(out) < n and left:
+        rank = len(out) + 1
+        # a share neither falls behind nor runs ahead: its i-th hit between ranks i*n/q and (i+1)*n/q
+        fair = [p for p in left if p == owner or taken[p] * n < rank * quotas[p]]
+        due = [p for p in fair if p != owner and (taken[p] + 1) * n // quotas[p] <= rank]
+        open_parts = due or fair or left
         part = max(open_parts, key=lambda p: ranked[p][taken[p]].score)
         out.append(ranked[part][taken[part]])
         taken[part] += 1
+        left = [p for p in left if taken[p] < quotas[p]]
     return out
 
 
