@@ -59,7 +59,9 @@ def quality(name: str, vectors: list[np.ndarray], labels: np.ndarray) -> list[st
     return rows
 
 
-def speed(encoders: list, images: np.ndarray, runs: int) -> list[str]:
+def timings(encoders: list, images: np.ndarray, runs: int) -> dict[tuple[int, int], float]:
+    """Median ms per image of each encoder (by position) at batch 1 and 32: the same 64 images,
+    every round running each encoder in turn, so load falls on all of them alike."""
     times: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(encoders)) for b in (1, 32)}
     for enc in encoders:
         enc.embed_batch(images[:8])  # warm-up
@@ -73,7 +75,11 @@ def speed(encoders: list, images: np.ndarray, runs: int) -> list[str]:
             enc.embed_batch(images[:32])
             enc.embed_batch(images[32:64])
             times[i, 32].append((time.perf_counter() - start) / 64 * 1000)
-    med = {key: statistics.median(v) for key, v in times.items()}
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def speed(encoders: list, images: np.ndarray, runs: int) -> list[str]:
+    med = timings(encoders, images, runs)
     return [f"| batch {b} | {med[0, b]:.2f} | {med[1, b]:.2f} | {med[0, b] / med[1, b]:.2f}x |" for b in (1, 32)]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_encoder import embed_both, quality, speed  # noqa: E402  (the int8 benchmark's measurements)
+from int8_encoder import embed_both, quality, timings  # noqa: E402  (the int8 benchmark's measurements)
 
 from vestis.data import open_catalogue  # noqa: E402
 from vestis.data.images import decode_image  # noqa: E402
@@ -71,10 +71,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for enc, v in zip(encoders[1:], vectors[1:]):
         print(quality(enc.name, [vectors[0], v], labels)[0])
-    print("\n| variant | ms per image, batch 1 (float32 / int8 / speed-up) | batch 32 |\n|---|---|---|")
-    for enc in encoders[1:]:
-        cells = [row.split("|")[2:5] for row in speed([encoders[0], enc], first, args.runs)]
-        print(f"| {enc.name} | " + " | ".join(" / ".join(c.strip() for c in cell) for cell in cells) + " |")
+    med = timings(encoders, first, args.runs)  # every encoder in each round, float32 included
+    print(f"\n| variant | batch 1 ms | speed-up | batch 32 ms per image | speed-up |\n|---|---|---|---|---|\n"
+          f"| float32 | {med[0, 1]:.2f} | 1.00x | {med[0, 32]:.2f} | 1.00x |")
+    for i, enc in enumerate(encoders[1:], 1):
+        print(f"| {enc.name} | {med[i, 1]:.2f} | {med[0, 1] / med[i, 1]:.2f}x | {med[i, 32]:.2f} | "
+              f"{med[0, 32] / med[i, 32]:.2f}x |")
 
 
 if __name__ == "__main__":
