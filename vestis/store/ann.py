@@ -81,7 +81,16 @@ class IndexFiles:
         so an index saved for a re-embedding that never committed is not taken."""
         name = f"index-{gen}"
         atomic_write_dir(self.path / name, index.save)
-        state = {"dir": name, "generation": gen, "spec": index.spec, "vectors_since": vectors_since}
+        self.point(name, index.spec, gen, vectors_since)
+
+    def point(self, name: str, spec: str, gen: int, vectors_since: int) -> None:
+        """Make the saved index folder ``name`` (renamed ``index-GEN``) the current one, as of
+        generation ``gen``, and delete the others."""
+        if name != f"index-{gen}":
+            shutil.rmtree(self.path / f"index-{gen}", ignore_errors=True)
+            (self.path / name).rename(self.path / f"index-{gen}")
+            name = f"index-{gen}"
+        state = {"dir": name, "generation": gen, "spec": spec, "vectors_since": vectors_since}
         atomic_write_bytes(self.path / POINTER, json.dumps(state).encode())
         for old in self.path.glob("index-*"):
             if old.name != name:

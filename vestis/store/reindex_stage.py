@@ -6,7 +6,8 @@ in memory. Writing them bumps no generation, so searches keep answering from the
 know nothing of them. :meth:`LocalStage.switch` is then one write transaction: it checks that every
 item has a new vector (an item added meanwhile sends the caller back to embed it), moves the new
 vectors into the items, records the new encoder and ``vectors_since`` (the generation from which
-derived files hold the new vectors) and saves the ANN index for that generation. A kill before the
+derived files hold the new vectors) and puts in place the ANN index of the new vectors, saved just
+before it (the slow part, kept out of the transaction so that writers wait seconds). A kill before the
 commit leaves the old state whole and the staged vectors for the next run; every other process
 picks up the switch at its next read (:meth:`vestis.store.collection.Collection._sync`). With
 ``keep_old`` the old vectors go to ``previous_vectors`` for a rollback.
@@ -26,10 +27,12 @@ from vestis.index import make_index
 from vestis.index.auto import EXACT_SPEC, concrete_spec, is_auto
 from vestis.index.base import VectorIndex
 from vestis.store.ann import IndexFiles
+from vestis.store.atomic import atomic_write_dir
 from vestis.store.db import Item, ItemDB
 
 STAGE, KEPT = "reindex_vectors", "previous_vectors"  # the tables of the new and the kept old vectors
 TARGET, PREVIOUS = "reindex_", "previous_"  # the prefixes of their encoders' settings
+INDEX_ASIDE = "index-next"  # the new vectors' ANN index, saved before the switch (a later save deletes a stray one)
 
 
 @dataclass(frozen=True)
@@ -147,32 +150,45 @@ class LocalStage:
         if self.index is not None and len(vids):
             self.index.add(vids, vectors.copy())
 
+    def _gone(self) -> list[int]:
+        """Staged vids of items removed since they were staged."""
+        return [r[0] for r in self.db.read(f"SELECT vid FROM {STAGE} WHERE vid NOT IN (SELECT vid FROM items) ORDER BY vid")]
+
     def switch(self, keep_old: bool) -> bool:
         conn = self.db.conn
-        with self.collection.derived_files_lock(), self.db.write():
-            if conn.execute(f"SELECT 1 FROM items WHERE vid NOT IN (SELECT vid FROM {STAGE}) LIMIT 1").fetchone():
-                return False
-            gen = self.db.bump()
-            settings = self.db.settings()
-            conn.execute(f"DELETE FROM {KEPT}")
-            if keep_old:
-                conn.execute(f"INSERT INTO {KEPT} SELECT vid, vector FROM items")
-                old = EncoderSettings.from_settings(settings)
-                assert old is not None
-                self.db.set_settings(old.as_settings(PREVIOUS))
-            else:
-                self.db.drop_settings(EncoderSettings.keys(PREVIOUS))
-            gone = [r[0] for r in conn.execute(f"SELECT vid FROM {STAGE} WHERE vid NOT IN (SELECT vid FROM items)")]
-            conn.execute(f"UPDATE items SET encoder_version=?, vector=(SELECT s.vector FROM {STAGE} s "
-                         "WHERE s.vid=items.vid)", (self.target.version,))
-            conn.execute(f"DELETE FROM {STAGE}")
-            self.db.drop_settings(EncoderSettings.keys(TARGET))
-            new = {**self.target.as_settings(), "vectors_since": str(gen)}
-            if is_auto(self.collection.index_spec):
-                new["index_auto_resolved"] = self.spec
-            self.db.set_settings(new)
-            if self.index is not None:  # saved before the commit: no process ever builds it after the switch
+        with self.collection.derived_files_lock():
+            gone = self._gone()
+            if self.index is not None:  # saved before the transaction (the slow part), adopted in it
                 if gone:
                     self.index.remove(np.array(gone, np.int64))
-                IndexFiles(self.collection.path, self.target.dim).save(self.index, gen, gen)
+                atomic_write_dir(self.collection.path / INDEX_ASIDE, self.index.save)
+            with self.db.write():
+                missing = conn.execute(f"SELECT 1 FROM items WHERE vid NOT IN (SELECT vid FROM {STAGE}) LIMIT 1")
+                if missing.fetchone() or self._gone() != gone:  # items came or went while the index was saved
+                    return False
+                self._commit(keep_old)
         return True
+
+    def _commit(self, keep_old: bool) -> None:
+        """The switch's writes, inside its transaction."""
+        conn = self.db.conn
+        gen = self.db.bump()
+        settings = self.db.settings()
+        conn.execute(f"DELETE FROM {KEPT}")
+        if keep_old:
+            conn.execute(f"INSERT INTO {KEPT} SELECT vid, vector FROM items")
+            old = EncoderSettings.from_settings(settings)
+            assert old is not None
+            self.db.set_settings(old.as_settings(PREVIOUS))
+        else:
+            self.db.drop_settings(EncoderSettings.keys(PREVIOUS))
+        conn.execute(f"UPDATE items SET encoder_version=?, vector=(SELECT s.vector FROM {STAGE} s "
+                     "WHERE s.vid=items.vid)", (self.target.version,))
+        conn.execute(f"DELETE FROM {STAGE}")
+        self.db.drop_settings(EncoderSettings.keys(TARGET))
+        new = {**self.target.as_settings(), "vectors_since": str(gen)}
+        if is_auto(self.collection.index_spec):
+            new["index_auto_resolved"] = self.spec
+        self.db.set_settings(new)
+        if self.index is not None:  # in place before the commit: no process ever builds it after the switch
+            IndexFiles(self.collection.path, self.target.dim).point(INDEX_ASIDE, self.index.spec, gen, gen)
