@@ -208,3 +208,22 @@ def test_the_joint_model_hint_names_the_collection_as_given(tmp_path):
     result = CliRunner().invoke(app, ["search", "--collection", location, "--text", "red dress", "--mode", "vector"])
     said = result.output + str(result.exception or "")  # the error, as `vestis` prints it
     assert result.exit_code != 0 and f"vestis text build --collection {location} --model" in said
+
+
+def test_exact_batch_search_on_an_ivf_collection_ranks_every_item(tmp_path):
+    """`vestis eval --index exact` on a Milvus collection indexed otherwise: every item scored (the
+    local store's exact scan over its vectors), each query's own item left out; another spec is
+    refused with the command that builds it."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(40, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    with create_collection(f"milvus-lite:{tmp_path}/m.db", encoder_name="t", encoder_version="t/1", dim=8,
+                           colour_dim=0, index_spec="ivf:nlist=4,nprobe=1") as coll:
+        vids = coll.upsert([NewItem(f"i{k}", f"/{k}.jpg", f"h{k}", v[k], None, {"k": str(k % 2)}) for k in range(40)])
+        coll.persist()
+        found, _, eligible = coll.search_batch(v[:5], 5, exclude=[(vids[i],) for i in range(5)], index="exact")
+        expected = [[vids[j] for j in sorted(set(range(40)) - {i}, key=lambda j: -float(v[j] @ v[i]))[:5]]
+                    for i in range(5)]
+        assert found.tolist() == expected and eligible.tolist() == [39] * 5
+        with pytest.raises(VestisError, match="vestis index"):
+            coll.search_batch(v[:1], 5, index="hnsw")
