@@ -37,7 +37,7 @@ from vestis.lazy import lazy_import
 from vestis.locks import leaf_lock
 from vestis.store.atomic import atomic_write_bytes, fsync_tree
 from vestis.store.collection import Collection
-from vestis.store.mined import DEFAULT_PRECISION, MAX_VALUES, Mined, label_columns, mine, mined_entries
+from vestis.store.mined import DEFAULT_PRECISION, LISTED, MAX_VALUES, Mined, label_columns, mine, mined_entries
 
 bm25s = lazy_import("bm25s")  # imported on first use (it brings SciPy): an image search never needs it
 Stemmer = lazy_import("Stemmer")  # likewise: opening a collection for image search never needs it
@@ -98,10 +98,12 @@ def vocabulary_info(collection: Collection) -> dict[str, Any]:
     (word, label column, value, items with the word, precision), best first."""
     own = collection.path / SYNONYMS
     index = KeywordIndex(collection)
-    mined = [m.as_list() for m in index.mined() if m.precision >= index.mined_precision]
+    used = index.mined_precision
+    mined = [m.as_list() for m in index.mined() if m.precision >= (LISTED if used is None else used)]
     return {"vocabulary (shipped entries)": len(shipped_entries()),
             "vocabulary (the collection's own entries)": len(read_entries(own)) if own.exists() else 0,
-            f"mined from the titles (precision >= {index.mined_precision})": mined}
+            "mined words used": "none (chosen on validation)" if used is None else f"precision >= {used}",
+            "mined from the titles (word, column, value, items, precision)": mined}
 
 
 class KeywordIndex:
@@ -117,7 +119,7 @@ class KeywordIndex:
         self._state: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
         self._words: Counter[str] = Counter()  # the catalogue's words (of the generation in _state)
         self._mined: list[Mined] = []  # words naming a label value (of the generation in _state)
-        self.mined_precision = DEFAULT_PRECISION  # the least precision of a mined word used
+        self.mined_precision = DEFAULT_PRECISION  # the least precision of a mined word used (None: none)
         # (synonyms file stamp, generation, mined precision, vocabulary, speller): replaced whole when one moved
         self._rewriter: tuple[Any, int, float, Vocabulary, Speller] | None = None
         self._rewrites: OrderedDict[str, Rewrite] = OrderedDict()

@@ -28,7 +28,10 @@ MIN_ITEMS = 5  # items a word must be in to be mined
 MIN_LIFT = 2.0  # how far above chance a word must name a value
 MIN_NAMED = 0.25  # share of the items whose titles name their value of a column, for it to be mined
 FLOOR = 0.5  # the lowest precision kept in the cache (the threshold is applied when the words are used)
-DEFAULT_PRECISION = 0.9  # chosen on the validation split: BENCHMARKS.md "Text search"
+LISTED = 0.9  # the least precision of the words `vestis text info` lists when none are used
+# None: no mined word is used. Chosen on the validation split of Fashion Product Images (mean hybrid
+# P@10 of the label queries 0.830 with none, 0.821 at >= 0.9 or 1.0, 0.803 at >= 0.6: BENCHMARKS.md)
+DEFAULT_PRECISION: float | None = None
 
 
 def label_columns(column_values: Mapping[str, Sequence[tuple[str, int]]], n_items: int,
@@ -91,10 +94,10 @@ def mine(items: Iterable[Mapping[str, Any]], columns: Mapping[str, Sequence[str]
     return out
 
 
-def mined_entries(mined: Sequence[Mined], precision: float) -> list[Entry]:
-    """One-way entries ``word => value`` of the mined pairs at or above ``precision``."""
+def mined_entries(mined: Sequence[Mined], precision: float | None) -> list[Entry]:
+    """One-way entries ``word => value`` of the mined pairs at or above ``precision`` (None: none)."""
     by_word: dict[str, list[str]] = {}
     for m in mined:
-        if m.precision >= precision:
+        if precision is not None and m.precision >= precision:
             by_word.setdefault(m.word, []).append(" ".join(tokens(m.value)))
     return [Entry((word,), tuple(dict.fromkeys(values)), "mined") for word, values in sorted(by_word.items())]
