@@ -49,6 +49,12 @@ def test_a_collections_own_synonyms_are_stored_and_used(catalogue, tmp_path):  #
     own.write_text("daypack => watches\n")  # overrides the shipped entry of "daypack"
     assert CliRunner().invoke(app, ["text", "synonyms", str(own), "--collection", str(catalogue.path)]).exit_code == 0
     assert all("Watch" in t for t in titles(catalogue, "daypack"))
+    own.write_text("ticker => watches\n")  # search --synonyms stores them, then searches with them
+    found = CliRunner().invoke(app, ["search", "--collection", str(catalogue.path), "--text", "ticker", "--mode",
+                                     "keyword", "--synonyms", str(own), "--json", "-k", "3"])
+    assert found.exit_code == 0, found.output
+    assert {r["metadata"]["articleType"] for r in json.loads(found.stdout)["results"]} == {"Watches"}
+    assert (catalogue.path / SYNONYMS).read_text() == "ticker => watches\n"
 
 
 @pytest.mark.parametrize(("content", "message"), [

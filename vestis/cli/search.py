@@ -43,6 +43,9 @@ def search_cmd(
     attrs: Annotated[str | None, typer.Option(
         "--attrs", help="Search by attributes, e.g. 'sleeve length; colour:2' (needs an attribute index)."
     )] = None,
+    synonyms: Annotated[Path | None, typer.Option(
+        "--synonyms", help="Store these synonyms with the collection first (as `vestis text synonyms`), then "
+        "search with them.")] = None,
 ) -> None:
     """Find the items most similar to a query image or an indexed item (in the given attributes, or
     per garment region of a photo of a person), or search in words, alone or combined with images
@@ -63,8 +66,17 @@ def search_cmd(
             color_weight=color_weight)
     except QueryError as e:
         fail(str(e))
+    own_synonyms = None
+    if synonyms is not None:
+        from vestis.data.vocabulary import read_synonyms
+
+        own_synonyms = read_synonyms(synonyms)
     started = time.perf_counter()
     with Engine.open(collection) as engine:
+        if own_synonyms is not None:
+            from vestis.store.keyword_index import save_synonyms
+
+            save_synonyms(engine.collection, own_synonyms, synonyms.name)
         timings = engine.load(model=image is not None)
         outcome = engine.run(query, timings=timings)
         timings["total"] = (time.perf_counter() - started) * 1000
