@@ -13,7 +13,10 @@ gender -> gender). Exact search over the gallery's stored vectors (cosine), the 
 with the collection's encoder. A mode that finds no region in a photo queries with the whole
 photo, as search does. Each mode is also scored on a part of the catalogue (subCategory): the part
 an upper-body garment belongs to (Topwear or Dress), and the part of the query's own category
-(an oracle: what a shopper who names the garment gets). Prints a markdown table with the paired
+(an oracle: what a shopper who names the garment gets), and with the region search's part split
+(vestis.search.parts: the page shared between the catalogue's dresses and tops), the shipped
+behaviour. Each figure is also given on the validation and test halves of the queries (the split's
+thresholds were chosen on the validation half). Prints a markdown table with the paired
 bootstrap interval of each mode's P@10 change over the whole photo, and writes ``results.json``
 (the figures) and ``per-query.json`` (per mode and query, on the whole catalogue: which of the top
 10 are relevant, for paired comparisons).

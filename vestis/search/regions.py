@@ -4,7 +4,8 @@
 A region searches the matching part of the catalogue where the collection's labels name it
 (:data:`REGION_SCOPES`: footwear for the shoes, topwear for the top, ...), unless the query turns
 that off (``region_scope``) or filters the same column itself; a catalogue without those labels is
-searched whole.
+searched whole. Within its scope a region's page is shared between the parts it may show (a top or
+a dress), as the catalogue's own labelled vectors judge it: :mod:`vestis.search.parts`.
 """
 
 from __future__ import annotations
