@@ -40,14 +40,14 @@ def vector(engine: Engine, shape: str, colour=(120, 90, 40)):
 def test_the_catalogue_tells_a_dress_from_a_top(engine):
     split = engine.part_splits.get(engine.collection, "top", TOP_SCOPE)
     assert split is not None and split.main == ["Topwear"] and split.alternatives == ["Dress"]
-    assert split.probabilities(vector(engine, "dress"))["Dress"] > split.settings.take_all
+    assert split.probabilities(vector(engine, "dress"))["Dress"] > split.settings.owns_from
     assert split.probabilities(vector(engine, "shirt"))["Dress"] < 0.5
     assert split.quotas(vector(engine, "shirt"), 10)[""] >= 9
     assert split.quotas(vector(engine, "dress"), 10) == {"Dress": 9, "": 1}  # a dress, and one top in case
 
 
 def test_an_uncertain_region_shows_the_alternative_among_its_first_results():
-    settings = SplitSettings(take_all=0.6, share_from=0.05, share=0.1)
+    settings = SplitSettings(owns_from=0.6, share_from=0.05, share=0.1)
 
     class Model:  # a model 30 % sure of a dress
         def predict_proba(self, x):
@@ -58,14 +58,14 @@ def test_an_uncertain_region_shows_the_alternative_among_its_first_results():
     assert split.quotas([0.0], 50) == {"": 45, "Dress": 5}
     split.settings = SplitSettings(share_from=0.5)
     assert split.quotas([0.0], 10) == {"": 10}
-    split.settings = SplitSettings(take_all=0.25)  # the dress owns the page, the top keeps a share
+    split.settings = SplitSettings(owns_from=0.25)  # the dress owns the page, the top keeps a share
     assert split.quotas([0.0], 10) == {"Dress": 9, "": 1}
 
 
 def test_the_split_search_ranks_each_parts_share_by_score(engine):
     split = engine.part_splits.get(engine.collection, "top", TOP_SCOPE)
     query = engine.query(image=garment_image((190, 40, 40), "shirt", seed=5))
-    split.settings = SplitSettings(take_all=2.0, share_from=0.0, share=0.3)  # force a shared page
+    split.settings = SplitSettings(owns_from=2.0, share_from=0.0, share=0.3)  # force a shared page
     try:
         response = split.search(query.vector, 10, 0, lambda part, n: engine.search(query, k=n, filters=part))
     finally:

@@ -7,7 +7,7 @@ classes balanced) fitted on the collection's own stored vectors and their part l
 any query), refitted after a write. Each part is then searched on its own and the page is shared:
 
 - the page belongs to an alternative part (a dress) the region is likely to show
-  (``p >= take_all``), else to the main part (the tops);
+  (``p >= owns_from``), else to the main part (the tops);
 - every other part it may show (``p >= share_from``) gets ``share`` of the page, at least one
   result, among the first results whatever the page's length (the classifier errs: half the
   photos of tank tops look like dresses to it);
@@ -36,7 +36,10 @@ MIN_ITEMS = 20  # a part with fewer labelled items is not learned: the scope is 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    take_all: float = 0.6
+    """An alternative part owns the page from ``owns_from``; any other part gets ``share`` of it
+    from ``share_from`` (probabilities; chosen on the validation half, see the module)."""
+
+    owns_from: float = 0.6
     share_from: float = 0.05
     share: float = 0.1
 
@@ -76,7 +79,7 @@ class PartSplit:
     def quotas(self, vector: np.ndarray, n: int) -> dict[str, int]:
         """How many of the first ``n`` results each part gets, the part that owns the page first."""
         s, p = self.settings, self.probabilities(vector)
-        likely = [part for part in self.alternatives if p[part] >= s.take_all]
+        likely = [part for part in self.alternatives if p[part] >= s.owns_from]
         owner = max(likely, key=p.__getitem__) if likely else ""
         quotas, room = {}, n
         for part in sorted(p, key=lambda part: -p[part]):
