@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vestis.encoders import DEFAULT_ENCODER, PreprocessSpec, get_encoder, list_encoders
+from vestis.encoders import DEFAULT_ENCODER, PreprocessSpec, default_encoder, get_encoder, list_encoders
 from vestis.encoders.onnx_encoder import builtin_model_path
 from vestis.errors import VestisError
 
@@ -30,12 +30,14 @@ def test_registry_names():
     from vestis.encoders.torch_models import BUILDERS
 
     assert sorted(VERSIONS) == sorted(BUILDERS)
-    assert list_encoders() == ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenetv2"]
-    assert DEFAULT_ENCODER == "efficientnet-lite0-int8"
+    assert list_encoders() == ["efficientnet-lite0", "efficientnet-lite0-int8", "efficientnet-lite0-int8-vnni",
+                               "mobilenetv2"]
+    assert DEFAULT_ENCODER == default_encoder()  # chosen from this CPU (see test_encoder_int8_vnni.py)
 
 
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path):
-    with pytest.raises(VestisError, match="efficientnet-lite0, efficientnet-lite0-int8, mobilenetv2"):
+    names = "efficientnet-lite0, efficientnet-lite0-int8, efficientnet-lite0-int8-vnni, mobilenetv2"
+    with pytest.raises(VestisError, match=names):
         get_encoder("resnet50", cache_dir=tmp_path)
     with pytest.raises(VestisError, match="does not exist"):
         get_encoder(str(tmp_path / "missing.onnx"))

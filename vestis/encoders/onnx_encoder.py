@@ -204,27 +204,28 @@ def builtin_model_path(name: str, cache_dir: Path | None = None, *,
 
     ``export(name, path)`` writes the model (default: :func:`export_backbone`, the image
     backbones); ``revision`` names anything else the export depends on (another graph revision,
-    the weights' package version). An ``-int8`` image encoder is the static quantization of its
-    backbone's export (:mod:`vestis.encoders.quantize`). The file name hashes what the model is
-    made from: the model, the graph revision, the torch version and ``revision``, plus the
-    quantization recipe and the onnxruntime version for ``-int8``. The model is written to a
-    temporary file and renamed into place, so concurrent processes never read a partial model (at
-    worst two of them build the same file).
+    the weights' package version). An ``-int8`` (or ``-int8-vnni``) image encoder is the static
+    quantization of its backbone's export by its recipe (:mod:`vestis.encoders.quantize`). The
+    file name hashes what the model is made from: the model, the graph revision, the torch version
+    and ``revision``, plus the recipe and the onnxruntime version for the 8-bit ones. The model is
+    written to a temporary file and renamed into place, so concurrent processes never read a
+    partial model (at worst two of them build the same file).
     """
-    from vestis.encoders.quantize import RECIPE, backbone_of, calibration_batches, quantize_model
+    from vestis.encoders.quantize import backbone_of, calibration_batches, quantize_model, recipe_of
 
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    backbone = backbone_of(name) if export is None else None
-    if backbone is None:
+    recipe = recipe_of(name) if export is None else None
+    if recipe is None:
         key = f"{name}|graph{GRAPH_REVISION}|opset{OPSET}|torch{metadata.version('torch')}"
         key += f"|{revision}" if revision else ""
         return _cached(directory, name, key, lambda out: (export or export_backbone)(name, out))
     from vestis.encoders import BUILTIN_PREPROCESSING
 
-    source = builtin_model_path(backbone, directory)
-    key = f"{source.name}|{RECIPE}|onnxruntime{ort.__version__}"
-    return _cached(directory, name, key,
-                   lambda out: quantize_model(source, out, calibration_batches(BUILTIN_PREPROCESSING[name]), INPUT))
+    source = builtin_model_path(backbone_of(name), directory)
+    recipe_name, options = recipe
+    key = f"{source.name}|{recipe_name}|onnxruntime{ort.__version__}"
+    return _cached(directory, name, key, lambda out: quantize_model(
+        source, out, calibration_batches(BUILTIN_PREPROCESSING[name]), INPUT, **options))
 
 
 def _cached(directory: Path, name: str, key: str, build: Callable[[Path], None]) -> Path:

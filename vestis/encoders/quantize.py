@@ -5,10 +5,17 @@ per output channel, activations as unsigned 8-bit per tensor with ranges calibra
 :data:`CALIBRATION_IMAGES` generated images. Weights use 7 of their 8 bits (``reduce_range``): on
 x86 CPUs without VNNI, onnxruntime multiplies unsigned by signed bytes and adds pairs of products
 in 16 bits, which overflows with full-range weights and distorted the embeddings badly (see
-BENCHMARKS.md); unsigned weights avoid that too but run slower than float32 there. Generated, not catalogue, images: the quantized
-model is then the same file on every machine and for every collection, so a query embedded for
-one collection is comparable with any other built with the same encoder version, and no dataset
-image has to ship with vestis. The generator draws what catalogue photos are made of: flat
+BENCHMARKS.md); unsigned weights avoid that too but run slower than float32 there.
+
+``<backbone>-int8-vnni`` is the same with full 8-bit weights, for CPUs with VNNI (AVX-512 VNNI or
+AVX-VNNI), whose 8-bit dot products add in 32 bits: embeddings closer to float32 (cosine 0.993
+against 0.955) and faster (benchmarks/results/int8-variants.md). On a CPU without VNNI its sums
+overflow, so :func:`vestis.encoders.get_encoder` refuses it there.
+
+Both are calibrated on generated, not catalogue, images: the quantized model is then the same
+file on every machine of a kind and for every collection, so a query embedded for one collection
+is comparable with any other built with the same encoder version, and no dataset image has to
+ship with vestis. The generator draws what catalogue photos are made of: flat
 backgrounds (mostly white, some grey or black), a few garment-sized silhouettes with solid,
 striped, checked or fabric-noise fills, soft edges, lighting gradients and sensor noise.
 """
@@ -26,20 +33,45 @@ from PIL import Image, ImageDraw, ImageFilter
 from vestis.encoders.preprocess import PreprocessSpec
 
 SUFFIX = "-int8"
+VNNI_SUFFIX = "-int8-vnni"
 CALIBRATION_IMAGES = 256
 CALIBRATION_SEED = 0
 CALIBRATION_BATCH = 16
 RECIPE = f"qdq-u8s7-minmax-synth{CALIBRATION_IMAGES}"  # goes into the encoder version: change it when the recipe changes
+VNNI_RECIPE = f"qdq-u8s8-minmax-synth{CALIBRATION_IMAGES}"  # likewise, for VNNI_SUFFIX
 TEXT_RECIPE = "dynamic-s7-perchannel"  # the text encoders' (:func:`quantize_text_model`): likewise
 
 
-def quantized_name(backbone: str) -> str:
-    return backbone + SUFFIX
+# name suffix -> (recipe version string, its quantize_model options beyond RECIPE_OPTIONS)
+RECIPES: dict[str, tuple[str, dict[str, str | bool]]] = {SUFFIX: (RECIPE, {}),
+                                                          VNNI_SUFFIX: (VNNI_RECIPE, {"reduce_range": False})}
+
+
+def quantized_name(backbone: str, vnni: bool = False) -> str:
+    """The 8-bit encoder of ``backbone``: the portable recipe, or with ``vnni`` the one for VNNI CPUs."""
+    return backbone + (VNNI_SUFFIX if vnni else SUFFIX)
+
+
+def _suffix(name: str) -> str | None:
+    return next((s for s in (VNNI_SUFFIX, SUFFIX) if name.endswith(s)), None)
 
 
 def backbone_of(name: str) -> str | None:
-    """The float32 backbone behind an ``-int8`` encoder name, or None for any other name."""
-    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else None
+    """The float32 backbone behind an ``-int8`` or ``-int8-vnni`` encoder name, or None for any other name."""
+    suffix = _suffix(name)
+    return name[: -len(suffix)] if suffix else None
+
+
+def needs_vnni(name: str) -> bool:
+    """Whether encoder ``name`` is an 8-bit recipe that only a CPU with VNNI runs correctly."""
+    return _suffix(name) == VNNI_SUFFIX
+
+
+def recipe_of(name: str) -> tuple[str, dict[str, str | bool]] | None:
+    """An 8-bit image encoder's recipe: its version string and the :func:`quantize_model` options
+    that differ from :data:`RECIPE_OPTIONS`; None for any other name."""
+    suffix = _suffix(name)
+    return RECIPES[suffix] if suffix else None
 
 
 def calibration_image(rng: np.random.Generator, size: int = 224) -> Image.Image:
@@ -99,7 +131,7 @@ def calibration_batches(spec: PreprocessSpec, n: int = CALIBRATION_IMAGES,
         yield np.stack([spec(calibration_image(rng, spec.size)) for _ in range(min(batch, n - start))])
 
 
-# The shipped recipe's onnxruntime settings (RECIPE); benchmarks/int8_variants.py measures others.
+# The portable recipe's onnxruntime settings (RECIPE); benchmarks/int8_variants.py measures others.
 RECIPE_OPTIONS = {"quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
                   "reduce_range": True}
 
