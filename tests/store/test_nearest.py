@@ -79,3 +79,13 @@ def test_a_filter_the_index_cannot_fill_is_scanned(table, monkeypatch):
     monkeypatch.setattr(core, "MIN_ANN_FILTER_SHARE", 1.0)  # every filter scanned: the index is never asked
     found, _, _ = nearest(table, queries, 5, ann=Useless(), allowed=allowed)
     assert rows_of(found) == brute_force(table, queries, 5, set(allowed.tolist()))
+
+
+@pytest.mark.parametrize("with_index", [False, True])
+def test_a_filter_that_keeps_nothing_finds_nothing(table, with_index):
+    ids, vectors, _ = table.view
+    ann = make_index("exact", DIM) if with_index else None
+    if ann is not None:
+        ann.add(ids.copy(), vectors.copy())
+    found, scores, eligible = nearest(table, vectors[:3], 5, ann=ann, allowed=np.array([], np.int64))
+    assert (found == -1).all() and np.isneginf(scores).all() and (eligible == 0).all()

@@ -66,6 +66,9 @@ def nearest(table: VectorStore, queries: np.ndarray, want: int, *, ann: VectorIn
         member[pool] = True
         ex_rows = np.where(member[np.maximum(ex_rows, 0)], ex_rows, -1)
     eligible = (len(table) if pool is None else len(pool)) - (ex_rows >= 0).sum(axis=1)
+    if pool is not None and len(pool) == 0:  # the filter keeps nothing
+        return (np.full((len(queries), want), -1, np.int64), np.full((len(queries), want), -np.inf, np.float32),
+                np.zeros(len(queries), np.int64))
     share = len(pool) / max(1, len(table)) if pool is not None else 1.0
     if ann is None or share < MIN_ANN_FILTER_SHARE:
         return (*_scan(table, queries, want, pool, ex_rows, colours, colour_weight), eligible)
