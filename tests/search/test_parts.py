@@ -113,3 +113,17 @@ def test_an_alternatives_share_shows_on_the_first_page_of_a_long_list():
     assert [h.id for h in merge({"Dress": dresses, "": tops[:1]}, 6, owner="Dress")] == ["t0", "d0", "d1", "d2", "d3", "d4"]
     page = merge({"Dress": [SearchHit(f"d{i}", 0.3, "", {}) for i in range(45)], "": tops[:5]}, 50, owner="Dress")
     assert [i for i, h in enumerate(page) if h.id.startswith("t")] == [0, 10, 20, 30, 40]  # no more than its share
+
+
+def test_a_write_keeps_the_last_fit_answering_while_the_new_one_is_fitted(engine):
+    import time
+
+    parts = PartSplits()
+    first = parts.get(engine.collection, "top", TOP_SCOPE)
+    item = next(engine.collection.iter_items())
+    engine.collection.update_metadata([(item.id, dict(item.metadata))])  # a write: a new generation
+    assert parts.get(engine.collection, "top", TOP_SCOPE) is first  # answered at once by the last fit
+    deadline = time.monotonic() + 120  # the refit runs in a background thread; a busy machine is slow
+    while (split := parts.get(engine.collection, "top", TOP_SCOPE)) is first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert split is not first and split.alternatives == ["Dress"]

@@ -20,17 +20,20 @@ region search of a photo of a person lacks most.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from vestis.locks import leaf_lock
 from vestis.search.results import MAX_K, SearchHit, SearchResponse
 from vestis.store.protocol import CollectionStore
 
 # region -> (column, alternative parts): the rest of the region's scope in that column is its main part
 REGION_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {"top": ("subCategory", ("Dress",))}
+logger = logging.getLogger(__name__)
 MIN_ITEMS = 20  # a part with fewer labelled items is not learned: the scope is searched whole
 
 
@@ -128,13 +131,16 @@ def merge(ranked: dict[str, list[SearchHit]], n: int, owner: str) -> list[Search
 
 
 class PartSplits:
-    """The :class:`PartSplit` of each region for one collection, learned on first use and again
-    after a write (thread-safe)."""
+    """The :class:`PartSplit` of each region for one collection (thread-safe). The first use fits it
+    (seconds on a large catalogue); after a write the last fit keeps answering while a background
+    thread fits the new one, so a write never stalls a region search. The fit reads the collection
+    under its own lock; this object's leaf lock guards only its memory (see :mod:`vestis.locks`)."""
 
     def __init__(self, settings: SplitSettings | None = None) -> None:
         self.settings = settings or SplitSettings()
-        self._lock = threading.Lock()
+        self._lock = leaf_lock("part splits")
         self._fitted: dict[tuple[str, tuple[str, ...]], tuple[int, PartSplit | None]] = {}
+        self._refitting: set[tuple[str, tuple[str, ...]]] = set()
 
     def get(self, collection: CollectionStore, region: str, scope: dict[str, list[str]]) -> PartSplit | None:
         """The split for ``region`` searched within ``scope`` (its catalogue part, see
@@ -149,8 +155,32 @@ class PartSplits:
         if not present or not main:
             return None
         key = (region, tuple(values))
+        generation = collection.generation
+
+        def fit() -> tuple[int, PartSplit | None]:
+            return generation, PartSplit.fit(collection, column, main, present, self.settings)
+
         with self._lock:
-            generation = collection.generation
-            if key not in self._fitted or self._fitted[key][0] != generation:
-                self._fitted[key] = (generation, PartSplit.fit(collection, column, main, present, self.settings))
-            return self._fitted[key][1]
+            known = self._fitted.get(key)
+            stale = known is not None and known[0] != generation and key not in self._refitting
+            if stale:
+                self._refitting.add(key)
+        if known is None:
+            fitted = fit()
+            with self._lock:
+                self._fitted.setdefault(key, fitted)
+            return fitted[1]
+        if stale:
+            threading.Thread(target=self._refit, args=(key, fit), name="part-split refit", daemon=True).start()
+        return known[1]
+
+    def _refit(self, key: tuple[str, tuple[str, ...]], fit: Callable[[], tuple[int, PartSplit | None]]) -> None:
+        try:
+            fitted = fit()
+        except Exception:  # noqa: BLE001 - a refit that fails (the collection closed) keeps the last fit
+            logger.warning("refitting the part split of %s failed; the last fit stays in use", key[0], exc_info=True)
+            fitted = None
+        with self._lock:
+            if fitted is not None:
+                self._fitted[key] = fitted
+            self._refitting.discard(key)
