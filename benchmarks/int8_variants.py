@@ -9,7 +9,7 @@ products in 16 bits, which full-range weights overflow (see ``vestis.encoders.qu
 
 onnxruntime chooses its kernels from the CPU at run time (no option caps the instruction set), so
 the AVX2 figures need a CPU without VNNI. Each variant is quantized from the same float32 export,
-calibrated on the same generated images as the shipped one, into ``--out`` (reused when present).
+calibrated on the same generated images as the shipped ones, into ``--out`` (reused when present).
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from vestis.data.images import decode_image  # noqa: E402
 from vestis.encoders import BUILTIN_PREPROCESSING, get_encoder  # noqa: E402
 from vestis.encoders.cpu import describe_cpu  # noqa: E402
 from vestis.encoders.onnx_encoder import INPUT, OnnxEncoder, builtin_model_path, open_session  # noqa: E402
-from vestis.encoders.quantize import calibration_batches, quantize_model, quantized_name  # noqa: E402
+from vestis.encoders.quantize import (  # noqa: E402
+    RECIPES, SUFFIX, VNNI_SUFFIX, calibration_batches, quantize_model, quantized_name)
 from vestis.eval.protocols import group_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, str | bool]] = {
-    "u8s7-perchannel-qdq (shipped)": {},
-    "u8s8-perchannel-qdq": {"reduce_range": False},
+    "u8s7-perchannel-qdq (efficientnet-lite0-int8)": RECIPES[SUFFIX][1],
+    "u8s8-perchannel-qdq (efficientnet-lite0-int8-vnni)": RECIPES[VNNI_SUFFIX][1],
     "u8s7-pertensor-qdq": {"per_channel": False},
     "u8s7-perchannel-qoperator": {"quant_format": "QOperator"},
     "s8s8-perchannel-qdq": {"reduce_range": False, "activation_type": "QInt8"},
