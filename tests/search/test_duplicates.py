@@ -1,5 +1,5 @@
-"""Near-duplicates: altered copies (mirrored, cropped) are grouped with their originals; different
-garments are not; bad thresholds are clear errors. How well copies are found on real catalogue
+"""Near-duplicates: altered copies (mirrored, cropped, half-size) are grouped with their originals;
+different garments, and different products of the same pose, are not; bad thresholds are clear errors. How well copies are found on real catalogue
 photos is measured by benchmarks/duplicates.py."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ import io
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from PIL import Image, ImageOps
 
 from tests.conftest import garment_image, jpeg_bytes
 from vestis.errors import VestisError
-from vestis.search.duplicates import find_duplicates
+from vestis.search.duplicates import CONFIRM_FROM, CONFIRM_NCC, Thumbnails, find_duplicates
 from vestis.store.factory import open_collection
 
 pytestmark = pytest.mark.slow
@@ -51,14 +52,14 @@ def test_altered_copies_are_grouped_with_their_originals(collection):
     assert "red-shirt-mirrored" in group_of["red-shirt"] and "blue-dress-crop" in group_of["blue-dress"]
     assert group_of["red-shirt"] != group_of["blue-dress"]
     assert "green-trousers" not in group_of and "black-shirt" not in group_of  # other garments stand alone
-    assert all(s >= report.threshold for _a, _b, s in report.pairs_found)
+    assert all(s >= report.threshold or s >= CONFIRM_FROM for _a, _b, s in report.pairs_found)
     # the colour keeps a shirt of the same cut in another colour apart, even at a looser threshold
     # (their deep vectors alone are 0.87 alike)
     assert "black-shirt" not in {i for g in looser.groups if "red-shirt" in g.ids for i in g.ids}
     assert "red-shirt-mirrored" in {i for g in looser.groups if "red-shirt" in g.ids for i in g.ids}
     assert report.items == 6
-    with open_collection(collection) as coll:  # a threshold of 1 leaves only identical vectors
-        assert find_duplicates(coll, 1.0).groups == []
+    with open_collection(collection) as coll:  # a threshold of 1, unconfirmed, leaves only identical vectors
+        assert find_duplicates(coll, 1.0, confirm_from=None).groups == []
 
 
 def test_the_cli_lists_groups_as_json_csv_and_pictures(collection, tmp_path):
@@ -136,3 +137,37 @@ def test_index_can_leave_out_new_duplicates(tmp_path):
         assert "red-shirt-again" not in coll and "green-trousers" in coll
     text = vestis("index", str(folder), "--collection", str(collection), "--skip-duplicates")
     assert "duplicate red-shirt-again" in " ".join(text.stderr.split()) and "of red-shirt" in text.stderr
+
+
+def test_a_half_size_copy_is_confirmed_by_its_thumbnail_and_a_look_alike_is_not(shared_datasets, tmp_path):
+    """Real catalogue photos: a half-size copy is found though its deep similarity is under the
+    threshold (its thumbnail is the original's); two different products whose similarity is as
+    close are not (their thumbnails differ). Both are left out by ``vestis index --skip-duplicates``."""
+    folder, copies = tmp_path / "shop", tmp_path / "copies"
+    folder.mkdir()
+    copies.mkdir()
+    with zipfile.ZipFile(shared_datasets / "fashion-product-images-300.zip") as z:
+        for name in ("52210", "13656", "36325", "36324"):
+            (folder / f"{name}.jpg").write_bytes(z.read(f"images/{name}.jpg"))
+    for name in ("52210", "13656"):  # re-uploaded at half size
+        photo = Image.open(folder / f"{name}.jpg").convert("RGB")
+        photo.resize((photo.width // 2, photo.height // 2), Image.Resampling.BILINEAR).save(copies / f"{name}-half.jpg",
+                                                                                           quality=90)
+    thumbnails = Thumbnails()
+    assert thumbnails.correlation(str(folder / "52210.jpg"), str(copies / "52210-half.jpg")) >= CONFIRM_NCC
+    assert thumbnails.correlation(str(folder / "36325.jpg"), str(folder / "36324.jpg")) < CONFIRM_NCC
+    collection = tmp_path / "collection"
+    assert vestis("index", str(folder), "--collection", str(collection)).returncode == 0
+    done = vestis("index", str(copies), "--collection", str(collection), "--skip-duplicates", "--json")
+    assert done.returncode == 0, done.stderr
+    assert sorted((d["id"], d["duplicate_of"]) for d in json.loads(done.stdout)["skipped_duplicates"]) == [
+        ("13656-half", "13656"), ("52210-half", "52210")]
+    assert vestis("index", str(copies), "--collection", str(collection)).returncode == 0
+    with open_collection(collection) as coll:
+        report = find_duplicates(coll)
+        unconfirmed = find_duplicates(coll, CONFIRM_FROM, confirm_from=None)
+    pairs = {frozenset((a, b)): s for a, b, s in report.pairs_found}
+    assert set(pairs) == {frozenset(("52210", "52210-half")), frozenset(("13656", "13656-half"))}
+    assert all(CONFIRM_FROM <= s < report.threshold for s in pairs.values()) and report.confirmed == 2
+    # on the similarity alone the two different products would pair
+    assert frozenset(("36325", "36324")) in {frozenset((a, b)) for a, b, _s in unconfirmed.pairs_found}

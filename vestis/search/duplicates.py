@@ -1,14 +1,17 @@
 """Near-duplicate listings in a collection: the same product photographed again, re-uploaded
 resized or re-encoded, mirrored, lightly cropped or relit.
 
-Every item asks the collection for its nearest neighbours (``search_vectors``: the collection's
-own ANN index, or its exact scan while small), so a 44k catalogue takes a minute, not all pairs at
-1280-d. A pair's similarity is the cosine of the deep vectors fused with the colour descriptors'
-similarity, ``(cos + w colour) / (1 + w)``: the colour histogram does not change when a photo is
-resized, which the deep vector of a small copy does. Two items at or above ``threshold`` are a
-pair; a group is an item and the items that duplicate it (star-shaped, so that look-alikes do
-not chain into one huge group); every pair is listed too. The colour weight and the threshold were
-chosen on half of a benchmark's altered copies and measured on the other half (BENCHMARKS.md
+Every item asks the collection for its nearest neighbours (``search_batch``: the collection's own
+ANN index, or its exact scan while small, many items per call), so a 44k catalogue takes a minute,
+not all pairs at 1280-d. A pair's similarity is the cosine of the deep vectors fused with the
+colour descriptors' similarity, ``(cos + w colour) / (1 + w)``. Two items at or above
+``threshold`` are a pair. Below it, from ``confirm_from``, a pair needs a second look at the
+pixels: the normalised cross-correlation of the two photos' 32x32 grayscale thumbnails (or of one
+and the other's mirror image) at ``CONFIRM_NCC`` or more. A half-size copy loses the detail the
+encoder sees, but its thumbnail is the original's; two different products in the same pose differ
+there. A group is an item and the items that duplicate it (star-shaped, so that look-alikes do not
+chain into one huge group); every pair is listed too. The weights and thresholds were chosen on
+half of a benchmark's altered copies and measured on the other half (BENCHMARKS.md
 "Near-duplicates").
 """
 
@@ -19,13 +22,52 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
+from vestis.data.images import decode_image
+from vestis.data.sources import read_source
 from vestis.errors import VestisError
 from vestis.store.protocol import CollectionStore
 
-DEFAULT_THRESHOLD = 0.915  # on held-out altered copies of catalogue photos: 92 % found, pair precision 0.96
+DEFAULT_THRESHOLD = 0.94  # a pair on the similarity alone (held-out copies: 97 % found at pair precision 0.99)
+CONFIRM_FROM = 0.86  # from here to the threshold a pair needs its thumbnails to agree
+CONFIRM_NCC = 0.98  # the thumbnails' normalised cross-correlation that confirms a pair
+THUMB = 32  # thumbnail side, pixels
 COLOUR_WEIGHT = 0.5  # of the colour similarity beside the deep cosine (a collection without colours: none)
 NEIGHBOURS = 10  # nearest items each item is compared with
+BATCH = 512  # items searched per call
+
+
+class Thumbnails:
+    """Grayscale thumbnails of item sources (mean removed, unit length), read once each; ``agree``
+    says whether two sources show the same photo (up to size, JPEG, brightness and mirroring)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, np.ndarray | None] = {}
+
+    def get(self, source: str) -> np.ndarray | None:
+        """The thumbnail, or None when the source cannot be read or is one flat colour."""
+        if source not in self._cache:
+            try:
+                image = decode_image(read_source(source), source=source)
+            except VestisError:
+                self._cache[source] = None
+                return None
+            pixels = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX), np.float32)
+            pixels = pixels - pixels.mean()
+            norm = float(np.linalg.norm(pixels))
+            self._cache[source] = pixels / norm if norm > 1e-3 else None
+        return self._cache[source]
+
+    def correlation(self, a: str, b: str) -> float:
+        """The larger cross-correlation of ``a`` with ``b`` or with ``b`` mirrored (-1 when unreadable)."""
+        ta, tb = self.get(a), self.get(b)
+        if ta is None or tb is None:
+            return -1.0
+        return max(float((ta * tb).sum()), float((ta * tb[:, ::-1]).sum()))
+
+    def agree(self, a: str, b: str) -> bool:
+        return self.correlation(a, b) >= CONFIRM_NCC
 
 
 @dataclass
@@ -42,14 +84,15 @@ class DuplicateGroup:
 @dataclass
 class DuplicateReport:
     groups: list[DuplicateGroup]
-    pairs_found: list[tuple[str, str, float]]  # every pair at or above the threshold, best first
+    pairs_found: list[tuple[str, str, float]]  # every pair, best first (those under the threshold confirmed)
     items: int
     threshold: float
     seconds: float
+    confirmed: int = 0  # pairs under the threshold that the thumbnails confirmed
 
     def as_dict(self) -> dict[str, object]:
         return {"items": self.items, "threshold": self.threshold, "groups": len(self.groups),
-                "pairs": len(self.pairs_found), "seconds": round(self.seconds, 3),
+                "pairs": len(self.pairs_found), "confirmed": self.confirmed, "seconds": round(self.seconds, 3),
                 "duplicates": [g.as_dict() for g in self.groups],
                 "all_pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs_found]}
 
@@ -61,10 +104,12 @@ def check_threshold(threshold: float) -> float:
 
 
 def find_duplicates(collection: CollectionStore, threshold: float = DEFAULT_THRESHOLD, *,
-                    neighbours: int = NEIGHBOURS,
+                    confirm_from: float | None = CONFIRM_FROM, neighbours: int = NEIGHBOURS,
                     progress: Callable[[int, int], None] | None = None) -> DuplicateReport:
-    """The groups of near-duplicate items of ``collection`` (see the module docstring), largest first."""
+    """The groups of near-duplicate items of ``collection`` (see the module docstring), largest
+    first. ``confirm_from`` None: no thumbnail confirmation, pairs at ``threshold`` only."""
     threshold = check_threshold(threshold)
+    floor = threshold if confirm_from is None else min(threshold, check_threshold(confirm_from))
     started = time.perf_counter()
     with collection.lock:  # one generation's vectors
         table = collection.table()
@@ -72,25 +117,35 @@ def find_duplicates(collection: CollectionStore, threshold: float = DEFAULT_THRE
         vids, vectors, colours = vids.copy(), np.asarray(vectors, np.float32), np.asarray(colours, np.float32)
     weight = COLOUR_WEIGHT if collection.colour_dim else 0.0
     pairs: dict[tuple[int, int], float] = {}
-    for row, vid in enumerate(vids.tolist()):
-        near, scores, _ = collection.search_vectors(vectors[row], neighbours, exclude=(vid,))
-        if weight and len(near):  # the colour of the few neighbours, from the same table
-            scores = scores + weight * (colours[table.rows_of(near)] @ colours[row])
-        for other, score in zip(near.tolist(), (scores / (1 + weight)).tolist()):
-            if score >= threshold:
-                key = (min(vid, other), max(vid, other))
-                pairs[key] = max(score, pairs.get(key, 0.0))
-        if progress is not None and (row % 256 == 0 or row == len(vids) - 1):
-            progress(row + 1, len(vids))
-    ids = {it.vid: it.id for it in collection.items_by_vid(sorted({v for pair in pairs for v in pair}))}
-    pairs = {(a, b): s for (a, b), s in pairs.items() if a in ids and b in ids}  # removed meanwhile: left out
+    for start in range(0, len(vids), BATCH):
+        chunk = vids[start:start + BATCH]
+        near, scores, _ = collection.search_batch(vectors[start:start + BATCH], neighbours,
+                                                  exclude=[(vid,) for vid in chunk.tolist()])
+        found = near >= 0
+        if weight and found.any():  # the colour of the few neighbours, from the same table
+            rows = np.zeros(near.shape, np.int64)
+            rows[found] = table.rows_of(near[found])
+            scores = scores + weight * np.einsum("qkd,qd->qk", colours[rows], colours[start:start + BATCH])
+        scores = scores / (1 + weight)
+        for q, k in zip(*np.nonzero(found & (scores >= floor))):
+            a, b = int(chunk[q]), int(near[q, k])
+            key = (min(a, b), max(a, b))
+            pairs[key] = max(float(scores[q, k]), pairs.get(key, 0.0))
+        if progress is not None:
+            progress(start + len(chunk), len(vids))
+    items = {it.vid: it for it in collection.items_by_vid(sorted({v for pair in pairs for v in pair}))}
+    thumbnails = Thumbnails()
+    pairs = {(a, b): s for (a, b), s in pairs.items() if a in items and b in items  # removed meanwhile: left out
+             and (s >= threshold or thumbnails.agree(items[a].source, items[b].source))}
+    ids = {vid: it.id for vid, it in items.items()}
     out = [DuplicateGroup(sorted(ids[v] for v in members),
                           sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items() if a in members and b in members),
                                  key=lambda p: -p[2]))
            for members in _groups(pairs)]
     out.sort(key=lambda g: (-len(g.ids), -g.pairs[0][2], g.ids))
     every = sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items()), key=lambda p: -p[2])
-    return DuplicateReport(out, every, len(vids), threshold, time.perf_counter() - started)
+    return DuplicateReport(out, every, len(vids), threshold, time.perf_counter() - started,
+                           sum(s < threshold for s in pairs.values()))
 
 
 def _groups(pairs: dict[tuple[int, int], float]) -> list[set[int]]:
@@ -116,12 +171,18 @@ def _groups(pairs: dict[tuple[int, int], float]) -> list[set[int]]:
 
 class DuplicateFilter:
     """For ``vestis index --skip-duplicates``: which new items duplicate an item the collection holds,
-    or one accepted earlier in the same run, at ``threshold`` (the similarity of :func:`find_duplicates`)."""
+    or one accepted earlier in the same run, as :func:`find_duplicates` pairs them (at ``threshold``,
+    or from ``CONFIRM_FROM`` with the thumbnails' agreement)."""
 
     def __init__(self, collection: CollectionStore, threshold: float = DEFAULT_THRESHOLD) -> None:
         self.collection, self.threshold = collection, check_threshold(threshold)
         self.weight = COLOUR_WEIGHT if collection.colour_dim else 0.0
-        self._accepted: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+        self.thumbnails = Thumbnails()
+        self._accepted: list[tuple[str, str, np.ndarray, np.ndarray | None]] = []
+
+    def _pairs(self, score: float, source: str, other_source: str) -> bool:
+        return score >= self.threshold or (score >= min(self.threshold, CONFIRM_FROM)
+                                           and self.thumbnails.agree(source, other_source))
 
     def __call__(self, items: list) -> dict[str, tuple[str, float]]:
         """id -> (the item it duplicates, similarity) for each of ``items`` (NewItem) to leave out."""
@@ -130,16 +191,18 @@ class DuplicateFilter:
             colour = item.colour if self.weight and item.colour is not None else None
             near, scores, _ = self.collection.search_vectors(item.vector, 1, colour=colour,
                                                              colour_weight=self.weight if colour is not None else 0.0)
-            best = (self.collection.items_by_vid(near[:1].tolist())[0].id, float(scores[0])) if len(near) else None
-            if best is not None and best[0] != item.id and best[1] / (1 + self.weight) >= self.threshold:
-                out[item.id] = (best[0], best[1] / (1 + self.weight))
+            best = self.collection.items_by_vid(near[:1].tolist())[0] if len(near) else None
+            score = float(scores[0]) / (1 + self.weight) if best is not None else 0.0
+            if best is not None and best.id != item.id and self._pairs(score, item.source, best.source):
+                out[item.id] = (best.id, score)
                 continue
-            for other, vector, other_colour in self._accepted:  # new items of this run, not yet stored
-                score = float(vector @ item.vector) + (self.weight * float(other_colour @ item.colour)
+            for other, other_source, vector, other_colour in self._accepted:  # new items of this run, not yet stored
+                score = (float(vector @ item.vector) + (self.weight * float(other_colour @ item.colour)
                                                         if colour is not None and other_colour is not None else 0.0)
-                if score / (1 + self.weight) >= self.threshold:
-                    out[item.id] = (other, score / (1 + self.weight))
+                         ) / (1 + self.weight)
+                if self._pairs(score, item.source, other_source):
+                    out[item.id] = (other, score)
                     break
             else:
-                self._accepted.append((item.id, item.vector, item.colour))
+                self._accepted.append((item.id, item.source, item.vector, item.colour))
         return out
