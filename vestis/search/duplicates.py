@@ -138,10 +138,14 @@ def find_duplicates(collection: CollectionStore, threshold: float = DEFAULT_THRE
     pairs = {(a, b): s for (a, b), s in pairs.items() if a in items and b in items  # removed meanwhile: left out
              and (s >= threshold or thumbnails.agree(items[a].source, items[b].source))}
     ids = {vid: it.id for vid, it in items.items()}
-    out = [DuplicateGroup(sorted(ids[v] for v in members),
-                          sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items() if a in members and b in members),
-                                 key=lambda p: -p[2]))
-           for members in _groups(pairs)]
+    groups = _groups(pairs)
+    group_of = {v: n for n, members in enumerate(groups) for v in members}
+    listed: list[list[tuple[str, str, float]]] = [[] for _ in groups]
+    for (a, b), s in pairs.items():  # a group lists every pair of its members
+        if a in group_of and group_of.get(b) == group_of[a]:
+            listed[group_of[a]].append((ids[a], ids[b], s))
+    out = [DuplicateGroup(sorted(ids[v] for v in members), sorted(listed[n], key=lambda p: -p[2]))
+           for n, members in enumerate(groups)]
     out.sort(key=lambda g: (-len(g.ids), -g.pairs[0][2], g.ids))
     every = sorted(((ids[a], ids[b], s) for (a, b), s in pairs.items()), key=lambda p: -p[2])
     return DuplicateReport(out, every, len(vids), threshold, time.perf_counter() - started,
