@@ -9,7 +9,9 @@ the text side maps into it), trained with CLIP's symmetric contrastive loss and 
 temperature on (image, text) pairs of the training split. An item's texts are its title column
 (``text.column``, e.g. ``productDisplayName``) and/or captions made from its labels by
 ``text.templates`` (e.g. ``"{gender} {baseColour} {articleType}"``); with several texts per item
-every one is a pair. Items of one caption, and texts of one item, are each other's positives
+every one is a pair. With ``text.synonym_rate`` a training pair's text is, in that share of
+batches, its variant in the shipped vocabulary's synonyms ("Men Blue T-shirt" -> "guys blue
+tee"), so the text head learns shoppers' words as well. Items of one caption, and texts of one item, are each other's positives
 (label captions repeat across items), so the softmax targets spread over them.
 
 Runs through the shared :class:`vestis.train.trainer.Trainer` (AdamW, schedule, early stopping on
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,8 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
-from vestis.data.captions import item_texts
+from vestis.data.captions import item_texts, substitute_synonyms, synonym_choices
+from vestis.data.vocabulary import shipped_entries
 from vestis.encoders.joint import IMAGE_INPUT, MODEL_KIND, SIDECAR, TEXT_INPUT
 from vestis.encoders.onnx_encoder import EMBEDDING
 from vestis.encoders.text import embed_texts
@@ -90,18 +94,26 @@ class JointPairs(nn.Module):
     """The trainer's model: pair indices -> [image side | text side] (N x 2 dim, un-normalised)."""
 
     def __init__(self, image: nn.Module, text: Projection, image_vecs: np.ndarray, text_vecs: np.ndarray,
-                 pair_item: np.ndarray, pair_text: np.ndarray):
+                 pair_item: np.ndarray, pair_text: np.ndarray, variant_vecs: np.ndarray | None = None,
+                 synonym_rate: float = 0.0, seed: int = 0):
         super().__init__()
         self.image, self.text = image, text
         self.in_dim, self.dim = image.in_dim, 2 * image.dim
         self.image_vecs, self.text_vecs = torch.from_numpy(image_vecs), torch.from_numpy(text_vecs)
         self.pair_item, self.pair_text = torch.from_numpy(pair_item), torch.from_numpy(pair_text)
+        self.variant_vecs = None if variant_vecs is None or not synonym_rate else torch.from_numpy(variant_vecs)
+        self.synonym_rate, self.draws = synonym_rate, torch.Generator().manual_seed(seed)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         pairs = pairs.cpu()
         device = next(self.parameters()).device
         img = self.image_vecs[self.pair_item[pairs]].to(device)
-        txt = self.text_vecs[self.pair_text[pairs]].to(device)
+        rows = self.pair_text[pairs]
+        txt = self.text_vecs[rows]
+        if self.training and self.variant_vecs is not None:  # this batch's draw of synonym variants
+            swap = torch.rand(len(rows), generator=self.draws) < self.synonym_rate
+            txt = torch.where(swap[:, None], self.variant_vecs[rows], txt)
+        txt = txt.to(device)
         return torch.cat([self.image(img), self.text(txt)], dim=1)
 
 
@@ -140,6 +152,7 @@ class JointData:
     pair_item: np.ndarray  # pair -> item row
     pair_text: np.ndarray  # pair -> text row
     text_encoder_version: str
+    variant_vecs: np.ndarray | None = None  # per text row: its synonym variant's vector (text.synonym_rate)
 
 
 def load_joint_data(cfg: JointRunConfig) -> JointData:
@@ -156,7 +169,19 @@ def load_joint_data(cfg: JointRunConfig) -> JointData:
                           "template whose fields it has")
     texts = list(index)
     vectors, version = embed_texts(texts, cfg.text.encoder, items.cache_dir, progress=cfg.train.progress)
-    return JointData(items, texts, vectors, np.array(pair_item, np.int64), np.array(pair_text, np.int64), version)
+    variant_vecs = None
+    if cfg.text.synonym_rate:
+        variants = synonym_variants(texts, cfg.train.seed)
+        variant_vecs = embed_texts(variants, cfg.text.encoder, items.cache_dir, progress=cfg.train.progress)[0]
+    return JointData(items, texts, vectors, np.array(pair_item, np.int64), np.array(pair_text, np.int64), version,
+                     variant_vecs)
+
+
+def synonym_variants(texts: list[str], seed: int) -> list[str]:
+    """One variant of each text with every phrase the shipped vocabulary knows replaced by a
+    synonym (seeded; the text itself when it has none)."""
+    choices, rng = synonym_choices(shipped_entries()), random.Random(seed)
+    return [substitute_synonyms(text, choices, rng) for text in texts]
 
 
 def joint_task(cfg: JointRunConfig, data: JointData, item_split: np.ndarray) -> TrainingTask:
@@ -165,7 +190,8 @@ def joint_task(cfg: JointRunConfig, data: JointData, item_split: np.ndarray) -> 
     image, text = joint_heads(cfg, data.items.vectors.shape[1], data.text_vecs.shape[1])
     if cfg.head.residual:
         image.set_centre(torch.from_numpy(data.items.vectors[np.isin(item_split.astype(str), cfg.train.train_splits)]))
-    model = JointPairs(image, text, data.items.vectors, data.text_vecs, data.pair_item, data.pair_text)
+    model = JointPairs(image, text, data.items.vectors, data.text_vecs, data.pair_item, data.pair_text,
+                       data.variant_vecs, cfg.text.synonym_rate, cfg.train.seed)
     criterion = ClipLoss(data.pair_item, data.pair_text, cfg.text.temperature)
     split = item_split[data.pair_item]
     train = np.isin(split.astype(str), cfg.train.train_splits)
@@ -285,7 +311,8 @@ def export_joint(checkpoint: str | Path, out_dir: str | Path, *, version: str | 
         image_encoder=ckpt["backbone"], image_encoder_version=ckpt["encoder_version"],
         text_encoder=cfg.text.encoder, text_encoder_version=meta["text_encoder_version"],
         logit_scale=float(torch.as_tensor(ckpt["criterion"]["logit_scale"]).exp()),
-        text={"column": cfg.text.column, "templates": cfg.text.templates}, epoch=ckpt["best"]["epoch"],
+        text={"column": cfg.text.column, "templates": cfg.text.templates, "synonym_rate": cfg.text.synonym_rate},
+        epoch=ckpt["best"]["epoch"],
         checkpoint=str(checkpoint))
 
 

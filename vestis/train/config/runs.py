@@ -215,6 +215,9 @@ class TextSideConfig:
     encoder: str = DEFAULT_TEXT_ENCODER
     hidden: int = 0  # > 0: each head is Linear -> GELU -> Linear with this width; 0: one Linear
     temperature: float = 0.07  # initial; learned (logit scale capped at 100 as in CLIP)
+    # share of training pairs whose text is, in each batch, its variant in the vocabulary's
+    # synonyms (vestis.data.captions.substitute_synonyms; one seeded variant per text); 0: none
+    synonym_rate: float = 0.0
 
 
 @dataclass
@@ -235,6 +238,8 @@ class JointRunConfig(RunConfig):
             template_fields(template)
         if self.head.dim < 2 or self.text.hidden < 0 or not 0 < self.text.temperature < 1:
             raise VestisError("head.dim must be >= 2, text.hidden >= 0 and 0 < text.temperature < 1")
+        if not 0 <= self.text.synonym_rate <= 1:
+            raise VestisError(f"text.synonym_rate must be between 0 and 1 (got {self.text.synonym_rate})")
         check_anchor(self.head)
         if self.head.backbone_weight or self.head.distill or self.head.interpolate != 1:
             raise VestisError("head.backbone_weight, head.distill and head.interpolate apply to the image heads, "
