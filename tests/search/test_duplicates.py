@@ -1,6 +1,6 @@
 """Near-duplicates: altered copies (mirrored, cropped, half-size) are grouped with their originals;
-different garments, and different products of the same pose, are not; bad thresholds are clear errors. How well copies are found on real catalogue
-photos is measured by benchmarks/duplicates.py."""
+different garments, and different products of the same pose, are not; bad thresholds are clear
+errors. How well copies are found on real catalogue photos is measured by benchmarks/duplicates.py."""
 
 from __future__ import annotations
 
