@@ -67,8 +67,9 @@ def remove_cmd(
 def duplicates_cmd(
     collection: CollectionOpt,
     threshold: Annotated[float | None, typer.Option(help=(
-        "Cosine similarity from which two items are duplicates (0.5..1; default: chosen on altered copies, "
-        "see BENCHMARKS.md)."))] = None,
+        "Similarity (deep cosine fused with colour, 0.5..1) from which two items are duplicates on it alone; "
+        "from 0.86 up, a pair also counts when the photos' small grayscale thumbnails agree (resized and "
+        "re-encoded copies). Default: chosen on altered copies, see BENCHMARKS.md."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the groups and their pairs as JSON.")] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the pairs (group, a, b, score) as CSV.")] = None,
     grid: Annotated[Path | None, typer.Option(help="Write a contact sheet per group into this folder.")] = None,
