@@ -21,7 +21,6 @@ from tests.conftest import write_catalogue
 from vestis.cli import app
 from vestis.data import open_catalogue
 from vestis.encoders import builtin_model_path, get_encoder
-from vestis.errors import VestisError
 from vestis.search.engine import Engine
 from vestis.store.collection import Collection
 from vestis.store.guards import CollectionBusyError, DiskFullError, indexing_lock
@@ -193,16 +192,6 @@ def test_cli_reindex(shop, tmp_path, old_encoder):
     assert "switched" in result.output
     with Collection.open(tmp_path / "c") as c:
         assert c.encoder_source == str((run / "model.onnx").resolve()) and c.encoder_name == "model"
-
-
-def test_milvus_collections_say_they_are_not_reindexed(tmp_path):
-    pytest.importorskip("milvus_lite")
-    from vestis.store.factory import create_collection
-
-    coll = create_collection(f"milvus-lite:{tmp_path / 'm.db'}", encoder_name="e", encoder_version="e/1", dim=4,
-                             colour_dim=0, colour_version="", index_spec="exact")
-    with pytest.raises(VestisError, match="Milvus"):
-        coll.stage_reindex(EncoderSettings("f", "f/1", "f", 4))
 
 
 def test_items_embedded_before_the_switch_are_refused_after_it(shop, tmp_path, old_encoder, new_encoder):

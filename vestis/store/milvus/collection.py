@@ -34,7 +34,9 @@ from vestis.store.milvus.items import ItemRows, as_item, item_row, labels_of
 from vestis.store.milvus.item_vectors import SEARCH_LIMIT, MilvusAttributes
 from vestis.store.milvus.search import search_rows
 from vestis.store.milvus.layout import (ITEM_FIELDS, MAX_ID, MAX_SOURCE, ONE, Settings, auto_index, build_params,
-                                        create_layout, new_generation, parse_index_spec, search_params)
+                                        create_layout, keyed, new_generation, parse_index_spec, search_params,
+                                        settings_of)
+from vestis.store.milvus.reindex import PREVIOUS_PHYSICAL, SERIAL, MilvusStage, heal_alias
 from vestis.store.reindex_stage import EncoderSettings, ReindexStage
 from vestis.store.nearest import excluded, nearest
 from vestis.store.settings import StoreSettings, new_settings
@@ -59,10 +61,10 @@ class MilvusCollection(StoreSettings):
         self.name = location.name
         self._settings = Settings(db, self.name)
         self._columns: tuple[int, dict[str, dict[str, int]]] | None = None
-        self.settings = self._settings.read()
-        if not self.settings:
+        stored = self._settings.read()
+        if not stored:
             raise _no_collection(location)
-        self.dim = int(self.settings["dim"])
+        self._load(stored)
         self.colour_dim = int(self.settings.get("colour_dim", "0"))
         self.layout = self.settings.get("layout", ONE)
         self.rows = ItemRows(db, self.name, self.colour_dim, self.layout)
@@ -115,6 +117,12 @@ class MilvusCollection(StoreSettings):
     def close(self) -> None:
         self.db.close()
 
+    def _load(self, stored: dict[str, str]) -> None:
+        """Take the settings of the physical collection the name stands for now."""
+        self.physical = heal_alias(self.db, self.name, stored)
+        self.settings = settings_of(stored, self.physical)
+        self.dim = int(self.settings["dim"])
+
     # ----------------------------------------------------------------- settings
     @property
     def active_index_spec(self) -> str:
@@ -138,7 +146,7 @@ class MilvusCollection(StoreSettings):
 
     def set_settings(self, values: dict[str, str]) -> None:
         with self.lock:
-            self._settings.write(values)
+            self._settings.write(keyed(values, self.physical))
             self.settings.update(values)
 
     def _changed(self) -> None:
@@ -314,11 +322,14 @@ class MilvusCollection(StoreSettings):
         """Insert items (replacing any with the same id), one upsert request per batch; returns their vids."""
         if not items:
             return []
-        check_item_vectors(items, self.dim)
         for it in items:
             if len(it.id.encode()) > MAX_ID or len(it.source.encode()) > MAX_SOURCE:
                 raise VestisError(f"item {it.id[:80]!r}: id or source is too long for Milvus")
         with self.lock:
+            self.refresh()  # items embedded just before a `vestis reindex` switched are refused after it
+            check_item_vectors(items, self.dim)
+            for version in {it.encoder_version for it in items} - {"", self.encoder_version}:
+                self.check_encoder(version)
             replaced = self._vids_of([it.id for it in items])
             rows = [item_row(it, secrets.randbits(63), self.colour_dim) for it in items]
             self.rows.write(rows)
@@ -390,14 +401,21 @@ class MilvusCollection(StoreSettings):
             self._apply_index()
 
     def refresh(self) -> None:
-        """Nothing to catch up with: every read asks Milvus."""
+        """Every read asks Milvus; only a ``vestis reindex`` that moved the alias to other vectors
+        (and their encoder settings) is caught up with."""
+        if (self.physical != self.name or self.setting(SERIAL)) and self.db.physical(self.name) != self.physical:
+            with self.lock:
+                self._load(self._settings.read())
 
     def stage_reindex(self, target: EncoderSettings, *, from_previous: bool = False) -> ReindexStage:
-        raise VestisError(f"{self.location} is kept in Milvus, which `vestis reindex` does not re-embed yet: "
-                          "index the catalogue into a new collection with the new --encoder")
+        """A new physical collection beside the one in use, switched to by moving the alias
+        (:mod:`vestis.store.milvus.reindex`)."""
+        return MilvusStage(self, target, from_previous=from_previous)
 
     def previous_encoder(self) -> EncoderSettings | None:
-        return None
+        stored = self._settings.read()
+        kept = stored.get(PREVIOUS_PHYSICAL)
+        return EncoderSettings.from_settings(settings_of(stored, kept)) if kept else None
 
     # ----------------------------------------------------------------- attributes
     def open_attributes(self) -> MilvusAttributes | None:

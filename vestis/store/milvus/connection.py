@@ -132,6 +132,21 @@ class MilvusConnection:
     def has(self, name: str) -> bool:
         return self.call("list collections", self.client.has_collection, name)
 
+    def physical(self, name: str) -> str:
+        """The collection the alias ``name`` stands for, or ``name`` when it is no alias (a
+        collection, or none: the calls that follow say what is wrong)."""
+        try:
+            return str(self.call("resolve an alias", self.client.describe_alias, name)["collection_name"])
+        except VestisError:
+            return name
+
+    def create_alias(self, alias: str, target: str) -> None:
+        self.write("create an alias", self.client.create_alias, target, alias)
+
+    def move_alias(self, alias: str, target: str) -> None:
+        """Make ``alias`` stand for the collection ``target`` instead, in one step."""
+        self.write("switch an alias", self.client.alter_alias, target, alias)
+
     def load(self, name: str) -> None:
         self.call("load a collection", self.client.load_collection, name)
 

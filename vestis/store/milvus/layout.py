@@ -11,6 +11,10 @@
     NAME__settings    key -> value: encoder, dims, index spec, generation, per-item vector models
     NAME__attributes  (and NAME__joint): per-item vectors, see :mod:`.item_vectors`
 
+After a ``vestis reindex`` NAME is an alias of the physical collection ``NAME__rK`` holding the
+vectors of the encoder in use (:mod:`.reindex`); the settings of each physical collection's vectors
+are keyed by its name (:data:`PER_PHYSICAL`).
+
 The layout is chosen when the collection is created and kept in its settings (``layout``:
 ``one`` collection for both vectors, or ``split``), so a newer server goes on reading a
 collection made on an older one. Index specs follow the grammar of :mod:`vestis.index`
@@ -97,6 +101,24 @@ def new_generation() -> int:
     """A change stamp no other write by any process has taken (microseconds since the epoch,
     then 10 random bits): caches keyed by it are rebuilt after every write, whoever made it."""
     return (time.time_ns() // 1000) << 10 | secrets.randbits(10)
+
+
+# The settings of the vectors in one physical items collection, kept as KEY@PHYSICAL so that moving
+# the alias NAME to another physical collection switches them with its vectors (``vestis reindex``);
+# a collection made before aliases holds them unsuffixed, for its physical collection NAME.
+PER_PHYSICAL = ("encoder_name", "encoder_version", "encoder_source", "dim", "index_active")
+
+
+def keyed(values: dict[str, str], physical: str) -> dict[str, str]:
+    """``values`` as stored: the per-physical ones under KEY@``physical``."""
+    return {f"{k}@{physical}" if k in PER_PHYSICAL else k: v for k, v in values.items()}
+
+
+def settings_of(stored: dict[str, str], physical: str) -> dict[str, str]:
+    """The settings of the collection whose alias stands for ``physical``, from every stored one."""
+    out = {k: v for k, v in stored.items() if "@" not in k}
+    out.update({k.partition("@")[0]: v for k, v in stored.items() if k.partition("@")[2] == physical})
+    return out
 
 
 class Settings:
