@@ -22,7 +22,6 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 from vestis.store.milvus.layout import Settings  # noqa: E402
 from vestis.store.milvus.reindex import MIGRATING, MilvusStage  # noqa: E402
-from tests.store.milvus_server import milvus_server  # noqa: E402, F401 - the real server's session fixture
 
 COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
 SHAPES = ["shirt", "trousers"]

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import garment_image, jpeg_bytes
-from tests.store.milvus_server import milvus_server  # noqa: F401 - the real server's session fixture
 from vestis.data import open_catalogue
 from vestis.errors import NotFoundError, VestisError
 from vestis.search.attributes import AttributeQuery, AttributeSearcher
