@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vestis.encoders.cpu import describe_cpu
 from vestis.encoders.text import DEFAULT_TEXT_ENCODER, get_text_encoder, model_folder
 from vestis.eval.run import EvalConfig, resolve_split
 from vestis.eval.shop_words import read_shop_queries
@@ -138,7 +139,7 @@ def main() -> None:
             searcher.keywords.rewriting = rewriting
             rewritten[rewriting] = {n: [searcher.keywords.rewrite(t).canonical for t in texts]
                                     for n, (texts, _) in query_sets.items()}
-        out: dict = {"collection": str(args.collection), "n_test_titles": len(titles), "cpu": _cpu(),
+        out: dict = {"collection": str(args.collection), "n_test_titles": len(titles), "cpu": describe_cpu(),
                      "load average": os.getloadavg()[0], "scores": {}}
         gallery, per_query = {}, {}
         for name, encoder in encoders.items():
@@ -173,12 +174,6 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-
-
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return name + "".join(f" {f}" for f in ("avx2", "avx512_vnni") if f" {f}" in info)
 
 
 if __name__ == "__main__":

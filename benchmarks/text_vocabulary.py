@@ -25,11 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from vestis.encoders.cpu import describe_cpu
 from vestis.eval.run import EvalConfig, resolve_split
 from vestis.eval.shop_words import read_shop_queries, score_shop_queries
 from vestis.eval.text import Gallery, label_queries, label_query_sets
-from vestis.search.text import (DEFAULT_LABEL_MARGIN, DEFAULT_LABEL_SIMILARITY, DEFAULT_LABEL_SPACE, Fusion,
-                                TextQuery, TextSearcher)
+from vestis.search.text import (
+    DEFAULT_LABEL_MARGIN,
+    DEFAULT_LABEL_SIMILARITY,
+    DEFAULT_LABEL_SPACE,
+    Fusion,
+    TextQuery,
+    TextSearcher,
+)
 from vestis.store.factory import open_collection
 
 
@@ -98,7 +105,7 @@ def main() -> None:
         modes = tuple(args.modes.split(","))
         out: dict = {"collection": str(args.collection), "n_test": len(test.items),
                      "joint_model": searcher.model.version if searcher.model else None,
-                     "cpu": _cpu(), "load average": os.getloadavg()[0]}
+                     "cpu": describe_cpu(), "load average": os.getloadavg()[0]}
         for rewriting in (True, False):
             searcher.keywords.rewriting = rewriting
             out[f"label queries, {'vocabulary' if rewriting else 'words as typed'}"] = {
@@ -116,12 +123,6 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-
-
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return name + "".join(f" {f}" for f in ("avx2", "avx512_vnni") if f" {f}" in info)
 
 
 if __name__ == "__main__":

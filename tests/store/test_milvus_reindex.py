@@ -10,7 +10,6 @@ import pytest
 
 from tests.conftest import write_catalogue
 from vestis.data import open_catalogue
-from vestis.encoders import get_encoder
 from vestis.errors import EncoderMismatchError
 from vestis.search.engine import Engine
 from vestis.store.factory import open_collection
@@ -27,16 +26,6 @@ COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
 SHAPES = ["shirt", "trousers"]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def old_encoder():
-    return get_encoder("efficientnet-lite0")
-
-
-@pytest.fixture(scope="module")
-def new_encoder():
-    return get_encoder("efficientnet-lite0-int8")
 
 
 @pytest.fixture(params=["milvus-lite", pytest.param("milvus-server", marks=pytest.mark.milvus_server)])

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tests.conftest import write_catalogue
 from vestis.cli import app
 from vestis.data import open_catalogue
-from vestis.encoders import builtin_model_path, get_encoder
+from vestis.encoders import builtin_model_path
 from vestis.search.engine import Engine
 from vestis.store.collection import Collection
 from vestis.store.guards import CollectionBusyError, DiskFullError, indexing_lock
@@ -32,16 +32,6 @@ COLOURS = {"red": (200, 30, 30), "blue": (30, 50, 200), "green": (30, 160, 60)}
 SHAPES = ["shirt", "trousers"]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def old_encoder():
-    return get_encoder("efficientnet-lite0")
-
-
-@pytest.fixture(scope="module")
-def new_encoder():
-    return get_encoder("efficientnet-lite0-int8")
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
 """What every store (the local collection, Milvus) derives from its settings: the encoder that
-built it and the index spec it was given; and closing as a context manager."""
+built it and the index spec it was given; one query's search as a batch of one; and closing as a
+context manager."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Self
+
+import numpy as np
 
 from vestis.errors import EncoderMismatchError
 
@@ -23,6 +27,23 @@ class StoreSettings:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def search_batch(self, vectors: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                     within: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
+                     colours: np.ndarray | None = None, colour_weight: float = 0.0, index: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def search_vectors(self, vector: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
+                       exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The ``want`` best (vids, scores) for ``vector`` (plus ``colour_weight`` times the colour
+        similarity), and how many items were eligible: the store's :meth:`search_batch` of one."""
+        vids, scores, eligible = self.search_batch(
+            np.asarray(vector, np.float32)[None, :], want, filters=filters, exclude=[exclude],
+            colours=None if colour is None else np.asarray(colour, np.float32)[None, :], colour_weight=colour_weight)
+        found = vids[0] >= 0
+        return vids[0][found], scores[0][found], int(eligible[0])
 
     dim: int
     colour_dim: int

@@ -268,18 +268,6 @@ class MilvusCollection(StoreSettings):
     def warm(self) -> None:
         """Nothing to load: the server keeps the vectors and ranks them."""
 
-    def search_vectors(self, vector: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
-                       exclude: Sequence[int] = (), colour: np.ndarray | None = None, colour_weight: float = 0.0,
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
-        """The ``want`` best items by inner product with ``vector`` (plus ``colour_weight`` x colour
-        similarity), filtered in Milvus: :meth:`search_batch` of one. Returns (vids, scores, number
-        of eligible items)."""
-        vids, scores, eligible = self.search_batch(
-            np.asarray(vector, np.float32)[None, :], want, filters=filters, exclude=[exclude],
-            colours=None if colour is None else np.asarray(colour, np.float32)[None, :], colour_weight=colour_weight)
-        found = vids[0] >= 0
-        return vids[0][found], scores[0][found], int(eligible[0])
-
     def search_batch(self, vectors: np.ndarray, want: int, *, filters: dict[str, Sequence[str]] | None = None,
                      within: np.ndarray | None = None, exclude: Sequence[Sequence[int]] = (),
                      colours: np.ndarray | None = None, colour_weight: float = 0.0, index: str | None = None
