@@ -32,6 +32,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from vestis.encoders.base import ImageEncoder
+from vestis.encoders.cpu import describe_cpu
 from vestis.encoders.preprocess import PreprocessSpec
 from vestis.errors import VestisError
 
@@ -90,10 +91,13 @@ def open_session(path: Path, threads: int | None = None, *, reuse_optimized: boo
 
 def _optimized_path(path: Path) -> Path:
     """Where the optimised graph of cached model ``path`` goes on this CPU and onnxruntime: the
-    cache's ``optimized/`` folder."""
+    cache's ``optimized/`` folder. The key holds the extensions this process's kernels use
+    (:func:`~vestis.encoders.cpu.describe_cpu`), which differ from ``/proc/cpuinfo``'s under a
+    CPUID mask."""
     cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else platform.processor()
     flags = sorted({line for line in cpu.splitlines() if line.startswith(("model name", "flags"))})
-    key = hashlib.sha256("|".join([ort.__version__, platform.machine(), *flags]).encode()).hexdigest()[:12]
+    parts = [ort.__version__, platform.machine(), *flags, describe_cpu()]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
     return path.parent / "optimized" / f"{path.stem}-{key}.onnx"
 
 
