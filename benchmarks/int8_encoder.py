@@ -47,16 +47,22 @@ def embed_both(encoders: list, catalogue) -> tuple[list[np.ndarray], list[dict]]
     return [np.concatenate(v) for v in vectors], metadata
 
 
-def quality(name: str, vectors: list[np.ndarray], labels: np.ndarray) -> list[str]:
-    rows = []
+def agreement(vectors: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    """P@10 of the reference (``vectors[0]``) and the other embedding, top-10 overlap and cosine."""
     p10 = [leave_one_out(v, labels, (10,), include_queries_without_relevant=True)["P@10"] for v in vectors]
     everyone = np.arange(len(labels))
     tops = [rank(v, v, 10, exclude_self=everyone)[1] for v in vectors]
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*tops)])
     cosine = (vectors[0] * vectors[1]).sum(axis=1)
-    rows.append(f"| {name} | {len(labels):,} | {p10[0]:.4f} | {p10[1]:.4f} | {p10[1] - p10[0]:+.4f} | "
-                f"{overlap:.3f} | {cosine.mean():.4f} / {np.percentile(cosine, 1):.4f} |")
-    return rows
+    return {"images": len(labels), "P@10 reference": p10[0], "P@10": p10[1], "difference": p10[1] - p10[0],
+            "top-10 overlap": float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*tops)])),
+            "cosine mean": float(cosine.mean()), "cosine 1st pct": float(np.percentile(cosine, 1))}
+
+
+def quality(name: str, vectors: list[np.ndarray], labels: np.ndarray) -> list[str]:
+    m = agreement(vectors, labels)
+    row = (f"| {name} | {m['images']:,} | {m['P@10 reference']:.4f} | {m['P@10']:.4f} | {m['difference']:+.4f} | "
+           f"{m['top-10 overlap']:.3f} | {m['cosine mean']:.4f} / {m['cosine 1st pct']:.4f} |")
+    return [row]
 
 
 def timings(encoders: list, images: np.ndarray, runs: int) -> dict[tuple[int, int], float]:
