@@ -213,9 +213,10 @@ class Engine:
     # ----------------------------------------------------------------- reading
     def query(self, *, image: QueryImage | None = None, item_id: str | None = None,
               attributes: bool = False, timings: dict[str, float] | None = None,
-              max_pixels: int = MAX_PIXELS, source: str = "query") -> Query:
+              max_pixels: int = MAX_PIXELS, source: str = "query", colour: bool = True) -> Query:
         """The query of an image (a file, encoded bytes or a PIL image) or of an indexed item
-        (left out of its results); with ``attributes`` it carries the attribute vectors too."""
+        (left out of its results); with ``attributes`` it carries the attribute vectors too, and
+        without ``colour`` an image's query has no colour descriptor (a search with colour weight 0)."""
         if (image is None) == (item_id is None):
             raise VestisError("give either a query image or an item id")
         timings = {} if timings is None else timings
@@ -234,7 +235,7 @@ class Engine:
         if isinstance(searcher, AttributeSearcher):  # the attribute vectors from the same backbone pass
             query = searcher.query_from_image(image, timings, global_encoder=self.encoder)
         else:
-            query = searcher.query_from_image(image, timings)
+            query = searcher.query_from_image(image, timings, colour=colour)
         timings["decode"] = decode_ms
         return query
 
@@ -304,7 +305,8 @@ class Engine:
             if split is None:
                 response, _ = self._answer(query, region.image, attrs, {**filters, **scope}, region_timings)
             else:  # the region's results shared between the parts it may show (vestis.search.parts)
-                embedded = self.query(image=region.image, attributes=bool(attrs), timings=region_timings)
+                embedded = self.query(image=region.image, attributes=bool(attrs), timings=region_timings,
+                                      colour=bool(query.color_weight))
                 response = split.search(embedded.vector, query.k, query.offset, lambda part, n: self.search(
                     embedded, k=n, filters={**filters, **part}, attrs=attrs, colour_weight=query.color_weight,
                     timings=region_timings))
@@ -322,7 +324,8 @@ class Engine:
                                    negatives=query.negative, negative_images=query.negative_images,
                                    mode=query.mode, text_weight=query.text_weight, timings=timings)
             return self.search(text, k=query.k, offset=query.offset, filters=filters or None, timings=timings), text
-        embedded = self.query(image=image, item_id=query.item_id, attributes=bool(attrs), timings=timings)
+        embedded = self.query(image=image, item_id=query.item_id, attributes=bool(attrs), timings=timings,
+                              colour=bool(query.color_weight))
         return self.search(embedded, k=query.k, offset=query.offset, filters=filters or None, attrs=attrs,
                            colour_weight=query.color_weight, timings=timings), None
 

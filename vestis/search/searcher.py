@@ -40,19 +40,21 @@ class Searcher:
         return self._encoder
 
     # ----------------------------------------------------------------- building queries
-    def query_from_image(self, image: Image.Image | bytes, timings: dict[str, float] | None = None) -> Query:
-        """Embed an image (PIL image or encoded bytes); records decode/embed times in ``timings``."""
+    def query_from_image(self, image: Image.Image | bytes, timings: dict[str, float] | None = None, *,
+                         colour: bool = True) -> Query:
+        """Embed an image (PIL image or encoded bytes); records decode/embed times in ``timings``.
+        ``colour=False`` leaves out the colour descriptor (about 1 ms), for a search without colour weight."""
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         if isinstance(image, (bytes, bytearray)):
             image = decode_image(bytes(image), source="query")
         t1 = time.perf_counter()
         vector = self.encoder.embed_images([image])[0]
-        colour = colour_descriptor(image) if self.collection.colour_dim else None
+        descriptor = colour_descriptor(image) if colour and self.collection.colour_dim else None
         t2 = time.perf_counter()
         timings["decode"] = (t1 - t0) * 1000
         timings["embed"] = (t2 - t1) * 1000
-        return Query(vector, colour)
+        return Query(vector, descriptor)
 
     def query_from_item(self, item_id: str) -> Query:
         """"More like this": the stored vectors of an indexed item, which is left out of the results."""
