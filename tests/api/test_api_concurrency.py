@@ -107,7 +107,7 @@ def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collecti
 
     with TestClient(create_app(collection_copy, encoder=api_encoder, workers=2)) as client:
         plain = answers(client)
-    app = create_app(collection_copy, encoder=api_encoder, batch=4, batch_wait_ms=50)
+    app = create_app(collection_copy, encoder=api_encoder, batch=4)
     with TestClient(app) as client:
         batched = answers(client)
     encoder = app.state.service.engine.encoder

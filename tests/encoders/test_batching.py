@@ -1,44 +1,38 @@
-"""MicroBatcher: concurrent requests share encoder runs, results equal one-at-a-time embedding, the
-wait for a batch is bounded by the clock, batch sizes and errors are handled. Nothing is timed: a
-clock that jumps past every deadline and events that hold the worker decide what shares a batch."""
+"""MicroBatcher: continuous batching. A lone request runs at once (no wait timer); requests that
+queue while a batch runs share the next one; results equal one-at-a-time embedding; batch sizes
+and errors are handled. Nothing is timed: events that hold the worker decide what shares a batch."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from tests.conftest import garment_image, jpeg_bytes
 
+from tests.conftest import garment_image, jpeg_bytes
 from vestis.data.images import decode_image
 from vestis.encoders import get_encoder
-from vestis.encoders.batching import BatchingEncoder, MicroBatcher, batched_embedder
+from vestis.encoders.batching import BatchingEncoder, MicroBatcher
 from vestis.errors import VestisError
 
-LONG = 3600.0  # a wait no test may sit through: batches here close because they fill, or the clock says so
 GUARD = 120  # seconds before a hung test fails instead of hanging the suite
 
 
-def jumping_clock(step: float = LONG + 1):
-    """A clock that moves ``step`` seconds at every reading: each deadline is past when next checked."""
-    ticks = itertools.count(0.0, step)
-    return lambda: next(ticks)
-
-
 class HeldWorker:
-    """A batch function that records batches and blocks the first one until ``release``."""
+    """A batch function that records batches and blocks the first one until ``release``; ``fn``
+    answers them (default: each item times ten)."""
 
-    def __init__(self):
-        self.batches: list[list[int]] = []
+    def __init__(self, fn=lambda items: [x * 10 for x in items]):
+        self.fn = fn
+        self.batches: list[list] = []
         self.entered, self.released = threading.Event(), threading.Event()
 
-    def __call__(self, items: list[int]) -> list[int]:
+    def __call__(self, items: list) -> list:
         self.batches.append(list(items))
         self.entered.set()
         assert self.released.wait(GUARD)
-        return [x * 10 for x in items]
+        return self.fn(items)
 
 
 @pytest.mark.slow
@@ -49,35 +43,39 @@ def test_concurrent_requests_get_the_vectors_of_one_at_a_time_embedding(tmp_path
               for i in range(12)]
     inputs = [encoder.preprocess(im) for im in images]
     alone = np.stack([encoder.embed_batch(x[None])[0] for x in inputs])
-    with batched_embedder(encoder.embed_batch, max_batch=4, max_wait_s=LONG) as batcher:
-        with ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(batcher, x) for x in inputs]
-            together = np.stack([f.result(GUARD) for f in futures])
-    assert batcher.stats.sizes == {4: 3}  # 12 concurrent requests, three full encoder runs
+    held = HeldWorker(lambda items: list(encoder.embed_batch(np.stack(items))))
+    with MicroBatcher(held, max_batch=4) as batcher:
+        first = batcher.submit(inputs[0])
+        assert held.entered.wait(GUARD)  # the first request runs alone; the other 11 queue behind it
+        futures = [batcher.submit(x) for x in inputs[1:]]
+        held.released.set()
+        together = np.stack([f.result(GUARD) for f in [first, *futures]])
+    assert batcher.stats.sizes == {1: 1, 4: 2, 3: 1}  # 11 queued requests: three encoder runs, not eleven
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert (np.argmax(together @ alone.T, axis=1) == np.arange(12)).all()
 
-    wrapped = BatchingEncoder(encoder, max_batch=4, max_wait_s=LONG)
+    wrapped = BatchingEncoder(encoder, max_batch=4)
     assert (wrapped.name, wrapped.version, wrapped.dim) == (encoder.name, encoder.version, encoder.dim)
     with ThreadPoolExecutor(8) as pool:  # one image per call, as request handlers embed
         one_each = np.stack(list(pool.map(lambda im: wrapped.embed_images([im])[0], images[:8])))
-    assert wrapped.batcher.stats.sizes == {4: 2}
+    assert sum(wrapped.batcher.stats.sizes.values()) == wrapped.batcher.stats.batches <= 8
     np.testing.assert_allclose(one_each, alone[:8], atol=1e-5)
     np.testing.assert_allclose(wrapped.embed_images(images[:3]), alone[:3], atol=1e-5)  # straight through
     assert wrapped.batcher.stats.items == 8
     wrapped.close()
 
 
-def test_a_lone_request_does_not_wait_past_the_bound():
-    with MicroBatcher(lambda items: [x + 1 for x in items], max_batch=8, max_wait_s=LONG,
-                      clock=jumping_clock()) as batcher:
-        assert batcher.submit(41).result(GUARD) == 42
-    assert batcher.stats.sizes == {1: 1}
+def test_a_lone_request_runs_at_once_without_waiting_for_company():
+    seen: list[list[int]] = []
+    with MicroBatcher(lambda items: seen.append(list(items)) or [x + 1 for x in items], max_batch=8) as batcher:
+        assert batcher.submit(41).result(GUARD) == 42  # nothing else ever arrives: no timer has to run out
+        assert batcher(1) == 2
+    assert seen == [[41], [1]] and batcher.stats.sizes == {1: 2}
 
 
 def test_requests_queued_during_a_run_share_the_next_batch_up_to_max_batch():
     held = HeldWorker()
-    with MicroBatcher(held, max_batch=8, max_wait_s=LONG, clock=jumping_clock()) as batcher:
+    with MicroBatcher(held, max_batch=8) as batcher:
         first = batcher.submit(0)
         assert held.entered.wait(GUARD)
         queued = [batcher.submit(i) for i in range(1, 11)]
@@ -94,8 +92,7 @@ def test_a_failing_batch_fails_its_requests_only():
         return [s.upper() for s in items]
 
     held = HeldWorker()
-    with MicroBatcher(lambda items: held(items) if items == ["hold"] else fn(items), max_batch=4,
-                      max_wait_s=LONG, clock=jumping_clock()) as batcher:
+    with MicroBatcher(lambda items: held(items) if items == ["hold"] else fn(items), max_batch=4) as batcher:
         hold = batcher.submit("hold")
         assert held.entered.wait(GUARD)
         doomed = [batcher.submit("ok"), batcher.submit("bad")]
@@ -109,7 +106,7 @@ def test_a_failing_batch_fails_its_requests_only():
 
 def test_close_answers_queued_requests_then_refuses_new_ones():
     held = HeldWorker()
-    batcher = MicroBatcher(held, max_batch=2, max_wait_s=LONG, clock=jumping_clock())
+    batcher = MicroBatcher(held, max_batch=2)
     first = batcher.submit(1)
     assert held.entered.wait(GUARD)
     rest = [batcher.submit(i) for i in (2, 3, 4)]
@@ -122,7 +119,6 @@ def test_close_answers_queued_requests_then_refuses_new_ones():
         batcher.submit(5)
 
 
-@pytest.mark.parametrize(("options", "message"), [({"max_batch": 0}, "max_batch"), ({"max_wait_s": -1}, "max_wait")])
-def test_bad_settings_are_refused(options, message):
-    with pytest.raises(VestisError, match=message):
-        MicroBatcher(lambda items: items, **options)
+def test_bad_settings_are_refused():
+    with pytest.raises(VestisError, match="max_batch"):
+        MicroBatcher(lambda items: items, max_batch=0)

@@ -69,7 +69,6 @@ def create_app(
     workers: int | None = None,
     encoder: ImageEncoder | None = None,
     batch: int = 1,
-    batch_wait_ms: float = 4.0,
 ) -> FastAPI:
     """The app serving the collection at ``collection_dir``.
 
@@ -78,15 +77,14 @@ def create_app(
     never taken for none); ``max_upload_bytes`` and
     ``max_pixels``: upload limits (413 and 422 above them); ``workers``: size of the inference
     pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests);
-    ``batch`` > 1: uploads arriving within ``batch_wait_ms`` of each other share one encoder run
-    of up to ``batch`` images (``vestis.encoders.batching``).
+    ``batch`` > 1: uploads waiting together share one encoder run of up to ``batch`` images
+    (``vestis.encoders.batching``).
     """
     if api_key is not None and not api_key.strip():
         raise VestisError("the API key is empty: give a non-empty key (--api-key or VESTIS_API_KEY), or none "
                           "at all to serve without authentication")
     service = Service(collection_dir, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
-                      max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch,
-                      batch_wait_ms=batch_wait_ms)
+                      max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch)
     metrics = Metrics(service.item_count)
 
     @asynccontextmanager

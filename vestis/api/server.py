@@ -41,7 +41,6 @@ def serve(
     log_level: str = "info",
     access_log: bool = False,
     batch: int = 1,
-    batch_wait_ms: float = 4.0,
 ) -> None:
     """Load the collection and the model, print the URL, and serve until interrupted.
 
@@ -49,7 +48,7 @@ def serve(
     this process's memory, so adds are seen by every query at once)."""
     started = time.perf_counter()
     app = create_app(collection, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
-                     max_pixels=max_pixels, workers=workers, batch=batch, batch_wait_ms=batch_wait_ms)
+                     max_pixels=max_pixels, workers=workers, batch=batch)
     service = app.state.service
     if api_key is None and not _is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it may add and delete items", host)

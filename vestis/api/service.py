@@ -162,7 +162,6 @@ class Service:
         workers: int | None = None,
         encoder: ImageEncoder | None = None,
         batch: int = 1,
-        batch_wait_ms: float = 4.0,
     ) -> None:
         started = time.perf_counter()
         # Batched, request threads mostly wait for the batcher: more of them lets batches fill.
@@ -174,8 +173,7 @@ class Service:
         self.max_pixels = max_pixels
         # Batched, one encoder run at a time uses every core; unbatched, the workers split them.
         threads = default_threads(self.workers if batch <= 1 else 1)
-        self.engine = Engine.open(collection_dir, encoder=encoder, threads=threads, batch=batch,
-                                  batch_wait_ms=batch_wait_ms)
+        self.engine = Engine.open(collection_dir, encoder=encoder, threads=threads, batch=batch)
         self.collection = self.engine.collection
         self.engine.load()
         if self.engine.attributes is not None:

@@ -24,8 +24,7 @@ def serve_cmd(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 20.0,
     batch: Annotated[int, typer.Option(
-        help="Uploads that arrive together share one encoder run of up to this many images (1: off).")] = 1,
-    batch_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, in ms.")] = 4.0,
+        help="Uploads waiting together share one encoder run of up to this many images (1: off).")] = 1,
 ) -> None:
     """Serve the HTTP API (RPF-compatible POST /submit, /search, /items) and the web page at /."""
     import os
@@ -37,6 +36,6 @@ def serve_cmd(
 
     serve(
         collection, host=host, port=port, workers=workers, allow_roots=allow_root or None, api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024), batch=batch, batch_wait_ms=batch_wait_ms,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), batch=batch,
     )
 

@@ -1,12 +1,11 @@
-"""Dynamic micro-batching: concurrent single-image requests share one encoder run.
+"""Continuous batching: concurrent single-image requests share one encoder run.
 
-A server answering many clients embeds one image per request; the encoder is faster per image on
-a batch (one pass over the weights, better use of the cores), so requests that arrive close
-together are worth running together. :class:`MicroBatcher` takes items from any number of
-threads, and one worker thread runs ``fn`` on a batch: it starts a batch with the first waiting
-item, adds whatever else is already queued, then waits for more until the batch holds
-``max_batch`` items or ``max_wait_s`` has passed since its first item arrived. So a lone request
-waits at most ``max_wait_s`` (a few milliseconds) and a busy server runs full batches.
+A server answering many clients embeds one image per request; on encoders that are faster per
+image on a batch, requests that arrive together are worth running together. :class:`MicroBatcher`
+takes items from any number of threads, and one worker thread runs ``fn`` on a batch: whenever it
+is free it takes the first waiting item and whatever else is queued behind it (up to ``max_batch``)
+and runs them at once. There is no wait timer: a lone request runs as soon as it arrives, and the
+requests that arrive while a batch runs form the next one, so batches grow with the load alone.
 
 ``fn`` maps a list of items to a list of results of the same length, in order; an exception it
 raises is given to every request of that batch. :class:`BatchingEncoder` puts a batcher in front
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -53,19 +51,14 @@ class BatchStats:
 
 class MicroBatcher(Generic[T, R]):
     """Runs ``fn`` on batches of items submitted one by one from many threads (module docstring).
-
-    ``clock`` (seconds, monotonic) decides when the wait for a batch is over; it is a parameter so
-    tests can drive it. ``close()`` (or leaving a ``with`` block) answers what is queued and stops
-    the worker.
+    ``close()`` (or leaving a ``with`` block) answers what is queued and stops the worker.
     """
 
-    def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_batch: int = 8, max_wait_s: float = 0.004,
-                 clock: Callable[[], float] = time.monotonic, name: str = "vestis-batcher") -> None:
+    def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_batch: int = 8,
+                 name: str = "vestis-batcher") -> None:
         if max_batch < 1:
             raise VestisError(f"max_batch must be at least 1 (got {max_batch})")
-        if max_wait_s < 0:
-            raise VestisError(f"max_wait_s must not be negative (got {max_wait_s})")
-        self.fn, self.max_batch, self.max_wait_s, self.clock = fn, max_batch, max_wait_s, clock
+        self.fn, self.max_batch = fn, max_batch
         self.stats = BatchStats()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -101,19 +94,13 @@ class MicroBatcher(Generic[T, R]):
         self.close()
 
     def _collect(self, first: tuple[T, Future]) -> tuple[list[tuple[T, Future]], bool]:
-        """The batch that starts with ``first``, and whether the stop marker was seen."""
-        batch, deadline = [first], self.clock() + self.max_wait_s
+        """The batch of ``first`` and what is queued behind it, and whether the stop marker was seen."""
+        batch = [first]
         while len(batch) < self.max_batch:
             try:
-                entry = self._queue.get_nowait()  # already waiting: no reason to leave it behind
+                entry = self._queue.get_nowait()
             except queue.Empty:
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    break
-                try:
-                    entry = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+                break
             if entry is _STOP:
                 return batch, True
             batch.append(entry)
@@ -135,7 +122,7 @@ class MicroBatcher(Generic[T, R]):
                 results = self.fn(items)
                 if len(results) != len(items):
                     raise VestisError(f"batch function returned {len(results)} results for {len(items)} items")
-            except BaseException as error:  # every request of the batch learns why it failed
+            except BaseException as error:  # noqa: BLE001 - every request of the batch learns why it failed
                 for f in futures:
                     f.set_exception(error)
                 continue
@@ -155,12 +142,11 @@ class BatchingEncoder(ImageEncoder):
     in batches (:class:`MicroBatcher`); larger batches and everything else go straight to ``inner``.
     Embeddings are those of ``inner`` (same name, version and dimension)."""
 
-    def __init__(self, inner: ImageEncoder, *, max_batch: int = 8, max_wait_s: float = 0.004) -> None:
+    def __init__(self, inner: ImageEncoder, *, max_batch: int = 8) -> None:
         self.inner = inner
         self.name, self.version, self.source = inner.name, inner.version, inner.source
         self.input_size, self.dim = inner.input_size, inner.dim
-        self.batcher = batched_embedder(inner.embed_batch, max_batch=max_batch, max_wait_s=max_wait_s,
-                                        name=f"vestis-batcher-{inner.name}")
+        self.batcher = batched_embedder(inner.embed_batch, max_batch=max_batch, name=f"vestis-batcher-{inner.name}")
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self.inner.preprocess(image)

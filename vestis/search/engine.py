@@ -71,16 +71,16 @@ class SearchOutcome:
 class Engine:
     """A collection opened for reading and writing (see the module docstring). Thread-safe as the
     collection is; the encoder and the attribute model are loaded on first use. With ``batch`` > 1,
-    one-image embeds from concurrent threads (a server's requests) arriving within
-    ``batch_wait_ms`` of each other share one encoder run (``vestis.encoders.batching``)."""
+    one-image embeds from concurrent threads (a server's requests) that are waiting together share
+    one encoder run (``vestis.encoders.batching``)."""
 
     def __init__(self, collection: Collection, *, encoder: ImageEncoder | None = None,
-                 threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> None:
+                 threads: int | None = None, batch: int = 1) -> None:
         if encoder is not None:
             collection.check_encoder(encoder.version)
         self.collection = collection
         self.threads = threads
-        self.batch, self.batch_wait_ms = batch, batch_wait_ms
+        self.batch = batch
         self._encoder = self._batching(encoder) if encoder is not None else None
         self._attributes: AttributeSearcher | None = None
         self._attributes_checked = False
@@ -91,14 +91,13 @@ class Engine:
 
     @classmethod
     def open(cls, location: Path | str, *, encoder: ImageEncoder | None = None,
-             threads: int | None = None, batch: int = 1, batch_wait_ms: float = 4.0) -> Engine:
-        return cls(open_collection(location), encoder=encoder, threads=threads, batch=batch,
-                   batch_wait_ms=batch_wait_ms)
+             threads: int | None = None, batch: int = 1) -> Engine:
+        return cls(open_collection(location), encoder=encoder, threads=threads, batch=batch)
 
     def _batching(self, encoder: ImageEncoder) -> ImageEncoder:
         if self.batch <= 1:
             return encoder
-        return BatchingEncoder(encoder, max_batch=self.batch, max_wait_s=self.batch_wait_ms / 1000)
+        return BatchingEncoder(encoder, max_batch=self.batch)
 
     def close(self) -> None:
         self.collection.close()
