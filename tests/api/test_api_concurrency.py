@@ -110,8 +110,12 @@ def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collecti
     app = create_app(collection_copy, encoder=api_encoder, batch=4)
     with TestClient(app) as client:
         batched = answers(client)
+        metrics = client.get("/metrics").text
     encoder = app.state.service.engine.encoder
-    assert encoder.batcher.stats.items == len(queries) + 1  # every upload (and the warm-up) went through it
+    stats = encoder.batcher.stats
+    assert stats.items == len(queries) + 1  # every upload (and the warm-up) went through it
+    assert f"vestis_encoder_batches_total {stats.batches:.1f}" in metrics  # the batch sizes formed, served
+    assert f"vestis_encoder_batched_images_total {stats.items:.1f}" in metrics
     encoder.close()
     for mine, theirs in zip(batched, plain, strict=True):
         assert [i for i, _ in mine] == [i for i, _ in theirs]

@@ -204,6 +204,7 @@ def test_metrics_count_requests_by_route_and_status(client):
     client.get("/items/no-such-item")
     text = client.get("/metrics").text
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+    assert "vestis_encoder_batches" not in text  # only a batching server has encoder batches to count
 
     def value(pattern: str) -> float:
         match = re.search(re.escape(pattern) + r" ([0-9.e+]+)", text)

@@ -85,7 +85,7 @@ def create_app(
                           "at all to serve without authentication")
     service = Service(collection_dir, allow_roots=allow_roots, api_key=api_key, max_upload_bytes=max_upload_bytes,
                       max_pixels=max_pixels, workers=workers, encoder=encoder, batch=batch)
-    metrics = Metrics(service.item_count)
+    metrics = Metrics(service.item_count, service.batch_stats)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: requests by route and status, latency histograms, collection size.
+"""Prometheus metrics of one server: requests by route and status, latency histograms, collection size,
+and with batching (``vestis serve --batch``) the encoder runs and the uploads they embedded.
 
 Each app has its own registry (several apps can live in one process, as in the tests). Every
 label takes few values whatever clients send, so no request can add series without bound: the
@@ -9,7 +10,7 @@ raw path) or ``unmatched``, the status a standard HTTP status or its class (``5x
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 
 from prometheus_client import (
@@ -20,7 +21,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vestis.encoders.batching import BatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -38,8 +43,22 @@ def status_label(status: int) -> str:
     return str(status) if status in _STATUSES else f"{min(max(status // 100, 1), 5)}xx"
 
 
+class _BatchCollector(Collector):
+    """Encoder runs of batched uploads and the uploads they embedded (their ratio: the mean batch)."""
+
+    def __init__(self, stats: Callable[[], BatchStats | None]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self.stats()
+        if stats is not None:
+            yield CounterMetricFamily("vestis_encoder_batches", "Encoder runs of batched uploads.", value=stats.batches)
+            yield CounterMetricFamily("vestis_encoder_batched_images", "Uploads embedded by those runs.",
+                                      value=stats.items)
+
+
 class Metrics:
-    def __init__(self, item_count: Callable[[], int]) -> None:
+    def __init__(self, item_count: Callable[[], int], batch_stats: Callable[[], BatchStats | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("vestis_http_requests", "HTTP requests answered.", ["method", "route", "status"],
                                 registry=self.registry)
@@ -49,6 +68,7 @@ class Metrics:
                                registry=self.registry)
         self.items = Gauge("vestis_collection_items", "Items in the collection.", registry=self.registry)
         self.items.set_function(item_count)
+        self.registry.register(_BatchCollector(batch_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

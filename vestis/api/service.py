@@ -37,6 +37,7 @@ from vestis.data.base import CatalogueItem
 from vestis.data.images import decode_image
 from vestis.data.sources import IDX_SCHEME, SEPARATOR, ZIP_SCHEME, file_stamp, read_source
 from vestis.encoders.base import ImageEncoder
+from vestis.encoders.batching import BatchingEncoder, BatchStats
 from vestis.errors import CatalogueError, NotFoundError, VestisError
 from vestis.locks import leaf_lock
 from vestis.search.duplicates import DuplicateReport, check_threshold, find_duplicates
@@ -249,6 +250,11 @@ class Service:
 
     def item_count(self) -> int:
         return len(self.collection)
+
+    def batch_stats(self) -> BatchStats | None:
+        """What the encoder's batcher ran so far (``batch`` > 1), else None."""
+        encoder = self.engine.encoder
+        return encoder.batcher.stats if isinstance(encoder, BatchingEncoder) else None
 
     def attribute_names(self) -> list[str]:
         """Attributes the collection can be searched by (those of its attribute index, if any)."""
