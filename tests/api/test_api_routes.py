@@ -50,6 +50,26 @@ def test_search_by_upload_ranks_same_colour_and_shape_first(client):
     assert body["timings_ms"]["total"] >= body["timings_ms"]["embed"] > 0
 
 
+def test_an_upload_is_answered_as_the_engine_answers_its_bytes(client):
+    from vestis.search.query import SearchQuery
+
+    data = jpeg_bytes(garment_image(BLUE, "dress", seed=11))
+    engine = client.app.state.service.engine
+    answers = {}
+    for weight in (0.0, 0.5):
+        r = client.post("/search", files={"file": ("q.jpg", data, "image/jpeg")},
+                        data={"k": "8", "color_weight": str(weight)})
+        assert r.status_code == 200, r.text
+        answers[weight] = [(h["id"], h["score"]) for h in r.json()["results"]]
+        hits = engine.run(SearchQuery(image=data, k=8, color_weight=weight)).response.hits
+        assert answers[weight] == [(h.id, round(h.score, 6)) for h in hits]
+    assert answers[0.0] != answers[0.5]  # the colour term counts when weighted
+    # without colour weight the query leaves out the colour descriptor; its embedding is the same
+    plain, coloured = engine.query(image=data, colour=False), engine.query(image=data)
+    assert plain.colour is None and coloured.colour is not None
+    assert (plain.vector == coloured.vector).all()
+
+
 def test_search_filters_lists_mean_either_value_and_keys_must_all_match(client):
     query = upload(garment_image(RED, "shirt", seed=7))
     r = client.post("/search", files=query, data={"k": "24", "filters": '{"colour": ["blue", "green"]}'})
