@@ -172,8 +172,11 @@ class Service:
         self.api_key = api_key or None
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        # Batched, one encoder run at a time uses every core; unbatched, the workers split them.
-        threads = default_threads(self.workers if batch <= 1 else 1)
+        # Unbatched, the workers split the cores. Batched, one encoder run at a time gets every core
+        # but one, which the request threads need meanwhile (decode, preprocess, search, HTTP): with
+        # every core the encoder's threads and theirs oversubscribe the cores (measured on 2 cores:
+        # 0.7 ms more CPU per upload, benchmarks/results/api.md).
+        threads = default_threads(self.workers) if batch <= 1 else max(1, (os.cpu_count() or 1) - 1)
         self.engine = Engine.open(collection_dir, encoder=encoder, threads=threads, batch=batch)
         self.collection = self.engine.collection
         self.engine.load()
