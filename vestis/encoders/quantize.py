@@ -137,16 +137,22 @@ RECIPE_OPTIONS = {"quant_format": "QDQ", "per_channel": True, "activation_type":
 
 
 def quantize_model(float_model: Path, out: Path, batches: Iterator[np.ndarray], input_name: str = "image",
-                   **options: str | bool) -> None:
+                   **options: str | bool | list[str]) -> None:
     """Write the static quantization of ``float_model`` to ``out``, calibrated (min/max) on ``batches``:
     :data:`RECIPE_OPTIONS`, or those with ``options`` replaced (onnxruntime's names; enum values
-    by name, e.g. ``quant_format="QOperator"``, ``reduce_range=False``).
+    by name, e.g. ``quant_format="QOperator"``, ``reduce_range=False``, ``nodes_to_exclude=[names]``).
 
     The float graph is first shape-inferred and optimised (onnxruntime's recommended
     pre-processing), so that BatchNorm is folded into the convolutions before their weights are
     quantized per channel.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
