@@ -1,6 +1,8 @@
 """Search speed-ups keep every result: the exact index answers a fixed generated collection as it
-always has, and the FAISS single-query path answers exactly as the general path of
-``StructuredIndex`` does (same ids, same float32 scores, bit for bit), in every state of the index."""
+always has, and the FAISS path of an up-to-date graph answers exactly as the general path of
+``StructuredIndex`` does (same ids, same float32 scores, bit for bit), in every state of the index,
+one query or a batch; of exactly equal scores (duplicate vectors) both give the same rows, and a
+graph kept in memory and one re-scored from its file give the same order."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from vestis.index import load_index, make_index
 from vestis.index.auto import ANN_SPEC
-from vestis.index.backend import StructuredIndex
+from vestis.index.backend import IndexInputError, StructuredIndex
 
 DIM = 48
 
@@ -80,6 +82,40 @@ def graph():
 def test_single_query_path_matches_the_general_path(graph, k):
     index, _, queries = graph
     assert_same_as_general(index, queries, k)
+
+
+def test_a_batch_matches_the_general_path(graph):
+    index, _, queries = graph
+    fast, general = index.search(queries, 10), StructuredIndex.search(index, queries, 10)
+    assert np.array_equal(fast[1], general[1]) and np.array_equal(fast[0], general[0])
+
+
+def test_duplicate_vectors_rank_alike_in_memory_and_from_the_file(tmp_path):
+    ids, vectors, rng = clustered(2000, 14)
+    copies = rng.choice(2000, 300, replace=False)
+    vectors[copies[150:]] = vectors[copies[:150]]  # 150 pairs of equal vectors under different ids
+    index = make_index(ANN_SPEC, DIM)
+    index.add(ids, vectors)
+    index.build()
+    index.save(tmp_path)
+    mapped = load_index(tmp_path, mmap=True)
+    queries = unit(vectors[copies[:40]] + 0.02 * rng.standard_normal((40, DIM)))
+    for q in queries:
+        fast, from_file = index.search(q[None], 10), mapped.search(q[None], 10)
+        general = StructuredIndex.search(index, q[None], 10)
+        assert np.array_equal(fast[1], from_file[1]) and np.array_equal(fast[0], from_file[0])
+        assert np.array_equal(fast[1], general[1]) and np.array_equal(fast[0], general[0])
+    assert any(len(set(index.search(q[None], 10)[0][0].tolist())) < 10 for q in queries)  # ties were met
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("count", [1, 4])
+def test_queries_with_nan_or_infinite_values_are_refused(graph, bad, count):
+    index, _, queries = graph
+    q = queries[:count].copy()
+    q[-1, 7] = bad
+    with pytest.raises(IndexInputError, match="NaN or infinite"):
+        index.search(q, 10)
 
 
 def test_matches_after_adds_removals_and_a_mapped_reload(graph, tmp_path):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from vestis.errors import IndexSpecError, VestisError
 from vestis.index.base import VectorIndex
-from vestis.index.topk import SCORE_BUDGET, exact_search, merge_topk
+from vestis.index.topk import exact_search, merge_topk
 from vestis.index.vectors import VectorStore
 
 FORMAT_VERSION = 1
@@ -135,8 +134,10 @@ def check_vectors(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.nd
     return ids, vectors
 
 
-def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
-    """Queries as a C-contiguous float32 (Q, dim) array; a single 1-D query becomes one row."""
+def check_queries(queries: np.ndarray, dim: int, k: int, finite: bool = True) -> np.ndarray:
+    """Queries as a C-contiguous float32 (Q, dim) array; a single 1-D query becomes one row.
+    ``finite=False`` leaves out the check for NaN and infinite values, for a caller that can tell
+    them from its answer instead (a pass over the query costs more than the rest of a warm check)."""
     q = np.asarray(queries)
     if q.ndim == 1:
         q = q[None, :]
@@ -145,30 +146,9 @@ def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise IndexInputError(f"k must be a positive integer, got {k!r}")
     q = np.ascontiguousarray(q, dtype=np.float32)
-    if not np.isfinite(q).all():
+    if finite and not np.isfinite(q).all():
         raise IndexInputError("queries contain NaN or infinite values")
     return q
-
-
-# --- re-scoring ------------------------------------------------------------------------------
-
-
-def rescore(queries: np.ndarray, take: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
-            alive: np.ndarray) -> np.ndarray:
-    """Exact inner products of each query with its candidate rows (Q, c); -inf where the row is
-    -1 (padding) or dead. ``take(rows)`` gives the vectors of an array of rows (``VectorStore.take``);
-    gathers in chunks of at most SCORE_BUDGET floats."""
-    out = np.full(rows.shape, -np.inf, np.float32)
-    if rows.size == 0:
-        return out
-    safe = np.maximum(rows, 0)
-    valid = (rows >= 0) & alive[safe]
-    step = max(1, SCORE_BUDGET // (rows.shape[1] * queries.shape[1]))
-    for q0 in range(0, len(queries), step):
-        gathered = take(safe[q0:q0 + step])  # (q, c, d)
-        out[q0:q0 + step] = np.matmul(gathered, queries[q0:q0 + step, :, None])[..., 0]
-    out[~valid] = -np.inf
-    return out
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -358,7 +338,8 @@ class StructuredIndex(Backend):
         if built:
             want = min(built, k * self._k_factor())
             cand = self._candidates(q, min(built, want + min(self._dead_built, want)))
-            scores.append(rescore(q, st.take, cand, st.alive))
+            cand = -np.sort(-cand, axis=1)  # of equal scores the higher row first, as VectorStore.best_of
+            scores.append(st.inner_products(q, cand))
             rows.append(cand)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, alive=st.alive[built:])

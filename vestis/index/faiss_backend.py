@@ -126,6 +126,24 @@ def _centroids(index: faiss.Index, lists: bool = True) -> int:
     return max(counts, default=0)
 
 
+_UNRANKED = -np.finfo(np.float32).max  # the score FAISS's heap gives a place nothing filled
+
+
+def _complete(rows: np.ndarray) -> bool:
+    """Whether FAISS filled every query's candidate list (no -1 padding at the end)."""
+    return bool(rows[0, -1] >= 0 if len(rows) == 1 else (rows[:, -1] >= 0).all())
+
+
+def _answered(scores: np.ndarray) -> bool:
+    """Whether every query's best and ``k``-th scores are finite, as they are for a query of finite
+    values. A query with NaN or infinite values has NaN inner products (never ranked, so the
+    scores stay at FAISS's lowest float) or infinite ones: this replaces a pass over the query's
+    values, and the general path then checks them and raises."""
+    if len(scores) == 1:
+        return math.isfinite(scores[0, 0]) and scores[0, -1] > _UNRANKED
+    return bool(np.isfinite(scores[:, 0]).all() and (scores[:, -1] > _UNRANKED).all())
+
+
 class FaissIndex(StructuredIndex):
     NAME = "faiss"
     SPECS: ClassVar[dict[str, str]] = {name: f.summary for name, f in FLAVOURS.items()}
@@ -251,21 +269,20 @@ class FaissIndex(StructuredIndex):
         return self._index.search(np.asarray(queries), k)[1]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One query against a structure that holds every row, none removed (a served collection's
-        usual state): the candidates re-scored and ranked in a few array operations, which gives
-        the very result of the general path (``StructuredIndex.search``: the same products, equal
-        scores in row order) at a fraction of its per-call work. Anything else takes that path."""
-        q = check_queries(queries, self.dim, k)
-        self.build()
-        st = self._store
-        if len(q) != 1 or not self._built or self._built != st.n_rows or self._dead_built:
+        """Against a structure that holds every row, none removed (a served collection's usual
+        state), FAISS gives the candidates and one more FAISS call re-scores and ranks them
+        (``VectorStore.best_of``): the general path's answer (``StructuredIndex.search``: the same
+        ids in the same order, the same float32 scores) in a fraction of its per-call work.
+        Anything else (a delta, tombstones, too few candidates) takes that path."""
+        st, built = self._store, self._built
+        if not built or st.n_rows != built or len(st) != built:
+            return super().search(queries, k)
+        q = check_queries(queries, self.dim, k, finite=False)  # see _answered
+        rows = self._index.search(q, min(built, k * self._k_factor()))[1]
+        if rows.shape[1] < k or not _complete(rows):
             return super().search(q, k)
-        rows = self._index.search(q, min(self._built, k * self._k_factor()))[1][0]
-        if len(rows) < k or rows[-1] < 0:  # fewer candidates than wanted: the general path completes them
-            return super().search(q, k)
-        scores = st.take(rows) @ q[0]
-        best = np.argsort(-scores, kind="stable")[:k]
-        return scores[best][None], st.labels(rows[best][None])
+        scores, ids = st.best_of(q, rows, k)
+        return (scores, ids) if _answered(scores) else super().search(q, k)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "factory": self._factory_used, "trainable": self.trainable}

@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from vestis.index.mapped import MappedRows
+from vestis.lazy import lazy_import
+
+faiss = lazy_import("faiss")  # its inner-product kernels re-score candidates (imported on first use)
+GATHER_BUDGET = 1 << 24  # float32s gathered at once from a mapped file to re-score its candidates
 
 
 class VectorStore:
@@ -59,6 +63,46 @@ class VectorStore:
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows`` (an integer array of any shape)."""
         return self._vec[rows] if self._file is None else self._file.take(rows)
+
+    def inner_products(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact inner products (Q, c) of each query (Q, dim), C-contiguous float32, with its
+        candidate ``rows`` (Q, c); -inf where a row is -1 or dead. FAISS's kernel reads the rows in
+        place (from a mapped file: gathered with ``take``, a few queries at a time), so every
+        candidate is scored by the same code, and hence to the same bits, as in :meth:`best_of`."""
+        rows = np.ascontiguousarray(rows, np.int64)
+        out = np.empty(rows.shape, np.float32)
+        if rows.size == 0:
+            return out
+        n, ptr = rows.shape[1], faiss.swig_ptr
+        step = len(rows) if self._file is None else max(1, GATHER_BUDGET // (n * self.dim))
+        for q0 in range(0, len(rows), step):
+            part = rows[q0:q0 + step]
+            block = self._vec
+            if self._file is not None:  # numbered 0, 1, ... in the gathered copy
+                block = self.take(np.maximum(part, 0)).reshape(-1, self.dim)
+                part = np.where(part >= 0, np.arange(part.size, dtype=np.int64).reshape(part.shape), -1)
+            faiss.fvec_inner_products_by_idx(ptr(out[q0:q0 + step]), ptr(queries[q0:q0 + step]), ptr(block),
+                                             ptr(part), self.dim, len(part), n)
+        out[(rows >= 0) & ~self._alive[np.maximum(rows, 0)]] = -np.inf
+        return out
+
+    def best_of(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of each query's candidate ``rows`` (Q, c) by exact inner product: (scores,
+        ids), best first, of equal scores the higher row first. The rows must be live and real (no
+        -1), as an up-to-date structure's candidates are. One FAISS call re-scores and ranks them:
+        its heap keeps the first of equal scores to arrive and puts the higher row first, so the
+        candidates go in from the highest row down."""
+        rows = np.sort(rows, axis=1)
+        if self._file is None:
+            block, part = self._vec, np.ascontiguousarray(rows[:, ::-1])
+        else:  # gathered in rising row order, so that the numbers FAISS ranks rise with the rows
+            block = self.take(rows).reshape(-1, self.dim)
+            part = np.ascontiguousarray(np.arange(rows.size, dtype=np.int64).reshape(rows.shape)[:, ::-1])
+        scores, best = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
+        faiss.knn_inner_products_by_idx(faiss.swig_ptr(queries), faiss.swig_ptr(block), faiss.swig_ptr(part),
+                                        self.dim, len(rows), len(block), rows.shape[1], k, faiss.swig_ptr(scores),
+                                        faiss.swig_ptr(best), rows.shape[1])
+        return scores, self._ids[best if self._file is None else rows.ravel()[best]]
 
     def _writable(self) -> None:
         """Before an in-place edit: rows mapped from a saved file move to a file of our own."""

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vestis.index.backend import rescore
 from vestis.index.base import VectorIndex
 from vestis.index.topk import SCORE_BUDGET, exact_search, topk
 from vestis.index.vectors import VectorStore
@@ -97,9 +96,9 @@ def nearest(table: VectorStore, queries: np.ndarray, want: int, *, ann: VectorIn
 
 def _with_colour(table: VectorStore, queries: np.ndarray, rows: np.ndarray, colours: np.ndarray,
                  colour_weight: float) -> np.ndarray:
-    """Exact fused scores of each query's candidate rows (-inf where the row is -1), a few queries
-    at a time so the gathered rows stay within SCORE_BUDGET floats."""
-    out = rescore(queries, table.take, rows, table.alive)
+    """Exact fused scores of each query's candidate rows (-inf where the row is -1), the colour
+    terms a few queries at a time so the gathered descriptors stay within SCORE_BUDGET floats."""
+    out = table.inner_products(queries, rows)
     step = max(1, SCORE_BUDGET // max(1, rows.shape[1] * table.extra_dim))
     for q0 in range(0, len(queries), step):
         extra = table.extra[np.maximum(rows[q0:q0 + step], 0)]
