@@ -76,7 +76,7 @@ def create_app(
     collection's catalogues); ``api_key``: required for writes when set (an empty key is refused,
     never taken for none); ``max_upload_bytes`` and
     ``max_pixels``: upload limits (413 and 422 above them); ``workers``: size of the inference
-    pool (default: one per core, at most 4); ``encoder``: an already loaded encoder (tests);
+    pool (default: one per core and one more, at most 5); ``encoder``: an already loaded encoder (tests);
     ``batch`` > 1: uploads waiting together share one encoder run of up to ``batch`` images
     (``vestis.encoders.batching``).
     """

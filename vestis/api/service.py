@@ -65,8 +65,10 @@ SAVE_WAIT_S = 5.0  # how long saving at shutdown waits for a request that holds 
 
 
 def default_workers() -> int:
-    """Inference threads: one per core, at most 4 (more only queue behind the same cores)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Inference threads: one per core and one more, at most 5. The one more keeps the cores busy
+    while a worker waits for the collection's lock or the GIL (measured on 2 cores: the same CPU
+    per upload as one per core, benchmarks/results/api.md); beyond that they only queue."""
+    return min(5, (os.cpu_count() or 1) + 1)
 
 
 def _container_folder(source: str) -> str:

@@ -15,7 +15,7 @@ def serve_cmd(
     collection: CollectionOpt,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int | None, typer.Option(help="Inference threads (default: one per core, at most 4).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Inference threads (default: one per core and one more, at most 5).")] = None,
     allow_root: Annotated[
         list[Path] | None, typer.Option("--allow-root", help="Folder /submit may read img_path from (repeatable).")
     ] = None,
