@@ -120,3 +120,23 @@ def test_batched_server_answers_concurrent_uploads_as_the_unbatched_one(collecti
     for mine, theirs in zip(batched, plain, strict=True):
         assert [i for i, _ in mine] == [i for i, _ in theirs]
         assert [s for _, s in mine] == pytest.approx([s for _, s in theirs], abs=1e-5)
+
+
+def test_a_batching_server_fails_only_the_bad_upload(collection_copy, api_encoder):
+    good = [jpeg_bytes(garment_image((50 + 25 * s, 80, 170 - 20 * s), SHAPES[s % 3], seed=70 + s)) for s in range(6)]
+    uploads = good[:3] + [b"not an image at all"] + good[3:]
+    statuses: list[int] = [0] * len(uploads)
+    app = create_app(collection_copy, encoder=api_encoder, batch=4)
+    with TestClient(app) as client:
+
+        def ask(i: int) -> None:
+            r = client.post("/search", files={"file": ("q.jpg", uploads[i], "image/jpeg")}, data={"k": "3"})
+            statuses[i] = r.status_code
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(uploads))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    app.state.service.engine.encoder.close()
+    assert statuses == [200, 200, 200, 422, 200, 200, 200]  # the bad one never reaches the shared encoder run
