@@ -234,24 +234,32 @@ def breakdown(base: str, queries: list[bytes], count: int) -> dict:
     return {key: round(statistics.median(v), 2) for key, v in phases.items()}
 
 
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def index_rate(catalogue: Path, encoder: str) -> dict:
     """``vestis index`` of ``catalogue`` into a fresh temporary collection: its own images/s, and
-    the CPU time it spent per image (all its threads)."""
+    the CPU time (all its threads) per image while it indexed. Its CPU is sampled as it runs, so the
+    start-up (imports, the model) is left out: the report's ``seconds`` before its last sample."""
     with tempfile.TemporaryDirectory(prefix="vestis-api-load-") as tmp:
-        cpu, load_average = children_cpu_s(), os.getloadavg()[0]
-        done = subprocess.run([sys.executable, "-m", "vestis", "index", str(catalogue), "--collection",
-                               f"{tmp}/rate", "--encoder", encoder, "--json"], check=True, cwd=ROOT,
-                              capture_output=True, text=True)
-        cpu = children_cpu_s() - cpu
-    report = json.loads(done.stdout[done.stdout.index("{"):])
+        load_average = os.getloadavg()[0]
+        proc = subprocess.Popen([sys.executable, "-m", "vestis", "index", str(catalogue), "--collection",
+                                 f"{tmp}/rate", "--encoder", encoder, "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        samples: list[tuple[float, float]] = []
+        while proc.poll() is None:
+            try:
+                samples.append((time.perf_counter(), cpu_s(proc.pid)))
+            except (OSError, ValueError, IndexError):  # the process ended between poll and read
+                break
+            time.sleep(0.02)
+        out = proc.communicate()[0]
+    if proc.returncode:
+        raise SystemExit(f"vestis index exited with code {proc.returncode}")
+    report = json.loads(out[out.index("{"):])
+    end, cpu_end = samples[-1]
+    cpu_start = next((cpu for t, cpu in reversed(samples) if t <= end - report["seconds"]), samples[0][1])
+    images = max(1, report["embedded"])
     return {"images": report["embedded"], "seconds": report["seconds"], "images_per_second": report[
-        "images_per_second"], "cpu_ms_per_image": round(cpu * 1000 / max(1, report["embedded"]), 2),
-        "load_average": round(load_average, 2)}
+        "images_per_second"], "cpu_ms_per_image": round((cpu_end - cpu_start) * 1000 / images, 2),
+        "cores_busy": round((cpu_end - cpu_start) / report["seconds"], 2), "load_average": round(load_average, 2)}
 
 
 def bench_query(collection: Path, queries: Path, runs: int = 200) -> dict:
@@ -270,6 +278,7 @@ def _server(batch: int) -> str:
 def markdown(result: dict) -> str:
     index = result["index"]
     rate = statistics.mean(r["images_per_second"] for r in index) if index else None
+    index_cpu = statistics.mean(r["cpu_ms_per_image"] for r in index) if index else None
     lines = [f"# API load, {result['date']}", "",
              (f"CPU: {result['cpu']}; {result['cores']} cores; load average at the start "
               f"{result['load_average']:.2f}; collection {result['items']:,} items ({result['encoder']}); "
@@ -277,17 +286,22 @@ def markdown(result: dict) -> str:
              ""]
     if index:
         lines += ["`vestis index` of the queries, fresh collection, same encoder: " + ", ".join(
-            f"{r['images_per_second']} images/s ({r['cpu_ms_per_image']} ms CPU/image, load {r['load_average']})"
-            for r in index) + f"; mean **{rate:.1f} images/s**.", ""]
+            f"{r['images_per_second']} images/s ({r['cpu_ms_per_image']} ms CPU/image, {r['cores_busy']} cores busy, "
+            f"load {r['load_average']})" for r in index) + f"; mean **{rate:.1f} images/s**, {index_cpu:.2f} ms CPU/image.",
+                  "", ("vs index: queries/s over the mean images/s. At equal CPU: index CPU per image over server and "
+                  "client CPU per upload, the ratio both would reach on the same busy cores (robust to other load)."),
+                  ""]
     lines += [("| server | clients | requests | queries/s | p50 ms | p99 ms | errors | server CPU ms/req "
-               "| of which event loop | client CPU ms/req | cores busy | mean batch | vs index |"),
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| of which event loop | client CPU ms/req | cores busy | mean batch | vs index | at equal CPU |"),
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         ratio = f"**{r['throughput_qps'] / rate:.2f}x**" if rate else "-"
+        per_cpu = index_cpu / (r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"]) if index_cpu else None
+        equal = f"{per_cpu:.2f}x" if per_cpu else "-"
         lines.append(f"| {_server(r['batch'])} | {r['clients']} | {r['requests']} | {r['throughput_qps']} | "
                      f"{r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['server_cpu_ms_per_request']} | "
                      f"{r['event_loop_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | {r['cores_busy']} | "
-                     f"{r['mean_batch'] or '-'} | {ratio} |")
+                     f"{r['mean_batch'] or '-'} | {ratio} | {equal} |")
     if result["bench_query"]:
         total = result["bench_query"]["total"]
         one = [r for r in result["runs"] if r["clients"] == 1]
