@@ -33,3 +33,25 @@ def test_the_running_cpu_is_described():
     model, flags = cpu_info()
     assert model and describe_cpu().startswith(model)
     assert has_vnni() == bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def test_vestis_cpu_flags_replace_the_flags_and_key_the_optimised_graphs(monkeypatch):
+    """Under a CPUID mask (benchmarks/cpu_mask) /proc/cpuinfo still lists what the kernels no longer
+    use: $VESTIS_CPU_FLAGS says what they do, and the optimised-graph cache follows it."""
+    from pathlib import Path
+
+    from vestis.encoders.cpu import FLAGS_ENV
+    from vestis.encoders.onnx_encoder import _optimized_path
+
+    model = Path("/cache/m.onnx")
+    keys = []
+    try:
+        for flags in ("avx2 avx512f avx512_vnni", "avx2 not-a-flag"):
+            monkeypatch.setenv(FLAGS_ENV, flags)
+            cpu_info.cache_clear()
+            keys.append(_optimized_path(model))
+        assert cpu_info()[1] == frozenset({"avx2"}) and not has_vnni()
+        assert describe_cpu().endswith("(avx2)")
+        assert keys[0] != keys[1]
+    finally:
+        cpu_info.cache_clear()
