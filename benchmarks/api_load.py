@@ -52,6 +52,7 @@ from vestis.store.collection import Collection
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 STARTUP_LIMIT_S = 300
+REQUEST_TIMEOUT_S = 30
 BOUNDARY = "vestisloadboundary7d1f"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -129,22 +130,33 @@ def own_cpu_s() -> float:
 
 async def _raw_clients(port: int, requests: list[bytes], clients: int, deadline: float,
                        latencies: list[float], errors: list[int]) -> None:
+    async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")),
+                      None)
+        if length is None:
+            raise ValueError("an answer without Content-Length")
+        await reader.readexactly(length)
+        return int(head[9:12])
+
     async def client_loop(offset: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection = None
         i = offset
-        try:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                writer.write(requests[i % len(requests)])
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head[9:12])
-                length = next(int(line[15:]) for line in head.lower().split(b"\r\n")
-                              if line.startswith(b"content-length:"))
-                await reader.readexactly(length)
-                (latencies.append(time.perf_counter() - started) if status == 200 else errors.append(status))
-                i += clients
-        finally:
-            writer.close()
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                connection = connection or await asyncio.open_connection("127.0.0.1", port)
+                status = await asyncio.wait_for(ask(*connection, requests[i % len(requests)]), REQUEST_TIMEOUT_S)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                status = -1  # counted as an error; the next request opens a new connection
+                if connection is not None:
+                    connection[1].close()
+                connection = None
+            (latencies.append(time.perf_counter() - started) if status == 200 else errors.append(status))
+            i += clients
+        if connection is not None:
+            connection[1].close()
 
     await asyncio.gather(*(client_loop(c) for c in range(clients)))
 
