@@ -48,6 +48,8 @@ def test_search_by_upload_ranks_same_colour_and_shape_first(client):
     assert top["image_url"] == f"/images/{top['id']}"
     assert {"queue", "decode", "embed", "search", "fetch_metadata", "total"} <= set(body["timings_ms"])
     assert body["timings_ms"]["total"] >= body["timings_ms"]["embed"] > 0
+    big = client.post("/search", files=upload(garment_image(RED, "shirt", size=(1200, 1600), seed=7))).json()
+    assert big["timings_ms"]["decode"] > 0.05  # the decoding of 2 MP, which Engine.run does before it embeds
 
 
 def test_an_upload_is_answered_as_the_engine_answers_its_bytes(client):

@@ -223,6 +223,7 @@ class Engine:
             timings.setdefault("embed", 0.0)
             return self._searcher(attributes).query_from_item(item_id)
         searcher = self._searcher(attributes, self.encoder)
+        decoded = timings.get("decode", 0.0)  # Engine.run decodes an upload before it gets here
         t0 = time.perf_counter()
         if isinstance(image, Path):
             if not image.is_file():
@@ -235,7 +236,7 @@ class Engine:
             query = searcher.query_from_image(image, timings, global_encoder=self.encoder)
         else:
             query = searcher.query_from_image(image, timings, colour=colour)
-        timings["decode"] = decode_ms
+        timings["decode"] = decoded + decode_ms
         return query
 
     def _searcher(self, attributes: bool, encoder: ImageEncoder | None = None) -> Searcher | AttributeSearcher:
