@@ -338,9 +338,12 @@ class StructuredIndex(Backend):
         if built:
             want = min(built, k * self._k_factor())
             cand = self._candidates(q, min(built, want + min(self._dead_built, want)))
-            cand = -np.sort(-cand, axis=1)  # of equal scores the higher row first, as VectorStore.best_of
-            scores.append(st.inner_products(q, cand))
-            rows.append(cand)
+            live = (cand >= 0) & st.alive[np.maximum(cand, 0)]
+            first = np.argsort(~live, axis=1, kind="stable")  # the live candidates first, in their order
+            cand = np.where(np.take_along_axis(live, first, axis=1), np.take_along_axis(cand, first, axis=1), -1)
+            s, r = st.best_of(q, cand, k)
+            scores.append(np.where(r >= 0, s, -np.inf).astype(np.float32))
+            rows.append(r)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, alive=st.alive[built:])
             scores.append(s)

@@ -126,12 +126,12 @@ def _centroids(index: faiss.Index, lists: bool = True) -> int:
     return max(counts, default=0)
 
 
-_UNRANKED = -np.finfo(np.float32).max  # the score FAISS's heap gives a place nothing filled
+_UNRANKED = float(-np.finfo(np.float32).max)  # the score FAISS's heap gives a place nothing filled
 
 
 def _complete(rows: np.ndarray) -> bool:
     """Whether FAISS filled every query's candidate list (no -1 padding at the end)."""
-    return bool(rows[0, -1] >= 0 if len(rows) == 1 else (rows[:, -1] >= 0).all())
+    return rows.item(-1) >= 0 if len(rows) == 1 else bool((rows[:, -1] >= 0).all())
 
 
 def _answered(scores: np.ndarray) -> bool:
@@ -140,7 +140,7 @@ def _answered(scores: np.ndarray) -> bool:
     scores stay at FAISS's lowest float) or infinite ones: this replaces a pass over the query's
     values, and the general path then checks them and raises."""
     if len(scores) == 1:
-        return math.isfinite(scores[0, 0]) and scores[0, -1] > _UNRANKED
+        return math.isfinite(scores.item(0)) and scores.item(-1) > _UNRANKED
     return bool(np.isfinite(scores[:, 0]).all() and (scores[:, -1] > _UNRANKED).all())
 
 
@@ -270,19 +270,22 @@ class FaissIndex(StructuredIndex):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Against a structure that holds every row, none removed (a served collection's usual
-        state), FAISS gives the candidates and one more FAISS call re-scores and ranks them
-        (``VectorStore.best_of``): the general path's answer (``StructuredIndex.search``: the same
-        ids in the same order, the same float32 scores) in a fraction of its per-call work.
-        Anything else (a delta, tombstones, too few candidates) takes that path."""
+        state): FAISS gives the candidates (its C++ search, without its Python wrapper's checks,
+        which ``check_queries`` has made) and one more FAISS call re-scores and ranks them
+        (``VectorStore.best_of``). The general path (``StructuredIndex.search``) ranks them the
+        same way, so both give the same ids in the same order and the same float32 scores; it
+        takes anything else (a delta, tombstones, too few candidates)."""
         st, built = self._store, self._built
-        if not built or st.n_rows != built or len(st) != built:
+        want = min(built, k * self._k_factor()) if isinstance(k, int) else 0
+        if not built or st.n_rows != built or len(st) != built or want < k:
             return super().search(queries, k)
         q = check_queries(queries, self.dim, k, finite=False)  # see _answered
-        rows = self._index.search(q, min(built, k * self._k_factor()))[1]
-        if rows.shape[1] < k or not _complete(rows):
+        found, rows = np.empty((len(q), want), np.float32), np.empty((len(q), want), np.int64)
+        self._index.search_c(len(q), faiss.swig_ptr(q), want, faiss.swig_ptr(found), faiss.swig_ptr(rows), None)
+        if not _complete(rows):
             return super().search(q, k)
-        scores, ids = st.best_of(q, rows, k)
-        return (scores, ids) if _answered(scores) else super().search(q, k)
+        scores, best = st.best_of(q, rows, k)
+        return (scores, st.ids[best]) if _answered(scores) else super().search(q, k)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "factory": self._factory_used, "trainable": self.trainable}

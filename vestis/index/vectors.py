@@ -87,22 +87,26 @@ class VectorStore:
         return out
 
     def best_of(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best of each query's candidate ``rows`` (Q, c) by exact inner product: (scores,
-        ids), best first, of equal scores the higher row first. The rows must be live and real (no
-        -1), as an up-to-date structure's candidates are. One FAISS call re-scores and ranks them:
-        its heap keeps the first of equal scores to arrive and puts the higher row first, so the
-        candidates go in from the highest row down."""
-        rows = np.sort(rows, axis=1)
-        if self._file is None:
-            block, part = self._vec, np.ascontiguousarray(rows[:, ::-1])
-        else:  # gathered in rising row order, so that the numbers FAISS ranks rise with the rows
-            block = self.take(rows).reshape(-1, self.dim)
-            part = np.ascontiguousarray(np.arange(rows.size, dtype=np.int64).reshape(rows.shape)[:, ::-1])
+        """The ``k`` best of each query's candidate ``rows`` (Q, c) by exact inner product, in one
+        FAISS call: (scores, rows), best first; places no candidate filled are (-FLT_MAX, -1). The
+        rows must be live, with any -1 padding at the end. Of equal scores, the one that comes
+        first among the candidates wins a place and, within the list, the higher row comes first
+        (FAISS's heap); rows read from a file are numbered so that they rank as in memory."""
         scores, best = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
-        faiss.knn_inner_products_by_idx(faiss.swig_ptr(queries), faiss.swig_ptr(block), faiss.swig_ptr(part),
-                                        self.dim, len(rows), len(block), rows.shape[1], k, faiss.swig_ptr(scores),
-                                        faiss.swig_ptr(best), rows.shape[1])
-        return scores, self._ids[best if self._file is None else rows.ravel()[best]]
+        block, part = self._vec, np.ascontiguousarray(rows, np.int64)
+        if self._file is not None:  # gathered in rising row order, numbered by that rank (-1 kept)
+            order = np.argsort(part, axis=1)
+            rising = np.take_along_axis(part, order, axis=1)
+            block = self.take(np.maximum(rising, 0)).reshape(-1, self.dim)
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(part.size).reshape(part.shape), axis=1)
+            part = np.where(part >= 0, rank, -1)
+        ptr = faiss.swig_ptr
+        faiss.knn_inner_products_by_idx(ptr(queries), ptr(block), ptr(part), self.dim, len(part), len(block),
+                                        part.shape[1], k, ptr(scores), ptr(best), part.shape[1])
+        if self._file is not None:
+            best = np.where(best >= 0, rising.ravel()[best], -1)
+        return scores, best
 
     def _writable(self) -> None:
         """Before an in-place edit: rows mapped from a saved file move to a file of our own."""
