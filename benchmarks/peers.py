@@ -20,8 +20,9 @@ Search (one query at a time, 1 thread, top 10) over **generated** vectors
 embeddings of ``--like``), each contender at the cheapest setting of its search parameter that
 reaches ``--target`` recall@10 (tie-aware, as ``vestis bench ann`` counts it):
 
-* vestis: the ``auto`` index at this size (HNSW32 over 8-bit codes, 2k candidates re-scored
-  exactly, behind vestis's ``VectorIndex`` wrapper), and vestis's exact scan;
+* vestis: the ``auto`` index at this size (HNSW32 over 8-bit codes, k or 2k candidates re-scored
+  exactly, behind vestis's ``VectorIndex`` wrapper; efSearch and k_factor swept together), and
+  vestis's exact scan;
 * raw FAISS: the very same HNSW32,SQ8 graph searched through FAISS directly (no id mapping, no
   re-scoring: the floor under vestis's wrapper), and (``--only faiss-hnsw``) a FAISS HNSW32 over
   float32 vectors;
@@ -190,18 +191,26 @@ def build_contenders(base: np.ndarray, feats: np.ndarray, build_threads: int, lo
             index.build()
             return index
         vx, b_s, mem = _timed_build(make_vestis)
-        efs = [16, 24, 32, 48, 64, 96, 128, 192, 256]
+        efs = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+        # vestis re-scores k * k_factor candidates, and FAISS's beam is at least that many: with
+        # k_factor 2 any efSearch under 20 searches as 20, so the cheap end tries k_factor 1 first.
+        settings = [(ef, 1) for ef in efs if ef < 2 * K] + [(ef, 2) for ef in efs if ef >= 2 * K - 4]
 
-        def vestis_search(q: np.ndarray, ef: int) -> np.ndarray:
-            if vx.params["efSearch"] != ef:
-                vx.set_params(efSearch=ef)
+        def vestis_search(q: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
+            ef, k_factor = setting
+            if (vx.params["efSearch"], vx.params["k_factor"]) != setting:
+                vx.set_params(efSearch=ef, k_factor=k_factor)
             return vx.search(q, K)[1]
         out.append(Contender("vestis", f"vestis `{ANN_SPEC.split('?')[0]}` (auto), wrapper + exact re-scoring",
-                             vestis_search, efs, "efSearch", embed="vestis", build_s=b_s, memory_mb=mem))
-        raw = vx._index  # the FAISS object inside the wrapper, rows = ids here
+                             vestis_search, settings, "efSearch,k_factor", embed="vestis", build_s=b_s,
+                             memory_mb=mem))
+        # A copy of the FAISS object inside the wrapper (rows = ids here), so that each keeps its
+        # own efSearch; set only when it changes, as vestis_search does.
+        raw = faiss.clone_index(vx._index)  # an IndexHNSWSQ, as FAISS downcasts what it returns
 
         def raw_search(q: np.ndarray, ef: int) -> np.ndarray:
-            faiss.ParameterSpace().set_index_parameter(raw, "efSearch", ef)
+            if raw.hnsw.efSearch != ef:
+                raw.hnsw.efSearch = ef
             return raw.search(q, K)[1]
         out.append(Contender("faiss-sq8", "raw FAISS, the same HNSW32,SQ8 graph, no wrapper, no re-scoring",
                              raw_search, efs, "efSearch", build_s=b_s))
@@ -470,7 +479,9 @@ def report(contenders: list[Contender], search_ms: dict[str, list[float]], preem
              "| preempted | total p50 ms | embed / vestis | search / vestis | total / vestis | build s | memory MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        setting = "–" if r["setting"] is None else f"{r['param']}={r['setting']}"
+        values = r["setting"] if isinstance(r["setting"], tuple) else (r["setting"],)
+        setting = "–" if r["setting"] is None else ", ".join(
+            f"{name}={v}" for name, v in zip(r["param"].split(","), values, strict=True))
         lines.append(f"| {r['what']} | {setting} | {r['recall']:.3f} | {f(r['embed_p50_ms'], 1)} | "
                      f"{f(r['search_p50_ms'], 3)} | {f(r['search_p99_ms'], 3)} | {f(r['search_p99_unpreempted_ms'], 3)} | "
                      f"{r['preempted_calls']} | {f(r['total_p50_ms'], 1)} | "

@@ -89,11 +89,11 @@ class VectorStore:
     def best_of(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best of each query's candidate ``rows`` (Q, c) by exact inner product, in one
         FAISS call: (scores, rows), best first; places no candidate filled are (-FLT_MAX, -1). The
-        rows must be live, with any -1 padding at the end. Of equal scores, the one that comes
+        rows (C-contiguous int64) must be live, with any -1 padding at the end. Of equal scores, the one that comes
         first among the candidates wins a place and, within the list, the higher row comes first
         (FAISS's heap); rows read from a file are numbered so that they rank as in memory."""
         scores, best = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
-        block, part = self._vec, np.ascontiguousarray(rows, np.int64)
+        block, part = self._vec, rows
         if self._file is not None:  # gathered in rising row order, numbered by that rank (-1 kept)
             order = np.argsort(part, axis=1)
             rising = np.take_along_axis(part, order, axis=1)
