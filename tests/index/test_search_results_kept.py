@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from vestis.index import load_index, make_index
+from vestis.index import load_index, make_index, vectors
 from vestis.index.auto import ANN_SPEC
 from vestis.index.backend import IndexInputError, StructuredIndex
 
@@ -106,6 +106,15 @@ def test_duplicate_vectors_rank_alike_in_memory_and_from_the_file(tmp_path):
         assert np.array_equal(fast[1], from_file[1]) and np.array_equal(fast[0], from_file[0])
         assert np.array_equal(fast[1], general[1]) and np.array_equal(fast[0], general[0])
     assert any(len(set(index.search(q[None], 10)[0][0].tolist())) < 10 for q in queries)  # ties were met
+
+
+def test_a_batch_from_the_file_in_parts_ranks_as_in_memory(graph, tmp_path, monkeypatch):
+    index, _, queries = graph
+    index.save(tmp_path)
+    mapped = load_index(tmp_path, mmap=True)
+    monkeypatch.setattr(vectors, "GATHER_BUDGET", 3 * 20 * DIM)  # three queries' candidates at a time
+    for got, want in zip(mapped.search(queries, 10), index.search(queries, 10), strict=True):
+        assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

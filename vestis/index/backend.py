@@ -342,7 +342,7 @@ class StructuredIndex(Backend):
             first = np.argsort(~live, axis=1, kind="stable")  # the live candidates first, in their order
             cand = np.where(np.take_along_axis(live, first, axis=1), np.take_along_axis(cand, first, axis=1), -1)
             s, r = st.best_of(q, cand, k)
-            scores.append(np.where(r >= 0, s, -np.inf).astype(np.float32))
+            scores.append(np.where(r >= 0, s, np.float32(-np.inf)))
             rows.append(r)
         if st.n_rows > built:
             s, r = exact_search(q, st.vectors[built:], k, alive=st.alive[built:])

@@ -67,46 +67,55 @@ class VectorStore:
     def inner_products(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact inner products (Q, c) of each query (Q, dim), C-contiguous float32, with its
         candidate ``rows`` (Q, c); -inf where a row is -1 or dead. FAISS's kernel reads the rows in
-        place (from a mapped file: gathered with ``take``, a few queries at a time), so every
-        candidate is scored by the same code, and hence to the same bits, as in :meth:`best_of`."""
+        place (from a mapped file: :meth:`_gathered`), so every candidate is scored by the same
+        code, and hence to the same bits, as in :meth:`best_of`."""
         rows = np.ascontiguousarray(rows, np.int64)
         out = np.empty(rows.shape, np.float32)
         if rows.size == 0:
             return out
-        n, ptr = rows.shape[1], faiss.swig_ptr
-        step = len(rows) if self._file is None else max(1, GATHER_BUDGET // (n * self.dim))
-        for q0 in range(0, len(rows), step):
-            part = rows[q0:q0 + step]
-            block = self._vec
-            if self._file is not None:  # numbered 0, 1, ... in the gathered copy
-                block = self.take(np.maximum(part, 0)).reshape(-1, self.dim)
-                part = np.where(part >= 0, np.arange(part.size, dtype=np.int64).reshape(part.shape), -1)
-            faiss.fvec_inner_products_by_idx(ptr(out[q0:q0 + step]), ptr(queries[q0:q0 + step]), ptr(block),
-                                             ptr(part), self.dim, len(part), n)
+        ptr, c = faiss.swig_ptr, rows.shape[1]
+        parts = [(slice(None), self._vec, rows)] if self._file is None else (  # gathered one part at a time
+            (part, *self._gathered(rows[part])[:2]) for part in self._parts(rows))
+        for part, block, numbers in parts:
+            faiss.fvec_inner_products_by_idx(ptr(out[part]), ptr(queries[part]), ptr(block), ptr(numbers), self.dim,
+                                             len(numbers), c)
         out[(rows >= 0) & ~self._alive[np.maximum(rows, 0)]] = -np.inf
         return out
 
     def best_of(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best of each query's candidate ``rows`` (Q, c) by exact inner product, in one
         FAISS call: (scores, rows), best first; places no candidate filled are (-FLT_MAX, -1). The
-        rows (C-contiguous int64) must be live, with any -1 padding at the end. Of equal scores, the one that comes
-        first among the candidates wins a place and, within the list, the higher row comes first
-        (FAISS's heap); rows read from a file are numbered so that they rank as in memory."""
+        rows (C-contiguous int64) must be live, with any -1 padding at the end. Of equal scores,
+        the one that comes first among the candidates wins a place and, within the list, the
+        higher row comes first (FAISS's heap); rows read from a file rank as in memory."""
         scores, best = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
-        block, part = self._vec, rows
-        if self._file is not None:  # gathered in rising row order, numbered by that rank (-1 kept)
-            order = np.argsort(part, axis=1)
-            rising = np.take_along_axis(part, order, axis=1)
-            block = self.take(np.maximum(rising, 0)).reshape(-1, self.dim)
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(part.size).reshape(part.shape), axis=1)
-            part = np.where(part >= 0, rank, -1)
-        ptr = faiss.swig_ptr
-        faiss.knn_inner_products_by_idx(ptr(queries), ptr(block), ptr(part), self.dim, len(part), len(block),
-                                        part.shape[1], k, ptr(scores), ptr(best), part.shape[1])
-        if self._file is not None:
-            best = np.where(best >= 0, rising.ravel()[best], -1)
+        ptr, c = faiss.swig_ptr, rows.shape[1]
+        if self._file is None:  # a query's hot path: one call on the rows in place, nothing more
+            faiss.knn_inner_products_by_idx(ptr(queries), ptr(self._vec), ptr(rows), self.dim, len(rows),
+                                            len(self._vec), c, k, ptr(scores), ptr(best), c)
+            return scores, best
+        for part in self._parts(rows):
+            block, numbers, rising = self._gathered(rows[part])
+            faiss.knn_inner_products_by_idx(ptr(queries[part]), ptr(block), ptr(numbers), self.dim, len(numbers),
+                                            len(block), c, k, ptr(scores[part]), ptr(best[part]), c)
+            best[part] = np.where(best[part] >= 0, rising[best[part]], -1)
         return scores, best
+
+    def _parts(self, rows: np.ndarray) -> list[slice]:
+        """Slices of the queries whose candidates, gathered from the mapped file, stay within
+        GATHER_BUDGET floats."""
+        step = max(1, GATHER_BUDGET // max(1, rows.shape[1] * self.dim))
+        return [slice(q0, q0 + step) for q0 in range(0, len(rows), step)]
+
+    def _gathered(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate ``rows`` (q, c) from the mapped file, for FAISS: their vectors read with
+        ``pread`` in rising row order, each candidate's number among them (its rank; -1 kept), so
+        that equal scores rank as in memory, and the row of each number."""
+        order = np.argsort(rows, axis=1)
+        rising = np.take_along_axis(rows, order, axis=1)
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(rows.size).reshape(rows.shape), axis=1)
+        return self.take(np.maximum(rising, 0)).reshape(-1, self.dim), np.where(rows >= 0, rank, -1), rising.ravel()
 
     def _writable(self) -> None:
         """Before an in-place edit: rows mapped from a saved file move to a file of our own."""
