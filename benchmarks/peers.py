@@ -24,8 +24,8 @@ reaches ``--target`` recall@10 (tie-aware, as ``vestis bench ann`` counts it):
   exactly, behind vestis's ``VectorIndex`` wrapper; efSearch and k_factor swept together), and
   vestis's exact scan;
 * raw FAISS: the very same HNSW32,SQ8 graph searched through FAISS directly (no id mapping, no
-  re-scoring: the floor under vestis's wrapper), and (``--only faiss-hnsw``) a FAISS HNSW32 over
-  float32 vectors;
+  re-scoring: the floor under vestis's wrapper), and on request (``--only faiss-hnsw`` or
+  ``faiss-hnsw16-sq8``) FAISS HNSW32 over float32 vectors or HNSW16 over 8-bit codes;
 * hnswlib and usearch over float32 vectors, M (connectivity) 16 and the same construction effort
   as vestis's graph (``ef_construction`` / ``expansion_add`` 40, FAISS's default);
 * the ArcFace fashion-retrieval project's Annoy setup (``dot`` metric, 70 trees), at its default
@@ -77,6 +77,7 @@ from vestis.encoders import get_encoder  # noqa: E402
 from vestis.encoders.cpu import describe_cpu  # noqa: E402
 from vestis.index import make_index  # noqa: E402
 from vestis.index.auto import ANN_SPEC  # noqa: E402
+from vestis.index.faiss_backend import PLAIN_TRAIN_SAMPLE  # noqa: E402
 from vestis.bench.ann import knn_recall  # noqa: E402
 from vestis.bench.datasets import prepare_dataset  # noqa: E402
 
@@ -87,6 +88,8 @@ DF_CLUSTERS = 50  # its kmeans.py default
 ARCFACE_TREES = 70  # the ArcFace project's eval_savingANN.py
 SINGLE_SETTING_QUERIES = 50  # recall of a method with nothing to tune (exact scans, k-means) needs fewer
 EF_CONSTRUCTION = 40  # graph construction effort of every HNSW here: FAISS's default, which vestis uses
+EFS = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]  # efSearch settings swept on FAISS's graphs
+OTHER_GRAPHS = {"faiss-hnsw": "HNSW32", "faiss-hnsw16-sq8": "HNSW16,SQ8"}  # raw FAISS graphs --only may add
 
 
 # --- deep-fashion-retrieval's network: ResNet-50 + Linear(2048, 512), random weights -----------
@@ -191,10 +194,9 @@ def build_contenders(base: np.ndarray, feats: np.ndarray, build_threads: int, lo
             index.build()
             return index
         vx, b_s, mem = _timed_build(make_vestis)
-        efs = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
         # vestis re-scores k * k_factor candidates, and FAISS's beam is at least that many: with
-        # k_factor 2 any efSearch under 20 searches as 20, so the cheap end tries k_factor 1 first.
-        settings = [(ef, 1) for ef in efs if ef < 2 * K] + [(ef, 2) for ef in efs if ef >= 2 * K - 4]
+        # k_factor 2 any efSearch up to 2k searches as 2k, so the cheap end tries k_factor 1 first.
+        settings = [(ef, 1) for ef in EFS if ef < 2 * K] + [(ef, 2) for ef in [2 * K, *(e for e in EFS if e > 2 * K)]]
 
         def vestis_search(q: np.ndarray, setting: tuple[int, int]) -> np.ndarray:
             ef, k_factor = setting
@@ -213,27 +215,33 @@ def build_contenders(base: np.ndarray, feats: np.ndarray, build_threads: int, lo
                 raw.hnsw.efSearch = ef
             return raw.search(q, K)[1]
         out.append(Contender("faiss-sq8", "raw FAISS, the same HNSW32,SQ8 graph, no wrapper, no re-scoring",
-                             raw_search, efs, "efSearch", build_s=b_s))
+                             raw_search, EFS, "efSearch", build_s=b_s))
     if want("vestis-exact"):
         exact, b_s, mem = _timed_build(lambda: _exact(ids, base))
         out.append(Contender("vestis-exact", "vestis exact scan (float32, BLAS)",
                              lambda q, _: exact.search(q, K)[1], [None], "-", embed="vestis", build_s=b_s,
                              memory_mb=mem))
-    if only is not None and "faiss-hnsw" in only:
-        log("building FAISS HNSW32 (float32)")
+    for name, factory in OTHER_GRAPHS.items():  # on request only (--only): other FAISS graphs, raw
+        if only is None or name not in only:
+            continue
+        log(f"building FAISS {factory}")
 
-        def make_flat() -> Any:
-            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 40
+        def make_graph(factory: str = factory) -> Any:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = EF_CONSTRUCTION
+            if not index.is_trained:  # the scalar quantiser: trained on a sample as vestis trains its own
+                sample = np.random.default_rng(0).choice(len(base), min(len(base), PLAIN_TRAIN_SAMPLE), replace=False)
+                index.train(base[np.sort(sample)])
             index.add(base)
             return index
-        fh, b_s, mem = _timed_build(make_flat)
+        graph, b_s, mem = _timed_build(make_graph)
 
-        def fh_search(q: np.ndarray, ef: int) -> np.ndarray:
-            fh.hnsw.efSearch = ef
-            return fh.search(q, K)[1]
-        out.append(Contender("faiss-hnsw", "raw FAISS IndexHNSWFlat (M=32, efConstruction=40)", fh_search,
-                             [16, 24, 32, 48, 64, 96, 128, 192], "efSearch", build_s=b_s, memory_mb=mem))
+        def graph_search(q: np.ndarray, ef: int, graph: Any = graph) -> np.ndarray:
+            if graph.hnsw.efSearch != ef:
+                graph.hnsw.efSearch = ef
+            return graph.search(q, K)[1]
+        out.append(Contender(name, f"raw FAISS {factory} (efConstruction {EF_CONSTRUCTION})", graph_search, EFS,
+                             "efSearch", build_s=b_s, memory_mb=mem))
     if want("hnswlib"):
         log(f"building hnswlib (M=16, ef_construction={EF_CONSTRUCTION})")
 
